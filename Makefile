@@ -1,0 +1,27 @@
+# `make test` and `make study` set up everything on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test study bench setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests --ignore=tests/benchmarks
+
+study: $(STAMP)
+	$(PY) -m svdgrad sweep --quick
+
+bench: $(STAMP)
+	$(PY) -m svdgrad bench
+
+clean:
+	rm -rf $(VENV) .hypothesis

@@ -1,0 +1,107 @@
+"""autograd.Functions: they save tensors and call the pure rules in _kernels.
+
+All are written in the ``setup_context`` style with
+``generate_vmap_rule = True`` so they work under torch.func.  Backward
+rules are built from tensors the forward produced without tracking, so a
+second differentiation would miss terms; they are therefore marked
+``once_differentiable`` and double backward raises instead of being wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import _kernels, _newton_schulz
+
+
+class SpectralSqrtm(torch.autograd.Function):
+    """Z = U φ(L) U^T with φ and the backward supplied by an eigen method."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, method):
+        L, U = torch.linalg.eigh(A)
+        Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(A.dtype)))  # (*, n)
+        phi = method.spectrum(Lf)
+        Z = (U * phi[..., None, :]) @ U.mT
+        return Z, L, U, Lf
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, L, U, Lf = output
+        ctx.mark_non_differentiable(L, U, Lf)
+        ctx.save_for_backward(U, Lf)
+        ctx.method = inputs[1]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gZ, _gL, _gU, _gLf):
+        U, Lf = ctx.saved_tensors
+        with _no_tf32():
+            return ctx.method.backward_rule(Lf, U, gZ), None
+
+
+class Eigh(torch.autograd.Function):
+    """(L, U) = eigh(A) with the eigen backward using a method's K-rule."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, rule):
+        return torch.linalg.eigh(A)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        L, U = output
+        ctx.save_for_backward(L, U)
+        ctx.rule = inputs[1]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gL, gU):
+        L, U = ctx.saved_tensors
+        with _no_tf32():
+            K = ctx.rule.K(L)
+            return _kernels.eigh_backward(L, U, gL, gU, K), None
+
+
+class NewtonSchulzManual(torch.autograd.Function):
+    """Newton–Schulz forward with the hand-written backward (seed 002 eqs. 9-12)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, iterations, normalization):
+        Z, c, live, YJ, Ys, Zs, Ts = _newton_schulz.forward(A, iterations, normalization)
+        return (Z, c, live, YJ, *Ys, *Zs, *Ts)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A, iterations, normalization = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(A, *output[1:])
+        ctx.iterations = iterations
+        ctx.normalization = normalization
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gZ, *_):
+        A, c, live, YJ, *rest = ctx.saved_tensors
+        J = ctx.iterations
+        Ys, Zs, Ts = rest[:J], rest[J : 2 * J - 1], rest[2 * J - 1 :]
+        with _no_tf32():
+            gA = _newton_schulz.backward(gZ, A, c, live, YJ, Ys, Zs, Ts, ctx.normalization)
+        return gA, None, None
+
+
+class _no_tf32:
+    """Backward rules are accuracy-critical: no TF32 matmuls inside them on GPU."""
+
+    def __enter__(self):
+        self._prev = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self._prev

@@ -1,0 +1,240 @@
+"""Pure backward rules: functions of tensors, no autograd state.
+
+Notation (ANCHORS.md): A = U diag(L) U^T with L ascending, Z = A^{1/2},
+S = diag(s) with s = sqrt(L), G = dLoss/dZ, sym(X) = (X + X^T)/2.
+K is the (n, n) matrix that the eigen backward multiplies with U^T gU:
+ordinarily K_ij = 1/(L_i - L_j) off the diagonal and 0 on it.  Every
+smoothing remedy (truncation, Taylor, Padé) is a different K; each K-rule
+below is antisymmetric, which is what makes the symmetrized eigen backward
+reduce to a divided difference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sym(X: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (X + X.mT)
+
+
+def eigenvalue_floor(L: torch.Tensor, eps: float) -> torch.Tensor:
+    """Floor eps·λmax for ascending eigenvalues L (*, n) -> (*, 1).
+
+    Eigenvalues below it are rounding noise of the eigendecomposition (its
+    backward error is about eps·λmax).  An all-zero matrix gets the floor
+    sqrt(tiny) so that sqrt and 1/sqrt stay finite.
+    """
+    tiny = torch.finfo(L.dtype).tiny ** 0.5
+    return (eps * L[..., -1:]).clamp_min(tiny)
+
+
+# ---------------------------------------------------------------------------
+# K-rules.  Each takes floored ascending eigenvalues L (*, n) and returns
+# K (*, n, n), antisymmetric, zero on the diagonal.
+# ---------------------------------------------------------------------------
+
+def _offdiag_mask(n: int, device) -> torch.Tensor:
+    return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def _index_sign(n: int, dtype, device) -> torch.Tensor:
+    """sign_ij = +1 for i > j, -1 for i < j, 0 on the diagonal.
+
+    With L ascending, L_i >= L_j for i > j, so this is the sign of
+    1/(L_i - L_j) everywhere, including at exact ties, where the
+    difference itself has no sign.
+    """
+    i = torch.arange(n, device=device)
+    return torch.sign(i[:, None] - i[None, :]).to(dtype)
+
+
+def ordinary_K(L: torch.Tensor) -> torch.Tensor:
+    """K_ij = 1/(L_i - L_j) (CVPR20 eq. 6, supplement A3-A11).
+
+    Valid for distinct eigenvalues only.  At an exact tie the entry is
+    +inf (1/+0), which the backward turns into inf/NaN, exactly as the
+    textbook formula and torch.linalg.eigh's autograd do.
+    """
+    n = L.shape[-1]
+    diff = L[..., :, None] - L[..., None, :]  # (*, n, n)
+    K = 1.0 / diff
+    return torch.where(_offdiag_mask(n, L.device), K, torch.zeros((), dtype=L.dtype, device=L.device))
+
+
+def truncated_K(L: torch.Tensor, threshold: float) -> torch.Tensor:
+    """K_ij = sign_ij · min(1/|L_i - L_j|, threshold) (ICCV21 "SVD-Trunc").
+
+    Written as sign/max(|ΔL|, 1/threshold), which equals clipping 1/ΔL to
+    ±threshold and never forms inf, so ties get ±threshold.
+    """
+    n = L.shape[-1]
+    absdiff = (L[..., :, None] - L[..., None, :]).abs()
+    return _index_sign(n, L.dtype, L.device) / absdiff.clamp_min(1.0 / threshold)
+
+
+def _ratio_form(L: torch.Tensor):
+    """x_ij = min(L_i,L_j)/max(L_i,L_j) in (0, 1] and 1/max(L_i,L_j).
+
+    K_ij = sign_ij · (1/λmax_ij) · 1/(1 - x_ij), the form in which the
+    ICCV21 paper expands K (requires L > 0, which the floor guarantees).
+    """
+    Li, Lj = L[..., :, None], L[..., None, :]
+    lmax = torch.maximum(Li, Lj)
+    lmin = torch.minimum(Li, Lj)
+    return lmin / lmax, 1.0 / lmax
+
+
+def taylor_K(L: torch.Tensor, degree: int) -> torch.Tensor:
+    """1/(1-x) replaced by T_d(x) = Σ_{k=0}^{d} x^k (Wang et al.; ICCV21 "SVD-Taylor").
+
+    Evaluated in closed form T_d(x) = (1 - x^{d+1})/(1 - x)
+    = expm1((d+1)·log x)/expm1(log x), which is accurate to a few ulps for
+    all x in (0, 1) (no cancellation: both expm1 arguments are exact
+    multiples of log x) and costs O(1) instead of O(d) passes.  T_d(1) = d+1.
+    Truncation error: 1/(1-x) - T_d(x) = x^{d+1}/(1-x), so
+    |K - K_ordinary| = x^{d+1}·|K_ordinary| entrywise.
+    """
+    n = L.shape[-1]
+    x, inv_lmax = _ratio_form(L)
+    logx = torch.log(x)
+    num = torch.expm1((degree + 1) * logx)
+    den = torch.expm1(logx)
+    series = torch.where(x < 1, num / torch.where(x < 1, den, torch.ones_like(den)),
+                         torch.full_like(x, degree + 1.0))
+    return _index_sign(n, L.dtype, L.device) * inv_lmax * series
+
+
+def horner(coeffs, x: torch.Tensor) -> torch.Tensor:
+    """Σ_k coeffs[k]·x^k by Horner's rule (coeffs lowest order first)."""
+    out = torch.full_like(x, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        out = out * x + c
+    return out
+
+
+def pade_K(L: torch.Tensor, p, q, pole_gap: float) -> torch.Tensor:
+    """1/(1-x) replaced by P(x)/Q(x), the Padé approximant (ICCV21 "SVD-Padé").
+
+    x is clipped to 1 - pole_gap before evaluation, because the [M/N] Padé
+    of 1/(1-x) is 1/(1-x) itself and has a pole at x = 1 (exact ties);
+    the clip bounds |K| by P/Q(1 - pole_gap)/λmax (1/(pole_gap·λmax) for the
+    degenerate approximant).
+    """
+    n = L.shape[-1]
+    x, inv_lmax = _ratio_form(L)
+    x = x.clamp_max(1.0 - pole_gap)
+    return _index_sign(n, L.dtype, L.device) * inv_lmax * (horner(p, x) / horner(q, x))
+
+
+# ---------------------------------------------------------------------------
+# Backward rules.
+# ---------------------------------------------------------------------------
+
+def eigh_backward(L: torch.Tensor, U: torch.Tensor, gL, gU, K: torch.Tensor) -> torch.Tensor:
+    """gA from (gL, gU) for A = U diag(L) U^T (matrix backprop, Ionescu et al.).
+
+    gA = sym(U (K^T ∘ (U^T gU) + diag(gL)) U^T), with K_ij ≈ 1/(L_i - L_j).
+    Valid for distinct eigenvalues with ordinary K; the remedies swap K.
+    The gauge part diag(U^T gU) is dropped by K_ii = 0.
+    """
+    inner = torch.zeros_like(U)
+    if gU is not None:
+        inner = K.mT * (U.mT @ gU)
+    if gL is not None:
+        inner = inner + torch.diag_embed(gL)
+    return U @ sym(inner) @ U.mT
+
+
+def sqrtm_backward_K(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """gA for Z = U S U^T through the matrix-backprop chain with a given K.
+
+    CVPR20 eq. 6 / supplement A3-A11: gU = 2 sym(G) U S and
+    gL = diag(U^T G U)/(2 s).  With M = U^T sym(G) U this is
+    U^T gU = 2 M S, so the whole rule costs four matmuls:
+    gA = U sym(K^T ∘ (2 M S) + diag(M_ii/(2 s_i))) U^T.
+    Valid for distinct eigenvalues with ordinary K.  The two off-diagonal
+    terms K_ji·M_ij·s_j and K_ij·M_ji·s_i are formed separately and summed,
+    as the textbook rule does, so the cancellation when L_i ≈ L_j is
+    reproduced faithfully.
+    """
+    s = L.sqrt()
+    M = U.mT @ sym(G) @ U  # (*, n, n)
+    inner = K.mT * (2.0 * M * s[..., None, :]) + torch.diag_embed(M.diagonal(dim1=-2, dim2=-1) / (2.0 * s))
+    return U @ sym(inner) @ U.mT
+
+
+def daleckii_krein_D(s: torch.Tensor) -> torch.Tensor:
+    """D_ij = 1/(s_i + s_j): the divided difference of sqrt, (sqrt λi - sqrt λj)/(λi - λj).
+
+    No eigenvalue difference appears, so ties are harmless; s > 0 is
+    guaranteed by the eigenvalue floor.
+    """
+    return 1.0 / (s[..., :, None] + s[..., None, :])
+
+
+def sqrtm_backward_exact(s: torch.Tensor, U: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Daleckii–Krein: gA = U [(U^T sym(G) U) ∘ D] U^T, D_ij = 1/(s_i + s_j).
+
+    Exact for every symmetric positive definite A, tied eigenvalues
+    included; equivalently the solution X of the Lyapunov equation
+    Z X + X Z = sym(G).  Four matmuls.
+    """
+    M = U.mT @ sym(G) @ U  # (*, n, n)
+    return U @ (M * daleckii_krein_D(s)) @ U.mT
+
+
+def spectral_backward(U: torch.Tensor, G: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """gA = U [(U^T sym(G) U) ∘ D] U^T for a precomputed divided-difference matrix D."""
+    M = U.mT @ sym(G) @ U
+    return U @ (M * D) @ U.mT
+
+
+def topn_D(L: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Divided differences of φ(λ) = sqrt(max(λ, λ_k)), λ_k the smallest kept eigenvalue.
+
+    Returns (phi, D).  kept×kept: 1/(s_i + s_j) (Daleckii–Krein);
+    dropped×dropped: 0 (φ is constant there); kept i × dropped j:
+    (s_i - s_k)/(λ_i - λ_j) = r/(s_i + s_k) with r = (λ_i - λ_k)/(λ_i - λ_j)
+    in [0, 1] because λ_j <= λ_k <= λ_i; r := 0 when λ_i = λ_j (then also
+    λ_i = λ_k).  Every entry is finite.
+    """
+    n = L.shape[-1]
+    k = n - keep  # index of the smallest kept eigenvalue (ascending order)
+    lk = L[..., k : k + 1]  # (*, 1)
+    kept = torch.arange(n, device=L.device) >= k  # (n,)
+    phi = torch.where(kept, L, lk).sqrt()  # (*, n)
+    sk = lk.sqrt()
+    Dkk = 1.0 / (phi[..., :, None] + phi[..., None, :])
+    num = (L[..., :, None] - lk[..., None]).clamp_min(0)  # λ_i - λ_k, (*, n, 1)
+    den = L[..., :, None] - L[..., None, :]  # λ_i - λ_j
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    r = torch.where(den > 0, num / safe, torch.zeros_like(den))
+    Dcross = r / (phi[..., :, None] + sk[..., None])  # row kept, column dropped
+    ki, kj = kept[:, None], kept[None, :]
+    zero = torch.zeros((), dtype=L.dtype, device=L.device)
+    D = torch.where(ki & kj, Dkk, zero)
+    D = torch.where(ki & ~kj, Dcross, D)
+    D = torch.where(~ki & kj, Dcross.mT, D)
+    return phi, D
+
+
+def sqrtm_backward_topn(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, keep: int) -> torch.Tensor:
+    """Exact gradient of A -> U diag(sqrt(max(L, λ_k))) U^T (the TopN forward).
+
+    Besides the divided differences of ``topn_D``, the floor λ_k is itself
+    an eigenvalue of A, so every dropped output sqrt(λ_k) moves with it:
+    dλ_k = u_k^T dA u_k adds (Σ_{dropped j} M_jj)/(2 s_k) · u_k u_k^T.
+    """
+    n = L.shape[-1]
+    k = n - keep
+    _, D = topn_D(L, keep)
+    M = U.mT @ sym(G) @ U  # (*, n, n)
+    inner = M * D
+    if k > 0:
+        dropped_sum = M.diagonal(dim1=-2, dim2=-1)[..., :k].sum(-1)  # (*)
+        bump = dropped_sum / (2.0 * L[..., k].sqrt())
+        e_k = torch.zeros(n, dtype=L.dtype, device=L.device)
+        e_k[k] = 1.0
+        inner = inner + torch.diag_embed(bump[..., None] * e_k)
+    return U @ inner @ U.mT

@@ -1,0 +1,346 @@
+"""The backward methods: small frozen dataclasses that carry their settings.
+
+One registry maps each public name to its class; ``svdgrad.methods()``
+lists the names and the contract test suite is parametrized over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from . import _kernels, _newton_schulz
+from ._errors import SvdgradError
+from ._functions import Eigh, NewtonSchulzManual, SpectralSqrtm
+from ._pade import pade_coefficients
+
+
+@dataclass(frozen=True, kw_only=True)
+class Method:
+    """Options every method shares.
+
+    eps:
+        Eigenvalue floor, relative: eigenvalues below ``eps·λmax`` are raised
+        to it before sqrt (they are rounding noise of the eigensolver).
+        ``None`` (default) = machine epsilon of the compute dtype.  Eigen
+        methods only; Newton–Schulz has no eigenvalues and ignores it.
+    compute_dtype:
+        dtype to compute in, e.g. ``torch.float64`` for float32 input, as the
+        ICCV21 paper does; the result is cast back to the input dtype.
+        ``None`` = the input dtype (float32 for float16/bfloat16).
+    symmetry_tol:
+        Largest accepted ``||A - A^T||_F / ||A||_F``; ``None`` = sqrt(eps)
+        of the input dtype.  Accepted input is symmetrized.
+    psd_tol:
+        Largest accepted negative eigenvalue, relative: ``λmin >= -psd_tol·λmax``;
+        ``None`` = sqrt(eps) of the coarser of input and compute dtype.
+    check:
+        Run the value checks (finite, symmetric, PSD).  They are skipped
+        automatically under torch.func transforms and torch.compile.
+    """
+
+    name: ClassVar[str] = ""
+
+    eps: float | None = None
+    compute_dtype: torch.dtype | None = None
+    symmetry_tol: float | None = None
+    psd_tol: float | None = None
+    check: bool = True
+
+    def __post_init__(self):
+        if self.eps is not None and not (0.0 <= self.eps < 1.0):
+            raise SvdgradError(f"Expected 0 <= eps < 1 for {self.name}; received eps={self.eps!r}.")
+        if self.compute_dtype is not None and self.compute_dtype not in (torch.float32, torch.float64):
+            raise SvdgradError(
+                f"Expected compute_dtype torch.float32 or torch.float64; received "
+                f"{self.compute_dtype!r}. Use None to compute in the input dtype."
+            )
+
+    def floor_eps(self, dtype: torch.dtype) -> float:
+        return torch.finfo(dtype).eps if self.eps is None else self.eps
+
+    def apply(self, A: torch.Tensor):
+        """Z for symmetric A in the compute dtype; returns (Z, eigenvalues or None)."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------
+# Eigen methods: eigh forward, Z = U φ(L) U^T.
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class _EigenMethod(Method):
+    def spectrum(self, L: torch.Tensor) -> torch.Tensor:
+        return L.sqrt()
+
+    def backward_rule(self, L, U, G):
+        raise NotImplementedError
+
+    def apply(self, A):
+        Z, L, _, _ = SpectralSqrtm.apply(A, self)
+        return Z, L
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exact(_EigenMethod):
+    """eigh forward, Daleckii–Krein backward D_ij = 1/(sqrt λi + sqrt λj).
+
+    No eigenvalue differences: exact and finite at ties.  Eigenvalues below
+    the floor (``eps``) are raised to it and the backward is taken at the
+    floored matrix (straight-through for the floor).
+    """
+
+    name: ClassVar[str] = "exact"
+
+    def backward_rule(self, L, U, G):
+        return _kernels.sqrtm_backward_exact(L.sqrt(), U, G)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _KRuleMethod(_EigenMethod):
+    """Matrix-backprop backward (CVPR20 eq. 6) with a replaceable K."""
+
+    #: Whether ``K`` needs positive eigenvalues (ratio form x = λmin/λmax).
+    needs_positive: ClassVar[bool] = False
+
+    def K(self, L: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def backward_rule(self, L, U, G):
+        return _kernels.sqrtm_backward_K(L, U, G, self.K(L))
+
+    def _positive(self, L):
+        return L.clamp_min(_kernels.eigenvalue_floor(L, self.floor_eps(L.dtype)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ordinary(_KRuleMethod):
+    """K_ij = 1/(λi - λj).  Faithfully unstable: inf/NaN gradients at exact ties."""
+
+    name: ClassVar[str] = "ordinary"
+
+    def K(self, L):
+        return _kernels.ordinary_K(L)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Truncated(_KRuleMethod):
+    """K clipped to |K_ij| <= threshold (default 1e10, as the ICCV21 reference)."""
+
+    name: ClassVar[str] = "truncated"
+    threshold: float = 1e10
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (self.threshold > 0 and math.isfinite(self.threshold)):
+            raise SvdgradError(f"Expected a finite threshold > 0 for truncated; received {self.threshold!r}.")
+
+    def K(self, L):
+        return _kernels.truncated_K(L, self.threshold)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Taylor(_KRuleMethod):
+    """1/(1-x) replaced by Σ_{k=0}^{degree} x^k (default degree 100, as the ICCV21 reference)."""
+
+    name: ClassVar[str] = "taylor"
+    needs_positive: ClassVar[bool] = True
+    degree: int = 100
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.degree, int) or isinstance(self.degree, bool) or self.degree < 0:
+            raise SvdgradError(f"Expected an integer degree >= 0 for taylor; received {self.degree!r}.")
+
+    def K(self, L):
+        return _kernels.taylor_K(self._positive(L), self.degree)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pade(_KRuleMethod):
+    """1/(1-x) replaced by its [num_degree/den_degree] Padé approximant P/Q (default [50/50]).
+
+    Coefficients come from exact rational arithmetic (see ``_pade``); for
+    1/(1-x) the approximant reduces to 1/(1-x) itself, so this method equals
+    ``ordinary`` except at the pole x = 1 (exact ties), where 1 - x is
+    floored at ``pole_gap`` (``None`` = machine eps of the compute dtype),
+    which keeps K finite: |K_ij| <= 1/(pole_gap·λmax).
+    """
+
+    name: ClassVar[str] = "pade"
+    needs_positive: ClassVar[bool] = True
+    num_degree: int = 50
+    den_degree: int = 50
+    pole_gap: float | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        for field in ("num_degree", "den_degree"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise SvdgradError(f"Expected an integer {field} >= 0 for pade; received {v!r}.")
+        if self.pole_gap is not None and not (0 < self.pole_gap < 1):
+            raise SvdgradError(f"Expected 0 < pole_gap < 1 for pade; received {self.pole_gap!r}.")
+
+    @property
+    def coefficients(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(p, q), lowest order first, reduced; cached per degree pair."""
+        return pade_coefficients(self.num_degree, self.den_degree)
+
+    def K(self, L):
+        p, q = self.coefficients
+        eps = torch.finfo(L.dtype).eps
+        gap = eps if self.pole_gap is None else max(self.pole_gap, eps)
+        return _kernels.pade_K(self._positive(L), p, q, gap)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopN(_EigenMethod):
+    """Keep the largest eigenvalues, raise the rest to the smallest kept one.
+
+    keep:
+        Fraction of n to keep, in (0, 1]; the count is ceil(keep·n)
+        (default 0.8: the ICCV21 reference drops the 50 smallest of 256).
+    keep_count:
+        Absolute count instead (clipped to n); overrides ``keep``.
+
+    Conditioning becomes λmax/λ_k.  The backward is the exact gradient of
+    this function, with divided differences evaluated stably (finite at ties).
+    """
+
+    name: ClassVar[str] = "topn"
+    keep: float = 0.8
+    keep_count: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (0.0 < self.keep <= 1.0):
+            raise SvdgradError(f"Expected 0 < keep <= 1 (a fraction of n) for topn; received {self.keep!r}. "
+                               f"Use keep_count=... for an absolute number.")
+        if self.keep_count is not None and (not isinstance(self.keep_count, int) or self.keep_count < 1):
+            raise SvdgradError(f"Expected an integer keep_count >= 1 for topn; received {self.keep_count!r}.")
+
+    def kept(self, n: int) -> int:
+        if self.keep_count is not None:
+            return min(self.keep_count, n)
+        return max(1, min(n, math.ceil(self.keep * n - 1e-9)))
+
+    def spectrum(self, L):
+        return _kernels.topn_D(L, self.kept(L.shape[-1]))[0]
+
+    def backward_rule(self, L, U, G):
+        return _kernels.sqrtm_backward_topn(L, U, G, self.kept(L.shape[-1]))
+
+
+# ---------------------------------------------------------------------------
+# Newton–Schulz.
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class NewtonSchulz(Method):
+    """iSQRT-COV (seed 002 sect. 2): an approximate square root.
+
+    iterations:
+        Number of coupled iterations (default 5, as every shipped iSQRT-COV model).
+    normalization:
+        ``"trace"`` (the paper) or ``"frobenius"`` (smaller forward error).
+    backward:
+        ``"autograd"`` (default; through the iterations) or ``"manual"``
+        (seed 002 eqs. 9-12, transposes kept).  Both give the gradient of
+        the approximation; autograd also supports double backward.
+
+    ``eps`` is not used.  The PSD check is a Cholesky factorization of
+    A + 2·psd_tol·tr(A)·I (no eigendecomposition).
+    """
+
+    name: ClassVar[str] = "newton_schulz"
+    iterations: int = 5
+    normalization: str = "trace"
+    backward: str = "autograd"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.iterations, int) or isinstance(self.iterations, bool) or self.iterations < 1:
+            raise SvdgradError(f"Expected an integer iterations >= 1 for newton_schulz; received {self.iterations!r}.")
+        if self.normalization not in _newton_schulz.NORMALIZATIONS:
+            raise SvdgradError(f"Expected normalization in {_newton_schulz.NORMALIZATIONS}; "
+                               f"received {self.normalization!r}.")
+        if self.backward not in ("manual", "autograd"):
+            raise SvdgradError(f"Expected backward 'manual' or 'autograd' for newton_schulz; received {self.backward!r}.")
+
+    def apply(self, A):
+        if self.backward == "manual":
+            Z = NewtonSchulzManual.apply(A, self.iterations, self.normalization)[0]
+        else:
+            Z = _newton_schulz.forward(A, self.iterations, self.normalization)[0]
+        return Z, None
+
+    def indefinite(self, A: torch.Tensor, psd_tol: float) -> torch.Tensor:
+        """Batch mask of matrices failing Cholesky of A + 2·psd_tol·tr(A)·I."""
+        with torch.no_grad():
+            tr = A.diagonal(dim1=-2, dim2=-1).sum(-1).abs()[..., None, None]
+            eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+            _, info = torch.linalg.cholesky_ex(A + 2.0 * psd_tol * tr * eye + torch.finfo(A.dtype).tiny * eye)
+            return info > 0
+
+
+# ---------------------------------------------------------------------------
+# Registry.
+# ---------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Exact, Ordinary, Truncated, TopN, Taylor, Pade, NewtonSchulz)
+}
+
+#: The K-rules that ``svdgrad.eigh`` accepts as ``backward``.
+_K_RULES = ("ordinary", "truncated", "taylor", "pade")
+
+
+def methods() -> tuple[str, ...]:
+    """Registered sqrtm method names, in a fixed order."""
+    return tuple(_REGISTRY)
+
+
+def _option_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def get_method(method="exact", **options) -> Method:
+    """Resolve a name or a method object (plus option overrides) to a method object."""
+    if isinstance(method, Method):
+        cls = type(method)
+        base = method
+    elif isinstance(method, str):
+        cls = _REGISTRY.get(method)
+        if cls is None:
+            raise SvdgradError(
+                f"Unknown method {method!r}. Expected one of {', '.join(methods())}, "
+                f"or a method object such as svdgrad.Taylor(degree=100)."
+            )
+        base = None
+    else:
+        raise SvdgradError(
+            f"Expected method to be a name ({', '.join(methods())}) or a method object; "
+            f"received {type(method).__name__}."
+        )
+    unknown = sorted(set(options) - set(_option_names(cls)))
+    if unknown:
+        raise SvdgradError(
+            f"Unknown option(s) {unknown} for method {cls.name!r}. Valid options: "
+            f"{', '.join(_option_names(cls))}."
+        )
+    return dataclasses.replace(base, **options) if base is not None else cls(**options)
+
+
+def get_k_rule(backward="ordinary", **options) -> _KRuleMethod:
+    rule = get_method(backward, **options)
+    if not isinstance(rule, _KRuleMethod):
+        raise SvdgradError(
+            f"Expected an eigen backward K-rule, one of {', '.join(_K_RULES)}; received "
+            f"{rule.name!r}. 'exact' and the others are square-root methods: use svdgrad.sqrtm."
+        )
+    return rule

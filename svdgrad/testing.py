@@ -1,0 +1,236 @@
+"""Public test helpers: matrix generators, hypothesis strategies, references, VJP checks.
+
+Matrices are built as Q·diag(λ)·Q^T in float64 with Q Haar-random, so the
+spectrum (and κ) is chosen, not filtered for.  ``hypothesis`` is imported
+lazily: the strategies need the ``dev`` extra, the rest does not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ._errors import SvdgradError
+
+#: Spectrum shapes of ``spd``.
+SPECTRA = ("logspaced", "clustered", "repeated", "rank_deficient")
+
+#: Relative gap inside a ``clustered`` pair.
+CLUSTER_GAP = 1e-9
+
+
+def eigenvalues(n: int, kappa: float, spectrum: str = "logspaced", *, rank: int | None = None) -> np.ndarray:
+    """Ascending float64 eigenvalues with λmax = 1 and λmax/λmin = kappa.
+
+    logspaced:       n values log-spaced in [1/κ, 1].
+    clustered:       pairs (b, b·(1 + 1e-9)) with b log-spaced in [1/κ, 1]
+                     (odd n: the largest is single); κ is reached to 1e-9.
+    repeated:        every value exactly twice (exact ties; odd n: the
+                     largest is single).
+    With n = 2, clustered and repeated have a single pair, so κ ≈ 1;
+    they need n >= 3 to reach κ.
+    rank_deficient:  n - rank exact zeros and ``rank`` (default ceil(n/2))
+                     values log-spaced in [1/κ, 1]; κ is that of the nonzero
+                     part, the pseudo-condition number.
+    """
+    if n < 1:
+        raise SvdgradError(f"Expected n >= 1; received n={n}.")
+    if not (kappa >= 1 and math.isfinite(kappa)):
+        raise SvdgradError(f"Expected a finite kappa >= 1; received kappa={kappa!r}.")
+    if spectrum not in SPECTRA:
+        raise SvdgradError(f"Unknown spectrum {spectrum!r}; expected one of {', '.join(SPECTRA)}.")
+    lo = -math.log10(kappa)
+    if n == 1:
+        return np.ones(1)
+    if spectrum == "logspaced":
+        lam = np.logspace(lo, 0.0, n)
+    elif spectrum in ("clustered", "repeated"):
+        base = np.logspace(lo, 0.0, (n + 1) // 2)
+        twin = 1.0 if spectrum == "repeated" else 1.0 + CLUSTER_GAP
+        lam = np.stack([base, base * twin], axis=1).reshape(-1)[:n]
+        lam = lam / lam.max()
+    else:
+        r = (n + 1) // 2 if rank is None else rank
+        if not 1 <= r <= n:
+            raise SvdgradError(f"Expected 1 <= rank <= n for rank_deficient; received rank={rank}, n={n}.")
+        lam = np.concatenate([np.zeros(n - r), np.logspace(lo if r > 1 else 0.0, 0.0, r)])
+    return np.sort(lam)
+
+
+def haar_orthogonal(n: int, batch=(), *, rng: np.random.Generator) -> np.ndarray:
+    """Haar-random orthogonal matrices (*batch, n, n) via QR with sign fix."""
+    g = rng.standard_normal((*batch, n, n))
+    q, r = np.linalg.qr(g)
+    d = np.sign(np.diagonal(r, axis1=-2, axis2=-1))
+    d[d == 0] = 1.0
+    return q * d[..., None, :]
+
+
+def spd(n: int, kappa: float = 1e2, spectrum: str = "logspaced", *, batch=(), dtype=torch.float64,
+        seed: int = 0, scale: float = 1.0, rank: int | None = None, return_eigenvalues: bool = False):
+    """Symmetric PSD test matrices Q diag(λ) Q^T of shape (*batch, n, n).
+
+    λ from ``eigenvalues(n, kappa, spectrum)`` times ``scale``; one Haar Q
+    per matrix, drawn from ``seed``.  Built in float64 and symmetrized
+    exactly, then cast to ``dtype``.  With ``return_eigenvalues`` also
+    returns the float64 λ (n,) that every matrix in the batch shares.
+    """
+    batch = tuple(batch) if not isinstance(batch, int) else (batch,)
+    rng = np.random.default_rng(seed)
+    lam = eigenvalues(n, kappa, spectrum, rank=rank) * scale
+    Q = haar_orthogonal(n, batch, rng=rng)
+    A = (Q * lam) @ np.swapaxes(Q, -1, -2)
+    A = 0.5 * (A + np.swapaxes(A, -1, -2))
+    At = torch.from_numpy(np.ascontiguousarray(A)).to(dtype)
+    return (At, torch.from_numpy(lam)) if return_eigenvalues else At
+
+
+def condition_number(A: torch.Tensor) -> torch.Tensor:
+    """λmax/λmin per matrix, in float64 (inf for singular matrices)."""
+    L = torch.linalg.eigvalsh(A.to(torch.float64))
+    return L[..., -1] / L[..., 0]
+
+
+# ---------------------------------------------------------------------------
+# High-precision reference.
+# ---------------------------------------------------------------------------
+
+def reference_sqrtm_grad(A: torch.Tensor, G: torch.Tensor, *, dps: int = 50, floor: float = 0.0):
+    """(Z, gA) for one matrix, at ``dps`` decimal digits with mpmath (small n).
+
+    The float64 entries of A are taken as exact.  gA = U[(U^T sym(G) U) ∘ D]U^T
+    with D_ij = 1/(sqrt λi + sqrt λj) (Daleckii–Krein), all in mpmath.
+    Eigenvalues below ``floor`` (absolute) are raised to it; with floor = 0
+    a zero eigenvalue makes the gradient infinite and raises SvdgradError.
+    Returns float64 tensors.
+    """
+    import mpmath
+
+    if A.dim() != 2:
+        raise SvdgradError(f"reference_sqrtm_grad takes one matrix (n, n); received shape={tuple(A.shape)}.")
+    n = A.shape[-1]
+    a = A.detach().to(torch.float64).cpu().numpy()
+    g = G.detach().to(torch.float64).cpu().numpy()
+    with mpmath.workdps(dps):
+        Am = mpmath.matrix(n, n)
+        Gs = mpmath.matrix(n, n)
+        for i in range(n):
+            for j in range(n):
+                Am[i, j] = (mpmath.mpf(a[i, j]) + mpmath.mpf(a[j, i])) / 2
+                Gs[i, j] = (mpmath.mpf(g[i, j]) + mpmath.mpf(g[j, i])) / 2
+        E, Q = mpmath.eigsy(Am)
+        lam = [max(E[i], mpmath.mpf(floor)) for i in range(n)]
+        if min(lam) <= 0:
+            raise SvdgradError(
+                f"The sqrtm gradient is infinite at a singular matrix (λmin={mpmath.nstr(min(E), 5)}); "
+                f"pass floor=... to take it at the floored matrix."
+            )
+        s = [mpmath.sqrt(x) for x in lam]
+        Z = Q * mpmath.diag(s) * Q.T
+        M = Q.T * Gs * Q
+        for i in range(n):
+            for j in range(n):
+                M[i, j] = M[i, j] / (s[i] + s[j])
+        gA = Q * M * Q.T
+        Zn = np.array(Z.tolist(), dtype=float)
+        gn = np.array(gA.tolist(), dtype=float)
+    return torch.from_numpy(Zn), torch.from_numpy(gn)
+
+
+# ---------------------------------------------------------------------------
+# Finite-difference VJP check (JAX's check_vjp idea).
+# ---------------------------------------------------------------------------
+
+def random_symmetric(shape, *, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    """Unit-Frobenius-norm symmetric direction(s) of the given (*, n, n) shape."""
+    gen = torch.Generator().manual_seed(seed)
+    T = torch.randn(shape, generator=gen, dtype=torch.float64)
+    T = T + T.mT
+    return (T / torch.linalg.matrix_norm(T)[..., None, None].clamp_min(1e-300)).to(dtype)
+
+
+def vjp_fd_error(f, A: torch.Tensor, *, directions: int = 3, step: float | None = None, seed: int = 0) -> float:
+    """Worst relative mismatch of ⟨t, J^T c⟩ and the central difference ⟨(f(A+ht) - f(A-ht))/2h, c⟩.
+
+    t are random symmetric directions (A must stay symmetric), c random
+    cotangents.  ``step`` defaults to eps^(1/3)·λmin(A), so A ± h·t stays
+    positive definite; the truncation error is then O(eps^(2/3)) relative
+    to the local scale.  Returns max |lhs - rhs| / max(|lhs|, |rhs|).
+    """
+    A = A.detach()
+    dtype = A.dtype
+    L = torch.linalg.eigvalsh(A.to(torch.float64))
+    lmin = float(L[..., 0].min())
+    h = step if step is not None else torch.finfo(dtype).eps ** (1 / 3) * max(lmin, 1e-300)
+    worst = 0.0
+    for d in range(directions):
+        t = random_symmetric(A.shape, dtype=dtype, seed=seed + 2 * d)
+        gen = torch.Generator().manual_seed(seed + 2 * d + 1)
+        Ar = A.clone().requires_grad_(True)
+        out = f(Ar)
+        c = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
+        (gA,) = torch.autograd.grad(out, Ar, c)
+        lhs = float((gA.double() * t.double()).sum())
+        with torch.no_grad():
+            fd = (f(A + h * t).double() - f(A - h * t).double()) / (2 * h)
+        rhs = float((fd * c.double()).sum())
+        denom = max(abs(lhs), abs(rhs), 1e-300)
+        worst = max(worst, abs(lhs - rhs) / denom)
+    return worst
+
+
+def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """‖x - ref‖_F / ‖ref‖_F over the whole tensor, in float64 (inf if x is not finite)."""
+    x = x.detach().double()
+    ref = ref.detach().double()
+    if not bool(torch.isfinite(x).all()):
+        return math.inf
+    den = float(torch.linalg.vector_norm(ref))
+    num = float(torch.linalg.vector_norm(x - ref))
+    return num / den if den > 0 else num
+
+
+def sym_part(X: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (X + X.mT)
+
+
+# ---------------------------------------------------------------------------
+# Hypothesis strategies.
+# ---------------------------------------------------------------------------
+
+def spd_matrices(*, n=(1, 32), log10_kappa=(0.0, 12.0), spectra=SPECTRA, batch=(), dtype=torch.float64):
+    """Strategy for (A, info) where A = spd(...) and info holds n, kappa, spectrum, seed.
+
+    n and log10_kappa are inclusive (lo, hi) ranges; ``spectra`` a subset of SPECTRA.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw):
+        nn = draw(st.integers(*n))
+        lk = draw(st.floats(*log10_kappa, allow_nan=False, allow_infinity=False))
+        sp = draw(st.sampled_from(tuple(spectra)))
+        seed = draw(st.integers(0, 2**31 - 1))
+        kappa = 10.0 ** lk
+        A = spd(nn, kappa, sp, batch=batch, dtype=dtype, seed=seed)
+        return A, {"n": nn, "kappa": kappa, "spectrum": sp, "seed": seed}
+
+    return build()
+
+
+def gradients(G_shape, *, seed: int = 0, dtype=torch.float64, symmetric: bool = False) -> torch.Tensor:
+    """Random incoming gradient G (deterministic by seed); not symmetric unless asked."""
+    gen = torch.Generator().manual_seed(seed)
+    G = torch.randn(G_shape, generator=gen, dtype=torch.float64)
+    if symmetric:
+        G = sym_part(G)
+    return G.to(dtype)
+
+
+__all__ = [
+    "SPECTRA", "CLUSTER_GAP", "eigenvalues", "spd", "haar_orthogonal", "condition_number",
+    "reference_sqrtm_grad", "random_symmetric", "vjp_fd_error", "rel_error", "sym_part",
+    "spd_matrices", "gradients",
+]
