@@ -8,6 +8,7 @@ import torch
 
 from ._errors import SvdgradError
 from ._functions import Eigh
+from ._guard import guard
 from ._kernels import sym
 from ._methods import Method, NewtonSchulz, get_k_rule, get_method
 from ._validate import HALF_DTYPES, check_matrix, check_psd, check_values, is_traced
@@ -53,6 +54,8 @@ def sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
             idx = tuple(torch.nonzero(bad)[0].tolist()) if bad.dim() else ()
             L = torch.linalg.eigvalsh(Ac[idx].detach())
             check_psd(L, psd_tol=tol, A=A)
+    if not m.double_differentiable:
+        Ac = guard(Ac, m.name)
     Z, L = m.apply(Ac)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A)

@@ -60,6 +60,11 @@ class Method:
                 f"{self.compute_dtype!r}. Use None to compute in the input dtype."
             )
 
+    @property
+    def double_differentiable(self) -> bool:
+        """Whether the backward itself can be differentiated (else double backward raises)."""
+        return False
+
     def floor_eps(self, dtype: torch.dtype) -> float:
         return torch.finfo(dtype).eps if self.eps is None else self.eps
 
@@ -271,6 +276,10 @@ class NewtonSchulz(Method):
                                f"received {self.normalization!r}.")
         if self.backward not in ("manual", "autograd"):
             raise SvdgradError(f"Expected backward 'manual' or 'autograd' for newton_schulz; received {self.backward!r}.")
+
+    @property
+    def double_differentiable(self) -> bool:
+        return self.backward == "autograd"
 
     def apply(self, A):
         if self.backward == "manual":

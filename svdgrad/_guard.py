@@ -1,0 +1,58 @@
+"""Make double backward through a once-differentiable rule fail loudly.
+
+``once_differentiable`` only raises when the *incoming gradient* requires
+grad.  Differentiating the gradient with respect to A itself (a gradient
+penalty with a constant cotangent, gradgradcheck) would silently return
+zero, because the rule's saved eigenvectors carry no graph.  ``guard``
+wraps the input: on a ``create_graph=True`` backward it ties the outgoing
+gradient to A through a node whose own backward raises.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _RaiseOnBackward(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(g, anchor, message):
+        return g.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.message = inputs[2]
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(ctx.message)
+
+
+class _Guard(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, message):
+        return A.view_as(A)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.message = inputs[1]
+
+    @staticmethod
+    def backward(ctx, gA):
+        if torch.is_grad_enabled():  # create_graph=True: a higher derivative may follow
+            (A,) = ctx.saved_tensors
+            return _RaiseOnBackward.apply(gA, A, ctx.message), None
+        return gA, None
+
+
+def guard(A: torch.Tensor, method_name: str) -> torch.Tensor:
+    if not A.requires_grad:
+        return A
+    msg = (f"svdgrad: double backward through sqrtm(method={method_name!r}) is not supported: its "
+           f"backward rule is not itself differentiable. Use method='newton_schulz' with "
+           f"backward='autograd' if you need second derivatives.")
+    return _Guard.apply(A, msg)

@@ -1,0 +1,53 @@
+"""Tolerances keyed by dtype and scaled by κ, and small shared helpers.
+
+Bounds are stated as C·κ·eps (the floor set by the eigendecomposition:
+eigenvectors of A are perturbed by about eps·‖A‖/gap, which for the square
+root's gradient amounts to about κ·eps relative; ANCHORS.md measured it).
+"""
+
+import math
+
+import torch
+
+import svdgrad
+
+EPS = {torch.float64: torch.finfo(torch.float64).eps, torch.float32: torch.finfo(torch.float32).eps}
+
+#: Constant in the C·(κ + n)·eps bound for the accurate eigen methods.  The
+#: largest ratio error/((κ + n)·eps) seen with the thorough profile was well
+#: below 1; 10 leaves head-room without hiding a real regression (a wrong
+#: rule is off by O(1)).
+C_ACCURATE = 10.0
+
+#: Methods that compute A^{1/2} to working precision (topn and newton_schulz
+#: are different functions by design).
+ACCURATE = ("exact", "ordinary", "truncated", "taylor", "pade")
+
+#: Methods that approximate a different function.
+APPROXIMATE = ("topn", "newton_schulz")
+
+
+def accurate_tol(dtype, kappa: float, n: int) -> float:
+    return C_ACCURATE * (kappa + n) * EPS[dtype]
+
+
+def fd_tol(dtype, kappa: float) -> float:
+    """Central differences with h = eps^(1/3)·λmin: truncation O(eps^(2/3)),
+    rounding O(eps/h) relative to the λmin scale, amplified up to κ."""
+    return 1e3 * EPS[dtype] ** (2 / 3) * kappa
+
+
+def grad_of(A: torch.Tensor, G: torch.Tensor, method, **options):
+    """(Z, sym part of dL/dA) for L = ⟨G, sqrtm(A)⟩."""
+    A1 = A.detach().clone().requires_grad_(True)
+    Z = svdgrad.sqrtm(A1, method, **options)
+    (gA,) = torch.autograd.grad(Z, A1, G.to(Z.dtype))
+    return Z.detach(), 0.5 * (gA + gA.mT)
+
+
+def finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+def log10(x: float) -> float:
+    return math.log10(x) if x > 0 else -math.inf

@@ -1,0 +1,201 @@
+"""The contract every registered method keeps, parametrized over svdgrad.methods().
+
+A new method added to the registry is tested here automatically.
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import svdgrad
+from svdgrad import testing as T
+
+from .helpers import ACCURATE, finite, grad_of
+
+METHODS = svdgrad.methods()
+#: Methods that must give finite gradients on every finite PSD input.
+STABLE = tuple(m for m in METHODS if m != "ordinary")
+
+
+def test_registry_names():
+    assert set(METHODS) == {"exact", "ordinary", "truncated", "topn", "taylor", "pade", "newton_schulz"}
+    for name in METHODS:
+        m = svdgrad.get_method(name)
+        assert m.name == name
+        assert svdgrad.get_method(m) == m
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shape_dtype_and_symmetry(method, dtype):
+    A = T.spd(6, 1e2, batch=(2, 3), dtype=dtype, seed=1)
+    Z = svdgrad.sqrtm(A, method)
+    assert Z.shape == A.shape and Z.dtype == dtype and Z.device == A.device
+    assert torch.equal(Z, Z.mT) or float((Z - Z.mT).abs().max()) <= 10 * torch.finfo(dtype).eps * float(Z.abs().max())
+
+
+@pytest.mark.parametrize("method", ACCURATE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_square_of_root(method, dtype):
+    A = T.spd(12, 1e3, batch=(4,), dtype=dtype, seed=2)
+    Z = svdgrad.sqrtm(A, method)
+    err = T.rel_error(Z @ Z, A)
+    assert err <= 100 * 12 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_n_equals_one_and_empty_batch(method):
+    A = torch.tensor([[[4.0]], [[9.0]]], dtype=torch.float64, requires_grad=True)
+    Z = svdgrad.sqrtm(A, method)
+    if method != "newton_schulz":
+        assert torch.allclose(Z, torch.tensor([[[2.0]], [[3.0]]], dtype=torch.float64))
+    else:  # 1x1 trace-normalized NS is exact: Ã = 1 is a fixed point
+        assert torch.allclose(Z, torch.tensor([[[2.0]], [[3.0]]], dtype=torch.float64))
+    Z.sum().backward()
+    assert finite(A.grad)
+    if method in ACCURATE:
+        assert torch.allclose(A.grad.flatten(), torch.tensor([1 / 4, 1 / 6], dtype=torch.float64))
+    E = torch.zeros(0, 5, 5, dtype=torch.float32, requires_grad=True)
+    ZE = svdgrad.sqrtm(E, method)
+    assert ZE.shape == (0, 5, 5)
+    ZE.sum().backward()
+    assert E.grad.shape == (0, 5, 5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(method, dtype):
+    A64 = T.spd(5, 10.0, seed=3)
+    Z = svdgrad.sqrtm(A64.to(dtype), method)
+    assert Z.dtype == dtype
+    Z32 = svdgrad.sqrtm(A64.to(dtype).float(), method)
+    assert torch.equal(Z, Z32.to(dtype))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_scaling(method):
+    A = T.spd(8, 1e3, seed=4)
+    c = 7.3
+    assert torch.allclose(svdgrad.sqrtm(c * A, method), math.sqrt(c) * svdgrad.sqrtm(A, method), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_orthogonal_equivariance_with_gradient(method):
+    A = T.spd(7, 1e2, seed=5)
+    Q = torch.from_numpy(T.haar_orthogonal(7, rng=__import__("numpy").random.default_rng(9)))
+    G = T.gradients(A.shape, seed=6)
+    Z, gA = grad_of(A, G, method)
+    ZQ, gAQ = grad_of(Q @ A @ Q.T, Q @ G @ Q.T, method)
+    assert torch.allclose(ZQ, Q @ Z @ Q.T, rtol=1e-9, atol=1e-11)
+    # L(QAQ^T) with cotangent QGQ^T: gradient transforms as Q gA Q^T.
+    assert torch.allclose(gAQ, Q @ gA @ Q.T, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_looped(method):
+    A = T.spd(6, 1e3, batch=(3,), seed=7)
+    G = T.gradients(A.shape, seed=8)
+    Z, gA = grad_of(A, G, method)
+    for i in range(3):
+        Zi, gi = grad_of(A[i], G[i], method)
+        assert torch.allclose(Z[i], Zi, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(gA[i], gi, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradient_is_symmetric(method):
+    A = T.spd(9, 1e4, seed=9).requires_grad_(True)
+    G = T.gradients(A.shape, seed=10)  # not symmetric
+    (gA,) = torch.autograd.grad(svdgrad.sqrtm(A, method), A, G)
+    assert torch.allclose(gA, gA.mT, rtol=0, atol=1e-12 * float(gA.abs().max()))
+
+
+@pytest.mark.parametrize("method", STABLE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(st.data())
+def test_finite_gradients_on_every_spectrum(method, dtype, data):
+    """Every method except `ordinary` is finite on every finite PSD input: the remedies' purpose."""
+    A, info = data.draw(T.spd_matrices(n=(1, 24), log10_kappa=(0, 12), dtype=dtype))
+    G = T.gradients(A.shape, seed=info["seed"] % 1000, dtype=dtype)
+    Z, gA = grad_of(A, G, method)
+    assert finite(Z) and finite(gA), info
+
+
+@pytest.mark.parametrize("method", STABLE)
+def test_finite_on_exact_ties_zero_and_rank_one(method):
+    n = 6
+    for A in (torch.eye(n, dtype=torch.float64), torch.zeros(n, n, dtype=torch.float64),
+              torch.ones(n, n, dtype=torch.float64), T.spd(n, 1e12, "repeated", seed=1),
+              T.spd(n, 1e8, "rank_deficient", seed=2, dtype=torch.float32)):
+        G = T.gradients(A.shape, seed=3, dtype=A.dtype)
+        Z, gA = grad_of(A, G, method)
+        assert finite(Z) and finite(gA), (method, A)
+
+
+def test_ordinary_is_non_finite_at_exact_ties():
+    """Documented: like torch.linalg.eigh's autograd, `ordinary` divides by λi - λj = 0."""
+    A = torch.diag(torch.tensor([1.0, 2.0, 2.0, 3.0], dtype=torch.float64))
+    G = T.gradients(A.shape, seed=1)
+    Z, gA = grad_of(A, G, "ordinary")
+    assert finite(Z)
+    assert not finite(gA)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck_float64(method):
+    A = T.spd(5, 30.0, seed=11).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda X: svdgrad.sqrtm(X, method, check=False), (A,))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_double_backward_is_correct_or_raises(method):
+    A = T.spd(4, 10.0, seed=12).requires_grad_(True)
+    f = lambda X: svdgrad.sqrtm(X, method, check=False)  # noqa: E731
+    if svdgrad.get_method(method).double_differentiable:
+        assert torch.autograd.gradgradcheck(f, (A,))
+    else:
+        G = T.gradients(A.shape, seed=13)  # constant cotangent: the case once_differentiable misses
+        (gA,) = torch.autograd.grad(f(A), A, G, create_graph=True)
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(gA.sum(), A)
+
+
+def test_exact_under_vmap_and_grad():
+    A = T.spd(5, 1e3, batch=(4,), seed=14)
+    G = T.gradients(A.shape, seed=15)
+    Zv = torch.func.vmap(lambda X: svdgrad.sqrtm(X, "exact"))(A)
+    assert torch.allclose(Zv, svdgrad.sqrtm(A, "exact"), rtol=1e-12, atol=1e-14)
+    gv = torch.func.vmap(torch.func.grad(lambda X, g: (svdgrad.sqrtm(X, "exact") * g).sum()))(A, G)
+    _, gA = grad_of(A, G, "exact")
+    assert torch.allclose(gv, gA, rtol=1e-10, atol=1e-12)
+
+
+def test_exact_under_torch_compile():
+    A = T.spd(5, 1e3, batch=(2,), seed=16).requires_grad_(True)
+    G = T.gradients(A.shape, seed=17)
+    f = torch.compile(lambda X: svdgrad.sqrtm(X, "exact"), backend="eager")
+    Z = f(A)
+    (gA,) = torch.autograd.grad(Z, A, G)
+    _, ref = grad_of(A, G, "exact")
+    assert torch.allclose(Z, svdgrad.sqrtm(A.detach(), "exact"))
+    assert torch.allclose(0.5 * (gA + gA.mT), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_method_objects_and_overrides():
+    A = T.spd(6, 1e6, "clustered", seed=18)
+    G = T.gradients(A.shape, seed=19)
+    _, g1 = grad_of(A, G, svdgrad.Taylor(degree=9))
+    _, g2 = grad_of(A, G, "taylor", degree=9)
+    _, g3 = grad_of(A, G, svdgrad.Taylor(), degree=9)
+    assert torch.equal(g1, g2) and torch.equal(g2, g3)
+
+
+def test_compute_dtype_float64_for_float32_input():
+    A = T.spd(8, 1e3, seed=20).float().requires_grad_(True)
+    Z = svdgrad.sqrtm(A, "exact", compute_dtype=torch.float64)
+    assert Z.dtype == torch.float32
+    Z.sum().backward()
+    assert A.grad.dtype == torch.float32
