@@ -157,7 +157,8 @@ def vjp_fd_error(f, A: torch.Tensor, *, directions: int = 3, step: float | None 
     t are random symmetric directions (A must stay symmetric), c random
     cotangents.  ``step`` defaults to eps^(1/3)·λmin(A), so A ± h·t stays
     positive definite; the truncation error is then O(eps^(2/3)) relative
-    to the local scale.  Returns max |lhs - rhs| / max(|lhs|, |rhs|).
+    to the local scale.  Returns max |lhs - rhs| / (‖J^T c‖·‖t‖), the
+    mismatch relative to the Cauchy–Schwarz bound on either side.
     """
     A = A.detach()
     dtype = A.dtype
@@ -176,7 +177,9 @@ def vjp_fd_error(f, A: torch.Tensor, *, directions: int = 3, step: float | None 
         with torch.no_grad():
             fd = (f(A + h * t).double() - f(A - h * t).double()) / (2 * h)
         rhs = float((fd * c.double()).sum())
-        denom = max(abs(lhs), abs(rhs), 1e-300)
+        # Scale: ‖J^T c‖·‖t‖ bounds |lhs| (Cauchy–Schwarz); dividing by |lhs| alone
+        # would blow up whenever a random direction happens to be nearly orthogonal.
+        denom = max(abs(lhs), abs(rhs), float(torch.linalg.vector_norm(gA.double())) * float(torch.linalg.vector_norm(t.double())), 1e-300)
         worst = max(worst, abs(lhs - rhs) / denom)
     return worst
 
