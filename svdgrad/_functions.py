@@ -50,7 +50,8 @@ class Eigh(torch.autograd.Function):
 
     @staticmethod
     def forward(A, rule):
-        return torch.linalg.eigh(A)
+        L, U = torch.linalg.eigh(A)  # a plain tuple: vmap's generated rule rejects the namedtuple
+        return L, U
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -1,0 +1,123 @@
+"""Every bad input raises SvdgradError, and the message names shape, dtype and a remedy."""
+
+import pytest
+import torch
+
+import svdgrad
+from svdgrad import testing as T
+
+METHODS = svdgrad.methods()
+
+
+def test_error_is_a_value_error():
+    assert issubclass(svdgrad.SvdgradError, ValueError)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_too_few_dimensions(method):
+    with pytest.raises(svdgrad.SvdgradError, match=r"at least 2 dimensions.*shape=\(3,\).*dtype=torch.float64"):
+        svdgrad.sqrtm(torch.ones(3, dtype=torch.float64), method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_non_square(method):
+    with pytest.raises(svdgrad.SvdgradError, match=r"square.*shape=\(2, 3, 4\).*X @ X.mT"):
+        svdgrad.sqrtm(torch.ones(2, 3, 4), method)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.int8])
+def test_bad_dtype(dtype):
+    with pytest.raises(svdgrad.SvdgradError, match=rf"real floating dtype.*dtype={dtype}.*Cast"):
+        svdgrad.sqrtm(torch.eye(3).to(dtype))
+    with pytest.raises(svdgrad.SvdgradError, match="real floating dtype"):
+        svdgrad.eigh(torch.eye(3).to(dtype))
+
+
+def test_not_a_tensor():
+    with pytest.raises(svdgrad.SvdgradError, match="torch.Tensor"):
+        svdgrad.sqrtm([[1.0]])
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_names_batch_index(method, bad):
+    A = T.spd(4, 10.0, batch=(2, 3), seed=1)
+    A[1, 2, 0, 1] = bad
+    with pytest.raises(svdgrad.SvdgradError, match=r"NaN or Inf at batch index \(1, 2\).*shape=\(2, 3, 4, 4\)"):
+        svdgrad.sqrtm(A, method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_asymmetric(method):
+    A = T.spd(4, 10.0, batch=(3,), seed=2)
+    A[2, 0, 1] += 0.1
+    with pytest.raises(svdgrad.SvdgradError, match=r"symmetric.*batch index \(2,\).*\(A \+ A.mT\) / 2"):
+        svdgrad.sqrtm(A, method)
+    with pytest.raises(svdgrad.SvdgradError, match="symmetric"):
+        svdgrad.eigh(A)
+
+
+def test_tiny_asymmetry_is_accepted_and_symmetrized():
+    A = T.spd(4, 10.0, seed=3)
+    A[0, 1] += 1e-12
+    Z = svdgrad.sqrtm(A)
+    assert torch.equal(Z, svdgrad.sqrtm(0.5 * (A + A.mT)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_indefinite(method):
+    A = torch.diag(torch.tensor([-1.0, 1.0, 2.0], dtype=torch.float64))
+    with pytest.raises(svdgrad.SvdgradError, match=r"positive semi-definite.*λmin=-1.*psd_tol"):
+        svdgrad.sqrtm(A, method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rounding_negative_eigenvalues_are_clamped(method):
+    A = T.spd(8, 1e3, "rank_deficient", seed=4)  # computed eigenvalues ~ ±1e-17
+    L = torch.linalg.eigvalsh(A)
+    assert float(L[0]) != 0.0
+    Z = svdgrad.sqrtm(A, method)
+    assert bool(torch.isfinite(Z).all())
+    A2 = A - 1e-12 * torch.eye(8, dtype=torch.float64)  # λmin = -1e-12·λmax, below sqrt(eps)
+    assert bool(torch.isfinite(svdgrad.sqrtm(A2, method)).all())
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(svdgrad.SvdgradError, match="Unknown method 'svd'.*exact, ordinary, truncated, topn, taylor, pade, newton_schulz"):
+        svdgrad.sqrtm(torch.eye(2), "svd")
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(svdgrad.SvdgradError, match=r"Unknown option\(s\) \['degre'\].*degree"):
+        svdgrad.sqrtm(torch.eye(2), "taylor", degre=3)
+
+
+@pytest.mark.parametrize("method,options,match", [
+    ("truncated", {"threshold": -1.0}, "threshold"),
+    ("taylor", {"degree": -1}, "degree"),
+    ("taylor", {"degree": 2.5}, "degree"),
+    ("pade", {"num_degree": -2}, "num_degree"),
+    ("pade", {"pole_gap": 2.0}, "pole_gap"),
+    ("topn", {"keep": 0.0}, "keep"),
+    ("topn", {"keep_count": 0}, "keep_count"),
+    ("newton_schulz", {"iterations": 0}, "iterations"),
+    ("newton_schulz", {"normalization": "spectral"}, "normalization"),
+    ("newton_schulz", {"backward": "fast"}, "backward"),
+    ("exact", {"eps": 2.0}, "eps"),
+    ("exact", {"compute_dtype": torch.int32}, "compute_dtype"),
+])
+def test_bad_options(method, options, match):
+    with pytest.raises(svdgrad.SvdgradError, match=match):
+        svdgrad.get_method(method, **options)
+
+
+def test_eigh_rejects_sqrtm_only_methods():
+    with pytest.raises(svdgrad.SvdgradError, match="K-rule.*ordinary, truncated, taylor, pade"):
+        svdgrad.eigh(torch.eye(3), backward="exact")
+
+
+def test_eigh_taylor_needs_psd():
+    A = torch.diag(torch.tensor([-1.0, 1.0, 2.0]))
+    svdgrad.eigh(A)  # ordinary: any symmetric matrix
+    with pytest.raises(svdgrad.SvdgradError, match="positive semi-definite"):
+        svdgrad.eigh(A, backward="taylor")

@@ -1,0 +1,81 @@
+"""How `pade` gets its coefficients, the degeneracy of [M/N] Padé for 1/(1-x), and its pole."""
+
+import mpmath
+import numpy as np
+import pytest
+import scipy.interpolate
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import svdgrad
+from svdgrad import _kernels
+from svdgrad._pade import geometric_series, pade_coefficients, reduced_degrees
+from svdgrad import testing as T
+
+
+def test_full_system_is_singular_in_scipy_and_mpmath():
+    """ANCHORS.md: the exact series of 1/(1-x) leaves the [M/N] system singular, M, N >= 1."""
+    series = [1.0] * 101
+    with pytest.raises(np.linalg.LinAlgError):
+        scipy.interpolate.pade(series, 50, 50)
+    with mpmath.workdps(60), pytest.raises(ZeroDivisionError, match="singular"):
+        mpmath.pade([mpmath.mpf(1)] * 101, 50, 50)
+
+
+@pytest.mark.parametrize("m,n", [(50, 50), (1, 1), (9, 3), (0, 1), (100, 100)])
+def test_reduces_to_one_over_one_minus_x(m, n):
+    assert reduced_degrees(geometric_series(m + n), m, n)[1] == min(n, 1)  # rank of the Toeplitz block is 1
+    assert pade_coefficients(m, n) == ((1.0,), (1.0, -1.0))
+
+
+def test_denominator_degree_zero_is_the_taylor_polynomial():
+    p, q = pade_coefficients(5, 0)
+    assert p == (1.0,) * 6 and q == (1.0,)
+
+
+def test_coefficients_match_series_to_order_m_plus_n():
+    """Padé defect Q·f - P = O(x^{M+N+1}), checked in exact arithmetic on the reduced form."""
+    for m, n in [(50, 50), (3, 2)]:
+        p, q = pade_coefficients(m, n)
+        c = [1] * (m + n + 1)
+        prod = [sum(q[j] * c[k - j] for j in range(len(q)) if 0 <= k - j) for k in range(m + n + 1)]
+        defect = [prod[k] - (p[k] if k < len(p) else 0.0) for k in range(m + n + 1)]
+        assert all(d == 0 for d in defect)
+
+
+def test_coefficients_are_cached():
+    pade_coefficients.cache_clear()
+    svdgrad.Pade().coefficients
+    svdgrad.Pade().coefficients
+    info = pade_coefficients.cache_info()
+    assert info.misses == 1 and info.hits == 1
+
+
+@given(st.floats(0.0, 0.999))
+def test_pade_K_equals_ordinary_K_below_ratio_0999(x):
+    """The degeneracy, entrywise: P/Q ≡ 1/(1-x), so K_pade = K_ordinary to round-off."""
+    L = torch.tensor([max(x, 1e-300), 1.0], dtype=torch.float64)
+    Kp = svdgrad.Pade().K(L)
+    Ko = _kernels.ordinary_K(L)
+    assert torch.allclose(Kp, Ko, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pole_at_exact_ties_is_finite_and_bounded(dtype):
+    L = torch.tensor([0.5, 2.0, 2.0, 2.0], dtype=dtype)
+    eps = torch.finfo(dtype).eps
+    K = svdgrad.Pade().K(L)
+    assert bool(torch.isfinite(K).all())
+    assert float(K.abs().max()) <= 1.0 / (eps * 2.0) * (1 + 1e-6)
+    K_gap = svdgrad.Pade(pole_gap=1e-3).K(L.double())
+    assert float(K_gap.abs().max()) == pytest.approx(1.0 / (1e-3 * 2.0))
+    # antisymmetric, zero diagonal
+    assert torch.equal(K, -K.mT)
+
+
+def test_pade_gradient_finite_on_repeated_spectrum_where_ordinary_is_not():
+    A = torch.diag(torch.tensor([1.0, 2.0, 2.0, 3.0], dtype=torch.float64)).requires_grad_(True)
+    G = T.gradients(A.shape, seed=1)
+    (g,) = torch.autograd.grad(svdgrad.sqrtm(A, "pade"), A, G)
+    assert bool(torch.isfinite(g).all())

@@ -1,0 +1,81 @@
+"""The generators keep their promises (meta-tests), and the reference is what it claims."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+
+import svdgrad
+from svdgrad import testing as T
+
+
+@pytest.mark.parametrize("spectrum", ["logspaced", "clustered", "repeated"])
+@pytest.mark.parametrize("kappa", [1.0, 1e3, 1e8, 1e12])
+@pytest.mark.parametrize("n", [3, 8, 33])
+def test_generator_hits_kappa(spectrum, kappa, n):
+    lam = T.eigenvalues(n, kappa, spectrum)
+    assert lam.max() == pytest.approx(1.0) and lam.max() / lam.min() == pytest.approx(kappa, rel=2e-9)
+    A = T.spd(n, kappa, spectrum, seed=1)
+    # the float64 matrix's own κ: eigvalsh recovers λmin to ~n·eps·λmax absolute
+    got = float(T.condition_number(A))
+    assert got == pytest.approx(kappa, rel=1e-9 + 50 * n * 2.2e-16 * kappa)
+
+
+@given(T.spd_matrices(n=(2, 32), log10_kappa=(0, 8), spectra=("logspaced",)))
+def test_strategy_matrices_have_promised_kappa(case):
+    A, info = case
+    assert float(T.condition_number(A)) == pytest.approx(info["kappa"], rel=1e-8 + 1e-12 * info["kappa"])
+
+
+def test_spectrum_shapes():
+    lam = T.eigenvalues(8, 1e6, "clustered")
+    gaps = lam[1::2] / lam[0::2] - 1
+    assert np.allclose(gaps, T.CLUSTER_GAP, rtol=1e-6)
+    lam = T.eigenvalues(8, 1e6, "repeated")
+    assert np.array_equal(lam[0::2], lam[1::2])
+    lam = T.eigenvalues(8, 1e6, "rank_deficient")
+    assert (lam == 0).sum() == 4 and lam[lam > 0].max() / lam[lam > 0].min() == pytest.approx(1e6)
+    lam = T.eigenvalues(8, 1e6, "rank_deficient", rank=2)
+    assert (lam == 0).sum() == 6
+
+
+def test_spd_is_symmetric_batched_and_deterministic():
+    A = T.spd(6, 1e4, batch=(2, 3), seed=5)
+    assert A.shape == (2, 3, 6, 6) and torch.equal(A, A.mT)
+    assert torch.equal(A, T.spd(6, 1e4, batch=(2, 3), seed=5))
+    assert not torch.equal(A, T.spd(6, 1e4, batch=(2, 3), seed=6))
+    assert not torch.equal(A[0, 0], A[0, 1])  # one Q per matrix
+
+
+def test_bad_generator_arguments():
+    with pytest.raises(svdgrad.SvdgradError, match="kappa"):
+        T.spd(4, 0.5)
+    with pytest.raises(svdgrad.SvdgradError, match="spectrum"):
+        T.spd(4, 10.0, "gaussian")
+
+
+def test_reference_is_the_square_root_and_matches_a_closed_form():
+    A = torch.diag(torch.tensor([4.0, 9.0], dtype=torch.float64))
+    G = torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    Z, g = T.reference_sqrtm_grad(A, G)
+    assert torch.allclose(Z, torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)))
+    # D = 1/(s_i + s_j) on sym(G) for diagonal A
+    expect = torch.tensor([[1 / 4, 1 / 5], [1 / 5, 1 / 6]], dtype=torch.float64)
+    assert torch.allclose(g, expect, rtol=1e-14)
+
+
+def test_reference_refuses_singular_without_floor():
+    A = torch.diag(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    with pytest.raises(svdgrad.SvdgradError, match="infinite"):
+        T.reference_sqrtm_grad(A, torch.eye(2, dtype=torch.float64))
+    _, g = T.reference_sqrtm_grad(A, torch.eye(2, dtype=torch.float64), floor=1e-16)
+    assert bool(torch.isfinite(g).all())
+
+
+def test_vjp_check_detects_a_wrong_gradient():
+    A = T.spd(5, 10.0, seed=2)
+    good = T.vjp_fd_error(lambda X: svdgrad.sqrtm(X, "exact"), A)
+    wrong = T.vjp_fd_error(lambda X: svdgrad.sqrtm(X, "newton_schulz", iterations=2, backward="autograd").detach()
+                           + 0 * X.sum() + svdgrad.sqrtm(X, "taylor", degree=0) - svdgrad.sqrtm(X, "taylor", degree=0).detach(), A)
+    assert good < 1e-7
+    assert wrong > 1e-2
