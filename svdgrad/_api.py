@@ -53,7 +53,7 @@ def sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
         if bool(bad.any()):
             idx = tuple(torch.nonzero(bad)[0].tolist()) if bad.dim() else ()
             L = torch.linalg.eigvalsh(Ac[idx].detach())
-            check_psd(L, psd_tol=tol, A=A)
+            check_psd(L, psd_tol=tol, A=A, batch_index=idx)
     if not m.double_differentiable:
         Ac = guard(Ac, m.name)
     Z, L = m.apply(Ac)

@@ -85,8 +85,12 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
         )
 
 
-def check_psd(L: torch.Tensor, *, psd_tol: float, A: torch.Tensor, name: str = "A") -> None:
-    """Reject λmin < -psd_tol·λmax; ``L`` is ascending eigenvalues (*, n)."""
+def check_psd(L: torch.Tensor, *, psd_tol: float, A: torch.Tensor, name: str = "A",
+              batch_index: tuple | None = None) -> None:
+    """Reject λmin < -psd_tol·λmax; ``L`` is ascending eigenvalues (*, n).
+
+    ``batch_index`` names the matrix when ``L`` belongs to one matrix of a batch.
+    """
     if L.numel() == 0 or is_traced(L):
         return
     lmax = L[..., -1].abs()
@@ -94,6 +98,8 @@ def check_psd(L: torch.Tensor, *, psd_tol: float, A: torch.Tensor, name: str = "
     if bool(bad_mask.any()):
         idx = torch.nonzero(bad_mask)[0].tolist() if L.dim() > 1 else []
         i = tuple(idx)
+        if batch_index is not None:
+            i, idx = tuple(batch_index), []
         lmin = float(L[i][0]) if idx else float(L[0])
         lmx = float(L[i][-1]) if idx else float(L[-1])
         raise SvdgradError(
