@@ -69,6 +69,10 @@ def test_indefinite(method):
     A = torch.diag(torch.tensor([-1.0, 1.0, 2.0], dtype=torch.float64))
     with pytest.raises(svdgrad.SvdgradError, match=r"positive semi-definite.*λmin=-1.*psd_tol"):
         svdgrad.sqrtm(A, method)
+    B = torch.eye(3, dtype=torch.float64).repeat(3, 1, 1)
+    B[2] = A
+    with pytest.raises(svdgrad.SvdgradError, match=r"batch index \(2,\) \(shape=\(3, 3, 3\)"):
+        svdgrad.sqrtm(B, method)
 
 
 @pytest.mark.parametrize("method", METHODS)
