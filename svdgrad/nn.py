@@ -1,0 +1,300 @@
+"""Layers: global covariance pooling (GCP), its first-order baseline, a small ResNet.
+
+``import svdgrad.nn`` (the core ``import svdgrad`` does not import this module).
+
+CovariancePooling is the GCP head of the seeds (CVPR20 eq. 1-2, iSQRT-COV,
+ICCV21): a bias-free 1x1 conv + BN + ReLU reduces the channels to d, the
+centred covariance Σ = (1/N) X̄ X̄ᵀ of the N = h·w spatial positions is
+formed, Z = Σ^{1/2} is taken with any method of ``svdgrad.sqrtm``, and the
+upper triangle of Z (with the diagonal) is the output.
+
+Choices, and why:
+
+- **No dense N×N centering matrix.**  fast-MPN-COV forms Σ = X Ī Xᵀ with
+  Ī = (1/N)(I - 11ᵀ/N), an N×N matrix per sample: O(N²) memory, which users
+  run out of at large h·w.  Here the mean is subtracted from X directly,
+  which is the same matrix in O(d·N) memory.
+- **Compute dtype.**  ``compute_dtype="auto"`` forms Σ and its square root
+  in float64 for the eigen methods (the ICCV21 paper computes eig in float64
+  for float32 networks) and in the input dtype for Newton-Schulz (matmuls
+  only, stable in float32).  The output is cast back to the input dtype.
+- **Floor.**  A zero-trace Σ (a constant or dead feature map; fast-MPN-COV
+  issue #4 gave NaN there) would give an infinite gradient for the eigen
+  methods.  The layer adds ``floor·I`` to Σ (default 1e-10, absolute: the
+  features after BN + ReLU are O(1)).  A sample with tr(Σ) <= floor
+  (features constant to within the floor) gets Z = sqrt(floor)·I as a
+  constant with zero gradient (dΣ/dX = 0 there), so no method ever sees
+  its d tied eigenvalues and nothing becomes NaN.  With ``floor=0`` a
+  zero-trace Σ raises ``SvdgradError`` instead.  The statistics in ``last_covariance`` are of
+  Σ before the floor.
+- **Vectorization.**  The upper triangle with the diagonal, row by row,
+  d(d+1)/2 entries.  ``offdiag_scale=1.0`` (default) leaves the off-diagonal
+  entries as they are, as the fast-MPN-COV reference does; ``math.sqrt(2)``
+  makes the map an isometry (‖v‖₂ = ‖Z‖_F), which weights the off-diagonal
+  pairs like the full matrix would in a linear classifier.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import _methods
+from ._api import sqrtm
+from ._errors import SvdgradError
+
+__all__ = ["CovariancePooling", "GlobalAveragePooling", "SmallResNet", "covariance", "triu_vector"]
+
+
+def covariance(X: torch.Tensor) -> torch.Tensor:
+    """Centred covariance (1/N)·(X - mean)(X - mean)ᵀ of features X (*, d, N) -> (*, d, d).
+
+    The mean over the N positions is subtracted from X itself, never through
+    an N×N centering matrix.
+    """
+    Xc = X - X.mean(dim=-1, keepdim=True)  # (*, d, N)
+    S = Xc @ Xc.mT / X.shape[-1]
+    return 0.5 * (S + S.mT)
+
+
+def triu_vector(Z: torch.Tensor, offdiag_scale: float = 1.0) -> torch.Tensor:
+    """Upper triangle of Z (*, d, d), diagonal included, row-major -> (*, d(d+1)/2)."""
+    d = Z.shape[-1]
+    i, j = torch.triu_indices(d, d, device=Z.device)
+    v = Z[..., i, j]
+    if offdiag_scale != 1.0:
+        w = torch.where(i == j, 1.0, float(offdiag_scale)).to(v.dtype)
+        v = v * w
+    return v
+
+
+def _reduction(in_channels: int, reduced_channels: int | None) -> nn.Module:
+    if reduced_channels is None:
+        return nn.Identity()
+    return nn.Sequential(
+        nn.Conv2d(in_channels, reduced_channels, kernel_size=1, bias=False),
+        nn.BatchNorm2d(reduced_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _check_channels(name: str, value, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SvdgradError(f"Expected {name} to be a positive integer{' or None' if allow_none else ''}; "
+                           f"received {value!r}.")
+
+
+class CovariancePooling(nn.Module):
+    """Global covariance pooling: (B, C, H, W) -> (B, d(d+1)/2).
+
+    Parameters
+    ----------
+    in_channels:
+        C, channels of the incoming feature map.
+    reduced_channels:
+        d, output channels of the 1x1 conv + BN + ReLU reduction (default 64;
+        the papers use 256 on ImageNet).  ``None`` skips the reduction (d = C).
+    method:
+        Any ``svdgrad.sqrtm`` method name or object (default
+        ``"newton_schulz"``, 5 iterations as every shipped iSQRT-COV model).
+        ``method_options`` are applied to it.  Switch at run time with
+        ``layer.method = "pade"``.
+    offdiag_scale:
+        Weight of the off-diagonal entries in the vectorization (1.0 as the
+        reference, or ``math.sqrt(2)`` for an isometry).
+    floor:
+        Absolute ridge added to Σ before the square root (default 1e-10);
+        keeps a zero-trace Σ finite.  ``0`` raises ``SvdgradError`` on it.
+    compute_dtype:
+        ``"auto"`` (float64 for eigen methods, input dtype for Newton-Schulz),
+        ``None`` (input dtype) or a torch dtype.  Applies to methods whose own
+        ``compute_dtype`` is unset.
+    keep_covariance:
+        Store Σ of the last forward (detached, before the floor) in
+        ``last_covariance`` for statistics (the trainer uses it).
+    """
+
+    def __init__(self, in_channels: int, reduced_channels: int | None = 64, method="newton_schulz", *,
+                 offdiag_scale: float = 1.0, floor: float = 1e-10, compute_dtype="auto",
+                 keep_covariance: bool = False, **method_options):
+        super().__init__()
+        _check_channels("in_channels", in_channels, False)
+        _check_channels("reduced_channels", reduced_channels, True)
+        if not (isinstance(floor, (int, float)) and floor >= 0 and math.isfinite(floor)):
+            raise SvdgradError(f"Expected a finite floor >= 0; received {floor!r}.")
+        if not (isinstance(offdiag_scale, (int, float)) and offdiag_scale > 0):
+            raise SvdgradError(f"Expected offdiag_scale > 0 (1.0 or math.sqrt(2)); received {offdiag_scale!r}.")
+        if not (compute_dtype in ("auto", None, torch.float32, torch.float64)):
+            raise SvdgradError(f"Expected compute_dtype 'auto', None, torch.float32 or torch.float64; "
+                               f"received {compute_dtype!r}.")
+        self.in_channels = in_channels
+        self.channels = in_channels if reduced_channels is None else reduced_channels
+        self.reduce = _reduction(in_channels, reduced_channels)
+        self.offdiag_scale = float(offdiag_scale)
+        self.floor = float(floor)
+        self.compute_dtype = compute_dtype
+        self.keep_covariance = keep_covariance
+        self.last_covariance: torch.Tensor | None = None
+        self.method = _methods.get_method(method, **method_options)
+
+    @property
+    def out_features(self) -> int:
+        d = self.channels
+        return d * (d + 1) // 2
+
+    @property
+    def method(self) -> _methods.Method:
+        """The sqrtm method object in use; assign a name or an object to switch."""
+        return self._method
+
+    @method.setter
+    def method(self, value) -> None:
+        m = _methods.get_method(value)
+        if m.compute_dtype is None and self.compute_dtype is not None:
+            if self.compute_dtype == "auto":
+                if not isinstance(m, _methods.NewtonSchulz):
+                    m = _methods.get_method(m, compute_dtype=torch.float64)
+            else:
+                m = _methods.get_method(m, compute_dtype=self.compute_dtype)
+        self._method = m
+
+    def _sigma_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        cd = self._method.compute_dtype
+        return dtype if cd is None or dtype == torch.float64 else cd
+
+    def covariance(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ (B, d, d) of the reduced features, in the method's compute dtype."""
+        if x.dim() != 4:
+            raise SvdgradError(f"Expected a feature map of shape (B, C, H, W); received shape={tuple(x.shape)}. "
+                               f"Apply the layer to the output of a conv backbone.")
+        if x.shape[1] != self.in_channels:
+            raise SvdgradError(f"Expected {self.in_channels} channels; received shape={tuple(x.shape)}. "
+                               f"Set in_channels to the backbone's output width.")
+        f = self.reduce(x)
+        X = f.flatten(2).to(self._sigma_dtype(f.dtype))  # (B, d, N)
+        return covariance(X)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        S = self.covariance(x)  # (B, d, d)
+        if self.keep_covariance:
+            self.last_covariance = S.detach()
+        d = S.shape[-1]
+        tr = S.detach().diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
+        if self.floor <= 0:
+            if bool((tr <= 0).any()):
+                idx = int(torch.nonzero(tr <= 0)[0, 0])
+                raise SvdgradError(
+                    f"Expected a covariance with positive trace; sample {idx} of the batch has tr(Σ) = 0 "
+                    f"(a constant or all-zero feature map) and floor=0. Set floor > 0 (e.g. 1e-10) to "
+                    f"get Z = sqrt(floor)·I there instead."
+                )
+            return triu_vector(sqrtm(S, self._method), self.offdiag_scale).to(x.dtype)
+        eye = torch.eye(d, dtype=S.dtype, device=S.device)
+        dead = tr <= self.floor  # (B,) features constant to within the floor
+        if not bool(dead.any()):
+            Z = sqrtm(S + self.floor * eye, self._method)
+        else:
+            # Z = sqrt(floor)·I, a constant: dΣ/dX = 0 at a constant map, and
+            # the eigen backwards would see d exactly tied eigenvalues.
+            Z = (math.sqrt(self.floor) * eye).expand_as(S).clone()
+            live = torch.nonzero(~dead).flatten()
+            if live.numel():
+                Z = Z.index_put((live,), sqrtm(S[live] + self.floor * eye, self._method))
+        return triu_vector(Z, self.offdiag_scale).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, channels={self.channels}, method={self._method!r}, "
+                f"offdiag_scale={self.offdiag_scale:g}, floor={self.floor:g}")
+
+
+class GlobalAveragePooling(nn.Module):
+    """First-order baseline head: (B, C, H, W) -> (B, d), the spatial mean.
+
+    ``reduced_channels`` optionally applies the same 1x1 conv + BN + ReLU
+    reduction as CovariancePooling (default None: no reduction, d = C).
+    """
+
+    def __init__(self, in_channels: int, reduced_channels: int | None = None):
+        super().__init__()
+        _check_channels("in_channels", in_channels, False)
+        _check_channels("reduced_channels", reduced_channels, True)
+        self.in_channels = in_channels
+        self.channels = in_channels if reduced_channels is None else reduced_channels
+        self.reduce = _reduction(in_channels, reduced_channels)
+
+    @property
+    def out_features(self) -> int:
+        return self.channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise SvdgradError(f"Expected a feature map of shape (B, {self.in_channels}, H, W); "
+                               f"received shape={tuple(x.shape)}.")
+        return self.reduce(x).mean(dim=(2, 3))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A small ResNet for 16-64 px inputs with a GCP or GAP head.
+
+    A 3x3 stem (stride 1), then one stage per entry of ``widths`` (``blocks``
+    basic blocks each); every stage after the first halves the resolution,
+    except the last when ``last_stride=1`` (default), which keeps the
+    resolution as the GCP papers do for ResNets (more positions N per
+    covariance).  ``pool`` is ``"cov"`` (CovariancePooling with
+    ``reduced_channels``, ``method`` and ``pool_options``) or ``"gap"``.
+    The pooling layer is ``model.pool``; switch its method with
+    ``model.pool.method = ...``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, widths=(16, 32, 64), *, blocks: int = 1,
+                 pool: str = "cov", reduced_channels: int | None = 32, method="newton_schulz",
+                 last_stride: int = 1, **pool_options):
+        super().__init__()
+        _check_channels("num_classes", num_classes, False)
+        _check_channels("in_channels", in_channels, False)
+        widths = tuple(widths)
+        if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
+            raise SvdgradError(f"Expected widths to be a non-empty sequence of positive integers; received {widths!r}.")
+        if last_stride not in (1, 2):
+            raise SvdgradError(f"Expected last_stride 1 (drop the last stage's stride) or 2; received {last_stride!r}.")
+        if pool not in ("cov", "gap"):
+            raise SvdgradError(f"Expected pool 'cov' (covariance pooling) or 'gap' (global average); received {pool!r}.")
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        layers, cin = [], widths[0]
+        for s, w in enumerate(widths):
+            stride = 1 if s == 0 else (last_stride if s == len(widths) - 1 else 2)
+            for b in range(blocks):
+                layers.append(_BasicBlock(cin, w, stride if b == 0 else 1))
+                cin = w
+        self.features = nn.Sequential(*layers)
+        if pool == "cov":
+            self.pool = CovariancePooling(cin, reduced_channels, method, **pool_options)
+        else:
+            self.pool = GlobalAveragePooling(cin, **pool_options)
+        self.fc = nn.Linear(self.pool.out_features, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(self.stem(x))))

@@ -1,0 +1,245 @@
+"""Offline datasets; nothing is downloaded.
+
+- ``textures``: patches cropped from texture photographs that ship inside
+  scikit-image's wheel (read from the package's data folder; images that
+  ``skimage.data`` would download are never used).  Each image is a class.
+  The left part of each image (``TRAIN_FRACTION`` of the width) gives the
+  training patches and the right part the validation patches, so the two
+  splits never share pixels.  A patch is a square window of random side in
+  [``image_size``, 3·``image_size``] resized to ``image_size``, then
+  standardized to zero mean and unit variance (so brightness alone does not
+  tell the classes apart).
+- ``digits``: scikit-learn's bundled 8x8 digits, resized to ``image_size``.
+- ``tensors:PATH``: a user ``.pt`` (a dict, or a tuple ``(images, labels)``)
+  or ``.npz`` file with ``images`` (N, H, W) or (N, C, H, W) and integer
+  ``labels`` (N,); optional ``val_images`` / ``val_labels`` give the
+  validation split, otherwise it is a fixed 20% of the data.
+
+Every split is deterministic: it depends only on ``split_seed`` (default 0),
+not on the training seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._errors import SvdgradError
+
+#: Texture photographs bundled in scikit-image's wheel; one class each.
+TEXTURES = ("brick", "grass", "gravel", "moon", "immunohistochemistry")
+_TEXTURE_FILES = {"brick": "brick.png", "grass": "grass.png", "gravel": "gravel.png", "moon": "moon.png",
+                  "immunohistochemistry": "ihc.png"}
+TRAIN_FRACTION = 0.7
+VAL_FRACTION = 0.2
+DATASETS = ("textures", "digits", "tensors:PATH")
+
+
+@dataclasses.dataclass
+class Dataset:
+    """In-memory split: float32 images (N, C, H, W), int64 labels (N,)."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    classes: tuple[str, ...]
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _standardize(x: torch.Tensor) -> torch.Tensor:
+    m = x.mean(dim=(1, 2, 3), keepdim=True)
+    s = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (x - m) / s
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _texture_image(name: str) -> np.ndarray:
+    try:
+        import skimage.data
+        import skimage.io
+    except ImportError as exc:
+        raise SvdgradError("The 'textures' dataset needs scikit-image (pip install -e '.[dev]'); "
+                           f"importing it failed: {exc}.") from exc
+    path = os.path.join(os.path.dirname(skimage.data.__file__), _TEXTURE_FILES[name])
+    if not os.path.exists(path):
+        raise SvdgradError(f"Expected the texture {name!r} inside scikit-image's wheel at {path}; it is "
+                           f"missing. Reinstall scikit-image, or use --dataset digits.")
+    im = skimage.io.imread(path)
+    if im.ndim == 3:
+        im = im[..., :3].astype(np.float64) @ np.array([0.2125, 0.7154, 0.0721])
+    return im.astype(np.float32) / 255.0
+
+
+def _crop_patches(img: torch.Tensor, n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    H, W = img.shape
+    out = []
+    for _ in range(n):
+        s = int(rng.integers(size, min(3 * size, H, W) + 1))
+        i = int(rng.integers(0, H - s + 1))
+        j = int(rng.integers(0, W - s + 1))
+        out.append(_resize(img[i:i + s, j:j + s][None, None], size)[0])
+    return torch.stack(out)  # (n, 1, size, size)
+
+
+@functools.lru_cache(maxsize=4)
+def textures(image_size: int = 32, train_per_class: int = 400, val_per_class: int = 100,
+             split_seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(split_seed)
+    xs = {"train": [], "val": []}
+    ys = {"train": [], "val": []}
+    for c, name in enumerate(TEXTURES):
+        img = torch.from_numpy(_texture_image(name))
+        cut = int(round(TRAIN_FRACTION * img.shape[1]))
+        for split, part, n in (("train", img[:, :cut], train_per_class), ("val", img[:, cut:], val_per_class)):
+            xs[split].append(_crop_patches(part, n, image_size, rng))
+            ys[split].append(torch.full((n,), c, dtype=torch.int64))
+    return Dataset("textures", _standardize(torch.cat(xs["train"])), torch.cat(ys["train"]),
+                   _standardize(torch.cat(xs["val"])), torch.cat(ys["val"]), TEXTURES)
+
+
+def _random_split(x, y, split_seed):
+    g = torch.Generator().manual_seed(split_seed)
+    perm = torch.randperm(len(y), generator=g)
+    n_val = max(1, int(round(VAL_FRACTION * len(y))))
+    return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
+
+
+@functools.lru_cache(maxsize=4)
+def digits(image_size: int = 32, split_seed: int = 0) -> Dataset:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise SvdgradError("The 'digits' dataset needs scikit-learn (pip install -e '.[dev]'); "
+                           f"importing it failed: {exc}.") from exc
+    d = load_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    y = torch.as_tensor(d.target, dtype=torch.int64)
+    x = _standardize(_resize(x, image_size))
+    tx, ty, vx, vy = _random_split(x, y, split_seed)
+    return Dataset("digits", tx, ty, vx, vy, tuple(str(i) for i in range(10)))
+
+
+def _as_images(x, what: str, path: str) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise SvdgradError(f"Expected {what} of shape (N, H, W) or (N, C, H, W) with N > 0 in {path}; "
+                           f"received shape={tuple(x.shape)}.")
+    if not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
+        raise SvdgradError(f"Expected real-valued {what} in {path}; received dtype={x.dtype}.")
+    x = x.to(torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise SvdgradError(f"Expected finite {what} in {path}; they contain NaN or Inf. Clean the file first.")
+    return x
+
+
+def _as_labels(y, n: int, what: str, path: str) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if y.dim() != 1 or y.shape[0] != n:
+        raise SvdgradError(f"Expected {what} of shape ({n},), one per image, in {path}; received "
+                           f"shape={tuple(y.shape)}.")
+    if y.dtype.is_floating_point:
+        if not bool((y == y.round()).all()):
+            raise SvdgradError(f"Expected integer class labels in {what} of {path}; received non-integer values.")
+    elif y.dtype == torch.bool or y.dtype.is_complex:
+        raise SvdgradError(f"Expected integer class labels in {what} of {path}; received dtype={y.dtype}.")
+    y = y.to(torch.int64)
+    if bool((y < 0).any()):
+        raise SvdgradError(f"Expected class labels >= 0 in {what} of {path}; received min {int(y.min())}.")
+    return y
+
+
+def _load_user_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise SvdgradError(f"Expected a .pt or .npz file of images and labels for tensors:PATH; {path!r} "
+                           f"does not exist or is not a file. Check the path.")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if ext in (".pt", ".pth"):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, (tuple, list)) and len(obj) == 2:
+                return {"images": obj[0], "labels": obj[1]}
+            if isinstance(obj, dict):
+                return dict(obj)
+            raise SvdgradError(f"Expected {path} to hold a dict with 'images' and 'labels' or a tuple "
+                               f"(images, labels); received {type(obj).__name__}.")
+    except SvdgradError:
+        raise
+    except Exception as exc:  # unreadable or corrupt file
+        raise SvdgradError(f"Could not read {path} as a {ext} file ({type(exc).__name__}: {exc}). Save it "
+                           f"with torch.save({{'images': x, 'labels': y}}, path) or "
+                           f"numpy.savez(path, images=x, labels=y).") from exc
+    raise SvdgradError(f"Expected a .pt or .npz file for tensors:PATH; received {path!r} with extension "
+                       f"{ext or '(none)'}.")
+
+
+def _pick(d: dict, keys, path):
+    for k in keys:
+        if k in d:
+            return d[k]
+    raise SvdgradError(f"Expected a key {' or '.join(repr(k) for k in keys)} in {path}; found "
+                       f"{sorted(map(str, d))}. Save images under 'images' and labels under 'labels'.")
+
+
+def user_tensors(path: str, image_size: int | None = None, split_seed: int = 0) -> Dataset:
+    d = _load_user_file(path)
+    x = _as_images(_pick(d, ("images", "x", "X"), path), "images", path)
+    y = _as_labels(_pick(d, ("labels", "y", "targets"), path), x.shape[0], "labels", path)
+    if "val_images" in d or "val_labels" in d:
+        vx = _as_images(_pick(d, ("val_images",), path), "val_images", path)
+        vy = _as_labels(_pick(d, ("val_labels",), path), vx.shape[0], "val_labels", path)
+        if vx.shape[1:] != x.shape[1:]:
+            raise SvdgradError(f"Expected val_images with the shape of images {tuple(x.shape[1:])} in {path}; "
+                               f"received {tuple(vx.shape[1:])}.")
+        tx, ty = x, y
+    else:
+        if x.shape[0] < 2:
+            raise SvdgradError(f"Expected at least 2 images in {path} to split off validation; received {x.shape[0]}.")
+        tx, ty, vx, vy = _random_split(x, y, split_seed)
+    if image_size is not None:
+        tx, vx = _resize(tx, image_size), _resize(vx, image_size)
+    n_classes = int(max(int(ty.max()), int(vy.max()))) + 1
+    return Dataset(f"tensors:{path}", tx, ty, vx, vy, tuple(str(i) for i in range(n_classes)))
+
+
+def load(spec: str, image_size: int = 32, *, train_per_class: int = 400, val_per_class: int = 100,
+         split_seed: int = 0) -> Dataset:
+    """Load a dataset by name: ``textures``, ``digits`` or ``tensors:PATH``."""
+    if not isinstance(image_size, int) or image_size < 8:
+        raise SvdgradError(f"Expected image_size to be an integer >= 8; received {image_size!r}.")
+    if spec == "textures":
+        if train_per_class < 1 or val_per_class < 1:
+            raise SvdgradError(f"Expected train_per_class and val_per_class >= 1; received "
+                               f"{train_per_class}, {val_per_class}.")
+        return textures(image_size, train_per_class, val_per_class, split_seed)
+    if spec == "digits":
+        return digits(image_size, split_seed)
+    if spec.startswith("tensors:"):
+        path = spec[len("tensors:"):]
+        if not path:
+            raise SvdgradError("Expected a file after 'tensors:', e.g. --dataset tensors:data/my_images.pt.")
+        return user_tensors(os.path.expanduser(path), image_size, split_seed)
+    raise SvdgradError(f"Unknown dataset {spec!r}. Expected one of {', '.join(DATASETS)}.")

@@ -1,0 +1,126 @@
+"""Distributed data parallel: process-group setup and a batch norm synchronized on any backend.
+
+``torchrun --nproc_per_node=2 -m svdgrad train ...`` sets RANK, WORLD_SIZE,
+LOCAL_RANK (and MASTER_ADDR/PORT); ``init_from_env`` reads them and starts
+gloo on CPU or nccl on GPU.  torch's own SyncBatchNorm only runs on GPU, so
+the trainer replaces every BatchNorm2d by ``SyncBatchNorm2d``, which
+all-reduces the per-channel sums through ``torch.distributed.nn`` (autograd
+flows through the reduction).  With it a DDP run over W processes computes
+the same batch statistics and, after DDP's gradient averaging, the same
+gradient as one process on the whole global batch, up to summation order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Rank and world size from the torchrun environment (single process if unset)."""
+    def get(name, default):
+        v = os.environ.get(name)
+        return int(v) if v not in (None, "") else default
+    world = get("WORLD_SIZE", 1)
+    return DistInfo(get("RANK", 0), world, get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", world))
+
+
+def init_from_env(device: str) -> DistInfo:
+    info = env_info()
+    if info.distributed and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are over the batch of every process."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        C = x.shape[1]
+        count = torch.full((1,), float(x.numel() // C), dtype=x.dtype, device=x.device)
+        local = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])  # (2C + 1,)
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:C] / n
+        var = (total[C:2 * C] / n - mean * mean).clamp_min(0)  # biased, as BN normalizes with
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp_min(1))
+        y = (x - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y
+
+
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every nn.BatchNorm2d in ``module`` by SyncBatchNorm2d, keeping parameters and buffers."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            new.to(next(iter(child.state_dict().values())).device)
+            setattr(module, name, new)
+        else:
+            convert_batchnorm(child)
+    return module
+
+
+def all_reduce_sum(values: list[float], device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather_lists(values: list, ) -> list:
+    """Concatenate a list from every process (in rank order)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, values)
+    return [v for part in out for v in part]
+
+
+def any_flag(flag: bool, device) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
