@@ -26,6 +26,15 @@ def _psd_tol(method: Method, in_dtype, cdtype) -> float:
     return math.sqrt(max(torch.finfo(in_dtype).eps, torch.finfo(cdtype).eps))
 
 
+def _prepare(A, m: Method) -> tuple[torch.Tensor, torch.dtype, torch.dtype]:
+    """Checks, then A symmetrized in the compute dtype; returns (Ac, input dtype, compute dtype)."""
+    check_matrix(A)
+    if m.check:
+        check_values(A, symmetry_tol=m.symmetry_tol)
+    cdtype = _compute_dtype(A, m)
+    return sym(A.to(cdtype)), A.dtype, cdtype
+
+
 def sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
     """Principal square root Z = A^{1/2} of symmetric PSD ``A`` of shape (*, n, n).
 
@@ -39,14 +48,9 @@ def sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
     clamped to the floor, not rejected.
     """
     m = get_method(method, **options)
-    check_matrix(A)
-    if m.check:
-        check_values(A, symmetry_tol=m.symmetry_tol)
-    in_dtype = A.dtype
-    cdtype = _compute_dtype(A, m)
-    if A.numel() == 0:
-        return A.to(cdtype).clone().to(in_dtype)
-    Ac = sym(A.to(cdtype))
+    Ac, in_dtype, cdtype = _prepare(A, m)
+    if Ac.numel() == 0:
+        return Ac.to(in_dtype)
     tol = _psd_tol(m, in_dtype, cdtype)
     if m.check and isinstance(m, NewtonSchulz) and not is_traced(Ac):
         bad = m.indefinite(Ac, tol)
@@ -73,12 +77,7 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     ``ordinary`` and ``truncated`` accept any symmetric matrix.
     """
     rule = get_k_rule(backward, **options)
-    check_matrix(A)
-    if rule.check:
-        check_values(A, symmetry_tol=rule.symmetry_tol)
-    in_dtype = A.dtype
-    cdtype = _compute_dtype(A, rule)
-    Ac = sym(A.to(cdtype))
+    Ac, in_dtype, cdtype = _prepare(A, rule)
     L, U = Eigh.apply(Ac, rule)
     if rule.check and rule.needs_positive:
         check_psd(L.detach(), psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A)
