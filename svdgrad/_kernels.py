@@ -15,7 +15,9 @@ import torch
 
 
 def sym(X: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (X + X.mT)
+    # In place on the fresh sum: one temporary instead of two (same values,
+    # 0.5·(a + b) either way; autograd-safe, add's backward saves nothing).
+    return (X + X.mT).mul_(0.5)
 
 
 def eigenvalue_floor(L: torch.Tensor, eps: float) -> torch.Tensor:
@@ -33,10 +35,6 @@ def eigenvalue_floor(L: torch.Tensor, eps: float) -> torch.Tensor:
 # K-rules.  Each takes floored ascending eigenvalues L (*, n) and returns
 # K (*, n, n), antisymmetric, zero on the diagonal.
 # ---------------------------------------------------------------------------
-
-def _offdiag_mask(n: int, device) -> torch.Tensor:
-    return ~torch.eye(n, dtype=torch.bool, device=device)
-
 
 def _index_sign(n: int, dtype, device) -> torch.Tensor:
     """sign_ij = +1 for i > j, -1 for i < j, 0 on the diagonal.
@@ -56,10 +54,9 @@ def ordinary_K(L: torch.Tensor) -> torch.Tensor:
     +inf (1/+0), which the backward turns into inf/NaN, exactly as the
     textbook formula and torch.linalg.eigh's autograd do.
     """
-    n = L.shape[-1]
-    diff = L[..., :, None] - L[..., None, :]  # (*, n, n)
-    K = 1.0 / diff
-    return torch.where(_offdiag_mask(n, L.device), K, torch.zeros((), dtype=L.dtype, device=L.device))
+    K = (L[..., :, None] - L[..., None, :]).reciprocal_()  # (*, n, n)
+    K.diagonal(dim1=-2, dim2=-1).zero_()
+    return K
 
 
 def truncated_K(L: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -69,8 +66,9 @@ def truncated_K(L: torch.Tensor, threshold: float) -> torch.Tensor:
     ±threshold and never forms inf, so ties get ±threshold.
     """
     n = L.shape[-1]
-    absdiff = (L[..., :, None] - L[..., None, :]).abs()
-    return _index_sign(n, L.dtype, L.device) / absdiff.clamp_min(1.0 / threshold)
+    absdiff = (L[..., :, None] - L[..., None, :]).abs_().clamp_min_(1.0 / threshold)
+    # sign/d == (1/d)·sign exactly, as sign is 0 or ±1; in place on one temporary.
+    return absdiff.reciprocal_().mul_(_index_sign(n, L.dtype, L.device))
 
 
 def _ratio_form(L: torch.Tensor):
@@ -81,8 +79,8 @@ def _ratio_form(L: torch.Tensor):
     """
     Li, Lj = L[..., :, None], L[..., None, :]
     lmax = torch.maximum(Li, Lj)
-    lmin = torch.minimum(Li, Lj)
-    return lmin / lmax, 1.0 / lmax
+    x = torch.minimum(Li, Lj).div_(lmax)
+    return x, lmax.reciprocal_()
 
 
 def taylor_K(L: torch.Tensor, degree: int) -> torch.Tensor:
@@ -98,18 +96,20 @@ def taylor_K(L: torch.Tensor, degree: int) -> torch.Tensor:
     n = L.shape[-1]
     x, inv_lmax = _ratio_form(L)
     logx = torch.log(x)
-    num = torch.expm1((degree + 1) * logx)
-    den = torch.expm1(logx)
-    series = torch.where(x < 1, num / torch.where(x < 1, den, torch.ones_like(den)),
-                         torch.full_like(x, degree + 1.0))
-    return _index_sign(n, L.dtype, L.device) * inv_lmax * series
+    series = torch.mul(logx, degree + 1).expm1_()  # numerator 1 - x^{d+1}, negated
+    series.div_(logx.expm1_())  # 0/0 at x = 1, replaced next
+    series.masked_fill_(~(x < 1), degree + 1.0)
+    # sign·(1/λmax)·T_d: sign is ±1 or 0, so the order of the products is exact.
+    return series.mul_(inv_lmax).mul_(_index_sign(n, L.dtype, L.device))
 
 
 def horner(coeffs, x: torch.Tensor) -> torch.Tensor:
     """Σ_k coeffs[k]·x^k by Horner's rule (coeffs lowest order first)."""
-    out = torch.full_like(x, coeffs[-1])
-    for c in reversed(coeffs[:-1]):
-        out = out * x + c
+    if len(coeffs) == 1:
+        return torch.full_like(x, coeffs[0])
+    out = (x * coeffs[-1]).add_(coeffs[-2])
+    for c in reversed(coeffs[:-2]):
+        out.mul_(x).add_(c)
     return out
 
 
@@ -123,8 +123,9 @@ def pade_K(L: torch.Tensor, p, q, pole_gap: float) -> torch.Tensor:
     """
     n = L.shape[-1]
     x, inv_lmax = _ratio_form(L)
-    x = x.clamp_max(1.0 - pole_gap)
-    return _index_sign(n, L.dtype, L.device) * inv_lmax * (horner(p, x) / horner(q, x))
+    x.clamp_max_(1.0 - pole_gap)
+    r = horner(p, x).div_(horner(q, x))
+    return r.mul_(inv_lmax).mul_(_index_sign(n, L.dtype, L.device))
 
 
 # ---------------------------------------------------------------------------
@@ -160,8 +161,13 @@ def sqrtm_backward_K(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, K: torch
     """
     s = L.sqrt()
     M = U.mT @ sym(G) @ U  # (*, n, n)
-    inner = K.mT * (2.0 * M * s[..., None, :]) + torch.diag_embed(M.diagonal(dim1=-2, dim2=-1) / (2.0 * s))
-    return U @ sym(inner) @ U.mT
+    # P_ij = K_ji·M_ij·s_j, then sym(2P + diag) = P + P^T + diag: the factor
+    # 2 and sym's ½ cancel exactly, and K_ii = 0 leaves the diagonal to the
+    # gL term.  Same products, same sums, three temporaries instead of eight.
+    P = (M * s[..., None, :]).mul_(K.mT)
+    inner = P + P.mT
+    inner.diagonal(dim1=-2, dim2=-1).add_(M.diagonal(dim1=-2, dim2=-1) / (2.0 * s))
+    return U @ inner @ U.mT
 
 
 def daleckii_krein_D(s: torch.Tensor) -> torch.Tensor:
@@ -181,7 +187,8 @@ def sqrtm_backward_exact(s: torch.Tensor, U: torch.Tensor, G: torch.Tensor) -> t
     Z X + X Z = sym(G).  Four matmuls.
     """
     M = U.mT @ sym(G) @ U  # (*, n, n)
-    return U @ (M * daleckii_krein_D(s)) @ U.mT
+    # M ∘ D as M / (s_i + s_j), in place: one temporary, one rounding fewer.
+    return U @ M.div_(s[..., :, None] + s[..., None, :]) @ U.mT
 
 
 def spectral_backward(U: torch.Tensor, G: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
@@ -201,22 +208,32 @@ def topn_D(L: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     n = L.shape[-1]
     k = n - keep  # index of the smallest kept eigenvalue (ascending order)
+    phi = topn_phi(L, keep)  # (*, n)
+    # Kept indices are k..n-1 (ascending order), so D is made of blocks,
+    # each computed on its own entries only and joined once with cat
+    # (not written into a preallocated tensor, which vmap could not batch).
+    pk = phi[..., k:]  # (*, keep)
+    Dkk = (pk[..., :, None] + pk[..., None, :]).reciprocal_()  # (*, keep, keep)
+    if k == 0:
+        return phi, Dkk
     lk = L[..., k : k + 1]  # (*, 1)
-    kept = torch.arange(n, device=L.device) >= k  # (n,)
-    phi = torch.where(kept, L, lk).sqrt()  # (*, n)
-    sk = lk.sqrt()
-    Dkk = 1.0 / (phi[..., :, None] + phi[..., None, :])
-    num = (L[..., :, None] - lk[..., None]).clamp_min(0)  # λ_i - λ_k, (*, n, 1)
-    den = L[..., :, None] - L[..., None, :]  # λ_i - λ_j
-    safe = torch.where(den > 0, den, torch.ones_like(den))
-    r = torch.where(den > 0, num / safe, torch.zeros_like(den))
-    Dcross = r / (phi[..., :, None] + sk[..., None])  # row kept, column dropped
-    ki, kj = kept[:, None], kept[None, :]
-    zero = torch.zeros((), dtype=L.dtype, device=L.device)
-    D = torch.where(ki & kj, Dkk, zero)
-    D = torch.where(ki & ~kj, Dcross, D)
-    D = torch.where(~ki & kj, Dcross.mT, D)
+    Lk, Ld = L[..., k:, None], L[..., None, :k]  # kept rows, dropped columns
+    num = (Lk - lk[..., None]).clamp_min(0)  # λ_i - λ_k, (*, keep, 1)
+    den = Lk - Ld  # λ_i - λ_j >= 0, (*, keep, k)
+    pos = den > 0
+    r = torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(den))
+    Dcross = r.div_(pk[..., :, None] + phi[..., k : k + 1, None])  # row kept, column dropped
+    Ddd = torch.zeros_like(Ld.mT.expand(Ld.shape[:-2] + (k, k)))  # dropped×dropped: 0
+    D = torch.cat((torch.cat((Ddd, Dcross.mT), -1), torch.cat((Dcross, Dkk), -1)), -2)
     return phi, D
+
+
+def topn_phi(L: torch.Tensor, keep: int) -> torch.Tensor:
+    """φ(L) = sqrt(max(L, λ_k)) for ascending L (*, n): the TopN spectrum, without D."""
+    n = L.shape[-1]
+    k = n - keep
+    kept = torch.arange(n, device=L.device) >= k  # (n,)
+    return torch.where(kept, L, L[..., k : k + 1]).sqrt()
 
 
 def sqrtm_backward_topn(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, keep: int) -> torch.Tensor:
@@ -234,7 +251,5 @@ def sqrtm_backward_topn(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, keep:
     if k > 0:
         dropped_sum = M.diagonal(dim1=-2, dim2=-1)[..., :k].sum(-1)  # (*)
         bump = dropped_sum / (2.0 * L[..., k].sqrt())
-        e_k = torch.zeros(n, dtype=L.dtype, device=L.device)
-        e_k[k] = 1.0
-        inner = inner + torch.diag_embed(bump[..., None] * e_k)
+        inner.diagonal(dim1=-2, dim2=-1)[..., k].add_(bump)  # + bump·u_k u_k^T in the eigenbasis
     return U @ inner @ U.mT

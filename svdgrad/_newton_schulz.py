@@ -41,27 +41,54 @@ def normalizer(A: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch
     return c.clamp_min(floor), live
 
 
+def _flat(X: torch.Tensor) -> torch.Tensor:
+    """(*, n, n) -> (b, n, n) view, for bmm/baddbmm."""
+    return X.reshape((-1,) + X.shape[-2:])
+
+
+def _baddbmm_(C: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """C + alpha·(X @ Y), in place on C where possible.
+
+    functorch has no batching rule for the in-place baddbmm_ (it would fall
+    back to a slow per-example loop with a warning), so under vmap this is
+    the out-of-place op, same numbers.
+    """
+    if torch._C._functorch.is_functorch_wrapped_tensor(C):
+        return torch.baddbmm(C, X, Y, alpha=alpha)
+    return C.baddbmm_(X, Y, alpha=alpha)
+
+
 def iterate(A_tilde: torch.Tensor, iterations: int):
     """Run the coupled iteration.  Returns (Y_J, Ys, Zs, Ts).
 
     Ys = [Y_0..Y_{J-1}], Ts = [T_0..T_{J-1}], Zs = [Z_1..Z_{J-1}] (Z_0 = I
     is implicit), which is what the backward needs: O(J·n²) per matrix.
+
+    T_k = ½(3I - Z_k Y_k) is formed as 1.5·I - 0.5·(Z_k Y_k) by one fused
+    baddbmm (scaling by ½ is exact, so this is the same number), which also
+    saves autograd two elementwise passes per step.
     """
-    I3 = 3.0 * _identity_like(A_tilde)
-    Ys, Zs, Ts = [A_tilde], [], []
-    T = 0.5 * (I3 - A_tilde)  # Z_0 = I
-    Ts.append(T)
-    Y = A_tilde @ T
+    shape = A_tilde.shape
+    n = shape[-1]
+    I15 = torch.eye(n, dtype=A_tilde.dtype, device=A_tilde.device).mul_(1.5)  # (n, n)
+    X = _flat(A_tilde)  # (b, n, n)
+    T = torch.add(I15, X, alpha=-0.5)  # Z_0 = I: T_0 = ½(3I - Y_0), no product
+    Ys, Zs, Ts = [X], [], [T]
+    Y = torch.bmm(X, T)
     Z = T
     for k in range(1, iterations):
         Ys.append(Y)
         Zs.append(Z)
-        T = 0.5 * (I3 - Z @ Y)
+        T = torch.baddbmm(I15, Z, Y, alpha=-0.5)
         Ts.append(T)
-        if k < iterations - 1:
-            Z = T @ Z
-        Y = Y @ T
-    return Y, Ys, Zs, Ts
+        if k < iterations - 1:  # the last step needs only Y
+            Z = torch.bmm(T, Z)
+        Y = torch.bmm(Y, T)
+
+    def unflat(Xs):
+        return [X.reshape(shape) for X in Xs]
+
+    return Y.reshape(shape), unflat(Ys), unflat(Zs), unflat(Ts)
 
 
 def forward(A: torch.Tensor, iterations: int, normalization: str):
@@ -80,32 +107,36 @@ def backward(G, A, c, live, YJ, Ys, Zs, Ts, normalization: str) -> torch.Tensor:
     autograd through ``iterate`` for any G.
     """
     J = len(Ts)
+    shape = G.shape
     sc = c.sqrt()
-    gY = sc * G  # eq. 9
+    gY = _flat(sc * G)  # eq. 9
     g_c = (G * YJ).sum((-2, -1), keepdim=True) / (2.0 * sc)
     gZ = None  # dL/dZ_J = 0
+    # The sums and the -½ of eq. 10 are fused into baddbmm (beta = 1), so the
+    # 6 products per step need no elementwise passes of their own.
     for k in range(J - 1, 0, -1):
-        Y, Z, T = Ys[k], Zs[k - 1], Ts[k]
-        gT = Y.mT @ gY  # Y_{k+1} = Y_k T_k
-        gY_prev = gY @ T.mT
+        Y, Z, T = _flat(Ys[k]), _flat(Zs[k - 1]), _flat(Ts[k])
+        gT = torch.bmm(Y.mT, gY)  # Y_{k+1} = Y_k T_k
+        gY_prev = torch.bmm(gY, T.mT)
         if gZ is not None:  # Z_{k+1} = T_k Z_k
-            gT = gT + gZ @ Z.mT
-            gZ_prev = T.mT @ gZ
+            gT = _baddbmm_(gT, gZ, Z.mT)
+            gZ_prev = torch.bmm(T.mT, gZ)
+            # T_k = ½(3I - Z_k Y_k)
+            gZ = _baddbmm_(gZ_prev, gT, Y.mT, alpha=-0.5)
         else:
-            gZ_prev = 0.0
-        # T_k = ½(3I - Z_k Y_k)
-        gZ = gZ_prev - 0.5 * (gT @ Y.mT)
-        gY = gY_prev - 0.5 * (Z.mT @ gT)
+            gZ = torch.baddbmm(gT.new_zeros(()), gT, Y.mT, beta=0, alpha=-0.5)
+        gY = _baddbmm_(gY_prev, Z.mT, gT, alpha=-0.5)
     # k = 0: Z_0 = I, Z_1 = T_0 = ½(3I - Y_0), Y_1 = Y_0 T_0  (eq. 11)
-    gT = Ys[0].mT @ gY
+    gT = torch.bmm(_flat(Ys[0]).mT, gY)
     if gZ is not None:
-        gT = gT + gZ
-    g_tilde = gY @ Ts[0].mT - 0.5 * gT
+        gT.add_(gZ)
+    g_tilde = torch.bmm(gY, _flat(Ts[0]).mT).add_(gT, alpha=-0.5).reshape(shape)
     # eq. 12: pre-normalization Ã = A / c, plus the post-compensation term.
     g_c = g_c - (g_tilde * A).sum((-2, -1), keepdim=True) / (c * c)
     g_c = torch.where(live, g_c, torch.zeros_like(g_c))
-    if normalization == "trace":
-        dc = _identity_like(A)
-    else:
-        dc = A / c
-    return g_tilde / c + g_c * dc
+    gA = g_tilde.div_(c)
+    if normalization == "trace":  # dc/dA = I: only the diagonal moves
+        gA.diagonal(dim1=-2, dim2=-1).add_(g_c[..., 0])
+    else:  # dc/dA = A / c
+        gA.add_(g_c * (A / c))
+    return gA
