@@ -4,7 +4,7 @@
 LOCAL_RANK (and MASTER_ADDR/PORT); ``init_from_env`` reads them and starts
 gloo on CPU or nccl on GPU.  torch's own SyncBatchNorm only runs on GPU, so
 the trainer replaces every BatchNorm2d by ``SyncBatchNorm2d``, which
-all-reduces the per-channel sums through ``torch.distributed.nn`` (autograd
+all-reduces the per-channel sums with a differentiable all-reduce (autograd
 flows through the reduction).  With it a DDP run over W processes computes
 the same batch statistics and, after DDP's gradient averaging, the same
 gradient as one process on the whole global batch, up to summation order.
@@ -60,18 +60,36 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """y = Σ_r x_r over the processes; the gradient of each x_r is Σ_r ∂L_r/∂y (a sum again)."""
+
+    @staticmethod
+    def forward(x):
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, gy):
+        g = gy.clone()
+        dist.all_reduce(g)
+        return g
+
+
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are over the batch of every process."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         C = x.shape[1]
         count = torch.full((1,), float(x.numel() // C), dtype=x.dtype, device=x.device)
         local = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])  # (2C + 1,)
-        total = all_reduce(local)
+        total = _AllReduceSum.apply(local)
         n = total[-1]
         mean = total[:C] / n
         var = (total[C:2 * C] / n - mean * mean).clamp_min(0)  # biased, as BN normalizes with
