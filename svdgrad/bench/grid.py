@@ -1,0 +1,113 @@
+"""The benchmark grid and the speed targets, declared once as data.
+
+The pytest-benchmark suite (``tests/benchmarks``), the interleaved target
+runner and the report all read these tables; nothing else names a method,
+a size or a limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Batch size of every timed call.
+BATCH = 32
+#: Matrix sizes n of the full grid.
+SIZES = (64, 256)
+#: dtypes of the full grid (names of torch dtypes).
+DTYPES = ("float32", "float64")
+#: What is timed for each method.
+MODES = ("forward", "forward_backward")
+#: Torch intra-op threads the benchmark pins (recorded in every output).
+THREADS = 2
+#: Condition number of the benchmark matrices (svdgrad.testing.spd, log-spaced spectrum).
+KAPPA = 1e2
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A timed configuration of ``svdgrad.sqrtm``: a label, a method name and its options."""
+
+    label: str
+    method: str
+    options: dict = field(default_factory=dict)
+
+
+#: Every registered method with its defaults; Newton–Schulz once per
+#: backward (the report marks which one is the library default).
+VARIANTS = (
+    Variant("exact", "exact"),
+    Variant("ordinary", "ordinary"),
+    Variant("truncated", "truncated"),
+    Variant("topn", "topn"),
+    Variant("taylor", "taylor"),
+    Variant("pade", "pade"),
+    Variant("newton_schulz[autograd]", "newton_schulz", {"backward": "autograd"}),
+    Variant("newton_schulz[manual]", "newton_schulz", {"backward": "manual"}),
+)
+
+#: Baselines timed in the same run.
+#:  eigh_forward: torch.linalg.eigh alone, the floor of every eigen method.
+#:  eigh_autograd: Z = U diag(sqrt λ) U^T through torch.linalg.eigh's autograd,
+#:                 forward + backward: what a user writes today.
+#:  matmul: one batched n×n×n product, the unit of the iterative methods.
+BASELINES = ("eigh_forward", "eigh_autograd", "matmul")
+
+#: Methods run inside svdgrad.nn.CovariancePooling (if importable), on
+#: (B, n, POOL_HW, POOL_HW) feature maps without channel reduction.
+POOLING_METHODS = ("exact", "newton_schulz")
+POOL_HW = 14
+
+
+@dataclass(frozen=True)
+class Target:
+    """One speed target, a ratio measured in one run at TARGET_SIZE.
+
+    floor "eigh":   (t_fb - t_eigh_forward) / t_matmul <= limit
+    floor "matmul": t_fb / t_matmul <= limit
+    ``not_slower_than``: additionally t_fb <= t_<baseline>.
+    """
+
+    variant: str
+    floor: str
+    limit: float
+    not_slower_than: str | None = None
+
+
+TARGET_SIZE = 256
+TARGETS = (
+    Target("exact", "eigh", 7.0, not_slower_than="eigh_autograd"),
+    Target("ordinary", "eigh", 9.0),
+    Target("truncated", "eigh", 9.0),
+    Target("taylor", "eigh", 9.0),
+    Target("pade", "eigh", 9.0),
+    Target("topn", "eigh", 9.0),
+    Target("newton_schulz[manual]", "matmul", 42.0),
+    Target("newton_schulz[autograd]", "matmul", 42.0),
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much to measure: the full grid or a tiny one for the smoke test."""
+
+    name: str
+    batch: int
+    sizes: tuple
+    dtypes: tuple
+    target_size: int
+    #: interleaved rounds of the target runner (min, max) and its time budget (s)
+    rounds: tuple
+    budget_s: float
+    #: pytest-benchmark options; ``pedantic_rounds`` > 0 replaces its
+    #: calibration by exactly that many single-call rounds
+    pytest_args: tuple
+    pedantic_rounds: int = 0
+
+
+PROFILES = {
+    "full": Profile("full", BATCH, SIZES, DTYPES, TARGET_SIZE, rounds=(7, 25), budget_s=150.0,
+                    pytest_args=("--benchmark-min-rounds=5", "--benchmark-max-time=0.5",
+                                 "--benchmark-warmup=on", "--benchmark-warmup-iterations=1")),
+    "quick": Profile("quick", 2, (8,), ("float64",), 8, rounds=(2, 2), budget_s=0.5,
+                     pytest_args=("--benchmark-warmup=off",), pedantic_rounds=1),
+}

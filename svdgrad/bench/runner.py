@@ -1,0 +1,150 @@
+"""One benchmark run on one device: pytest-benchmark grid, interleaved targets, memory.
+
+Writes, under ``<out>/raw/``:
+  pytest_benchmark_<device>.json   the raw pytest-benchmark JSON of the grid
+  targets_<device>.json            per-round times of the interleaved target run
+  memory_<device>.json             saved and peak bytes per variant
+  run_<device>.json                machine, threads, torch, load averages
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import svdgrad
+
+from . import cases, grid, memory
+from .timing import interleaved, load_average
+
+REPO = Path(__file__).resolve().parents[2]
+SUITE = REPO / "tests" / "benchmarks"
+
+
+def device_tag(device: str) -> str:
+    return torch.device(device).type
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str, threads: int) -> dict:
+    dev = torch.device(device)
+    info = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "requested_threads": threads,
+        "torch": torch.__version__,
+        "svdgrad": svdgrad.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+    }
+    return info
+
+
+def run_pytest(device: str, threads: int, profile: grid.Profile, json_path: Path, log) -> int:
+    """The pytest-benchmark suite in a subprocess, writing its JSON to ``json_path``."""
+    if not SUITE.is_dir():
+        log(f"svdgrad bench: the benchmark suite {SUITE} is missing; run from a clone of the repository.")
+        return 2
+    env = dict(os.environ, SVDGRAD_BENCH_DEVICE=device, SVDGRAD_BENCH_PROFILE=profile.name,
+               SVDGRAD_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
+           f"--benchmark-json={json_path}", "--benchmark-sort=name",
+           "--benchmark-columns=min,median,max,rounds", *profile.pytest_args]
+    log("$ " + " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+    for line in tail:
+        log("  " + line)
+    return proc.returncode
+
+
+def target_cases(inputs: cases.Inputs) -> dict:
+    """Everything the targets compare, to run interleaved.  The unit is timed three times per round."""
+    out = {
+        "eigh_forward": cases.baseline_case(inputs, "eigh_forward"),
+        "eigh_autograd": cases.baseline_case(inputs, "eigh_autograd"),
+    }
+    for i in range(3):
+        out[f"matmul#{i}"] = cases.baseline_case(inputs, "matmul")
+    for t in grid.TARGETS:
+        out[t.variant] = cases.sqrtm_case(inputs, t.variant, "forward_backward")
+        out[t.variant + "|check=False"] = cases.sqrtm_case(inputs, t.variant, "forward_backward", check=False)
+    return out
+
+
+def run_targets(device: str, profile: grid.Profile, log) -> dict:
+    result = {"size": profile.target_size, "batch": profile.batch, "dtypes": {}}
+    for dtype in profile.dtypes:
+        inputs = cases.Inputs(profile.batch, profile.target_size, dtype, device)
+        load_before = load_average()
+        times = interleaved(target_cases(inputs), min_rounds=profile.rounds[0], max_rounds=profile.rounds[1],
+                            budget_s=profile.budget_s, seed=0)
+        result["dtypes"][dtype] = {"times": times, "load_before": load_before, "load_after": load_average()}
+        log(f"  targets {dtype}: {len(times['eigh_forward'])} interleaved rounds, load {load_average()}")
+    return result
+
+
+def run_memory(device: str, profile: grid.Profile, log) -> dict:
+    n = profile.target_size
+    result = {"size": n, "batch": profile.batch, "dtypes": {}}
+    for dtype in profile.dtypes:
+        inputs = cases.Inputs(profile.batch, n, dtype, device)
+        rows = {}
+        named = {v.label: cases.sqrtm_case(inputs, v.label, "forward_backward") for v in grid.VARIANTS}
+        named["eigh_autograd"] = cases.baseline_case(inputs, "eigh_autograd")
+        for label, run in named.items():
+            run()  # warm up (lazy initialisation, Padé coefficients)
+            rows[label] = {
+                "saved_bytes": memory.saved_bytes(run, exclude=(inputs.leaf,)),
+                "peak_bytes": memory.peak_bytes(run, device),
+            }
+        result["dtypes"][dtype] = {"matrix_bytes": inputs.A.numel() * inputs.A.element_size(), "rows": rows}
+    log(f"  memory: {len(rows)} variants")
+    return result
+
+
+def run(device: str, threads: int, profile: grid.Profile, out: Path, log=print, pytest: bool = True) -> int:
+    torch.set_num_threads(threads)
+    raw = out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    tag = device_tag(device)
+    info = machine_info(device, threads)
+    info.update(profile=profile.name, started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                newton_schulz_default_backward=svdgrad.NewtonSchulz().backward,
+                load={"start": load_average()})
+    if pytest:
+        rc = run_pytest(device, threads, profile, raw / f"pytest_benchmark_{tag}.json", log)
+        if rc != 0:
+            log(f"svdgrad bench: the pytest-benchmark suite failed (exit {rc}).")
+            return rc
+    info["load"]["after_pytest"] = load_average()
+    targets = run_targets(device, profile, log)
+    info["load"]["after_targets"] = load_average()
+    mem = run_memory(device, profile, log)
+    info["load"]["end"] = load_average()
+    info["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for name, obj in (("targets", targets), ("memory", mem), ("run", info)):
+        (raw / f"{name}_{tag}.json").write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    return 0
