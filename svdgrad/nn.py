@@ -45,7 +45,8 @@ from . import _methods
 from ._api import sqrtm
 from ._errors import SvdgradError
 
-__all__ = ["CovariancePooling", "GlobalAveragePooling", "SmallResNet", "covariance", "triu_vector"]
+__all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "SmallResNet", "covariance",
+           "triu_vector"]
 
 
 def covariance(X: torch.Tensor) -> torch.Tensor:
@@ -209,6 +210,34 @@ class CovariancePooling(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, channels={self.channels}, method={self._method!r}, "
                 f"offdiag_scale={self.offdiag_scale:g}, floor={self.floor:g}")
+
+
+class ParametricCovariancePooling(CovariancePooling):
+    """Parametric second-order pooling (seed 002 sect. 1): Σ = (1/N)·(PX)(PX)ᵀ.
+
+    X are the reduced features (1x1 conv + BN + ReLU, as in CovariancePooling)
+    and P is a learned ``projected_channels x d`` matrix, implemented as a
+    bias-free 1x1 convolution.  As in the paper's zero-mean model, PX is not
+    centred.  Σ is k x k with k = ``projected_channels`` (default d); every
+    other option is CovariancePooling's.
+    """
+
+    def __init__(self, in_channels: int, reduced_channels: int | None = 64, method="newton_schulz", *,
+                 projected_channels: int | None = None, **kwargs):
+        super().__init__(in_channels, reduced_channels, method, **kwargs)
+        _check_channels("projected_channels", projected_channels, True)
+        d = self.channels
+        self.channels = d if projected_channels is None else projected_channels
+        self.project = nn.Conv2d(d, self.channels, kernel_size=1, bias=False)
+
+    def covariance(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise SvdgradError(f"Expected a feature map of shape (B, {self.in_channels}, H, W); "
+                               f"received shape={tuple(x.shape)}.")
+        f = self.project(self.reduce(x))
+        PX = f.flatten(2).to(self._sigma_dtype(f.dtype))  # (B, k, N)
+        S = PX @ PX.mT / PX.shape[-1]
+        return 0.5 * (S + S.mT)
 
 
 class GlobalAveragePooling(nn.Module):

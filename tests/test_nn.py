@@ -172,3 +172,15 @@ def test_small_resnet_shapes_and_last_stride(pool):
     assert strided.features(strided.stem(x)).shape[-1] == 8
     net(x).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_parametric_covariance_pooling():
+    torch.manual_seed(4)
+    layer = snn.ParametricCovariancePooling(6, 4, method="exact", projected_channels=3).double()
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    PX = layer.project(layer.reduce(x)).flatten(2)
+    torch.testing.assert_close(layer.covariance(x), PX @ PX.mT / 25)
+    y = layer(x)
+    assert y.shape == (2, 6) and layer.out_features == 6
+    y.sum().backward()
+    assert torch.isfinite(layer.project.weight.grad).all()

@@ -49,7 +49,7 @@ def train_parser() -> argparse.ArgumentParser:
     a("--val-per-class", type=int, default=d.val_per_class, help="textures: validation patches per class (default %(default)s)")
     a("--split-seed", type=int, default=d.split_seed, help="seed of the data split (default %(default)s)")
     a("--head", choices=("cov", "gap"), default=d.head, help="covariance pooling or the GAP baseline (default %(default)s)")
-    a("--widths", type=_ints, default=d.widths, help="stage widths of the ResNet (default 16,32,64)")
+    a("--widths", type=_ints, default=d.widths, help=f"stage widths of the ResNet (default {','.join(map(str, d.widths))})")
     a("--blocks", type=int, default=d.blocks, help="basic blocks per stage (default %(default)s)")
     a("--reduced-channels", type=int, default=d.reduced_channels, help="d of the covariance (default %(default)s)")
     a("--keep-last-stride", action="store_true", help="keep stride 2 in the last stage (default: dropped, as the papers)")

@@ -79,7 +79,7 @@ class TrainConfig:
     val_per_class: int = 100
     split_seed: int = 0
     head: str = "cov"
-    widths: tuple[int, ...] = (16, 32, 64)
+    widths: tuple[int, ...] = (8, 16, 32)
     blocks: int = 1
     reduced_channels: int = 32
     last_stride: int = 1
@@ -89,7 +89,7 @@ class TrainConfig:
     ns_iterations: int = 5
     switch_lr: float | None = None
     switch_epoch: int | None = None
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 0.1
     momentum: float = 0.9
@@ -396,10 +396,9 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
                           "elapsed_s": elapsed0 + time.perf_counter() - t_run}, ckpt_path)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            if not cfg.progress:
-                say(f"[svdgrad train] epoch {epoch}/{cfg.epochs} lr {lr:.4g} {row['method']} "
-                    f"loss {row['train_loss'] if row['train_loss'] is not None else float('nan'):.4f} "
-                    f"val_acc {val_acc:.4f} skipped {skipped} ({row['time_s']:.1f}s)")
+        say(f"[svdgrad train] epoch {epoch}/{cfg.epochs} lr {lr:.4g} {row['method']} "
+            f"loss {row['train_loss'] if row['train_loss'] is not None else float('nan'):.4f} "
+            f"val_acc {val_acc:.4f} skipped {skipped} ({row['time_s']:.1f}s)")
     summary = summarize(history, cfg, sw)
     summary["elapsed_s"] = elapsed0 + time.perf_counter() - t_run
     summary["world_size"] = info.world_size
