@@ -1,0 +1,143 @@
+"""The sweep grid, declared as data in one place.
+
+The runner (``runner``), the report (``report``), the CLI and the tests all
+read the axes and the study constants from here.  A grid is a frozen
+dataclass; ``narrow`` restricts it to a subset of its own values, so a
+narrowed grid can never ask for something the default does not define.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+from .. import methods as _registered_methods
+from ..testing import SPECTRA
+
+#: Input dtypes the sweep knows, by name.
+DTYPES = ("float32", "float64")
+
+#: Largest n for which the reference is computed with mpmath.  Measured on
+#: the 2-core study machine (``reference_sqrtm_grad``, one matrix, dps 50):
+#: n=16 0.3 s, n=32 1.7 s, n=64 8.5-14 s.  At n=64 the 156 matrices of the
+#: default grid would take 13+ minutes of both cores on the reference alone,
+#: over the 20-minute budget once the methods run too; so n=64 and n=256
+#: use float64 ``exact`` as the (labelled) reference.
+MPMATH_MAX_N = 32
+
+#: Decimal digits of the mpmath reference.
+MPMATH_DPS = 50
+
+#: Where the reference is float64 ``exact``, an error below
+#: ``REFERENCE_FLOOR_FACTOR · (κ + n) · eps64`` is reported as "at the
+#: float64 floor": the reference's own error is of that order (ANCHORS.md
+#: measures float64 Daleckii–Krein at about κ·eps against mpmath, plus the
+#: O(n·eps) rounding of the eigendecomposition that remains at κ = 1).
+REFERENCE_FLOOR_FACTOR = 1.0
+
+#: κ bands of the generated summary: (label, lowest log10 κ, highest log10 κ).
+KAPPA_BANDS = (
+    ("well conditioned (κ ≤ 1e4)", 0, 4),
+    ("ill conditioned (1e5 ≤ κ ≤ 1e8)", 5, 8),
+    ("near singular (κ ≥ 1e9)", 9, 99),
+)
+
+
+def reference_floor(kappa: float, n: int) -> float:
+    """Error level of a float64 ``exact`` reference for a matrix of condition κ and size n."""
+    return REFERENCE_FLOOR_FACTOR * (kappa + n) * 2.0 ** -52
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Axes of the sweep and the settings of its side studies.
+
+    Main study: every (method, dtype) on every matrix (n, κ = 10**k,
+    spectrum, seed).  Side studies on the same matrices:
+    Newton–Schulz with ``ns_iterations`` × ``ns_normalizations`` (float64
+    input, ``ns_spectra`` only), and the float32/float64 eigenvalue
+    precision probe (all matrices).  The Taylor/Padé approximation study
+    evaluates 1/(1-x) at ``approx_taylor_degrees`` / ``approx_pade_degrees``.
+    """
+
+    methods: tuple[str, ...]
+    dtypes: tuple[str, ...] = DTYPES
+    sizes: tuple[int, ...] = (16, 64, 256)
+    log10_kappas: tuple[int, ...] = tuple(range(13))
+    spectra: tuple[str, ...] = SPECTRA
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ns_iterations: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30)
+    ns_normalizations: tuple[str, ...] = ("trace", "frobenius")
+    ns_spectra: tuple[str, ...] = ("logspaced",)
+    approx_taylor_degrees: tuple[int, ...] = (9, 25, 100, 400)
+    approx_pade_degrees: tuple[tuple[int, int], ...] = ((1, 1), (5, 5), (50, 50))
+    timing_repeats: int = 3
+    mpmath_max_n: int = MPMATH_MAX_N
+    mpmath_dps: int = MPMATH_DPS
+
+    #: The axes that ``narrow`` (and the CLI) can restrict.
+    AXES = ("methods", "dtypes", "sizes", "log10_kappas", "spectra", "seeds")
+
+    def matrices(self):
+        """(n, log10 κ, spectrum, seed) for every matrix, heaviest (largest n) first."""
+        return [(n, k, sp, s) for n in sorted(self.sizes, reverse=True) for k in self.log10_kappas
+                for sp in self.spectra for s in self.seeds]
+
+    def n_cells(self) -> int:
+        """Main-study cells: one per (method, dtype, matrix)."""
+        return len(self.methods) * len(self.dtypes) * len(self.matrices())
+
+    def narrow(self, **axes) -> "Grid":
+        """A copy restricted on the given axes; every value must be one of this grid's."""
+        changes = {}
+        for axis, values in axes.items():
+            if values is None:
+                continue
+            if axis not in self.AXES:
+                raise ValueError(f"unknown grid axis {axis!r}; expected one of {', '.join(self.AXES)}")
+            allowed = getattr(self, axis)
+            values = tuple(dict.fromkeys(values))
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise ValueError(f"{axis}: {', '.join(map(str, bad))} not in the grid; "
+                                 f"expected values from {', '.join(map(str, allowed))}")
+            if not values:
+                raise ValueError(f"{axis}: empty selection")
+            changes[axis] = tuple(v for v in allowed if v in values)
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Grid":
+        d = json.loads(text)
+        d = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v)
+             for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        return cls(**d)
+
+
+def default_grid() -> Grid:
+    """The full grid: every registered method, float32 and float64, n ∈ {16, 64, 256},
+    κ = 1e0 … 1e12 by decades, all four spectra, three seeds."""
+    return Grid(methods=tuple(_registered_methods()))
+
+
+def quick_grid() -> Grid:
+    """``--quick``: n = 16 only (mpmath reference), κ = 1e0, 1e2, …, 1e12; everything else as the default."""
+    return dataclasses.replace(default_grid(), sizes=(16,), log10_kappas=tuple(range(0, 13, 2)),
+                               ns_iterations=(1, 2, 3, 5, 7, 10, 20))
+
+
+def kappa(log10_kappa: int) -> float:
+    return 10.0 ** log10_kappa
+
+
+def kappa_label(log10_kappa) -> str:
+    return f"1e{int(log10_kappa)}"
+
+
+def is_finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,130 @@
+"""results.csv: an append-only, crash-safe table of result rows.
+
+Each finished matrix appends its rows with one ``os.write`` on a file opened
+with O_APPEND, followed by fsync, so a killed run leaves every finished cell
+on disk.  If the kill lands inside a write, the torn last line (no newline,
+or the wrong number of fields) is dropped on load, and ``repair`` truncates
+it away before a resumed run appends; rows are keyed, so a resumed run
+recomputes exactly the missing ones.  Other files (approx.csv, grid.json,
+REPORT.md, figures) are written to a temporary file and renamed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+from .cells import COLUMNS, KEY
+
+_INT_KEYS = ("n", "log10_kappa", "seed")
+
+
+def format_value(v) -> str:
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    return str(v)
+
+
+def _csv_text(rows, columns, header: bool) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(columns)
+    for row in rows:
+        w.writerow([format_value(row.get(c, "")) for c in columns])
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write to path.tmp, fsync, rename over path."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    data = text.encode() if isinstance(text, str) else text
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_table(path: Path, rows, columns) -> None:
+    write_atomic(path, _csv_text(rows, columns, header=True))
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(int(row[k]) if k in _INT_KEYS else row[k] for k in KEY)
+
+
+class ResultStore:
+    """results.csv with the columns of ``cells.COLUMNS``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def reset(self) -> None:
+        """Start an empty table (header only)."""
+        write_table(self.path, [], COLUMNS)
+
+    def repair(self) -> int:
+        """Create the file if missing; cut a torn last line.  Returns the bytes removed."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self.reset()
+            return 0
+        data = self.path.read_bytes()
+        cut = len(data) - (data.rfind(b"\n") + 1)
+        if cut:
+            with open(self.path, "r+b") as f:
+                f.truncate(len(data) - cut)
+                f.flush()
+                os.fsync(f.fileno())
+        return cut
+
+    def append(self, rows) -> None:
+        if not rows:
+            return
+        data = _csv_text(rows, COLUMNS, header=False).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def load(self) -> list[dict]:
+        """Complete rows as dicts of strings (header checked; torn or malformed lines dropped)."""
+        return read_rows(self.path)
+
+    def done_keys(self) -> set[tuple]:
+        return {row_key(r) for r in self.load()}
+
+
+def read_rows(path: Path, columns=COLUMNS) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return []
+    if tuple(header) != tuple(columns):
+        raise ValueError(f"{path}: unexpected header {header}; expected {list(columns)}")
+    return [dict(zip(columns, rec)) for rec in reader if len(rec) == len(columns)]
+
+
+def to_float(s: str) -> float:
+    """CSV cell -> float; '' -> nan."""
+    return float(s) if s not in ("", None) else math.nan

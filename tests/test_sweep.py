@@ -1,0 +1,309 @@
+"""Tests of the condition-number sweep (svdgrad.sweep): grid, runner, resume, report, CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("joblib")
+pytest.importorskip("tqdm")
+
+import svdgrad  # noqa: E402
+from svdgrad.sweep import cells, cli, report, runner  # noqa: E402
+from svdgrad.sweep.grid import DTYPES, Grid, default_grid, quick_grid  # noqa: E402
+from svdgrad.sweep.store import ResultStore, read_rows, row_key  # noqa: E402
+from svdgrad.testing import SPECTRA  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: A tiny grid: one mpmath-referenced size and one float64-exact-referenced size.
+TINY = ["--methods", "exact,ordinary,newton_schulz", "--sizes", "16,64", "--kappas", "0,8",
+        "--spectra", "logspaced,rank_deficient", "--seeds", "0", "--jobs", "1", "--no-progress"]
+#: Not part of the comparison of two runs: timings.
+VOLATILE = {"time_ms"}
+
+
+def _parse(argv):
+    return cli.grid_from_args(cli._sweep_parser().parse_args(argv))
+
+
+def _stable(rows):
+    return sorted(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE)) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    rc = cli.main("sweep", TINY + ["--out", str(out)])
+    assert rc == 0
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Grid as data.
+# ---------------------------------------------------------------------------
+
+def test_default_grid_covers_the_issue():
+    g = default_grid()
+    assert g.methods == svdgrad.methods()
+    assert g.dtypes == DTYPES == ("float32", "float64")
+    assert g.sizes == (16, 64, 256)
+    assert g.log10_kappas == tuple(range(13))
+    assert set(g.spectra) == set(SPECTRA) >= {"logspaced", "clustered", "repeated", "rank_deficient"}
+    assert len(g.seeds) >= 3 and len(set(g.seeds)) == len(g.seeds)
+    assert g.n_cells() == len(svdgrad.methods()) * 2 * 3 * 13 * len(SPECTRA) * len(g.seeds)
+    assert Grid.from_json(g.to_json()) == g
+
+
+def test_quick_grid_is_a_narrowing_of_the_default():
+    q, g = quick_grid(), default_grid()
+    for axis in Grid.AXES:
+        assert set(getattr(q, axis)) <= set(getattr(g, axis))
+    assert q.methods == g.methods and q.dtypes == g.dtypes
+    assert q.log10_kappas[0] == 0 and q.log10_kappas[-1] == 12
+
+
+def test_cli_narrows_the_grid():
+    g = _parse(["--methods", "pade,exact", "--dtypes", "float32", "--sizes", "16", "--kappas", "0-12:6",
+                "--spectra", "repeated", "--seeds", "1"])
+    assert g.methods == ("exact", "pade")  # grid order, not argument order
+    assert g.dtypes == ("float32",) and g.sizes == (16,) and g.log10_kappas == (0, 6, 12)
+    assert g.spectra == ("repeated",) and g.seeds == (1,)
+    assert g.n_cells() == 2 * 1 * 1 * 3 * 1 * 1
+    assert _parse(["--quick"]) == quick_grid()
+
+
+def test_narrow_rejects_values_outside_the_grid():
+    with pytest.raises(ValueError, match="not in the grid"):
+        default_grid().narrow(sizes=[17])
+    with pytest.raises(ValueError, match="unknown grid axis"):
+        default_grid().narrow(colors=["red"])
+
+
+def test_plan_skips_done_rows_exactly():
+    g = default_grid().narrow(methods=["exact", "newton_schulz"], sizes=[16], log10_kappas=[0, 1],
+                              spectra=["logspaced"], seeds=[0])
+    tasks = runner.plan(g)
+    keys = [k for t in tasks for k in t.pending]
+    assert len(keys) == len(set(keys))
+    done = set(keys[::3])
+    again = [k for t in runner.plan(g, done) for k in t.pending]
+    assert sorted(again) == sorted(set(keys) - done)
+    assert runner.plan(g, set(keys)) == []
+
+
+# ---------------------------------------------------------------------------
+# End to end.
+# ---------------------------------------------------------------------------
+
+def test_tiny_sweep_end_to_end(tiny_run, capsys):
+    out = tiny_run
+    rows = read_rows(out / runner.RESULTS)
+    g = _parse(TINY)
+    expected = {k for n, kk, sp, s in g.matrices() for k in runner.matrix_keys(g, n, kk, sp, s)}
+    keys = [row_key(r) for r in rows]
+    assert len(keys) == len(set(keys)) and set(keys) == expected
+    assert not [r for r in rows if r["error"]]
+    by = {row_key(r): r for r in rows}
+    # mpmath reference at n=16: exact float64 is accurate, ordinary is non-finite at κ = 1 (all ties).
+    r = by[("method", "exact", "", "float64", 16, 8, "logspaced", 0)]
+    assert r["reference"] == cells.REF_MPMATH and float(r["grad_err"]) < 1e-6
+    assert float(by[("method", "ordinary", "", "float64", 16, 0, "logspaced", 0)]["nonfinite_grad"]) == 1.0
+    # float64 exact reference at n=64: never compared with itself, floor labelled.
+    r = by[("method", "exact", "", "float64", 64, 8, "logspaced", 0)]
+    assert r["reference"] == cells.REF_SELF and r["grad_err"] == ""
+    r = by[("method", "exact", "", "float32", 64, 8, "logspaced", 0)]
+    assert r["reference"] == cells.REF_EXACT64 and float(r["ref_floor"]) > 0 and r["at_floor"] == "0"
+    assert float(by[("eig", "eigvalsh", "", "float64", 16, 8, "logspaced", 0)]["kappa_reached"]) == \
+        pytest.approx(1e8, rel=1e-3)
+    for name in ("REPORT.md", "approx.csv", "grid.json", "grad_error_n16.png", "grad_error_n64.png",
+                 "nonfinite.png", "blowup.png", "taylor_pade.png", "newton_schulz.png", "float32_eigenvalues.png"):
+        assert (out / name).is_file(), name
+    text = (out / "REPORT.md").read_text()
+    assert "≤floor" in text or "ref" in text
+    assert "Summary" in text and "rank_deficient" in text
+
+
+def test_sweep_prints_the_gradient_error_table(tmp_path, capsys):
+    rc = cli.main("sweep", ["--methods", "exact,pade", "--sizes", "16", "--kappas", "0,12", "--spectra",
+                            "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report",
+                            "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "1e0" in out and "1e12" in out
+    for m in ("exact", "pade"):
+        for d in ("float32", "float64"):
+            assert any(line.split()[:2] == [m, d] for line in out.splitlines())
+    assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_same_command_gives_the_same_numbers(tiny_run, tmp_path):
+    # The same cells again (narrowed to save time): identical numbers apart from timings.
+    assert cli.main("sweep", TINY + ["--sizes", "64", "--out", str(tmp_path), "--no-report"]) == 0
+    again = read_rows(tmp_path / runner.RESULTS)
+    first = [r for r in read_rows(tiny_run / runner.RESULTS) if r["n"] == "64"]
+    assert len(again) == len(first) > 0
+    assert _stable(again) == _stable(first)
+
+
+def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path):
+    with runner._exclusive(tmp_path):
+        rc = cli.main("sweep", TINY + ["--out", str(tmp_path)])
+    assert rc == 1
+    assert not (tmp_path / runner.RESULTS).exists()
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("reference exploded")
+
+    monkeypatch.setattr(cells, "reference_sqrtm_grad", boom)
+    g = default_grid().narrow(methods=["exact"], sizes=[16, 64], log10_kappas=[2], spectra=["logspaced"],
+                              seeds=[0])
+    stats = runner.run_sweep(g, tmp_path, jobs=1, progress=False)
+    rows = read_rows(tmp_path / runner.RESULTS)
+    failed = [r for r in rows if r["error"]]
+    assert failed and all("reference exploded" in r["error"] for r in failed)
+    assert {r["n"] for r in failed} == {"16"}  # n=64 uses float64 exact and is unaffected
+    assert stats.written_rows == len(rows) == stats.planned_rows
+    report.build(tmp_path)
+    assert "Recorded errors" in (tmp_path / "REPORT.md").read_text()
+
+
+# ---------------------------------------------------------------------------
+# Kill and resume.
+# ---------------------------------------------------------------------------
+
+def test_kill_and_resume_lose_and_duplicate_nothing(tmp_path):
+    args = ["--methods", "exact,ordinary,taylor", "--sizes", "16", "--kappas", "0-12:4",
+            "--spectra", "logspaced,repeated", "--seeds", "0,1", "--jobs", "1", "--no-progress", "--no-report"]
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "sweep", *args, "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / runner.RESULTS
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if results.exists() and len(read_rows(results)) >= 16:
+                break
+            if proc.poll() is not None:
+                pytest.fail("the sweep finished before it could be killed")
+            time.sleep(0.05)
+        else:
+            pytest.fail("no rows appeared within 60 s")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    before = read_rows(results)
+    g = _parse(args)
+    expected = {k for n, kk, sp, s in g.matrices() for k in runner.matrix_keys(g, n, kk, sp, s)}
+    assert 16 <= len(before) < len(expected), "the kill must land mid-run"
+    # Simulate a torn last write as well: resume must drop it, not keep it.
+    with open(results, "a") as f:
+        f.write("method,exact,,float32,16,")
+    assert cli.main("sweep", args + ["--resume", "--out", str(out)]) == 0
+    after = read_rows(results)
+    keys = [row_key(r) for r in after]
+    assert len(keys) == len(set(keys)), "duplicated rows"
+    assert set(keys) == expected, "lost rows"
+    assert all(r in after for r in before), "finished rows changed"
+    assert results.read_text().endswith("\n")
+    # Resuming a finished run computes nothing.
+    assert cli.main("sweep", args + ["--resume", "--out", str(out)]) == 0
+    assert len(read_rows(results)) == len(expected)
+
+
+def test_store_drops_a_torn_line(tmp_path):
+    store = ResultStore(tmp_path / "results.csv")
+    store.reset()
+    row = cells._row(("method", "exact", "", "float64", 16, 0, "logspaced", 0), grad_err=1e-15, error="a, b")
+    store.append([row])
+    with open(store.path, "a") as f:
+        f.write("method,ordinary")
+    assert len(store.load()) == 1 and store.load()[0]["error"] == "a, b"
+    assert store.repair() == len("method,ordinary")
+    store.append([row])
+    assert len(store.load()) == 2
+
+
+# ---------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------
+
+def test_report_rebuilds_the_same_report_from_saved_files(tiny_run, tmp_path, monkeypatch):
+    for name in ("results.csv", "approx.csv", "grid.json"):
+        shutil.copy(tiny_run / name, tmp_path / name)
+
+    def no_compute(*a, **k):
+        raise AssertionError("svdgrad report must not recompute")
+
+    monkeypatch.setattr(cells, "run_cell", no_compute)
+    monkeypatch.setattr(runner, "run_cell", no_compute)
+    monkeypatch.setattr(svdgrad, "sqrtm", no_compute)
+    assert cli.main("report", ["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "REPORT.md").read_text() == (tiny_run / "REPORT.md").read_text()
+    for png in tiny_run.glob("*.png"):
+        assert (tmp_path / png.name).stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------
+# CLI errors.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--methods", "exact,nope"], "exact, ordinary, truncated, topn, taylor, pade, newton_schulz"),
+    (["sweep", "--dtypes", "float16"], "float32, float64"),
+    (["sweep", "--sizes", "17"], "--sizes"),
+    (["sweep", "--sizes", "sixteen"], "integers"),
+    (["sweep", "--kappas", "13"], "--kappas"),
+    (["sweep", "--spectra", "flat"], "logspaced"),
+    (["sweep", "--seeds", ""], "--seeds"),
+    (["sweep", "--jobs", "0"], "--jobs"),
+    (["sweep", "--backend", "dask"], "loky"),
+    (["sweep", "--frobnicate"], "unrecognized"),
+    (["report", "--out", "/nonexistent/sweep"], "results.csv"),
+])
+def test_bad_arguments_give_a_clear_message(argv, message, capsys, monkeypatch, tmp_path):
+    def must_not_run(*a, **k):
+        raise AssertionError("a bad command line must not start a sweep")
+
+    monkeypatch.setattr(runner, "run_sweep", must_not_run)
+    monkeypatch.chdir(tmp_path)  # nothing may be written under the repository's reports/
+    rc = cli.main(argv[0], argv[1:])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert message in err, err
+
+
+def test_console_script_dispatches_to_the_sweep():
+    proc = subprocess.run([sys.executable, "-m", "svdgrad", "sweep", "--methods", "bogus"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown 'bogus'" in proc.stderr and "newton_schulz" in proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# Ray backend (optional extra).
+# ---------------------------------------------------------------------------
+
+def test_ray_backend_on_a_local_instance(tmp_path):
+    ray = pytest.importorskip("ray")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": dict(runner.THREAD_ENV)})
+        args = ["--methods", "exact,ordinary", "--sizes", "16", "--kappas", "0,6", "--spectra", "logspaced",
+                "--seeds", "0,1", "--no-progress", "--no-report"]
+        assert cli.main("sweep", args + ["--backend", "ray", "--jobs", "2", "--out", str(tmp_path / "ray")]) == 0
+        assert cli.main("sweep", args + ["--jobs", "1", "--out", str(tmp_path / "local")]) == 0
+    finally:
+        ray.shutdown()
+    assert _stable(read_rows(tmp_path / "ray" / runner.RESULTS)) == \
+        _stable(read_rows(tmp_path / "local" / runner.RESULTS))
