@@ -299,7 +299,7 @@ def test_ray_backend_on_a_local_instance(tmp_path):
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(runner.THREAD_ENV)})
-        args = ["--methods", "exact,ordinary", "--sizes", "16", "--kappas", "0,6", "--spectra", "logspaced",
+        args = ["--methods", "exact,ordinary", "--sizes", "64", "--kappas", "6", "--spectra", "logspaced",
                 "--seeds", "0,1", "--no-progress", "--no-report"]
         assert cli.main("sweep", args + ["--backend", "ray", "--jobs", "2", "--out", str(tmp_path / "ray")]) == 0
         assert cli.main("sweep", args + ["--jobs", "1", "--out", str(tmp_path / "local")]) == 0

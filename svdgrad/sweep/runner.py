@@ -23,6 +23,9 @@ LOCK = ".lock"
 
 BACKENDS = ("loky", "ray")
 
+#: Tasks per worker in one Ray chunk (see ``execute``).
+RAY_CHUNK = 4
+
 #: Environment for pool workers: one BLAS/OpenMP thread each (oversubscription
 #: on a 2-core machine turned 0.1 s calls into 10-50 s ones).
 THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -124,8 +127,19 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
     else:
         config = joblib.parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1)
     with config:
-        parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-        yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
+        if backend == "ray":
+            # Ray's joblib backend (a multiprocessing-pool backend) returns no generator, so tasks go
+            # in chunks of RAY_CHUNK·jobs and each chunk's rows are written when the chunk ends: a
+            # killed Ray run can lose the finished cells of its last chunk (--resume recomputes them;
+            # nothing is duplicated).
+            tasks = list(tasks)
+            step = RAY_CHUNK * jobs
+            for i in range(0, len(tasks), step):
+                parallel = joblib.Parallel(batch_size=1)
+                yield from parallel(joblib.delayed(run_cell)(t) for t in tasks[i : i + step])
+        else:
+            parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
+            yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
 
 
 @dataclass
