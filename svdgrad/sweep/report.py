@@ -463,6 +463,10 @@ def _e(x) -> str:
     return f"{x:.1e}"
 
 
+def _kappa_text(k) -> str:
+    return "∞ (λ ≤ 0)" if math.isinf(k) else _e(k)
+
+
 def _ratio(a, b) -> str:
     if not (math.isfinite(a) and a > 0):
         return "-"
@@ -700,8 +704,9 @@ def _eig_text(rows) -> str:
                 rs = g.get((d, n, k), [])
                 row.append(f"{_mean([r['frac_nonpositive'] for r in rs]):.2f} / "
                            f"{_mean([r['frac_wrong_magnitude'] for r in rs]):.2f} / "
-                           f"{_e(_median([r['kappa_reached'] for r in rs]))}")
+                           f"{_kappa_text(_median([r['kappa_reached'] for r in rs]))}")
         body.append(row)
     return ("Per input dtype, the eigenvalues computed in that dtype are compared with the true λ > 0 "
             "(sorted, ascending). Table: fraction ≤ 0 / fraction off by ≥ 10× (or ≤ 0) / median κ actually "
-            "reached by the input, over all spectra and seeds.\n\n" + _table(head, body, True))
+            "reached by the input (∞: its r-th largest eigenvalue, computed in float64, is ≤ 0), over all spectra "
+            "and seeds.\n\n" + _table(head, body, True))
