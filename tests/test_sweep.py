@@ -123,7 +123,7 @@ def test_tiny_sweep_end_to_end(tiny_run, capsys):
     assert r["reference"] == cells.REF_EXACT64 and float(r["ref_floor"]) > 0 and r["at_floor"] == "0"
     assert float(by[("eig", "eigvalsh", "", "float64", 16, 8, "logspaced", 0)]["kappa_reached"]) == \
         pytest.approx(1e8, rel=1e-3)
-    for name in ("REPORT.md", "approx.csv", "grid.json", "grad_error_n16.png", "grad_error_n64.png",
+    for name in ("REPORT.md", "approx.csv", "grid.json", "runs.jsonl", "grad_error_n16.png", "grad_error_n64.png",
                  "nonfinite.png", "blowup.png", "taylor_pade.png", "newton_schulz.png", "float32_eigenvalues.png"):
         assert (out / name).is_file(), name
     text = (out / "REPORT.md").read_text()
@@ -239,7 +239,7 @@ def test_store_drops_a_torn_line(tmp_path):
 # ---------------------------------------------------------------------------
 
 def test_report_rebuilds_the_same_report_from_saved_files(tiny_run, tmp_path, monkeypatch):
-    for name in ("results.csv", "approx.csv", "grid.json"):
+    for name in ("results.csv", "approx.csv", "grid.json", "runs.jsonl"):
         shutil.copy(tiny_run / name, tmp_path / name)
 
     def no_compute(*a, **k):

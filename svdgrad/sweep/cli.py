@@ -139,7 +139,8 @@ def _sweep(argv) -> int:
           f"{len(grid.matrices())} matrices) -> {out}/{RESULTS}  [jobs={args.jobs}, backend={args.backend}"
           f"{', resume' if args.resume else ''}]", flush=True)
     stats = run_sweep(grid, out, jobs=args.jobs, backend=args.backend, resume=args.resume,
-                      progress=not args.no_progress, ray_address=args.ray_address)
+                      progress=not args.no_progress, ray_address=args.ray_address,
+                      command=" ".join(["svdgrad sweep", *argv]))
     print(f"svdgrad sweep: wrote {stats.written_rows} rows ({stats.error_rows} with errors) for "
           f"{stats.matrices} matrices in {stats.seconds:.1f} s", flush=True)
     from . import report

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import grid as grid_mod
 from .cells import COLUMNS, KEY, REF_EXACT64, REF_MPMATH, REF_SELF, parse_ns_variant
 from .grid import Grid, default_grid
-from .runner import APPROX, APPROX_COLUMNS, GRID, REPORT, RESULTS
+from .runner import APPROX, APPROX_COLUMNS, GRID, REPORT, RESULTS, RUNS
 from .store import read_rows, to_float, write_atomic
 
 EPS64 = 2.0 ** -52
@@ -501,12 +501,17 @@ def build(out: Path) -> Path:
         figs["ns"] = "newton_schulz.png"
     figs["eig"] = "float32_eigenvalues.png"
     fig_eigenvalues(rows, ax, out / figs["eig"])
-    text = _markdown(rows, approx, g, ax, cells, figs)
+    runs = []
+    if (out / RUNS).exists():
+        import json
+
+        runs = [json.loads(line) for line in (out / RUNS).read_text().splitlines() if line.strip()]
+    text = _markdown(rows, approx, g, ax, cells, figs, runs)
     write_atomic(out / REPORT, text)
     return out / REPORT
 
 
-def _markdown(rows, approx, g: Grid, ax, cells, figs) -> str:
+def _markdown(rows, approx, g: Grid, ax, cells, figs, runs=()) -> str:
     L = []
     add = L.append
     mrows = [r for r in rows if r["study"] == "method"]
@@ -526,6 +531,15 @@ def _markdown(rows, approx, g: Grid, ax, cells, figs) -> str:
         f"(one matrix per seed and cell)")
     add(f"- {len(mrows)} method rows, {len(rows)} rows in all, {n_err} recorded errors.")
     add("")
+    if runs:
+        add("Runs that wrote `results.csv` (from `runs.jsonl`):")
+        add("")
+        add(_table(["finished (UTC)", "command", "jobs", "backend", "CPUs", "matrices", "rows written",
+                    "wall time"],
+                   [[r.get("finished_utc", ""), f"`{r.get('command', '')}`", r.get("jobs", ""), r.get("backend", ""),
+                     r.get("cpus", ""), r.get("matrices", ""), r.get("rows_written", ""),
+                     f"{r.get('seconds', math.nan):.0f} s"] for r in runs], True))
+        add("")
     add("## How it is measured")
     add("")
     add("- **Matrices.** A = `svdgrad.testing.spd(n, κ, spectrum, seed=s)`, built in float64 as Q·diag(λ)·Qᵀ "

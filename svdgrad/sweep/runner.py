@@ -20,6 +20,7 @@ APPROX = "approx.csv"
 GRID = "grid.json"
 REPORT = "REPORT.md"
 LOCK = ".lock"
+RUNS = "runs.jsonl"
 
 BACKENDS = ("loky", "ray")
 
@@ -152,7 +153,7 @@ class SweepStats:
 
 
 def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", resume: bool = False,
-              progress: bool = True, ray_address: str | None = None) -> SweepStats:
+              progress: bool = True, ray_address: str | None = None, command: str = "") -> SweepStats:
     """Run ``grid`` into ``out`` (results.csv, approx.csv, grid.json); returns counts.
 
     Without ``resume`` results.csv starts empty; with it, rows already
@@ -161,8 +162,23 @@ def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", re
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
-        return _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
-                          ray_address=ray_address)
+        stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
+                           ray_address=ray_address)
+        _log_run(out / RUNS, stats, resume=resume, command=command, jobs=jobs, backend=backend)
+        return stats
+
+
+def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, jobs: int, backend: str):
+    """One JSON line per finished run (a fresh run starts the file again); the report lists them."""
+    import datetime
+    import json
+
+    entry = {"finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+             "command": command, "jobs": jobs, "backend": backend, "resume": resume,
+             "cpus": os.cpu_count(), "matrices": stats.matrices, "rows_written": stats.written_rows,
+             "error_rows": stats.error_rows, "seconds": round(stats.seconds, 1)}
+    old = path.read_text() if (resume and path.exists()) else ""
+    write_atomic(path, old + json.dumps(entry) + "\n")
 
 
 class _exclusive:
@@ -219,5 +235,5 @@ def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address) -> Sw
     return SweepStats(planned, written, errors, len(tasks), time.perf_counter() - t0)
 
 
-__all__ = ["COLUMNS", "RESULTS", "APPROX", "GRID", "REPORT", "BACKENDS", "matrix_keys", "plan", "execute",
+__all__ = ["COLUMNS", "RESULTS", "APPROX", "GRID", "REPORT", "RUNS", "BACKENDS", "matrix_keys", "plan", "execute",
            "run_sweep", "approximation_rows"]
