@@ -34,10 +34,14 @@ class SpectralSqrtm(torch.autograd.Function):
         ctx.mark_non_differentiable(L, U, Lf)
         ctx.save_for_backward(U, Lf)
         ctx.method = inputs[1]
+        # Only gZ is used: don't let autograd allocate zero gradients for L, U, Lf.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gZ, _gL, _gU, _gLf):
+        if gZ is None:
+            return None, None
         U, Lf = ctx.saved_tensors
         with _no_tf32():
             return ctx.method.backward_rule(Lf, U, gZ), None
@@ -58,6 +62,8 @@ class Eigh(torch.autograd.Function):
         L, U = output
         ctx.save_for_backward(L, U)
         ctx.rule = inputs[1]
+        # An unused output arrives as None, which eigh_backward skips.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     @once_differentiable
@@ -85,10 +91,15 @@ class NewtonSchulzManual(torch.autograd.Function):
         ctx.save_for_backward(A, *output[1:])
         ctx.iterations = iterations
         ctx.normalization = normalization
+        # Only gZ is used: without this autograd fills a zero gradient for
+        # each of the 3·iterations saved (B, n, n) outputs on every backward.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gZ, *_):
+        if gZ is None:
+            return None, None, None
         A, c, live, YJ, *rest = ctx.saved_tensors
         J = ctx.iterations
         Ys, Zs, Ts = rest[:J], rest[J : 2 * J - 1], rest[2 * J - 1 :]

@@ -22,6 +22,9 @@ def parser() -> argparse.ArgumentParser:
                    help="full grid (default) or a tiny quick one (smoke test)")
     p.add_argument("--out", type=Path, default=runner.REPO / "reports" / "performance",
                    help="output folder (default reports/performance in the repository)")
+    p.add_argument("--omp-wait-policy", choices=("passive", "active", "default"), default="passive",
+                   help="OMP_WAIT_POLICY of the measuring processes (default passive: waiting threads sleep "
+                        "instead of spinning, which keeps 2-thread timings stable on shared cores)")
     p.add_argument("--report-only", action="store_true", help="rebuild REPORT.md from the existing raw/ files")
     p.add_argument("--no-pytest", action="store_true",
                    help="skip the pytest-benchmark grid (reuse its existing JSON)")
@@ -32,8 +35,9 @@ def main(command: str, argv: list[str]) -> int:
     args = parser().parse_args(argv)
     start = time.perf_counter()
     if not args.report_only:
+        policy = None if args.omp_wait_policy == "default" else args.omp_wait_policy
         rc = runner.run(args.device, args.threads, grid.PROFILES[args.profile], args.out,
-                        pytest=not args.no_pytest)
+                        pytest=not args.no_pytest, wait_policy=policy)
         if rc:
             return rc
     path = report.build(args.out)

@@ -105,7 +105,7 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", BATCH, SIZES, DTYPES, TARGET_SIZE, rounds=(7, 25), budget_s=150.0,
+    "full": Profile("full", BATCH, SIZES, DTYPES, TARGET_SIZE, rounds=(5, 30), budget_s=120.0,
                     pytest_args=("--benchmark-min-rounds=5", "--benchmark-max-time=0.5",
                                  "--benchmark-warmup=on", "--benchmark-warmup-iterations=1")),
     "quick": Profile("quick", 2, (8,), ("float64",), 8, rounds=(2, 2), budget_s=0.5,

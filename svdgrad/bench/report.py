@@ -172,7 +172,7 @@ def figure_ratios(rows, path: Path, title: str) -> None:
 # ---------------------------------------------------------------------------
 
 def _contended(run: dict) -> tuple[bool, float]:
-    samples = [s for s in run["load"].values() if s]
+    samples = [s for s in run["load"].values() if s]  # noqa: the run's own threads add about torch_threads
     peak = max((s[0] for s in samples), default=0.0)
     return peak > (run.get("cpu_count") or 1) + 1.0, peak
 
@@ -204,7 +204,8 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
     L += [f"- Device: {run['device']} ({run['device_name']}); host CPU {run['cpu']}, {run['cpu_count']} cores.",
           f"- torch {run['torch']} ({run['blas']}), svdgrad {run['svdgrad']}, Python {run['python']}, {run['platform']}.",
           f"- Threads: torch intra-op threads pinned to {run['torch_threads']} "
-          f"(pytest-benchmark run: {py['machine_info'].get('torch_threads')}).",
+          f"(pytest-benchmark run: {py['machine_info'].get('torch_threads')}); "
+          f"OMP_WAIT_POLICY={run.get('omp_wait_policy')}.",
           f"- Run {run['started']} → {run['finished']} (UTC), profile `{run['profile']}`.",
           "- Load average (1 / 5 / 15 min): " + "; ".join(f"{k} {_load(v)}" for k, v in run["load"].items()) + ".",
           f"- Contended: **{'yes' if contended else 'no'}** (highest 1-min load {peak_load:.2f} "

@@ -61,14 +61,21 @@ def machine_info(device: str, threads: int) -> dict:
     return info
 
 
-def run_pytest(device: str, threads: int, profile: grid.Profile, json_path: Path, log) -> int:
+def bench_env(device: str, threads: int, profile: grid.Profile, wait_policy: str | None) -> dict:
+    """Environment of the measuring subprocesses: threads pinned before OpenMP starts."""
+    env = dict(os.environ, SVDGRAD_BENCH_DEVICE=device, SVDGRAD_BENCH_PROFILE=profile.name,
+               SVDGRAD_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    if wait_policy:
+        env["OMP_WAIT_POLICY"] = wait_policy.upper()
+    return env
+
+
+def run_pytest(env: dict, json_path: Path, profile: grid.Profile, log) -> int:
     """The pytest-benchmark suite in a subprocess, writing its JSON to ``json_path``."""
     if not SUITE.is_dir():
         log(f"svdgrad bench: the benchmark suite {SUITE} is missing; run from a clone of the repository.")
         return 2
-    env = dict(os.environ, SVDGRAD_BENCH_DEVICE=device, SVDGRAD_BENCH_PROFILE=profile.name,
-               SVDGRAD_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
            f"--benchmark-json={json_path}", "--benchmark-sort=name",
            "--benchmark-columns=min,median,max,rounds", *profile.pytest_args]
@@ -125,21 +132,45 @@ def run_memory(device: str, profile: grid.Profile, log) -> dict:
     return result
 
 
-def run(device: str, threads: int, profile: grid.Profile, out: Path, log=print, pytest: bool = True) -> int:
-    torch.set_num_threads(threads)
+def run(device: str, threads: int, profile: grid.Profile, out: Path, log=print, pytest: bool = True,
+        wait_policy: str | None = "passive") -> int:
+    """pytest-benchmark grid, then targets and memory, each in a fresh subprocess."""
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    tag = device_tag(device)
-    info = machine_info(device, threads)
-    info.update(profile=profile.name, started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                newton_schulz_default_backward=svdgrad.NewtonSchulz().backward,
-                load={"start": load_average()})
+    env = bench_env(device, threads, profile, wait_policy)
+    env["SVDGRAD_BENCH_STARTED"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    env["SVDGRAD_BENCH_LOAD_START"] = json.dumps(load_average())
     if pytest:
-        rc = run_pytest(device, threads, profile, raw / f"pytest_benchmark_{tag}.json", log)
+        rc = run_pytest(env, raw / f"pytest_benchmark_{device_tag(device)}.json", profile, log)
         if rc != 0:
             log(f"svdgrad bench: the pytest-benchmark suite failed (exit {rc}).")
             return rc
-    info["load"]["after_pytest"] = load_average()
+    cmd = [sys.executable, "-m", "svdgrad.bench.runner", str(out)]
+    log("$ " + " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
+    for line in proc.stdout.strip().splitlines():
+        log("  " + line)
+    if proc.returncode != 0:
+        log(proc.stderr[-4000:])
+        log(f"svdgrad bench: the target/memory run failed (exit {proc.returncode}).")
+    return proc.returncode
+
+
+def measure(device: str, threads: int, profile: grid.Profile, out: Path, log=print) -> int:
+    """Targets and memory in this process (started by ``run`` with the benchmark environment)."""
+    torch.set_num_threads(threads)
+    raw = out / "raw"
+    tag = device_tag(device)
+    info = machine_info(device, threads)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    info.update(profile=profile.name, started=os.environ.get("SVDGRAD_BENCH_STARTED", now),
+                newton_schulz_default_backward=svdgrad.NewtonSchulz().backward,
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(OpenMP default)"),
+                load={"start": json.loads(os.environ.get("SVDGRAD_BENCH_LOAD_START", "null"))})
+    pyjson = raw / f"pytest_benchmark_{tag}.json"
+    if pyjson.exists():
+        info["load"]["after_pytest"] = json.loads(pyjson.read_text())["machine_info"].get("load_average_end")
+    info["load"]["before_targets"] = load_average()
     targets = run_targets(device, profile, log)
     info["load"]["after_targets"] = load_average()
     mem = run_memory(device, profile, log)
@@ -148,3 +179,10 @@ def run(device: str, threads: int, profile: grid.Profile, out: Path, log=print, 
     for name, obj in (("targets", targets), ("memory", mem), ("run", info)):
         (raw / f"{name}_{tag}.json").write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     return 0
+
+
+if __name__ == "__main__":
+    # Started by ``run``: settings come from the environment it prepared.
+    _profile = grid.PROFILES[os.environ["SVDGRAD_BENCH_PROFILE"]]
+    sys.exit(measure(os.environ["SVDGRAD_BENCH_DEVICE"], int(os.environ["SVDGRAD_BENCH_THREADS"]),
+                     _profile, Path(sys.argv[1]), log=lambda m: print(m, flush=True)))
