@@ -70,7 +70,7 @@ def train_parser() -> argparse.ArgumentParser:
     a("--poly-power", type=float, default=d.poly_power, help="poly: rho (default %(default)s)")
     a("--poly-final-epoch", type=int, default=None, help="poly: e_f (default epochs+1)")
     a("--seed", type=int, default=d.seed, help="default %(default)s")
-    a("--threads", type=int, default=d.threads, help="torch threads per process (0 = cores / local processes)")
+    a("--threads", type=int, default=d.threads, help="torch threads per process (default 1: small convs gain little from more, and oversubscribed cores stall; 0 = cores / local processes)")
     a("--device", default=d.device, help="auto | cpu | cuda (default %(default)s)")
     a("--out", default=None, help="output folder (default runs/<dataset>-<head or protocol>-seed<seed>)")
     a("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")

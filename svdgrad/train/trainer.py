@@ -100,7 +100,7 @@ class TrainConfig:
     poly_power: float = 2.0
     poly_final_epoch: int | None = None
     seed: int = 0
-    threads: int = 0
+    threads: int = 1
     device: str = "auto"
     out: str = "runs/train"
     resume: bool = False
