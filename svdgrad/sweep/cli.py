@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .._errors import SvdgradError
 from .grid import default_grid, quick_grid
-from .runner import BACKENDS, GRID, RESULTS
+from .runner import BACKENDS, RESULTS
 
 #: Output directories.  ``--quick`` writes beside, not over, the committed full-grid report.
 DEFAULT_OUT = Path("reports") / "condition_sweep"
@@ -181,4 +181,4 @@ def main(command: str, argv: list[str]) -> int:
         return 1
 
 
-__all__ = ["main", "grid_from_args", "DEFAULT_OUT", "QUICK_OUT", "GRID"]
+__all__ = ["main", "grid_from_args", "DEFAULT_OUT", "QUICK_OUT"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 
 from .. import methods as _registered_methods
@@ -137,7 +136,3 @@ def kappa(log10_kappa: int) -> float:
 
 def kappa_label(log10_kappa) -> str:
     return f"1e{int(log10_kappa)}"
-
-
-def is_finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -264,10 +264,6 @@ def fig_grad_error(cells, ax, n, path):
     plt.close(fig)
 
 
-def _by_kappa(rows_by, ks, agg):
-    return [agg(rows_by.get(k, [])) for k in ks]
-
-
 def fig_nonfinite_blowup(rows, ax, path_nonfinite, path_blowup):
     plt = _plt()
     colors = _colors(ax["methods"])
