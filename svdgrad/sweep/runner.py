@@ -120,8 +120,8 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    for k, v in THREAD_ENV.items():
-        os.environ.setdefault(k, v)
+    # Worker environments get THREAD_ENV (loky: inner_max_num_threads=1 sets these variables in each
+    # worker; ray: the runtime_env); this process's own environment is left alone.
     if backend == "ray":
         _init_ray(ray_address)
         config = joblib.parallel_config(backend="ray", n_jobs=jobs)
