@@ -88,9 +88,10 @@ def spd(n: int, kappa: float = 1e2, spectrum: str = "logspaced", *, batch=(), dt
 
 
 def condition_number(A: torch.Tensor) -> torch.Tensor:
-    """λmax/λmin per matrix, in float64 (inf for singular matrices)."""
+    """λmax/λmin per matrix, in float64; inf where the computed λmin <= 0 (singular to working precision)."""
     L = torch.linalg.eigvalsh(A.to(torch.float64))
-    return L[..., -1] / L[..., 0]
+    kappa = L[..., -1] / L[..., 0]
+    return torch.where(L[..., 0] > 0, kappa, torch.full_like(kappa, float("inf")))
 
 
 # ---------------------------------------------------------------------------

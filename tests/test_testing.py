@@ -79,3 +79,9 @@ def test_vjp_check_detects_a_wrong_gradient():
                            + 0 * X.sum() + svdgrad.sqrtm(X, "taylor", degree=0) - svdgrad.sqrtm(X, "taylor", degree=0).detach(), A)
     assert good < 1e-7
     assert wrong > 1e-2
+
+
+def test_condition_number_is_inf_when_rounding_makes_lmin_nonpositive():
+    A = T.spd(6, 1e3, "rank_deficient", seed=3)
+    assert float(T.condition_number(A)) == float("inf") or float(T.condition_number(A)) > 1e12
+    assert float(T.condition_number(torch.diag(torch.tensor([-1e-20, 1.0], dtype=torch.float64)))) == float("inf")
