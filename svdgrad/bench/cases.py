@@ -58,6 +58,13 @@ def _forward_backward(inputs: Inputs, f):
     return run
 
 
+def sqrtm_fn(label: str, check: bool = True):
+    """a -> svdgrad.sqrtm(a) with the variant's method object."""
+    v = variant(label)
+    method = svdgrad.get_method(v.method, **v.options, check=check)
+    return lambda a: svdgrad.sqrtm(a, method)
+
+
 def sqrtm_case(inputs: Inputs, label: str, mode: str, check: bool = True):
     """``svdgrad.sqrtm`` with the variant's options; ``check=False`` skips the value checks."""
     v = variant(label)

@@ -98,16 +98,15 @@ class Profile:
     #: interleaved rounds of the target runner (min, max) and its time budget (s)
     rounds: tuple
     budget_s: float
-    #: pytest-benchmark options; ``pedantic_rounds`` > 0 replaces its
-    #: calibration by exactly that many single-call rounds
-    pytest_args: tuple
-    pedantic_rounds: int = 0
+    #: pytest-benchmark: exactly ``pedantic_rounds`` single-call rounds after
+    #: ``warmup_rounds`` (no calibration loop, so the run time is predictable)
+    pedantic_rounds: int
+    warmup_rounds: int
 
 
 PROFILES = {
     "full": Profile("full", BATCH, SIZES, DTYPES, TARGET_SIZE, rounds=(5, 30), budget_s=120.0,
-                    pytest_args=("--benchmark-min-rounds=5", "--benchmark-max-time=0.5",
-                                 "--benchmark-warmup=on", "--benchmark-warmup-iterations=1")),
+                    pedantic_rounds=5, warmup_rounds=1),
     "quick": Profile("quick", 2, (8,), ("float64",), 8, rounds=(2, 2), budget_s=0.5,
-                     pytest_args=("--benchmark-warmup=off",), pedantic_rounds=1),
+                     pedantic_rounds=1, warmup_rounds=0),
 }

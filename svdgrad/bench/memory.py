@@ -2,9 +2,10 @@
 
 Two measurements, both independent of timing noise:
 
-* ``saved``: bytes of the distinct storages that autograd saves for the
-  backward (``torch.autograd.graph.saved_tensors_hooks``), the input's own
-  storage excluded.  Deterministic; this is the "saved state".
+* ``saved``: bytes of the distinct storages that autograd keeps for the
+  backward once the forward has returned
+  (``torch.autograd.graph.saved_tensors_hooks``), the input's own storage
+  excluded.  Deterministic; this is the "saved state".
 * ``peak``: the peak of live tensor bytes during forward + backward above
   the level at the start.  On CUDA, ``torch.cuda.max_memory_allocated``;
   on CPU, the profiler's memory timeline (``torch.profiler`` with
@@ -14,26 +15,39 @@ Two measurements, both independent of timing noise:
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 
 import torch
 
 
-def saved_bytes(run, exclude: tuple = ()) -> int:
-    """Bytes of distinct storages saved for backward while ``run()`` executes."""
-    seen: dict[int, int] = {}
+def saved_bytes(forward, backward, exclude: tuple = ()) -> int:
+    """Bytes of distinct storages that the graph of ``out = forward()`` keeps for backward.
+
+    Counted after the forward returns, so tensors saved by transient graphs
+    (for example checks computed on a tensor that requires grad, whose graph
+    is dropped at once) do not count; then ``backward(out)`` runs.
+    """
+    packed: list[weakref.ref] = []
     skip = {t.untyped_storage().data_ptr() for t in exclude}
 
     def pack(t):
-        s = t.untyped_storage()
-        ptr = s.data_ptr()
-        if ptr not in skip:
-            seen[ptr] = s.nbytes()
+        packed.append(weakref.ref(t))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return sum(seen.values())
+        out = forward()
+    gc.collect()
+    live = {}
+    for ref in packed:
+        t = ref()
+        if t is not None:
+            st = t.untyped_storage()
+            if st.data_ptr() not in skip:
+                live[st.data_ptr()] = st.nbytes()
+    backward(out)
+    return sum(live.values())
 
 
 def peak_bytes(run, device) -> int | None:

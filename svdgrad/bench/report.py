@@ -275,8 +275,9 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
 
     # Memory.
     L += [f"### Memory of one forward + backward (B = {mem['batch']}, n = {mem['size']})", "",
-          "In units of one (B, n, n) matrix of the dtype. 'saved' = distinct storages autograd keeps for the "
-          "backward (input excluded; deterministic). 'peak' = peak of live tensor bytes during forward + "
+          "In units of one (B, n, n) matrix of the dtype, with `check=False` (the method itself). "
+          "'saved' = distinct storages autograd keeps for the backward once the forward has returned "
+          "(input excluded; deterministic). 'peak' = peak of live tensor bytes during forward + "
           "backward above the level at the start (CPU: torch profiler memory timeline; CUDA: "
           "max_memory_allocated).", ""]
     dts = list(mem["dtypes"])

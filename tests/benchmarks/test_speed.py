@@ -21,10 +21,7 @@ def _inputs(n, dtype):
 
 
 def _run(benchmark, fn):
-    if PROFILE.pedantic_rounds:
-        benchmark.pedantic(fn, rounds=PROFILE.pedantic_rounds, iterations=1)
-    else:
-        benchmark(fn)
+    benchmark.pedantic(fn, rounds=PROFILE.pedantic_rounds, warmup_rounds=PROFILE.warmup_rounds, iterations=1)
 
 
 def _info(benchmark, **kw):
