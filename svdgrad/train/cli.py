@@ -108,8 +108,10 @@ def run_train(argv: list[str]) -> int:
             cfg.device == "auto" and _cuda()) else "cpu")
         try:
             summary = train(cfg, info=info)
-        finally:
-            ddp.shutdown()
+        except BaseException:
+            ddp.shutdown(wait=False)
+            raise
+        ddp.shutdown()
     except SvdgradError as exc:
         print(f"svdgrad train: error: {exc}", file=sys.stderr)
         return 2

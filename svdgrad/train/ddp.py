@@ -55,9 +55,16 @@ def init_from_env(device: str) -> DistInfo:
     return info
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Tear the process group down.  With ``wait`` every process first waits for the others
+    (gloo aborts a process that destroys its group while a peer still uses it); after an
+    error pass ``wait=False``, since the peers may never arrive."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 class _AllReduceSum(torch.autograd.Function):
