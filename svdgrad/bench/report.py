@@ -32,6 +32,22 @@ def _unit_min(times: dict) -> float:
     return min(min(v) for k, v in times.items() if k.startswith("matmul#"))
 
 
+def _quartiles(xs) -> tuple[float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4)
+    return q[0], q[2]
+
+
+def per_round_ratio(times: dict, label: str, floor: str) -> list[float]:
+    unit = _unit_rounds(times)
+    t = times[label]
+    if floor == "eigh":
+        e = times["eigh_forward"]
+        return [(t[i] - e[i]) / unit[i] for i in range(len(t))]
+    return [t[i] / unit[i] for i in range(len(t))]
+
+
 def floor_ratio(times: dict, label: str, floor: str) -> tuple[float, float]:
     """(median over rounds of the per-round ratio, ratio of the per-case minima)."""
     unit = _unit_rounds(times)
@@ -61,8 +77,9 @@ def target_rows(targets: dict) -> list[dict]:
             times = res["times"]
             med, by_min = floor_ratio(times, t.variant, t.floor)
             med_nc, _ = floor_ratio(times, t.variant + "|check=False", t.floor)
+            q1, q3 = _quartiles(per_round_ratio(times, t.variant, t.floor))
             row = {"variant": t.variant, "dtype": dtype, "floor": t.floor, "limit": t.limit,
-                   "ratio": med, "ratio_min": by_min, "ratio_nocheck": med_nc,
+                   "ratio": med, "ratio_min": by_min, "ratio_nocheck": med_nc, "q1": q1, "q3": q3,
                    "met": med <= t.limit, "rounds": len(times[t.variant])}
             if t.not_slower_than:
                 rel, rel_min = relative(times, t.variant, t.not_slower_than)
@@ -227,12 +244,23 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
         if "vs" in r:
             extra = f"t / t_{r['vs']} = {_f(r['vs_ratio'])} (minima {_f(r['vs_ratio_min'])}), must be ≤ 1"
         trs.append([f"`{r['variant']}`", r["dtype"], _floor_text(r["floor"]), f"≤ {r['limit']:g}",
-                    f"**{_f(r['ratio'])}**", _f(r["ratio_min"]), _f(r["ratio_nocheck"]),
-                    extra or "", "met" if r["met"] else "**not met**", r["rounds"]])
-    L += _table(["method", "dtype", "ratio", "limit", "measured", "ratio of minima", "check=False",
-                 "also", "status", "rounds"], trs)
+                    f"**{_f(r['ratio'])}**", f"{_f(r['q1'])}–{_f(r['q3'])}", _f(r["ratio_min"]),
+                    _f(r["ratio_nocheck"]), extra or "", "met" if r["met"] else "**not met**", r["rounds"]])
+    L += _table(["method", "dtype", "ratio", "limit", "measured", "per-round IQR", "ratio of minima",
+                 "check=False", "also", "status", "rounds"], trs)
     met = sum(r["met"] for r in trows)
-    L += ["", f"{met} of {len(trows)} targets met.", "", f"![ratios](figures/ratios_{tag}.png)", ""]
+    L += ["", f"{met} of {len(trows)} targets met."]
+    missed = [r for r in trows if not r["met"]]
+    noisy = [r for r in missed if r["q1"] <= r["limit"]]
+    if missed:
+        L += ["", "Not met: " + "; ".join(
+            f"`{r['variant']}` {r['dtype']} ({_f(r['ratio'])} against ≤ {r['limit']:g}"
+            + (f", t/t_{r['vs']} = {_f(r['vs_ratio'])}" if "vs" in r else "") + ")" for r in missed) + "."]
+    if noisy:
+        L += ["", "Of these, " + ", ".join(f"`{r['variant']}` {r['dtype']}" for r in noisy)
+              + " have the limit at or above the lower quartile of their per-round ratios: the miss is "
+                "within the round-to-round spread of this machine rather than a structural excess."]
+    L += ["", f"![ratios](figures/ratios_{tag}.png)", ""]
 
     # Absolute times of the target run.
     L += ["Median time per call in the interleaved target run (ms):", ""]

@@ -136,7 +136,7 @@ def run_memory(device: str, profile: grid.Profile, log) -> dict:
 
 
 def run(device: str, threads: int, profile: grid.Profile, out: Path, log=print, pytest: bool = True,
-        wait_policy: str | None = "passive") -> int:
+        wait_policy: str | None = None) -> int:
     """pytest-benchmark grid, then targets and memory, each in a fresh subprocess."""
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
