@@ -139,10 +139,13 @@ def figure_time_vs_n(rows, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
     for ax, dtype in zip(axes[0], dtypes):
         sel = [r for r in rows if r["dtype"] == dtype and (r["mode"] == "forward_backward" or r["kind"] == "baseline")]
-        for label in dict.fromkeys(r["label"] for r in sel):
+        colors = plt.get_cmap("tab20").colors
+        markers = "osD^v<>ph*"
+        for i, label in enumerate(dict.fromkeys(r["label"] for r in sel)):
             pts = sorted((r["n"], r["median"]) for r in sel if r["label"] == label)
             style = "--" if label in grid.BASELINES else "-"
-            ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], style, marker="o", label=label)
+            ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], style, marker=markers[i % len(markers)],
+                    color=colors[i % len(colors)], label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("n")
