@@ -79,3 +79,27 @@ def peak_bytes(run, device) -> int | None:
         return None
     totals = [sum(s) for s in sizes]
     return int(max(totals) - totals[0])
+
+
+def count_products(run) -> dict[str, int]:
+    """Dense products and factorizations that ``run()`` dispatches, by kind.
+
+    Counted at the ATen level (``TorchDispatchMode``), so autograd's own
+    backward products are included: 'matmul' = bmm/mm/baddbmm/addmm calls.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    kinds = {"bmm": "matmul", "mm": "matmul", "baddbmm": "matmul", "addmm": "matmul",
+             "linalg_eigh": "eigh", "_linalg_eigh": "eigh", "linalg_cholesky_ex": "cholesky"}
+    counts = {"matmul": 0, "eigh": 0, "cholesky": 0}
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kind = kinds.get(func.overloadpacket.__name__.rstrip("_"))
+            if kind:
+                counts[kind] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        run()
+    return counts

@@ -287,7 +287,15 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
                    _f(rel), _f(rel_min), "manual" if rel < 1 else "autograd"])
     L += _table(["dtype", "manual, t/t_matmul", "autograd, t/t_matmul", "t_manual / t_autograd",
                  "ratio of minima", "faster"], ns)
-    L += ["", f"Library default: `backward=\"{run['newton_schulz_default_backward']}\"`.", ""]
+    L += ["", f"Library default: `backward=\"{run['newton_schulz_default_backward']}\"`."]
+    pcs = {lab: mem["dtypes"][d]["rows"].get(lab, {}).get("products")
+           for d in mem["dtypes"] for lab in ("newton_schulz[manual]", "newton_schulz[autograd]")}
+    if all(pcs.values()):
+        L += ["", "Both dispatch " + " and ".join(f"{pcs[k]['matmul']} (`{k}`)" for k in pcs)
+              + " batched matmuls per forward + backward (next section); the rest of the ratio is "
+                "elementwise work, the normalization and, by default, the PSD check (one batched "
+                "Cholesky plus the finite/symmetry checks)."]
+    L += [""]
 
     # Check overhead.
     L += ["### Cost of the default value checks", "",
@@ -305,8 +313,10 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
     L += [""]
 
     # Memory.
-    L += [f"### Memory of one forward + backward (B = {mem['batch']}, n = {mem['size']})", "",
-          "In units of one (B, n, n) matrix of the dtype, with `check=False` (the method itself). "
+    L += [f"### Work and memory of one forward + backward (B = {mem['batch']}, n = {mem['size']})", "",
+          "'products' = batched matmuls (bmm/baddbmm/mm/addmm, autograd's included) and eigh / "
+          "Cholesky calls dispatched with default settings, counted at the ATen level. "
+          "Memory in units of one (B, n, n) matrix of the dtype, with `check=False` (the method itself). "
           "'saved' = distinct storages autograd keeps for the backward once the forward has returned "
           "(input excluded; deterministic). 'peak' = peak of live tensor bytes during forward + "
           "backward above the level at the start (CPU: torch profiler memory timeline; CUDA: "
@@ -314,7 +324,9 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
     dts = list(mem["dtypes"])
     mr = []
     for label in mem["dtypes"][dts[0]]["rows"]:
-        cells = [f"`{label}`"]
+        pc = mem["dtypes"][dts[0]]["rows"][label].get("products")
+        cells = [f"`{label}`", "n/a" if pc is None else
+                 f"{pc['matmul']} matmul" + "".join(f" + {pc[k]} {k}" for k in ("eigh", "cholesky") if pc[k])]
         for dt in dts:
             d = mem["dtypes"][dt]
             r = d["rows"][label]
@@ -323,7 +335,7 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
                       "n/a" if r["peak_bytes"] is None else _f(r["peak_bytes"] / mb, 1),
                       "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"]
         mr.append(cells)
-    hdr = ["method"]
+    hdr = ["method", "products"]
     for dt in dts:
         hdr += [f"saved ({dt})", f"peak ({dt})", f"peak MiB ({dt})"]
     L += _table(hdr, mr)

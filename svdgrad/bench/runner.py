@@ -129,7 +129,10 @@ def run_memory(device: str, profile: grid.Profile, log) -> dict:
             leaf = inputs.leaf
             leaf.grad = None
             saved = memory.saved_bytes(lambda: fns[label](leaf), lambda Z: Z.backward(inputs.G), exclude=(leaf,))
-            rows[label] = {"saved_bytes": saved, "peak_bytes": memory.peak_bytes(run, device)}
+            default = (cases.baseline_case(inputs, label) if label in grid.BASELINES
+                       else cases.sqrtm_case(inputs, label, "forward_backward"))
+            rows[label] = {"saved_bytes": saved, "peak_bytes": memory.peak_bytes(run, device),
+                           "products": memory.count_products(default)}
         result["dtypes"][dtype] = {"matrix_bytes": inputs.A.numel() * inputs.A.element_size(), "rows": rows}
     log(f"  memory: {len(rows)} variants")
     return result
