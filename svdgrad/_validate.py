@@ -61,18 +61,24 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
     if A.numel() == 0 or is_traced(A):
         return
     batch = A.shape[:-2]
-    finite = torch.isfinite(A).flatten(-2).all(-1)  # (*)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite)[0].tolist() if batch else []
-        raise SvdgradError(
-            f"Expected finite entries in {name}; received NaN or Inf at batch index "
-            f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
-            f"here usually comes from an earlier overflow."
-        )
+    with torch.no_grad():
+        Af = A.float() if A.dtype in HALF_DTYPES else A
+        # Two norms cover both checks: a NaN or Inf entry makes them non-finite.
+        scale = torch.linalg.matrix_norm(Af)  # (*)
+        asym = torch.linalg.matrix_norm(Af - Af.mT)
+        if not bool((torch.isfinite(scale) & torch.isfinite(asym)).all()):
+            finite = torch.isfinite(A).flatten(-2).all(-1)  # (*)
+            if not bool(finite.all()):
+                bad = torch.nonzero(~finite)[0].tolist() if batch else []
+                raise SvdgradError(
+                    f"Expected finite entries in {name}; received NaN or Inf at batch index "
+                    f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
+                    f"here usually comes from an earlier overflow."
+                )
+            # finite entries whose squares overflow: measure in float64
+            scale = torch.linalg.matrix_norm(Af.double())
+            asym = torch.linalg.matrix_norm(Af.double() - Af.double().mT)
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
-    Af = A.float() if A.dtype in HALF_DTYPES else A
-    asym = torch.linalg.matrix_norm(Af - Af.mT)  # (*)
-    scale = torch.linalg.matrix_norm(Af)
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):
         idx = torch.nonzero(bad_mask)[0].tolist() if batch else []

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",
-    max_examples=20,
+    max_examples=50,
     derandomize=True,
     deadline=None,
     print_blob=True,

@@ -125,3 +125,11 @@ def test_eigh_taylor_needs_psd():
     svdgrad.eigh(A)  # ordinary: any symmetric matrix
     with pytest.raises(svdgrad.SvdgradError, match="positive semi-definite"):
         svdgrad.eigh(A, backward="taylor")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_large_finite_float32_entries_are_valid_input(method):
+    """Squares of 1e20 overflow float32 in the check's norms; the check must not call that non-finite."""
+    A = (1e20 * T.spd(4, 10.0, seed=5)).float()
+    Z = svdgrad.sqrtm(A, method)
+    assert bool(torch.isfinite(Z).all())
