@@ -6,6 +6,7 @@ lists the names and the contract test suite is parametrized over it.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from ._pade import pade_coefficients
 
 
 @dataclass(frozen=True, kw_only=True)
-class Method:
+class Method(abc.ABC):
     """Options every method shares.
 
     eps:
@@ -68,9 +69,9 @@ class Method:
     def floor_eps(self, dtype: torch.dtype) -> float:
         return torch.finfo(dtype).eps if self.eps is None else self.eps
 
+    @abc.abstractmethod
     def apply(self, A: torch.Tensor):
         """Z for symmetric A in the compute dtype; returns (Z, eigenvalues or None)."""
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------
@@ -82,8 +83,9 @@ class _EigenMethod(Method):
     def spectrum(self, L: torch.Tensor) -> torch.Tensor:
         return L.sqrt()
 
+    @abc.abstractmethod
     def backward_rule(self, L, U, G):
-        raise NotImplementedError
+        """gA from floored eigenvalues L, eigenvectors U and the incoming gradient G."""
 
     def apply(self, A):
         Z, L, _, _ = SpectralSqrtm.apply(A, self)
@@ -112,8 +114,9 @@ class _KRuleMethod(_EigenMethod):
     #: Whether ``K`` needs positive eigenvalues (ratio form x = λmin/λmax).
     needs_positive: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def K(self, L: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The (*, n, n) antisymmetric replacement of 1/(λi - λj) for ascending L (*, n)."""
 
     def backward_rule(self, L, U, G):
         return _kernels.sqrtm_backward_K(L, U, G, self.K(L))
