@@ -170,31 +170,18 @@ def sqrtm_backward_K(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, K: torch
     return U @ inner @ U.mT
 
 
-def daleckii_krein_D(s: torch.Tensor) -> torch.Tensor:
-    """D_ij = 1/(s_i + s_j): the divided difference of sqrt, (sqrt λi - sqrt λj)/(λi - λj).
-
-    No eigenvalue difference appears, so ties are harmless; s > 0 is
-    guaranteed by the eigenvalue floor.
-    """
-    return 1.0 / (s[..., :, None] + s[..., None, :])
-
-
 def sqrtm_backward_exact(s: torch.Tensor, U: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """Daleckii–Krein: gA = U [(U^T sym(G) U) ∘ D] U^T, D_ij = 1/(s_i + s_j).
 
-    Exact for every symmetric positive definite A, tied eigenvalues
+    D is the divided difference of sqrt, (sqrt λi - sqrt λj)/(λi - λj), with
+    no eigenvalue difference left in it, so ties are harmless; s > 0 is
+    guaranteed by the eigenvalue floor.  Exact for every symmetric positive definite A, tied eigenvalues
     included; equivalently the solution X of the Lyapunov equation
     Z X + X Z = sym(G).  Four matmuls.
     """
     M = U.mT @ sym(G) @ U  # (*, n, n)
     # M ∘ D as M / (s_i + s_j), in place: one temporary, one rounding fewer.
     return U @ M.div_(s[..., :, None] + s[..., None, :]) @ U.mT
-
-
-def spectral_backward(U: torch.Tensor, G: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """gA = U [(U^T sym(G) U) ∘ D] U^T for a precomputed divided-difference matrix D."""
-    M = U.mT @ sym(G) @ U
-    return U @ (M * D) @ U.mT
 
 
 def topn_D(L: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:

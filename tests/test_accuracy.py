@@ -228,3 +228,14 @@ def test_compute_dtype_float64_brings_float32_to_roundoff(method, case):
     assert g.dtype == torch.float32
     bound = accurate_tol(torch.float32, 1.0, info["n"]) + accurate_tol(torch.float64, info["kappa"], info["n"])
     assert T.rel_error(g, gr) <= bound, info
+
+
+@given(T.spd_matrices(n=(1, 16), log10_kappa=(0, 8), spectra=("logspaced", "clustered", "repeated")))
+def test_exact_gradient_solves_the_lyapunov_equation(case):
+    """ANCHORS.md: the Daleckii–Krein gradient X is the solution of Z X + X Z = sym(G)."""
+    A, info = case
+    G = T.gradients(A.shape, seed=info["seed"] % 953)
+    Z, X = grad_of(A, G, "exact")
+    residual = Z @ X + X @ Z - T.sym_part(G)
+    kappa = info["kappa"]
+    assert T.rel_error(residual + T.sym_part(G), T.sym_part(G)) <= accurate_tol(torch.float64, math.sqrt(kappa), info["n"]), info
