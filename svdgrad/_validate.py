@@ -76,8 +76,9 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
                     f"here usually comes from an earlier overflow."
                 )
             # finite entries whose squares overflow: measure in float64
-            scale = torch.linalg.matrix_norm(Af.double())
-            asym = torch.linalg.matrix_norm(Af.double() - Af.double().mT)
+            Ad = Af.double()
+            scale = torch.linalg.matrix_norm(Ad)
+            asym = torch.linalg.matrix_norm(Ad - Ad.mT)
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):

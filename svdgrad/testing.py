@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ._errors import SvdgradError
+from ._kernels import sym as _sym
 
 #: Spectrum shapes of ``spd``.
 SPECTRA = ("logspaced", "clustered", "repeated", "rank_deficient")
@@ -197,7 +198,8 @@ def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def sym_part(X: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (X + X.mT)
+    """(X + X^T)/2, the part of a gradient that tests compare (gauge: A is symmetric)."""
+    return _sym(X)
 
 
 # ---------------------------------------------------------------------------

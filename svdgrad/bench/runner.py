@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import svdgrad
+from svdgrad._io import write_atomic
 
 from . import cases, grid, memory
 from .timing import interleaved, load_average
@@ -188,7 +189,7 @@ def measure(device: str, threads: int, profile: grid.Profile, out: Path, log=pri
     info["load"]["end"] = load_average()
     info["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for name, obj in (("targets", targets), ("memory", mem), ("run", info)):
-        (raw / f"{name}_{tag}.json").write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        write_atomic(raw / f"{name}_{tag}.json", json.dumps(obj, indent=1, sort_keys=True) + "\n")
     return 0
 
 

@@ -17,6 +17,7 @@ import math
 import os
 from pathlib import Path
 
+from .._io import write_atomic
 from .cells import COLUMNS, KEY
 
 _INT_KEYS = ("n", "log10_kappa", "seed")
@@ -44,18 +45,6 @@ def _csv_text(rows, columns, header: bool) -> str:
     for row in rows:
         w.writerow([format_value(row.get(c, "")) for c in columns])
     return buf.getvalue()
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write to path.tmp, fsync, rename over path."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    data = text.encode() if isinstance(text, str) else text
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_table(path: Path, rows, columns) -> None:

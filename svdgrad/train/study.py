@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from .._errors import SvdgradError
+from .._io import write_atomic
 
 #: protocol label -> TrainConfig overrides.  Order = order in the report.
 PROTOCOLS: dict[str, dict] = {
@@ -122,11 +123,10 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                              f"({time.perf_counter() - t0:.0f}s)")
         finally:
             torch.set_num_threads(threads)
-    with open(os.path.join(out, "study.json"), "w") as f:
-        json.dump({"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-                   "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
-                   "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                   "torch": torch.__version__}, f, indent=1)
+    study = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+             "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
+             "cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__}
+    write_atomic(os.path.join(out, "study.json"), json.dumps(study, indent=1))
     from .report import write_report
 
     write_report(out)

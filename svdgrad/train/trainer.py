@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from .. import _methods
 from .._errors import SvdgradError
+from .._io import save_atomic, write_atomic
 from . import data, ddp, schedules
 
 PROTOCOLS = ("ns", "svd", "hybrid")
@@ -212,19 +213,6 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(1_000_003 * (seed + 1) + epoch)
 
 
-def _atomic_save(obj, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _resolve_device(name: str, info: ddp.DistInfo) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -305,8 +293,8 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
     elif cfg.resume:
         say(f"[svdgrad train] no checkpoint in {cfg.out}; starting from epoch 1")
     if info.is_main:
-        _atomic_write_text("".join(json.dumps(h) + "\n" for h in history), log_path)
-        _atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", os.path.join(cfg.out, "config.json"))
+        write_atomic(log_path, "".join(json.dumps(h) + "\n" for h in history))
+        write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1) + "\n")
 
     n_train = len(ty)
     local_bs = cfg.batch_size // info.world_size
@@ -391,7 +379,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         }
         history.append(row)
         if info.is_main:
-            _atomic_save({"version": 1, "config": cfg.to_dict(), "epoch": epoch, "model": net.state_dict(),
+            save_atomic({"version": 1, "config": cfg.to_dict(), "epoch": epoch, "model": net.state_dict(),
                           "optimizer": opt.state_dict(), "history": history,
                           "elapsed_s": elapsed0 + time.perf_counter() - t_run}, ckpt_path)
             with open(log_path, "a") as fh:
@@ -403,7 +391,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
     summary["elapsed_s"] = elapsed0 + time.perf_counter() - t_run
     summary["world_size"] = info.world_size
     if info.is_main:
-        _atomic_write_text(json.dumps(summary, indent=1) + "\n", os.path.join(cfg.out, "summary.json"))
+        write_atomic(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=1) + "\n")
     return summary
 
 
