@@ -12,6 +12,7 @@ from ._methods import (
     TopN,
     Truncated,
     get_method,
+    method_spec,
     methods,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "eigh",
     "methods",
     "get_method",
+    "method_spec",
     "SvdgradError",
     "Method",
     "Exact",

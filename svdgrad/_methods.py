@@ -20,6 +20,11 @@ from ._functions import Eigh, NewtonSchulzManual, SpectralSqrtm
 from ._pade import pade_coefficients
 
 
+def _is_real(v) -> bool:
+    """A real Python or NumPy number, not a bool (True would pass as 1)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Method(abc.ABC):
     """Options every method shares.
@@ -53,8 +58,18 @@ class Method(abc.ABC):
     check: bool = True
 
     def __post_init__(self):
-        if self.eps is not None and not (0.0 <= self.eps < 1.0):
-            raise SvdgradError(f"Expected 0 <= eps < 1 for {self.name}; received eps={self.eps!r}.")
+        if self.eps is not None and not (_is_real(self.eps) and 0.0 <= self.eps < 1.0):
+            raise SvdgradError(f"Expected 0 <= eps < 1 for {self.name}; received eps={self.eps!r}. "
+                               f"Use None for the machine epsilon of the compute dtype.")
+        for field in ("symmetry_tol", "psd_tol"):
+            v = getattr(self, field)
+            if v is not None and not (_is_real(v) and 0.0 <= v < math.inf):
+                raise SvdgradError(
+                    f"Expected a finite {field} >= 0 (relative to the matrix norm) for {self.name}; received "
+                    f"{field}={v!r}. Use None for the default sqrt(eps) of the input dtype."
+                )
+        if not isinstance(self.check, bool):
+            raise SvdgradError(f"Expected check=True or check=False for {self.name}; received check={self.check!r}.")
         if self.compute_dtype is not None and self.compute_dtype not in (torch.float32, torch.float64):
             raise SvdgradError(
                 f"Expected compute_dtype torch.float32 or torch.float64; received "
@@ -325,18 +340,95 @@ def _option_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def _parse_value(key: str, text: str, spec: str):
+    """One option value of a spec string: int, float, bool, None, a torch dtype or a bare string."""
+    low = text.strip()
+    if low in ("None", "none"):
+        return None
+    if low in ("True", "true"):
+        return True
+    if low in ("False", "false"):
+        return False
+    if low.startswith("torch."):
+        low = low[len("torch."):]
+    if low in ("float32", "float64"):
+        return getattr(torch, low)
+    try:
+        return int(low)
+    except ValueError:
+        pass
+    try:
+        return float(low)
+    except ValueError:
+        pass
+    if not low:
+        raise SvdgradError(f"Expected a value for option {key!r} in method spec {spec!r}; received nothing. "
+                           f"Write it as name:option=value, e.g. 'taylor:degree=9'.")
+    return low
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """Split ``"name:key=value,key=value"`` into (name, options).
+
+    The command-line form of a method with options: ``"taylor:degree=9"``,
+    ``"newton_schulz:iterations=7,normalization=frobenius"``,
+    ``"exact:compute_dtype=float64"``.  Values are read as int, float, bool,
+    None, float32/float64 or else a plain string; ``get_method`` then
+    validates them like keyword options.
+    """
+    name, sep, rest = spec.partition(":")
+    name = name.strip()
+    options: dict = {}
+    if sep and rest.strip():
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise SvdgradError(
+                    f"Expected options as key=value in method spec {spec!r}; received {item.strip()!r}. "
+                    f"Write e.g. 'taylor:degree=9' or 'newton_schulz:iterations=7,normalization=frobenius'."
+                )
+            if key in options:
+                raise SvdgradError(f"Option {key!r} is given twice in method spec {spec!r}.")
+            options[key] = _parse_value(key, value, spec)
+    return name, options
+
+
+def method_spec(method: Method) -> str:
+    """The spec string of a method object: its name plus every option that differs from the default.
+
+    ``get_method(method_spec(m)) == m`` for options that have a spec form
+    (numbers, bools, None, strings, float32/float64).
+    """
+    default = type(method)()
+    changed = []
+    for f in dataclasses.fields(method):
+        v = getattr(method, f.name)
+        if v != getattr(default, f.name):
+            text = str(v).replace("torch.", "") if isinstance(v, torch.dtype) else str(v)
+            changed.append(f"{f.name}={text}")
+    return method.name + (":" + ",".join(changed) if changed else "")
+
+
 def get_method(method="exact", **options) -> Method:
-    """Resolve a name or a method object (plus option overrides) to a method object."""
+    """Resolve a name, a spec string or a method object (plus option overrides) to a method object.
+
+    ``get_method("taylor", degree=9)``, ``get_method("taylor:degree=9")`` and
+    ``get_method(Taylor(degree=9))`` give the same object.  Keyword options
+    override those of the spec or object.
+    """
     if isinstance(method, Method):
         cls = type(method)
         base = method
     elif isinstance(method, str):
-        cls = _REGISTRY.get(method)
+        name, spec_options = parse_spec(method)
+        cls = _REGISTRY.get(name)
         if cls is None:
             raise SvdgradError(
-                f"Unknown method {method!r}. Expected one of {', '.join(methods())}, "
-                f"or a method object such as svdgrad.Taylor(degree=100)."
+                f"Unknown method {name!r}. Expected one of {', '.join(methods())}, "
+                f"a spec such as 'taylor:degree=9', or a method object such as svdgrad.Taylor(degree=100)."
             )
+        options = {**spec_options, **options}
         base = None
     else:
         raise SvdgradError(
@@ -349,14 +441,19 @@ def get_method(method="exact", **options) -> Method:
             f"Unknown option(s) {unknown} for method {cls.name!r}. Valid options: "
             f"{', '.join(_option_names(cls))}."
         )
-    return dataclasses.replace(base, **options) if base is not None else cls(**options)
+    try:
+        return dataclasses.replace(base, **options) if base is not None else cls(**options)
+    except TypeError as exc:  # e.g. a positional-looking misuse; keep one error type
+        raise SvdgradError(f"Invalid options {options} for method {cls.name!r}: {exc}.") from None
 
 
 def get_k_rule(backward="ordinary", **options) -> _KRuleMethod:
-    rule = get_method(backward, **options)
-    if not isinstance(rule, _KRuleMethod):
+    """Resolve the ``backward`` of ``svdgrad.eigh``: one of the K-rules only."""
+    name = backward.partition(":")[0].strip() if isinstance(backward, str) else getattr(backward, "name", None)
+    if name not in _K_RULES:
+        got = repr(name) if name is not None else type(backward).__name__
         raise SvdgradError(
-            f"Expected an eigen backward K-rule, one of {', '.join(_K_RULES)}; received "
-            f"{rule.name!r}. 'exact' and the others are square-root methods: use svdgrad.sqrtm."
+            f"Expected an eigh backward K-rule, one of {', '.join(_K_RULES)} (or such a method object); "
+            f"received {got}. 'exact', 'topn' and 'newton_schulz' are square-root methods: use svdgrad.sqrtm."
         )
-    return rule
+    return get_method(backward, **options)
