@@ -162,7 +162,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, keep_threads, monkeyp
     cfg = trainer.TrainConfig(**TINY, epochs=1, protocol="svd", svd_method="ordinary", out=str(tmp_path / "r"))
     summary = trainer.train(cfg, echo=lambda m: None)
     assert summary["skipped_steps"] == 2
-    state = torch.load(os.path.join(cfg.out, "checkpoint.pt"), weights_only=False)["model"]
+    state = trainer.load_checkpoint(os.path.join(cfg.out, "checkpoint.pt"))["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
@@ -272,7 +272,7 @@ def test_kill_and_resume_give_identical_metrics(tmp_path, keep_threads):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)["epoch"]
+    done = trainer.load_checkpoint(os.path.join(out, "checkpoint.pt"))["epoch"]
     assert 2 <= done < 6
 
     res = subprocess.run(cmd + ["--resume"], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)

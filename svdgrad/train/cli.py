@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shlex
 import sys
 
 from .._errors import SvdgradError
 
+#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -55,7 +60,7 @@ def train_parser() -> argparse.ArgumentParser:
     a("--keep-last-stride", action="store_true", help="keep stride 2 in the last stage (default: dropped, as the papers)")
     a("--offdiag-scale", type=float, default=d.offdiag_scale, help="off-diagonal weight in the triu vector (1 or 1.41421356; default 1)")
     a("--protocol", choices=PROTOCOLS, default=d.protocol, help="ns | svd | hybrid (default %(default)s)")
-    a("--svd-method", default=d.svd_method, help=f"sqrtm method for svd/hybrid: {', '.join(methods())} (default %(default)s)")
+    a("--svd-method", default=d.svd_method, help=f"sqrtm method for svd/hybrid: a name ({', '.join(methods())}) or a spec with options such as taylor:degree=9 (default %(default)s)")
     a("--ns-iterations", type=int, default=d.ns_iterations, help="Newton-Schulz iterations (default %(default)s)")
     a("--switch-lr", type=float, default=None, help="hybrid: switch at the first epoch with lr < X (default: at the last lr decay)")
     a("--switch-epoch", type=int, default=None, help="hybrid: switch at this 1-based epoch")
@@ -72,8 +77,9 @@ def train_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=d.seed, help="default %(default)s")
     a("--threads", type=int, default=d.threads, help="torch threads per process (default 1: small convs gain little from more, and oversubscribed cores stall; 0 = cores / local processes)")
     a("--device", default=d.device, help="auto | cpu | cuda (default %(default)s)")
-    a("--out", default=None, help="output folder (default runs/<dataset>-<head or protocol>-seed<seed>)")
-    a("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    a("--out", default=None, help="output folder (default runs/<dataset>-<gap | protocol[-svd method]>-<schedule>-seed<seed>)")
+    a("--resume", action="store_true", help="continue from OUT/checkpoint.pt (verified by its checksum; every option that changes the results must match)")
+    a("--overwrite", action="store_true", help="delete the run already in OUT (log, checkpoint, summary) and start over")
     a("--no-progress", action="store_true", help="no progress bar; one line per epoch instead")
     return p
 
@@ -81,8 +87,7 @@ def train_parser() -> argparse.ArgumentParser:
 def config_from_args(ns) -> "TrainConfig":
     from .trainer import TrainConfig
 
-    name = ns.head if ns.head == "gap" else ns.protocol
-    out = ns.out or f"runs/{ns.dataset.split(':')[0]}-{name}-seed{ns.seed}"
+    out = ns.out or default_out(ns)
     return TrainConfig(
         dataset=ns.dataset, image_size=ns.image_size, train_per_class=ns.train_per_class,
         val_per_class=ns.val_per_class, split_seed=ns.split_seed, head=ns.head, widths=tuple(ns.widths),
@@ -92,8 +97,41 @@ def config_from_args(ns) -> "TrainConfig":
         batch_size=ns.batch_size, lr=ns.lr, momentum=ns.momentum, weight_decay=ns.weight_decay,
         schedule=ns.schedule, gamma=ns.gamma, milestones=ns.milestones, poly_power=ns.poly_power,
         poly_final_epoch=ns.poly_final_epoch, seed=ns.seed, threads=ns.threads, device=ns.device, out=out,
-        resume=ns.resume, progress=not ns.no_progress,
+        resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress,
     )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("=", "")).strip("-")
+
+
+def default_out(ns) -> str:
+    """runs/<dataset>-<gap | protocol[-svd method]>-<schedule>-seed<seed>: the options that tell
+    the README's examples apart, so that two of them never share a folder."""
+    ds = ns.dataset
+    if ds.startswith("tensors:"):
+        ds = "tensors-" + os.path.splitext(os.path.basename(ds[len("tensors:"):]))[0]
+    if ns.head == "gap":
+        name = "gap"
+    elif ns.protocol == "ns":
+        name = "ns"
+    else:
+        name = f"{ns.protocol}-{ns.svd_method}"
+    return os.path.join("runs", _slug(f"{ds}-{name}-{ns.schedule}-seed{ns.seed}"))
+
+
+def resume_command(prefix: list[str], argv: list[str], out: str) -> str:
+    """The command line that continues an interrupted run: the same options, --resume, no --overwrite."""
+    args = [a for a in argv if a not in ("--overwrite", "--resume")]
+    if not any(a == "--out" or a.startswith("--out=") for a in args):
+        args += ["--out", out]
+    return shlex.join(prefix + args + ["--resume"])
+
+
+def _interrupted(what: str, command: str, kept: str) -> int:
+    # Leading newline: the terminal has just echoed ^C (and maybe half a progress bar) on the current line.
+    print(f"\nsvdgrad {what}: interrupted (Ctrl-C); {kept}. Resume with: {command}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def run_train(argv: list[str]) -> int:
@@ -101,6 +139,8 @@ def run_train(argv: list[str]) -> int:
     from .trainer import train
 
     ns = train_parser().parse_args(argv)
+    info = ddp.env_info()
+    cfg = None
     try:
         cfg = config_from_args(ns)
         cfg.validate()
@@ -113,8 +153,16 @@ def run_train(argv: list[str]) -> int:
             raise
         ddp.shutdown()
     except SvdgradError as exc:
-        print(f"svdgrad train: error: {exc}", file=sys.stderr)
+        if info.is_main:
+            print(f"svdgrad train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if not info.is_main:
+            return EXIT_INTERRUPTED
+        prefix = (["torchrun", f"--nproc_per_node={info.world_size}", "-m", "svdgrad", "train"]
+                  if info.distributed else ["svdgrad", "train"])
+        return _interrupted("train", resume_command(prefix, argv, cfg.out if cfg else default_out(ns)),
+                           "every finished epoch is in the checkpoint")
     if info.is_main:
         print(json.dumps(summary))
     return 0
@@ -125,15 +173,19 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+#: study name -> one-line description (``svdgrad study NAME``).
+STUDIES = {"hybrid": "NS / SVD / NS -> SVD training protocols on textures, several seeds; writes REPORT.md"}
+STUDY_USAGE = "usage: svdgrad study {" + ",".join(STUDIES) + "} [--quick] [--out OUT] [--seeds N] [--jobs N] [--report-only]"
+
+
 def study_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="svdgrad study hybrid", description=(
         "Run the hybrid-protocol study (GAP, NS, SVD with ordinary/pade/taylor/exact, NS->ordinary/pade/exact; "
         "several seeds on textures) and write REPORT.md and figures. Finished runs are skipped; "
         "interrupted runs resume from their checkpoints."))
-    p.add_argument("study", choices=("hybrid",), help="the study to run")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (well under 2 minutes)")
-    p.add_argument("--out", default=None, help="output folder (default reports/hybrid_protocol, or a temporary "
-                                               "folder's reports/hybrid_protocol_quick with --quick)")
+    p.add_argument("--out", default=None, help="output folder (default reports/hybrid_protocol; with --quick a "
+                                               "new scratch folder under the system's temporary directory)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per protocol (default 3; 1 with --quick)")
     p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: number of cores, at most 2)")
     p.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and figures from the saved logs")
@@ -141,14 +193,34 @@ def study_parser() -> argparse.ArgumentParser:
 
 
 def run_study(argv: list[str]) -> int:
-    from .study import run
+    if argv and argv[0] in ("-h", "--help"):
+        print(STUDY_USAGE)
+        for name, text in STUDIES.items():
+            print(f"  {name:8s} {text}")
+        print("svdgrad study hybrid --help for the options.")
+        return 0
+    if not argv or argv[0] not in STUDIES:
+        print(STUDY_USAGE, file=sys.stderr)
+        got = f"received {argv[0]!r}" if argv else "received none"
+        print(f"svdgrad study: error: expected the name of a study ({', '.join(STUDIES)}); {got}. "
+              f"Example: svdgrad study hybrid --quick", file=sys.stderr)
+        return 2
+    from .study import default_out, run
 
-    ns = study_parser().parse_args(argv)
+    name, rest = argv[0], argv[1:]
+    ns = study_parser().parse_args(rest)
+    out = ns.out or default_out(ns.quick)
     try:
-        out = run(quick=ns.quick, out=ns.out, seeds=ns.seeds, jobs=ns.jobs, report_only=ns.report_only)
+        out = run(quick=ns.quick, out=out, seeds=ns.seeds, jobs=ns.jobs, report_only=ns.report_only)
     except SvdgradError as exc:
         print(f"svdgrad study: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        args = [a for a in rest if a != "--report-only"]
+        if ns.out is None:
+            args += ["--out", out]
+        return _interrupted("study", shlex.join(["svdgrad", "study", name] + args),
+                           "finished runs are kept and unfinished ones resume from their last epoch")
     print(f"wrote {out}")
     return 0
 

@@ -149,3 +149,9 @@ def any_flag(flag: bool, device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def barrier() -> None:
+    """Wait for every process (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -1,4 +1,9 @@
-"""REPORT.md and figures of the hybrid-protocol study, computed from the saved run logs only."""
+"""REPORT.md and figures of the hybrid-protocol study, computed from the saved run logs only.
+
+Reading the logs (``load_runs``), the tables and verdicts, one function per
+figure family, then the Markdown writer (``write_report``).  Imports the
+grid only, never the runner (``study`` imports this module).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,41 @@ import json
 import math
 import os
 
-from .study import LABELS, PROTOCOLS, load_runs, mean_std
+from .grid import LABELS, PROTOCOLS
 
 COV = [p for p in PROTOCOLS if p != "gap"]
+
+
+def load_runs(out: str) -> dict[str, list[dict]]:
+    """protocol -> list of {seed, history, summary, config} read from the saved logs."""
+    runs: dict[str, list[dict]] = {}
+    root = os.path.join(out, "runs")
+    for name in PROTOCOLS:
+        d = os.path.join(root, name)
+        if not os.path.isdir(d):
+            continue
+        for sd in sorted(os.listdir(d)):
+            p = os.path.join(d, sd)
+            if not os.path.exists(os.path.join(p, "summary.json")):
+                continue
+            with open(os.path.join(p, "log.jsonl")) as f:
+                history = [json.loads(line) for line in f if line.strip()]
+            with open(os.path.join(p, "summary.json")) as f:
+                summary = json.load(f)
+            with open(os.path.join(p, "config.json")) as f:
+                config = json.load(f)
+            runs.setdefault(name, []).append({"seed": summary["seed"], "history": history, "summary": summary,
+                                              "config": config})
+    return runs
+
+
+def mean_std(values) -> tuple[float, float]:
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return math.nan, math.nan
+    m = sum(v) / len(v)
+    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan
+    return m, s
 
 
 def _fmt(m, s, pct=True):

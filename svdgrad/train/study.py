@@ -1,7 +1,7 @@
 """``svdgrad study hybrid``: the ICCV21 hybrid protocol, measured on the bundled textures.
 
-The grid is declared once, here (``PROTOCOLS``, ``FULL``, ``QUICK``); the
-runner, the report and the tests read it from here.  Each run is a normal
+The grid is declared once, in ``grid`` (``PROTOCOLS``, ``FULL``, ``QUICK``);
+the runner (here), the report and the tests read it from there.  Each run is a normal
 ``svdgrad train`` run in ``OUT/runs/<protocol>/seed<k>/`` (log.jsonl,
 summary.json, config.json).  A run with a complete summary is skipped, an
 interrupted one resumes from its checkpoint, and the checkpoint is deleted
@@ -13,45 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import shutil
+import signal
 import tempfile
 import time
 
 from .._errors import SvdgradError
 from .._io import write_atomic
-
-#: protocol label -> TrainConfig overrides.  Order = order in the report.
-PROTOCOLS: dict[str, dict] = {
-    "gap": {"head": "gap"},
-    "ns": {"protocol": "ns"},
-    "svd-ordinary": {"protocol": "svd", "svd_method": "ordinary"},
-    "svd-pade": {"protocol": "svd", "svd_method": "pade"},
-    "svd-taylor": {"protocol": "svd", "svd_method": "taylor"},
-    "svd-exact": {"protocol": "svd", "svd_method": "exact"},
-    "hybrid-ordinary": {"protocol": "hybrid", "svd_method": "ordinary"},
-    "hybrid-pade": {"protocol": "hybrid", "svd_method": "pade"},
-    "hybrid-exact": {"protocol": "hybrid", "svd_method": "exact"},
-}
-LABELS = {
-    "gap": "GAP (first order)", "ns": "NS only (iSQRT-COV)", "svd-ordinary": "SVD ordinary (MPN-COV)",
-    "svd-pade": "SVD Padé", "svd-taylor": "SVD Taylor", "svd-exact": "SVD exact (Daleckii-Krein)",
-    "hybrid-ordinary": "NS → ordinary", "hybrid-pade": "NS → Padé", "hybrid-exact": "NS → exact",
-}
-
-#: Shared settings of the full study (TrainConfig fields).  Sized for about
-#: 80 s per run on one core, so 27 runs fit in 45 minutes on 2 cores.
-FULL = dict(dataset="textures", image_size=32, train_per_class=400, val_per_class=100, widths=(8, 16, 32),
-            reduced_channels=32, epochs=12, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
-            schedule="step", ns_iterations=5)
-FULL_SEEDS = 3
-#: The quick variant for the tests: the same grid on tiny data and a tiny net.
-QUICK = dict(FULL, image_size=16, train_per_class=24, val_per_class=12, widths=(4, 8, 8), reduced_channels=8,
-             epochs=3, batch_size=24)
-QUICK_SEEDS = 1
-DEFAULT_OUT = os.path.join("reports", "hybrid_protocol")
+from .grid import DEFAULT_OUT, FULL, FULL_SEEDS, LABELS, PROTOCOLS, QUICK, QUICK_SEEDS  # noqa: F401 (re-exported)
+from .report import load_runs, mean_std, write_report  # noqa: F401 (re-exported)
 
 
 def configs(settings: dict, seeds: int, out: str):
@@ -70,6 +42,18 @@ def _complete(cfg) -> bool:
         return False
     with open(path) as f:
         return json.load(f).get("epochs") == cfg.epochs
+
+
+def default_out(quick: bool) -> str:
+    """reports/hybrid_protocol for the full study; a new scratch folder for the quick smoke test."""
+    if quick:
+        return os.path.join(tempfile.mkdtemp(prefix="svdgrad-study-"), "hybrid_protocol_quick")
+    return DEFAULT_OUT
+
+
+def _ignore_sigint() -> None:
+    # Workers leave Ctrl-C to the parent, which terminates them: no traceback per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_one(cfg_dict: dict) -> dict:
@@ -93,17 +77,24 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
     if seeds < 1:
         raise SvdgradError(f"Expected --seeds >= 1; received {seeds}.")
     if out is None:
-        out = os.path.join(tempfile.mkdtemp(prefix="svdgrad-study-"), "hybrid_protocol_quick") if quick else DEFAULT_OUT
+        out = default_out(quick)
     jobs = jobs if jobs is not None else (1 if quick else max(1, min(2, os.cpu_count() or 1)))
     if jobs < 1:
         raise SvdgradError(f"Expected --jobs >= 1; received {jobs}.")
+    study_path = os.path.join(out, "study.json")
+    if report_only:
+        if not os.path.exists(study_path):
+            raise SvdgradError(f"Expected {study_path} for --report-only (it redraws the report of a study "
+                               f"already run); it does not exist. Run the study into {out} first.")
+        write_report(out)
+        return out
     os.makedirs(out, exist_ok=True)
     grid = list(configs(settings, seeds, out))
     todo = [(n, s, c) for n, s, c in grid if not _complete(c)]
     t0 = time.perf_counter()
-    if not report_only and todo:
+    if todo:
         echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
-             f"with {jobs} job(s)")
+             f"with {jobs} job(s) into {out}")
         threads = torch.get_num_threads()
         try:
             if jobs == 1:
@@ -112,59 +103,38 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                     echo(f"[svdgrad study] {k + 1}/{len(todo)} {n} seed {s} done ({time.perf_counter() - t0:.0f}s)")
             else:
                 import multiprocessing as mp
-                from concurrent.futures import ProcessPoolExecutor, as_completed
 
-                with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                    futs = {pool.submit(_run_one, dataclasses.asdict(c)): (n, s) for n, s, c in todo}
-                    for k, fut in enumerate(as_completed(futs)):
-                        fut.result()
-                        n, s = futs[fut]
+                pool = mp.get_context("spawn").Pool(jobs, initializer=_ignore_sigint)
+                try:
+                    names = [(n, s) for n, s, _ in todo]
+                    results = pool.imap_unordered(_run_indexed, list(enumerate(dataclasses.asdict(c)
+                                                                              for _, _, c in todo)))
+                    for k, i in enumerate(results):
+                        n, s = names[i]
                         echo(f"[svdgrad study] {k + 1}/{len(todo)} {n} seed {s} done "
                              f"({time.perf_counter() - t0:.0f}s)")
+                    pool.close()
+                except BaseException:
+                    pool.terminate()  # Ctrl-C or a failed run: stop the others (checkpoints are atomic)
+                    raise
+                finally:
+                    pool.join()
         finally:
             torch.set_num_threads(threads)
     study = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
              "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
              "cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__}
-    write_atomic(os.path.join(out, "study.json"), json.dumps(study, indent=1))
-    from .report import write_report
-
+    write_atomic(study_path, json.dumps(study, indent=1))
     write_report(out)
     return out
+
+
+def _run_indexed(item: tuple[int, dict]) -> int:
+    i, cfg_dict = item
+    _run_one(cfg_dict)
+    return i
 
 
 def clean(out: str) -> None:
     """Remove a study folder (used by the tests for the quick variant)."""
     shutil.rmtree(out, ignore_errors=True)
-
-
-def load_runs(out: str) -> dict[str, list[dict]]:
-    """protocol -> list of {seed, history, summary, config} read from the saved logs."""
-    runs: dict[str, list[dict]] = {}
-    root = os.path.join(out, "runs")
-    for name in PROTOCOLS:
-        d = os.path.join(root, name)
-        if not os.path.isdir(d):
-            continue
-        for sd in sorted(os.listdir(d)):
-            p = os.path.join(d, sd)
-            if not os.path.exists(os.path.join(p, "summary.json")):
-                continue
-            with open(os.path.join(p, "log.jsonl")) as f:
-                history = [json.loads(line) for line in f if line.strip()]
-            with open(os.path.join(p, "summary.json")) as f:
-                summary = json.load(f)
-            with open(os.path.join(p, "config.json")) as f:
-                config = json.load(f)
-            runs.setdefault(name, []).append({"seed": summary["seed"], "history": history, "summary": summary,
-                                              "config": config})
-    return runs
-
-
-def mean_std(values) -> tuple[float, float]:
-    v = [float(x) for x in values if x is not None]
-    if not v:
-        return math.nan, math.nan
-    m = sum(v) / len(v)
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan
-    return m, s

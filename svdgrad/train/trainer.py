@@ -14,19 +14,34 @@ has no square root.
 
 Each epoch: SGD with momentum and weight decay over the training set
 (reshuffled and flipped with a generator seeded by (seed, epoch), so a
-resumed run replays exactly the same batches), then validation.  A step
-whose loss or gradient is not finite is skipped and counted; NaN never
-reaches the weights.  A checkpoint is written atomically (temporary file,
-then ``os.replace``) after every epoch, then one JSON line is appended to
-``log.jsonl``.  See ``LOG_FIELDS`` for the line's fields.
+resumed run replays exactly the same batches), then validation.
+
+A step whose loss, gradient or pooled matrix is not finite (or whose pooled
+matrix ``sqrtm`` rejects) is skipped and counted: the weights, the optimizer
+state and every buffer (batch-norm running statistics included) are left
+bitwise as they were before the step.  Under DDP every process skips the
+same steps.  If the model becomes non-finite anyway (weights, buffers or
+validation loss), the run stops with an ``SvdgradError`` and keeps the last
+good checkpoint.
+
+A checkpoint is written atomically (temporary file, then ``os.replace``)
+after every epoch, then one JSON line is appended to ``log.jsonl`` (see
+``LOG_FIELDS``).  The checkpoint carries the sha256 of its payload in a
+one-line header, in the same file, so the checksum and the data are replaced
+together; ``load_checkpoint`` verifies it.  ``--resume`` refuses a
+checkpoint whose options, thread count, process count, device type or data
+differ from the current ones, since each of them changes the results.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -35,7 +50,7 @@ import torch.nn.functional as F
 
 from .. import _methods
 from .._errors import SvdgradError
-from .._io import save_atomic, write_atomic
+from .._io import write_atomic
 from . import data, ddp, schedules
 
 PROTOCOLS = ("ns", "svd", "hybrid")
@@ -56,7 +71,8 @@ LOG_FIELDS = {
     "lambda_min_median": "median λmin(Σ)",
     "lambda_max_median": "median λmax(Σ)",
     "small_eig_fraction": "fraction of eigenvalues below eps·λmax (eps of the network dtype, float32)",
-    "skipped_steps": "steps skipped in this epoch because the loss or a gradient was not finite",
+    "skipped_steps": "steps skipped in this epoch (non-finite loss, gradient or pooled matrix); nothing changed",
+    "skip_reasons": "reason -> number of skipped steps of the epoch",
     "steps": "optimizer steps attempted in this epoch",
     "time_s": "wall time of the epoch (train + validation) in seconds",
 }
@@ -105,6 +121,7 @@ class TrainConfig:
     device: str = "auto"
     out: str = "runs/train"
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
 
     def validate(self) -> None:
@@ -136,9 +153,12 @@ class TrainConfig:
             raise SvdgradError(f"Expected --threads >= 0 (0 = automatic); received {self.threads!r}.")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise SvdgradError(f"Expected --device auto, cpu or cuda[:i]; received {self.device!r}.")
-        self.make_schedule()
+        if self.resume and self.overwrite:
+            raise SvdgradError("Expected at most one of --resume (continue the run in --out) and --overwrite "
+                               "(delete it and start over); received both.")
+        schedule = self.make_schedule()
         if self.protocol == "hybrid" and self.head == "cov":
-            switch_epoch_of(self, self.make_schedule())
+            _check_hybrid_switches(self, schedule)
 
     def make_schedule(self):
         return schedules.make(self.schedule, self.lr, self.epochs, gamma=self.gamma, milestones=self.milestones,
@@ -146,6 +166,36 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_hybrid_switches(cfg: TrainConfig, schedule) -> None:
+    """A hybrid run must use both methods: switch after epoch 1 and no later than the last epoch."""
+    sw = switch_epoch_of(cfg, schedule)
+    if sw is None:  # only --switch-lr can get here
+        lrs = [schedule.lr(e) for e in range(1, cfg.epochs + 1)]
+        low = min(lrs)
+        hint = ""
+        for longer in range(cfg.epochs + 1, 10 * cfg.epochs + 1):
+            try:
+                s = schedules.make(cfg.schedule, cfg.lr, longer, gamma=cfg.gamma, milestones=cfg.milestones,
+                                   power=cfg.poly_power, final_epoch=cfg.poly_final_epoch)
+            except SvdgradError:
+                break
+            if s.lr(longer) < cfg.switch_lr:
+                first = next(e for e in range(1, longer + 1) if s.lr(e) < cfg.switch_lr)
+                hint = f", or --epochs {longer} (then it switches at epoch {first})"
+                break
+        raise SvdgradError(
+            f"The hybrid run would never switch: with --schedule {cfg.schedule} the lr never falls below "
+            f"--switch-lr {cfg.switch_lr:g} in {cfg.epochs} epochs (lowest lr {low:.3g}, at epoch "
+            f"{lrs.index(low) + 1}). Pass a --switch-lr above {low:.3g}, --switch-epoch E{hint}."
+        )
+    if sw == 1:
+        rule = f"lr {schedule.lr(1):g} < --switch-lr {cfg.switch_lr:g}" if cfg.switch_lr is not None else "--switch-epoch 1"
+        raise SvdgradError(
+            f"The hybrid run would switch at epoch 1 ({rule}), so it would never use Newton-Schulz: that is "
+            f"--protocol svd. Pass a lower --switch-lr or a --switch-epoch of 2 or more, or use --protocol svd."
+        )
 
 
 def switch_epoch_of(cfg: TrainConfig, schedule) -> int | None:
@@ -177,7 +227,7 @@ def method_for_epoch(cfg: TrainConfig, schedule, epoch: int):
         return None
     sw = switch_epoch_of(cfg, schedule)
     if sw is not None and epoch >= sw:
-        return _methods.get_method(cfg.svd_method)
+        return _methods.get_method(cfg.svd_method)  # a name or a spec such as "taylor:degree=9"
     return _methods.NewtonSchulz(iterations=cfg.ns_iterations)
 
 
@@ -238,24 +288,233 @@ def _evaluate(model, x, y, batch_size, info):
     return loss_sum / len(y), correct / len(y)
 
 
+# ---------------------------------------------------------------------------
+# Checkpoints: one file, a header line with the payload's sha256, then the
+# torch.save payload.  Written with one atomic rename, so the checksum and
+# the data it covers are always replaced together.
+# ---------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = 2
+_HEADER = re.compile(rb"svdgrad-checkpoint (\d+) sha256=([0-9a-f]{64}) bytes=(\d+)\n")
+
+
+def _restart_hint(path: str) -> str:
+    out = os.path.dirname(path) or "."
+    return (f"Restore {path} from a backup and run the same command with --resume, or start the run over "
+            f"with --overwrite (this deletes the log and checkpoint in {out}).")
+
+
+def save_checkpoint(state: dict, path: str) -> str:
+    """Write ``state`` (torch.save) with its sha256 to ``path`` atomically; returns the hex digest."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest()
+    header = f"svdgrad-checkpoint {CHECKPOINT_FORMAT} sha256={digest} bytes={len(payload)}\n".encode()
+    write_atomic(path, header + payload)
+    return digest
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Read a checkpoint written by ``save_checkpoint``, verifying its length and sha256.
+
+    Raises ``SvdgradError`` naming the file and what to do when it is
+    unreadable, truncated, modified, or not a checkpoint of this format.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise SvdgradError(f"Could not read the checkpoint {path} ({exc.strerror or exc}). "
+                           + _restart_hint(path)) from None
+    m = _HEADER.match(raw[:200])
+    if m is None:
+        raise SvdgradError(
+            f"Expected {path} to start with an 'svdgrad-checkpoint {CHECKPOINT_FORMAT} sha256=...' header; "
+            f"received {raw[:40]!r}{'...' if len(raw) > 40 else ''} ({len(raw)} bytes). The file is truncated, "
+            f"damaged, or was written by an older svdgrad without a checksum, so it cannot be resumed safely. "
+            + _restart_hint(path))
+    version, digest, size = int(m.group(1)), m.group(2).decode(), int(m.group(3))
+    if version != CHECKPOINT_FORMAT:
+        raise SvdgradError(f"Expected checkpoint format {CHECKPOINT_FORMAT} in {path}; received format {version}. "
+                           + _restart_hint(path))
+    payload = raw[m.end():]
+    if len(payload) != size:
+        raise SvdgradError(f"The checkpoint {path} is truncated or extended: its header promises {size} bytes "
+                           f"of data, the file holds {len(payload)}. " + _restart_hint(path))
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != digest:
+        raise SvdgradError(f"The checkpoint {path} is corrupted: the sha256 of its data is {actual[:16]}..., "
+                           f"the checksum written with it is {digest[:16]}.... Resuming from it would silently "
+                           f"change the results. " + _restart_hint(path))
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # the checksum matched, so the writer itself produced this
+        raise SvdgradError(f"The checkpoint {path} passed its checksum but could not be loaded "
+                           f"({type(exc).__name__}: {exc}); it was written by an incompatible torch or "
+                           f"svdgrad version. " + _restart_hint(path)) from None
+
+
+# ---------------------------------------------------------------------------
+# Resume: everything that changes the results must match.
+# ---------------------------------------------------------------------------
+
+def _data_fingerprint(ds) -> str:
+    h = hashlib.sha256()
+    for t in (ds.train_x, ds.train_y, ds.val_x, ds.val_y):
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _resume_mismatches(ck: dict, cfg: TrainConfig, env: dict) -> list[str]:
+    saved = ck["config"]
+    diff = [f"{k} (checkpoint {saved.get(k)!r}, now {getattr(cfg, k)!r})"
+            for k in _RESUME_KEYS if _norm(saved.get(k)) != _norm(getattr(cfg, k))]
+    what = {"threads": "torch threads per process (--threads)", "world_size": "processes (torchrun)",
+            "device_type": "device type (--device)", "data_sha256": "data content"}
+    old = ck.get("env", {})
+    for k, label in what.items():
+        if old.get(k) != env[k]:
+            a, b = old.get(k), env[k]
+            if k == "data_sha256":
+                a, b = (a or "none")[:12] + "...", b[:12] + "..."
+            diff.append(f"{k} = {label} (checkpoint {a!r}, now {b!r})")
+    return diff
+
+
+def _existing_run(out: str) -> str | None:
+    """What a previous run left in ``out`` (None if nothing that a new run would replace)."""
+    log = os.path.join(out, "log.jsonl")
+    n = 0
+    if os.path.exists(log):
+        with open(log) as f:
+            n = sum(1 for line in f if line.strip())
+    if os.path.exists(os.path.join(out, "summary.json")):
+        return f"a finished run ({n} epochs in log.jsonl, summary.json)"
+    if os.path.exists(os.path.join(out, "checkpoint.pt")):
+        return f"an unfinished run ({n} epochs in log.jsonl, checkpoint.pt)"
+    if n:
+        return f"a run log of {n} epochs (log.jsonl, no checkpoint)"
+    return None
+
+
+RUN_FILES = ("checkpoint.pt", "log.jsonl", "summary.json", "config.json")
+
+
+# ---------------------------------------------------------------------------
+# One training step that changes nothing when it is skipped.
+# ---------------------------------------------------------------------------
+
+class _PoolGuard:
+    """Turns ``SvdgradError`` from the pooling layer (``sqrtm`` rejecting a non-finite or invalid Σ)
+    into a NaN output, so that the step is skipped by the same rule as a NaN loss.
+
+    An exception on one DDP process would leave the others waiting inside the
+    backward's all-reduce; a NaN output keeps every process on the same
+    collectives, and the NaN gradient makes every process skip.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.inner = pool.forward
+        self.rejected: str | None = None
+        pool.forward = self  # instance attribute: nn.Module.__call__ uses it; not part of the state_dict
+
+    def __call__(self, x):
+        try:
+            return self.inner(x)
+        except SvdgradError as exc:
+            self.rejected = str(exc)
+            nan = x.sum() * float("nan")  # depends on x, so backward reaches every parameter (as NaN)
+            return nan.expand(x.shape[0], self.pool.out_features).to(x.dtype)
+
+
+def _all_finite(tensors) -> bool:
+    tensors = [t for t in tensors if t is not None]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, device=None):
+    """One SGD step on (x, y), or none at all.
+
+    Returns ``(loss, logits, reason)``: ``reason`` is None when the step was
+    applied, else why it was skipped.  A skipped step restores every buffer
+    of ``net`` (batch-norm running statistics, ``num_batches_tracked``)
+    bitwise and leaves the weights and the optimizer state untouched.
+    """
+    buffers = list(net.buffers())
+    saved = [b.detach().clone() for b in buffers]
+    opt.zero_grad(set_to_none=False)
+    if guard is not None:
+        guard.rejected = None
+    reason = None
+    loss = out = None
+    try:
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+    except SvdgradError as exc:  # only the backward can get here; a forward error became NaN in the guard
+        if dist_initialized():
+            raise  # the other processes would wait for this one forever
+        reason = f"sqrtm raised: {str(exc)[:120]}"
+    if reason is None:
+        if guard is not None and guard.rejected is not None:
+            reason = "pooled matrix rejected by sqrtm: " + guard.rejected.split(".")[0][:100]
+        elif not bool(torch.isfinite(loss)):
+            reason = "non-finite loss"
+        elif not _all_finite([p.grad for p in net.parameters()]):
+            reason = "non-finite gradient"
+    skip = ddp.any_flag(reason is not None, device if device is not None else x.device)
+    if skip:
+        with torch.no_grad():
+            for b, s in zip(buffers, saved):
+                b.copy_(s)
+        opt.zero_grad(set_to_none=False)
+        return loss, out, reason or "another process skipped this step"
+    opt.step()
+    return loss, out, None
+
+
+def dist_initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _nonfinite_state(net) -> list[str]:
+    return [k for k, v in net.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> dict:
     """Train as configured; returns the summary (also written to ``out/summary.json``)."""
     cfg.validate()
     info = info or ddp.DistInfo()
+    echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (lambda msg: echo(msg)) if info.is_main else (lambda msg: None)
     device = _resolve_device(cfg.device, info)
     if cfg.batch_size % info.world_size:
         raise SvdgradError(f"Expected --batch-size divisible by the number of processes ({info.world_size}); "
                            f"received {cfg.batch_size}.")
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, info.local_world_size))
     torch.set_num_threads(threads)
-    echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    say = (lambda msg: echo(msg)) if info.is_main else (lambda msg: None)
+
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    log_path = os.path.join(cfg.out, "log.jsonl")
+    existing = _existing_run(cfg.out)
+    if existing and not (cfg.resume or cfg.overwrite):
+        raise SvdgradError(f"{cfg.out} already holds {existing}. Pass --resume to continue it, --overwrite to "
+                           f"delete it and start over, or a new --out.")
+    if cfg.resume and existing and not os.path.exists(ckpt_path):
+        raise SvdgradError(f"Nothing to resume in {cfg.out}: it holds {existing} but no checkpoint.pt (a "
+                           f"finished study run deletes it). Pass --overwrite to start over, or a new --out.")
+    say(f"[svdgrad train] output folder: {os.path.abspath(cfg.out)}")
 
     ds = data.load(cfg.dataset, cfg.image_size, train_per_class=cfg.train_per_class,
                    val_per_class=cfg.val_per_class, split_seed=cfg.split_seed)
     if len(ds.train_y) < cfg.batch_size:
         raise SvdgradError(f"Expected at least --batch-size ({cfg.batch_size}) training images; the dataset "
                            f"{ds.name} has {len(ds.train_y)}. Lower --batch-size.")
+    env = {"threads": threads, "world_size": info.world_size, "device_type": device.type,
+           "data_sha256": _data_fingerprint(ds)}
     tx, ty, vx, vy = (t.to(device) for t in (ds.train_x, ds.train_y, ds.val_x, ds.val_y))
     net = build_model(cfg, ds.in_channels, ds.num_classes).to(device)
     if info.distributed:
@@ -268,21 +527,17 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
     schedule = cfg.make_schedule()
     sw = switch_epoch_of(cfg, schedule)
 
-    os.makedirs(cfg.out, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    log_path = os.path.join(cfg.out, "log.jsonl")
     history: list[dict] = []
     start = 1
     elapsed0 = 0.0
     if cfg.resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        saved = ck["config"]
-        diff = [k for k in _RESUME_KEYS if _norm(saved.get(k)) != _norm(getattr(cfg, k))]
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        diff = _resume_mismatches(ck, cfg, env)
         if diff:
             raise SvdgradError(
                 "Expected the same options as the checkpoint in " + cfg.out + " to resume; these differ: "
-                + ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {getattr(cfg, k)!r})" for k in diff)
-                + ". Use the original options, or a new --out to start over."
+                + "; ".join(diff) + ". Each changes the results. Use the original options, or a new --out "
+                "to start over."
             )
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -292,7 +547,13 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         say(f"[svdgrad train] resuming {cfg.out} after epoch {ck['epoch']}")
     elif cfg.resume:
         say(f"[svdgrad train] no checkpoint in {cfg.out}; starting from epoch 1")
+    ddp.barrier()  # every process has read the folder before the main one changes it
     if info.is_main:
+        os.makedirs(cfg.out, exist_ok=True)
+        if cfg.overwrite:
+            for name in RUN_FILES:
+                if os.path.exists(os.path.join(cfg.out, name)):
+                    os.remove(os.path.join(cfg.out, name))
         write_atomic(log_path, "".join(json.dumps(h) + "\n" for h in history))
         write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1) + "\n")
 
@@ -301,6 +562,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
     n_batches = n_train // cfg.batch_size
     t_run = time.perf_counter()
     pool = net.pool
+    guard = _PoolGuard(pool) if cfg.head == "cov" else None
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = schedule.lr(epoch)
@@ -312,7 +574,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
             pool.method = method
             if switched:
                 say(f"[svdgrad train] epoch {epoch}: switching the square root from newton_schulz to "
-                    f"{method.name} (lr {lr:.4g}; rule: "
+                    f"{_methods.method_spec(method)} (lr {lr:.4g}; rule: "
                     + ("lr < %g" % cfg.switch_lr if cfg.switch_lr is not None else
                        "--switch-epoch" if cfg.switch_epoch is not None else "last lr decay") + ")")
         g = _epoch_generator(cfg.seed, epoch)
@@ -321,6 +583,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         model.train()
         loss_sum = correct = seen = 0.0
         skipped = 0
+        reasons: dict[str, int] = {}
         kap, lmins, lmaxs = [], [], []
         small = total_eigs = 0
         bar = _progress(n_batches, epoch, cfg, info)
@@ -332,31 +595,27 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
             x = torch.where(f[:, 0, None, None, None], x.flip(-1), x)
             x = torch.where(f[:, 1, None, None, None], x.flip(-2), x)
             y = ty[lidx.to(device)]
-            opt.zero_grad(set_to_none=False)
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            loss.backward()
-            bad = not bool(torch.isfinite(loss))
-            if not bad:
-                grads = [p.grad for p in net.parameters() if p.grad is not None]
-                bad = not bool(torch.stack([torch.isfinite(gr).all() for gr in grads]).all())
-            bad = ddp.any_flag(bad, device)
-            if bad:
+            if cfg.head == "cov":
+                pool.last_covariance = None
+            loss, out, reason = train_step(model, net, opt, x, y, guard=guard, device=device)
+            if reason is not None:
                 skipped += 1
-                opt.zero_grad(set_to_none=False)
-            else:
-                opt.step()
-            if bool(torch.isfinite(loss)):
+                key = reason.split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+            if loss is not None and bool(torch.isfinite(loss)):
                 loss_sum += float(loss.detach()) * len(y)
                 correct += int((out.detach().argmax(1) == y).sum())
                 seen += len(y)
             if cfg.head == "cov" and pool.last_covariance is not None:
-                k, lo, hi, s, t = spectrum_stats(pool.last_covariance)
-                kap += k
-                lmins += lo
-                lmaxs += hi
-                small += s
-                total_eigs += t
+                S = pool.last_covariance
+                S = S[torch.isfinite(S).flatten(1).all(1)]  # a non-finite Σ has no spectrum
+                if len(S):
+                    k, lo, hi, s, t = spectrum_stats(S)
+                    kap += k
+                    lmins += lo
+                    lmaxs += hi
+                    small += s
+                    total_eigs += t
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", skipped=skipped)
@@ -366,33 +625,51 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
             [loss_sum, float(correct), float(seen), float(small), float(total_eigs)], device)
         kap, lmins, lmaxs = ddp.gather_lists(kap), ddp.gather_lists(lmins), ddp.gather_lists(lmaxs)
         val_loss, val_acc = _evaluate(net, vx, vy, max(local_bs, 64), info)
+        total_skipped = skipped + sum(h["skipped_steps"] for h in history)
+        bad = _nonfinite_state(net)
+        if bad or not math.isfinite(val_loss):
+            what = (f"{len(bad)} tensors of the model are not finite ({', '.join(bad[:3])}"
+                    f"{', ...' if len(bad) > 3 else ''})" if bad else
+                    f"the validation loss is {val_loss} while every weight and buffer is finite, so a validation "
+                    f"image probably overflows float32; check the validation data")
+            raise SvdgradError(
+                f"Training stopped in epoch {epoch}: {what}. Steps with a non-finite loss, gradient or pooled "
+                f"matrix were skipped ({total_skipped} so far), so finite but overflowing updates or data did "
+                f"this: lower --lr, or check the data for values near float32's limit. "
+                + (f"The checkpoint of epoch {epoch - 1} in {cfg.out} is kept." if epoch > 1 else
+                   "No checkpoint was written."))
         row = {
-            "epoch": epoch, "lr": lr, "method": method.name if method is not None else "none",
+            "epoch": epoch, "lr": lr,
+            "method": _methods.method_spec(method) if method is not None else "none",
             "switched": switched,
             "train_loss": loss_sum / seen if seen else None, "train_acc": correct / seen if seen else None,
             "val_loss": val_loss, "val_acc": val_acc,
             "kappa_median": _median(kap), "kappa_max": max(kap) if kap else None,
             "lambda_min_median": _median(lmins), "lambda_max_median": _median(lmaxs),
             "small_eig_fraction": small / total_eigs if total_eigs else None,
-            "skipped_steps": skipped, "steps": n_batches,
+            "skipped_steps": skipped, "skip_reasons": reasons, "steps": n_batches,
             "time_s": time.perf_counter() - t0,
         }
         history.append(row)
         if info.is_main:
-            save_atomic({"version": 1, "config": cfg.to_dict(), "epoch": epoch, "model": net.state_dict(),
-                          "optimizer": opt.state_dict(), "history": history,
-                          "elapsed_s": elapsed0 + time.perf_counter() - t_run}, ckpt_path)
+            save_checkpoint({"version": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "env": env, "epoch": epoch,
+                             "model": net.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                             "elapsed_s": elapsed0 + time.perf_counter() - t_run}, ckpt_path)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         say(f"[svdgrad train] epoch {epoch}/{cfg.epochs} lr {lr:.4g} {row['method']} "
             f"loss {row['train_loss'] if row['train_loss'] is not None else float('nan'):.4f} "
-            f"val_acc {val_acc:.4f} skipped {skipped} ({row['time_s']:.1f}s)")
+            f"val_acc {val_acc:.4f} skipped {skipped}"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else "")
+            + f" ({row['time_s']:.1f}s)")
     summary = summarize(history, cfg, sw)
     summary["elapsed_s"] = elapsed0 + time.perf_counter() - t_run
     summary["world_size"] = info.world_size
+    summary["out"] = cfg.out
     if info.is_main:
         write_atomic(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=1) + "\n")
     return summary
+
 
 
 def summarize(history: list[dict], cfg: TrainConfig, sw) -> dict:

@@ -1,0 +1,42 @@
+"""The grid of ``svdgrad study hybrid``, declared once: protocols, labels, settings, seeds.
+
+The runner (``study``), the report (``report``) and the tests read it from
+here; this module imports nothing else of the package, so the dependencies
+point one way: study -> report -> grid.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: protocol label -> TrainConfig overrides.  Order = order in the report.
+PROTOCOLS: dict[str, dict] = {
+    "gap": {"head": "gap"},
+    "ns": {"protocol": "ns"},
+    "svd-ordinary": {"protocol": "svd", "svd_method": "ordinary"},
+    "svd-pade": {"protocol": "svd", "svd_method": "pade"},
+    "svd-taylor": {"protocol": "svd", "svd_method": "taylor"},
+    "svd-exact": {"protocol": "svd", "svd_method": "exact"},
+    "hybrid-ordinary": {"protocol": "hybrid", "svd_method": "ordinary"},
+    "hybrid-pade": {"protocol": "hybrid", "svd_method": "pade"},
+    "hybrid-exact": {"protocol": "hybrid", "svd_method": "exact"},
+}
+LABELS = {
+    "gap": "GAP (first order)", "ns": "NS only (iSQRT-COV)", "svd-ordinary": "SVD ordinary (MPN-COV)",
+    "svd-pade": "SVD Padé", "svd-taylor": "SVD Taylor", "svd-exact": "SVD exact (Daleckii-Krein)",
+    "hybrid-ordinary": "NS → ordinary", "hybrid-pade": "NS → Padé", "hybrid-exact": "NS → exact",
+}
+
+#: Shared settings of the full study (TrainConfig fields).  Sized for about
+#: 80 s per run on one core, so 27 runs fit in 45 minutes on 2 cores.
+FULL = dict(dataset="textures", image_size=32, train_per_class=400, val_per_class=100, widths=(8, 16, 32),
+            reduced_channels=32, epochs=12, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
+            schedule="step", ns_iterations=5)
+FULL_SEEDS = 3
+#: The quick variant for the tests: the same grid on tiny data and a tiny net.
+QUICK = dict(FULL, image_size=16, train_per_class=24, val_per_class=12, widths=(4, 8, 8), reduced_channels=8,
+             epochs=3, batch_size=24)
+QUICK_SEEDS = 1
+#: Where the full study writes (regenerating the committed report is its purpose);
+#: the quick one writes to a new scratch folder (``study.default_out``).
+DEFAULT_OUT = os.path.join("reports", "hybrid_protocol")
