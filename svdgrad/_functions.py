@@ -13,6 +13,24 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import _kernels, _newton_schulz
+from ._errors import SvdgradError, describe
+
+
+def eigh_or_raise(A: torch.Tensor):
+    """torch.linalg.eigh, with LAPACK's refusal turned into an SvdgradError that says what to do.
+
+    The entry points scale A to entries of order 1 and reject NaN/Inf first,
+    so this is reached only with ``check=False`` on non-finite input or on
+    a genuine convergence failure.
+    """
+    try:
+        return torch.linalg.eigh(A)
+    except torch.linalg.LinAlgError as exc:
+        raise SvdgradError(
+            f"The eigendecomposition failed ({describe(A)}): {str(exc).splitlines()[0]} "
+            f"Expected finite, symmetric input; if you passed check=False, run with check=True to find "
+            f"the bad batch entry, or compute in torch.float64 (compute_dtype=torch.float64)."
+        ) from None
 
 
 class SpectralSqrtm(torch.autograd.Function):
@@ -22,7 +40,7 @@ class SpectralSqrtm(torch.autograd.Function):
 
     @staticmethod
     def forward(A, method):
-        L, U = torch.linalg.eigh(A)
+        L, U = eigh_or_raise(A)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(A.dtype)))  # (*, n)
         phi = method.spectrum(Lf)
         Z = (U * phi[..., None, :]) @ U.mT
@@ -54,7 +72,7 @@ class Eigh(torch.autograd.Function):
 
     @staticmethod
     def forward(A, rule):
-        L, U = torch.linalg.eigh(A)  # a plain tuple: vmap's generated rule rejects the namedtuple
+        L, U = eigh_or_raise(A)  # a plain tuple: vmap's generated rule rejects the namedtuple
         return L, U
 
     @staticmethod

@@ -20,15 +20,48 @@ def sym(X: torch.Tensor) -> torch.Tensor:
     return (X + X.mT).mul_(0.5)
 
 
+def scale_exponent(amax: torch.Tensor) -> torch.Tensor:
+    """k (*) such that A·4^-k has its largest |entry| of order 1 ([1/4, 4)), from amax = max|A| (*).
+
+    Scaling by a power of two is exact (only the exponent changes), so
+    f(A) = 2^k·f(A / 4^k) for the square root costs no rounding, and every
+    method then works on entries of order 1: nothing in an eigensolver, a
+    Cholesky or a Newton–Schulz step can overflow or underflow, whatever
+    the scale of A.  A zero or non-finite amax gives k = 0.
+    """
+    # floor(log2(amax)/2) in amax's dtype.  Any integer k keeps the scaling
+    # exact; log2's rounding near a power of two only moves the scaled
+    # maximum within [1/4, 4].  (frexp's integer exponent would be exact but
+    # miscompiles under torch.compile's CPU backend in torch 2.13.)
+    k = torch.floor(torch.log2(amax) * 0.5)
+    return torch.where(torch.isfinite(amax) & (amax > 0), k, torch.zeros_like(k))
+
+
+def times_pow2(X: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """X·2^k with k (*) an integer-valued exponent per matrix of X (*, n, n); exact barring over/underflow.
+
+    2^k is formed as a float in X's dtype by exp2 of an integer, which is
+    exact; |k| <= 537 for float64 and <= 75 for float32, within the normal
+    range.  Differentiable in X (the factor is a constant).
+    """
+    return X * torch.exp2(k.to(X.dtype))[..., None, None]
+
+
 def eigenvalue_floor(L: torch.Tensor, eps: float) -> torch.Tensor:
     """Floor eps·λmax for ascending eigenvalues L (*, n) -> (*, 1).
 
-    Eigenvalues below it are rounding noise of the eigendecomposition (its
-    backward error is about eps·λmax).  An all-zero matrix gets the floor
-    sqrt(tiny) so that sqrt and 1/sqrt stay finite.
+    Relative: eigenvalues below eps·λmax are rounding noise of the
+    eigendecomposition (its backward error is about eps·λmax).  It is never
+    below the smallest normal number, so that sqrt and 1/sqrt stay finite
+    for eps = 0.  Only a matrix with λmax <= 0 (the all-zero matrix; it is
+    PSD only if zero) gets the absolute floor sqrt(tiny).  The entry points
+    scale A to entries of order 1 first (``scale_exponent``), so the floor
+    is relative over the whole float range.
     """
-    tiny = torch.finfo(L.dtype).tiny ** 0.5
-    return (eps * L[..., -1:]).clamp_min(tiny)
+    info = torch.finfo(L.dtype)
+    lmax = L[..., -1:]
+    relative = (eps * lmax).clamp_min(info.tiny)
+    return torch.where(lmax > 0, relative, torch.full_like(relative, info.tiny ** 0.5))
 
 
 # ---------------------------------------------------------------------------

@@ -81,6 +81,10 @@ class Method(abc.ABC):
         """Whether the backward itself can be differentiated (else double backward raises)."""
         return False
 
+    #: Whether ``apply`` returns the eigenvalues (then the PSD check uses them;
+    #: otherwise ``_validate.psd_violations`` decides the same rule by Cholesky).
+    has_eigenvalues: ClassVar[bool] = True
+
     def floor_eps(self, dtype: torch.dtype) -> float:
         return torch.finfo(dtype).eps if self.eps is None else self.eps
 
@@ -278,11 +282,14 @@ class NewtonSchulz(Method):
         approximation; manual measured faster (reports/performance), while
         autograd also supports double backward.
 
-    ``eps`` is not used.  The PSD check is a Cholesky factorization of
-    A + 2·psd_tol·tr(A)·I (no eigendecomposition).
+    ``eps`` is not used.  The PSD check applies the rule of the eigen
+    methods, λmin >= -psd_tol·λmax, by Cholesky factorizations shifted by
+    psd_tol times an estimate of λmax (``_validate.psd_violations``), with
+    no eigendecomposition except for matrices right at the boundary.
     """
 
     name: ClassVar[str] = "newton_schulz"
+    has_eigenvalues: ClassVar[bool] = False
     iterations: int = 5
     normalization: str = "trace"
     backward: str = "manual"
@@ -307,16 +314,6 @@ class NewtonSchulz(Method):
         else:
             Z = _newton_schulz.forward(A, self.iterations, self.normalization)[0]
         return Z, None
-
-    def indefinite(self, A: torch.Tensor, psd_tol: float) -> torch.Tensor:
-        """Batch mask of matrices failing Cholesky of A + 2·psd_tol·tr(A)·I."""
-        with torch.no_grad():
-            M = A.clone()  # the one copy this check makes
-            diag = M.diagonal(dim1=-2, dim2=-1)
-            shift = diag.sum(-1, keepdim=True).abs_().mul_(2.0 * psd_tol).add_(torch.finfo(A.dtype).tiny)
-            diag.add_(shift)
-            _, info = torch.linalg.cholesky_ex(M)
-            return info > 0
 
 
 # ---------------------------------------------------------------------------

@@ -56,29 +56,36 @@ def check_matrix(A, *, name: str = "A") -> None:
         )
 
 
-def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A") -> None:
-    """Finite entries and symmetry within ``symmetry_tol`` (relative, Frobenius)."""
+def max_abs(A: torch.Tensor) -> torch.Tensor:
+    """Largest |entry| of each matrix (*, n, n) -> (*); NaN if the matrix has a NaN."""
+    return A.abs().amax(dim=(-2, -1))
+
+
+def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A",
+                 amax: torch.Tensor | None = None) -> None:
+    """Finite entries and symmetry within ``symmetry_tol`` (relative, Frobenius).
+
+    Both norms are taken of A / max|A|, so they cannot overflow (entries of
+    1e154 and above squared overflow float64, 1e20 float32) or underflow,
+    whatever the scale of A.  ``amax`` is ``max_abs(A)`` if the caller has it.
+    """
     if A.numel() == 0 or is_traced(A):
         return
     batch = A.shape[:-2]
     with torch.no_grad():
         Af = A.float() if A.dtype in HALF_DTYPES else A
-        # Two norms cover both checks: a NaN or Inf entry makes them non-finite.
-        scale = torch.linalg.matrix_norm(Af)  # (*)
-        asym = torch.linalg.matrix_norm(Af - Af.mT)
-        if not bool((torch.isfinite(scale) & torch.isfinite(asym)).all()):
-            finite = torch.isfinite(A).flatten(-2).all(-1)  # (*)
-            if not bool(finite.all()):
-                bad = torch.nonzero(~finite)[0].tolist() if batch else []
-                raise SvdgradError(
-                    f"Expected finite entries in {name}; received NaN or Inf at batch index "
-                    f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
-                    f"here usually comes from an earlier overflow."
-                )
-            # finite entries whose squares overflow: measure in float64
-            Ad = Af.double()
-            scale = torch.linalg.matrix_norm(Ad)
-            asym = torch.linalg.matrix_norm(Ad - Ad.mT)
+        m = max_abs(Af) if amax is None else amax  # (*), NaN/Inf where an entry is
+        finite = torch.isfinite(m)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite)[0].tolist() if batch else []
+            raise SvdgradError(
+                f"Expected finite entries in {name}; received NaN or Inf at batch index "
+                f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
+                f"here usually comes from an earlier overflow."
+            )
+        As = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
+        scale = torch.linalg.matrix_norm(As)  # (*)
+        asym = torch.linalg.matrix_norm(As - As.mT)
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):
@@ -92,11 +99,70 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
         )
 
 
+#: Power iterations behind the λmax estimate of ``psd_violations``.
+POWER_ITERATIONS = 8
+
+
+def psd_violations(A: torch.Tensor, psd_tol: float) -> torch.Tensor:
+    """Batch mask (*) of matrices with λmin < -psd_tol·λmax, without an eigendecomposition for most.
+
+    The same rule ``check_psd`` applies to computed eigenvalues, decided by
+    Cholesky factorizations of A + psd_tol·μ·I:
+
+    - μ = the Rayleigh quotient of a few power iterates, a lower bound of
+      λmax.  Success means λmin > -psd_tol·μ >= -psd_tol·λmax: accepted.
+    - μ = min(‖A‖_∞, ‖A‖_F), an upper bound of |λ|max.  Failure means
+      λmin < -psd_tol·μ <= -psd_tol·λmax: rejected.
+    - Only a matrix in between (λmin within the gap of the two bounds)
+      gets its eigenvalues computed.
+
+    A valid PSD matrix costs a few matrix-vector products and one Cholesky
+    (n³/3 flops, a small fraction of an eigendecomposition).  The shift is
+    proportional to λmax, not to the trace (which grows with n and accepted
+    λmin = -0.1·λmax at n = 256).  ``A`` should be scaled to O(1) entries.
+    """
+    n = A.shape[-1]
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        v = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(A.dtype).to(A.device)
+        v = v.expand(A.shape[:-2] + (n, 1))
+        for _ in range(POWER_ITERATIONS):
+            w = A @ v
+            v = w / torch.linalg.vector_norm(w, dim=-2, keepdim=True).clamp_min(torch.finfo(A.dtype).tiny)
+        lower = (v.mT @ A @ v)[..., 0, 0]  # Rayleigh quotient <= λmax, (*)
+        upper = torch.minimum(A.abs().sum(-1).amax(-1), torch.linalg.matrix_norm(A))  # >= |λ|max
+
+        def factorizes(mu: torch.Tensor) -> torch.Tensor:
+            M = A + torch.diag_embed((psd_tol * mu)[..., None].expand(A.shape[:-1]))
+            return torch.linalg.cholesky_ex(M)[1] == 0
+
+        ok = factorizes(lower.clamp_min(0))
+        if bool(ok.all()):
+            return ~ok
+        bad = ~ok & ~factorizes(upper)
+        unsure = ~ok & ~bad
+        if bool(unsure.any()):
+            L = torch.linalg.eigvalsh(A[unsure])
+            bad[unsure] = L[..., 0] < -psd_tol * L[..., -1].abs()
+        return bad
+
+
+def _ldexp(x: float, e: int) -> float:
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
 def check_psd(L: torch.Tensor, *, psd_tol: float, A: torch.Tensor, name: str = "A",
-              batch_index: tuple | None = None) -> None:
+              batch_index: tuple | None = None, why: str | None = None,
+              scale_exponent: torch.Tensor | None = None) -> None:
     """Reject λmin < -psd_tol·λmax; ``L`` is ascending eigenvalues (*, n).
 
-    ``batch_index`` names the matrix when ``L`` belongs to one matrix of a batch.
+    ``batch_index`` names the matrix when ``L`` belongs to one matrix of a batch;
+    ``why`` says why PSD input is needed (default: the square root).
+    ``scale_exponent`` k (*) says that L are the eigenvalues of A/4^k; the
+    message then reports those of A.
     """
     if L.numel() == 0 or is_traced(L):
         return
@@ -109,10 +175,13 @@ def check_psd(L: torch.Tensor, *, psd_tol: float, A: torch.Tensor, name: str = "
             i, idx = tuple(batch_index), []
         lmin = float(L[i][0]) if idx else float(L[0])
         lmx = float(L[i][-1]) if idx else float(L[-1])
+        if scale_exponent is not None:
+            e = 2 * int(scale_exponent[i]) if scale_exponent.dim() else 2 * int(scale_exponent)
+            lmin, lmx = _ldexp(lmin, e), _ldexp(lmx, e)
         raise SvdgradError(
             f"Expected a positive semi-definite {name} (λmin >= -{psd_tol:.2g}·λmax); "
             f"received λmin={lmin:.3g}, λmax={lmx:.3g} at batch index {i} ({describe(A)}). "
-            f"The square root of an indefinite matrix is not real. If {name} is a "
+            f"{why or 'The square root of an indefinite matrix is not real.'} If {name} is a "
             f"covariance, compute it as X @ X.mT / N; tiny negative eigenvalues from "
             f"rounding are clamped, larger ones need psd_tol=... or a fix upstream."
         )

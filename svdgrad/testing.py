@@ -146,7 +146,17 @@ def reference_sqrtm_grad(A: torch.Tensor, G: torch.Tensor, *, dps: int = 50, flo
 # ---------------------------------------------------------------------------
 
 def random_symmetric(shape, *, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
-    """Unit-Frobenius-norm symmetric direction(s) of the given (*, n, n) shape."""
+    """Unit-Frobenius-norm symmetric direction(s) of the given (*, n, n) shape.
+
+    An int n means a single (n, n) matrix.
+    """
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape, shape)
+    shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else shape
+    if not (isinstance(shape, tuple) and len(shape) >= 2 and all(isinstance(s, int) and s >= 0 for s in shape)
+            and shape[-1] == shape[-2]):
+        raise SvdgradError(f"Expected a shape (*, n, n) or an int n for random_symmetric; received {shape!r}. "
+                           f"Write random_symmetric(4) or random_symmetric((2, 4, 4)).")
     gen = torch.Generator().manual_seed(seed)
     T = torch.randn(shape, generator=gen, dtype=torch.float64)
     T = T + T.mT
@@ -210,8 +220,12 @@ def spd_matrices(*, n=(1, 32), log10_kappa=(0.0, 12.0), spectra=SPECTRA, batch=(
     """Strategy for (A, info) where A = spd(...) and info holds n, kappa, spectrum, seed.
 
     n and log10_kappa are inclusive (lo, hi) ranges; ``spectra`` a subset of SPECTRA.
+    Needs hypothesis (``pip install "svdgrad[test]"``).
     """
-    from hypothesis import strategies as st
+    try:
+        from hypothesis import strategies as st
+    except ModuleNotFoundError:
+        raise SvdgradError('svdgrad.testing.spd_matrices needs hypothesis: pip install "svdgrad[test]"') from None
 
     @st.composite
     def build(draw):

@@ -1,0 +1,211 @@
+"""Correct at every scale (issue 8 §1-2): scale equivariance over the whole float range,
+the relative floor, overflow-safe checks, LAPACK refusals, and one PSD rule for every method.
+
+Every method must satisfy sqrtm(cA) = √c·sqrtm(A), with the gradient scaled by
+1/√c, within 1e3·eps for well-conditioned A and c from 1e-35 to 1e35 (float32)
+or 1e-300 to 1e300 (float64).
+"""
+
+import math
+
+import pytest
+import torch
+
+import svdgrad
+from svdgrad import _kernels
+from svdgrad import testing as T
+from svdgrad._validate import psd_violations
+
+from .helpers import EPS, grad_of
+
+METHODS = svdgrad.methods()
+
+#: The scale sweep: every decade step of 5 over the normal range of each dtype.
+SCALES = {
+    torch.float32: [10.0 ** e for e in range(-35, 36, 5)] + [3.7e-33, 2.0 ** 100, 1.7e33],
+    torch.float64: [10.0 ** e for e in range(-300, 301, 25)] + [3.7e-297, 2.0 ** 900, 1.7e299],
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", METHODS)
+def test_scale_equivariance_over_the_float_range(method, dtype):
+    A64 = T.spd(6, 10.0, batch=(2,), seed=31)
+    G = T.gradients(A64.shape, seed=32, dtype=dtype)
+    A = A64.to(dtype)
+    Z1, g1 = grad_of(A, G, method)
+    worst_z = worst_g = 0.0
+    for c in SCALES[dtype]:
+        Ac = (A64 * c).to(dtype)  # c·A rounded once, in the dtype under test
+        Zc, gc = grad_of(Ac, G, method)
+        assert bool(torch.isfinite(Zc).all() and torch.isfinite(gc).all()), f"non-finite at c={c:g}"
+        worst_z = max(worst_z, T.rel_error(Zc.double() / math.sqrt(c), Z1))
+        worst_g = max(worst_g, T.rel_error(gc.double() * math.sqrt(c), g1))
+    assert worst_z <= 1e3 * EPS[dtype], (worst_z, 1e3 * EPS[dtype])
+    assert worst_g <= 1e3 * EPS[dtype], (worst_g, 1e3 * EPS[dtype])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_powers_of_four_scale_without_rounding(method):
+    """Scaling by 4^j only moves exponents, so the results are the same bits times 2^j."""
+    A = T.spd(5, 1e2, seed=33)
+    A = A * (0.7 / float(A.abs().max()))  # max|A| away from a power of two
+    G = T.gradients(A.shape, seed=34)
+    Z, g = grad_of(A, G, method)
+    for j in (-400, -7, 9, 450):
+        Zj, gj = grad_of(A * 4.0 ** j, G, method)
+        assert torch.equal(Zj, Z * 2.0 ** j)
+        assert torch.equal(gj, g * 2.0 ** -j)
+
+
+def test_times_pow2_is_exact_over_the_exponent_range():
+    for dtype, kmax in ((torch.float32, 75), (torch.float64, 537)):
+        k = torch.arange(-kmax, kmax + 1, dtype=dtype)
+        p = torch.exp2(k)
+        m, e = torch.frexp(p)
+        assert bool((m == 0.5).all()) and torch.equal(e.to(dtype) - 1, k)
+
+
+@pytest.mark.parametrize("dtype, value", [(torch.float32, 1e-20), (torch.float32, 1e-36), (torch.float64, 1e-300),
+                                          (torch.float32, 1e30), (torch.float64, 1e300)])
+@pytest.mark.parametrize("method", METHODS)
+def test_scaled_identity_has_the_true_root(method, dtype, value):
+    """Issue 8: sqrtm(eye(3)·1e-20) was 3.29e-10 in float32 and sqrtm(eye·1e-300) 1.2e-77 in float64.
+
+    Newton–Schulz is an approximation (5 iterations at Ã = I/3 are not
+    exact), so it is held to its own value at scale 1, times √a.
+    """
+    A = (torch.eye(3, dtype=torch.float64) * value).to(dtype).requires_grad_(True)
+    Z = svdgrad.sqrtm(A, method)
+    Z.trace().backward()  # d tr(A^{1/2}) / dA = ½ A^{-1/2}
+    a = float(A.detach()[0, 0])
+    I1 = torch.eye(3, dtype=dtype, requires_grad=True)
+    Z1 = svdgrad.sqrtm(I1, method)
+    Z1.trace().backward()
+    if method != "newton_schulz":
+        assert torch.allclose(Z1.detach().double(), torch.eye(3, dtype=torch.float64), rtol=0, atol=10 * EPS[dtype])
+    assert torch.allclose(Z.detach().double(), Z1.detach().double() * math.sqrt(a), rtol=10 * EPS[dtype], atol=0)
+    if method == "ordinary":  # K = 1/(λi - λj) at exact ties: non-finite by design (documented)
+        return
+    assert torch.allclose(A.grad.double(), I1.grad.double() / math.sqrt(a), rtol=1e3 * EPS[dtype], atol=0)
+    if method != "newton_schulz":
+        assert torch.allclose(I1.grad.double(), 0.5 * torch.eye(3, dtype=torch.float64), rtol=0, atol=1e3 * EPS[dtype])
+
+
+def test_newton_schulz_gradient_at_1e30_float32():
+    """Issue 8: all-NaN manual gradient at eye(4)·1e30, Frobenius overflow at 1e20, 1.5e-2 off at 1e20."""
+    for normalization in ("trace", "frobenius"):
+        for backward in ("manual", "autograd"):
+            ref = None
+            for c in (1.0, 1e20, 1e30):
+                A = (T.spd(4, 10.0, seed=35) * c).float().requires_grad_(True)
+                Z = svdgrad.sqrtm(A, "newton_schulz", normalization=normalization, backward=backward)
+                (g,) = torch.autograd.grad(Z, A, T.gradients(A.shape, seed=36, dtype=torch.float32))
+                g = g.double() * math.sqrt(c)
+                assert bool(torch.isfinite(g).all())
+                ref = g if ref is None else ref
+                assert T.rel_error(g, ref) <= 1e3 * EPS[torch.float32]
+
+
+def test_floor_is_relative_to_lambda_max():
+    """Eigenvalues below eps·λmax are raised to eps·λmax, at every scale; only zero gets an absolute floor."""
+    eps = EPS[torch.float64]
+    for lmax in (4.0, 1e-200, 1e200):
+        A = torch.diag(torch.tensor([0.0, lmax], dtype=torch.float64))
+        Z = svdgrad.sqrtm(A, "exact")
+        assert math.isclose(float(Z[0, 0]), math.sqrt(eps * lmax), rel_tol=1e-12)
+        assert math.isclose(float(Z[1, 1]), math.sqrt(lmax), rel_tol=1e-15)
+    A = torch.diag(torch.tensor([0.0, 4.0], dtype=torch.float64, requires_grad=True))
+    Z = svdgrad.sqrtm(A, "exact", eps=1e-6).detach()
+    assert math.isclose(float(Z[0, 0]), math.sqrt(4e-6), rel_tol=1e-12)
+    L = torch.linalg.eigvalsh(A.detach())
+    assert float(_kernels.eigenvalue_floor(L, 1e-6)) == 4e-6
+    zero = torch.zeros(1, 3)
+    assert float(_kernels.eigenvalue_floor(zero, 1e-6)) == torch.finfo(torch.float32).tiny ** 0.5
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_overflowing_entries_do_not_defeat_the_symmetry_check(method):
+    """Issue 8: an upper-triangular 1e300 matrix (relative asymmetry 0.2+) passed the check."""
+    for dtype, big in ((torch.float64, 1e300), (torch.float64, 1e155), (torch.float32, 1e30)):
+        A = (torch.triu(torch.ones(4, 4, dtype=torch.float64)) * big).to(dtype)
+        with pytest.raises(svdgrad.SvdgradError, match="symmetric"):
+            svdgrad.sqrtm(A, method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_all_1e308_matrix(method):
+    """Issue 8: an all-1e308 matrix raised a raw _LinAlgError.  It is PSD (rank one)."""
+    A = torch.full((3, 3), 1e308, dtype=torch.float64, requires_grad=True)
+    Z = svdgrad.sqrtm(A, method)
+    assert bool(torch.isfinite(Z).all())
+    if method in ("exact", "topn", "taylor", "pade", "truncated", "ordinary"):
+        # (c·11ᵀ)^{1/2} = √(c/3)·11ᵀ, up to the floor on the two zero eigenvalues
+        assert torch.allclose(Z, torch.full((3, 3), math.sqrt(1e308 / 3), dtype=torch.float64), rtol=1e-6)
+
+
+def test_lapack_refusal_is_an_svdgrad_error(monkeypatch):
+    def refuse(A):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", refuse)
+    with pytest.raises(svdgrad.SvdgradError, match="eigendecomposition failed.*check=True"):
+        svdgrad.sqrtm(torch.eye(3), "exact")
+    with pytest.raises(svdgrad.SvdgradError, match="eigendecomposition failed"):
+        svdgrad.eigh(torch.eye(3))
+
+
+def test_eigh_is_scale_equivariant_and_reports_overflowing_eigenvalues():
+    A = T.spd(5, 1e3, seed=37)
+    L, U = svdgrad.eigh(A)
+    for c in (1e-300, 1e300):
+        Lc, Uc = svdgrad.eigh(A * c)
+        assert T.rel_error(Lc / c, L) <= 1e3 * EPS[torch.float64]
+    with pytest.raises(svdgrad.SvdgradError, match="overflow"):
+        svdgrad.eigh(torch.full((4, 4), 1e308, dtype=torch.float64))  # λmax = 4e308
+
+
+# ---------------------------------------------------------------------------
+# One PSD rule for every method (issue 8 §2).
+# ---------------------------------------------------------------------------
+
+def _with_lambda_min(n, ratio, dtype, seed):
+    """Q diag(λ) Qᵀ with λmax = 1 and λmin = ratio (negative for indefinite)."""
+    lam = torch.linspace(0.5, 1.0, n, dtype=torch.float64)
+    lam[0] = ratio
+    Q = torch.from_numpy(T.haar_orthogonal(n, rng=__import__("numpy").random.default_rng(seed)))
+    return ((Q * lam) @ Q.mT).to(dtype)
+
+
+@pytest.mark.parametrize("n", [4, 64, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_newton_schulz_rejects_what_exact_rejects(n, dtype):
+    """At n=256 in float32 the trace-shifted Cholesky accepted λmin = -0.1·λmax."""
+    tol = math.sqrt(EPS[dtype])
+    for ratio, accepted in ((-0.1, False), (-4 * tol, False), (-0.25 * tol, True), (0.0, True), (1e-3, True)):
+        A = _with_lambda_min(n, ratio, dtype, seed=n)
+        for method in ("exact", "newton_schulz"):
+            if accepted:
+                svdgrad.sqrtm(A, method)
+            else:
+                with pytest.raises(svdgrad.SvdgradError, match="positive semi-definite"):
+                    svdgrad.sqrtm(A, method)
+
+
+def test_psd_violations_agree_with_the_eigenvalue_rule():
+    """The Cholesky decision equals λmin < -tol·λmax on both sides of the boundary, batched."""
+    tol = 1e-4
+    ratios = [-100, -3, -1.5, -0.7, -0.3, 0.0, 0.5]
+    A = torch.stack([_with_lambda_min(32, r * tol, torch.float64, seed=i) for i, r in enumerate(ratios)])
+    A[-1] *= 1e-3  # the mask is per matrix: a small matrix next to large ones
+    bad = psd_violations(A, tol)
+    L = torch.linalg.eigvalsh(A)
+    assert torch.equal(bad, L[:, 0] < -tol * L[:, -1])
+
+
+def test_psd_rule_negative_dominant_matrix():
+    """|λmin| > λmax: the power iteration finds λmin, and the matrix is still rejected."""
+    A = torch.diag(torch.tensor([-2.0, 0.5, 1.0], dtype=torch.float64))
+    assert bool(psd_violations(A, 1e-8))
+    with pytest.raises(svdgrad.SvdgradError, match="λmin=-2"):
+        svdgrad.sqrtm(A, "newton_schulz")
