@@ -1,0 +1,128 @@
+"""Tests that pin meanings by value, not only finiteness (issue 8 §8).
+
+Each test here was written against a mutant that the earlier suite let
+through: the floor taken relative to λmin, TopN keeping int(keep·n), eigh's
+Taylor/Padé without their positive floor, psd_tol from the finer dtype, a dead
+sample changing a live one in CovariancePooling, and a symmetry tolerance
+100× looser.  ``tools/mutate.py`` re-runs those mutants (and more).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import svdgrad
+from svdgrad import testing as T
+
+from .helpers import EPS
+
+EPS64 = EPS[torch.float64]
+
+
+def _rotate(lam, seed=0, dtype=torch.float64):
+    Q = torch.from_numpy(T.haar_orthogonal(len(lam), rng=np.random.default_rng(seed)))
+    return ((Q * torch.tensor(lam, dtype=torch.float64)) @ Q.mT).to(dtype), Q
+
+
+def test_floor_value_and_gradient_on_a_singular_matrix():
+    """Floor eps·λmax: Z's zero eigenvalue becomes √(eps·λmax) and the gradient there 1/(2√(eps·λmax))."""
+    A, Q = _rotate([0.0, 1.0, 4.0], seed=1)
+    A.requires_grad_(True)
+    Z = svdgrad.sqrtm(A, "exact")
+    q0 = Q[:, 0]
+    # the eigenvalue of Z on A's null vector
+    assert math.isclose(float(q0 @ Z.detach() @ q0), math.sqrt(EPS64 * 4.0), rel_tol=1e-6)
+    G = torch.outer(q0, q0)
+    (gA,) = torch.autograd.grad(Z, A, G)
+    assert math.isclose(float(q0 @ gA @ q0), 1 / (2 * math.sqrt(EPS64 * 4.0)), rel_tol=1e-6)
+    # the floor is not taken from λmin: a much smaller λmin changes nothing
+    A2, _ = _rotate([1e-30, 1.0, 4.0], seed=1)
+    Z2 = svdgrad.sqrtm(A2, "exact")
+    assert math.isclose(float(q0 @ Z2 @ q0), math.sqrt(EPS64 * 4.0), rel_tol=1e-6)
+
+
+def test_topn_keeps_ceil_of_keep_times_n():
+    """keep=0.75, n=10: ceil(7.5) = 8 kept, the 2 smallest raised to the 3rd smallest."""
+    lam = [float(i) for i in range(1, 11)]
+    A, _ = _rotate(lam, seed=2)
+    Z = svdgrad.sqrtm(A, "topn", keep=0.75)
+    got = torch.linalg.eigvalsh(Z @ Z)
+    want = torch.tensor([3.0, 3.0, 3.0] + lam[3:], dtype=torch.float64)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert svdgrad.get_method("topn", keep=0.75).kept(10) == 8
+    assert svdgrad.get_method("topn", keep=0.7).kept(10) == 7  # exact products are not rounded up
+    assert svdgrad.get_method("topn", keep_count=3).kept(10) == 3
+
+
+@pytest.mark.parametrize("rule", ["taylor", "pade"])
+def test_eigh_ratio_rules_floor_singular_psd_input(rule):
+    """Taylor/Padé expand in λmin/λmax: exact zeros must be floored, or K is NaN."""
+    A, _ = _rotate([0.0, 0.0, 1.0, 2.0], seed=3)
+    A.requires_grad_(True)
+    L, U = svdgrad.eigh(A, backward=rule)
+    G = T.gradients(U.shape, seed=4)
+    (gA,) = torch.autograd.grad((U * G).sum() + L.sum(), A)
+    assert bool(torch.isfinite(gA).all())
+
+
+def test_default_psd_tol_comes_from_the_coarser_dtype():
+    """A float32 covariance with λmin = -1e-6·λmax is rounding noise of float32 (√eps32 = 3.5e-4).
+
+    Computing it in float64 must not make it 'indefinite' by float64's √eps (1.5e-8).
+    """
+    A, _ = _rotate([-1e-6, 0.5, 1.0], seed=5)
+    A32 = A.float()
+    svdgrad.sqrtm(A32, "exact", compute_dtype=torch.float64)
+    svdgrad.sqrtm(A32, "newton_schulz", compute_dtype=torch.float64)
+    with pytest.raises(svdgrad.SvdgradError, match="positive semi-definite"):
+        svdgrad.sqrtm(A, "exact")  # the same matrix as float64 input is indefinite at 1.5e-8
+    B, _ = _rotate([-1e-3, 0.5, 1.0], seed=6)
+    svdgrad.sqrtm(B.to(torch.bfloat16), "exact")  # √eps(bfloat16) = 0.088, computed in float32
+    with pytest.raises(svdgrad.SvdgradError, match="positive semi-definite"):
+        svdgrad.sqrtm(B.float(), "exact")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_symmetry_tolerance_boundary(dtype):
+    """Default symmetry_tol = √eps of the input dtype: just inside is accepted, just outside rejected."""
+    tol = math.sqrt(EPS[dtype])
+    A = T.spd(4, 10.0, seed=7)
+    E = torch.zeros(4, 4, dtype=torch.float64)
+    E[0, 1] = 1.0  # ‖A - Aᵀ‖ = δ·√2 for A + δ·E
+    for factor, ok in ((0.8, True), (1.25, False)):
+        delta = factor * tol * float(torch.linalg.matrix_norm(A)) / math.sqrt(2)
+        B = (A + delta * E).to(dtype)
+        rel = float(torch.linalg.matrix_norm((B - B.mT).double()) / torch.linalg.matrix_norm(B.double()))
+        assert (rel <= tol) == ok
+        if ok:
+            svdgrad.sqrtm(B)
+        else:
+            with pytest.raises(svdgrad.SvdgradError, match="symmetric"):
+                svdgrad.sqrtm(B)
+
+
+@pytest.mark.parametrize("method", svdgrad.methods())
+def test_dead_sample_does_not_change_a_live_one(method):
+    """CovariancePooling: a constant (dead) feature map in the batch leaves the other samples' output and gradient alone."""
+    import svdgrad.nn as snn
+
+    torch.manual_seed(0)
+    layer = snn.CovariancePooling(3, reduced_channels=None, method=method).double()
+    live = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    dead = torch.full((1, 3, 4, 4), 0.7, dtype=torch.float64)
+    x1 = live.clone().requires_grad_(True)
+    y1 = layer(x1)
+    (g1,) = torch.autograd.grad(y1.sum(), x1)
+    x2 = torch.cat([live, dead]).requires_grad_(True)
+    y2 = layer(x2)
+    (g2,) = torch.autograd.grad(y2.sum(), x2)
+    assert torch.allclose(y2[:1], y1, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(g2[:1], g1, rtol=1e-10, atol=1e-14)
+    # the dead sample itself: Z = √floor·I, zero gradient
+    d = 3
+    i, j = torch.triu_indices(d, d)
+    want = (i == j).to(torch.float64) * math.sqrt(layer.floor)
+    assert torch.allclose(y2[1], want, rtol=1e-12, atol=0)
+    assert bool((g2[1] == 0).all())

@@ -1,0 +1,213 @@
+"""Mutation test of the numerical core: does the suite notice a plausible bug?
+
+A scripted set of mutants (each a one-line change a real bug could make) is
+applied, one at a time, to a scratch copy of the repository; the core test
+files run against it with ``-x``.  A mutant is *killed* when a test fails.
+Every mutant below changes behaviour on valid input (none is equivalent by
+construction); a survivor is a meaning no test pins.
+
+    python tools/mutate.py                 # all mutants -> reports/mutation/REPORT.md
+    python tools/mutate.py --only floor    # mutants whose id contains "floor"
+    python tools/mutate.py --out runs/mut  # write the report elsewhere
+
+Run time: a few minutes on 2 cores (a killed mutant stops at its first
+failing test; a survivor runs the whole core suite, about 2 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Test files of the numerical core (the trainer, sweep and bench have their own fault tests).
+CORE_TESTS = [
+    "tests/test_meanings.py", "tests/test_scale.py", "tests/test_contract.py", "tests/test_errors.py",
+    "tests/test_eigh.py", "tests/test_accuracy.py", "tests/test_newton_schulz.py", "tests/test_pade.py",
+    "tests/test_testing.py", "tests/test_nn.py",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    id: str
+    path: str
+    old: str
+    new: str
+    what: str
+
+
+MUTANTS = [
+    # The six survivors reported in issue 8 §8.
+    Mutant("floor-from-lambda-min", "svdgrad/_kernels.py", "lmax = L[..., -1:]", "lmax = L[..., :1]",
+           "eigenvalue floor relative to λmin instead of λmax"),
+    Mutant("topn-int-not-ceil", "svdgrad/_methods.py", "math.ceil(self.keep * n - 1e-9)", "int(self.keep * n)",
+           "TopN keeps int(keep·n) instead of ceil(keep·n)"),
+    Mutant("eigh-ratio-rules-no-floor", "svdgrad/_methods.py",
+           "return L.clamp_min(_kernels.eigenvalue_floor(L, self.floor_eps(L.dtype)))", "return L",
+           "eigh(backward=taylor|pade) without its positive floor"),
+    Mutant("psd-tol-finer-dtype", "svdgrad/_api.py", "math.sqrt(max(torch.finfo(in_dtype).eps",
+           "math.sqrt(min(torch.finfo(in_dtype).eps", "default psd_tol from the finer of input and compute dtype"),
+    Mutant("pooling-dead-changes-live", "svdgrad/nn.py", "Z = Z.index_put((live,), sqrtm(S[live] + self.floor * eye",
+           "Z = Z.index_put((live,), sqrtm(S[live] + 2 * self.floor * eye",
+           "CovariancePooling: a live sample's output depends on a dead one in its batch"),
+    Mutant("symmetry-tol-100x", "svdgrad/_validate.py", "return math.sqrt(torch.finfo(dtype).eps)",
+           "return 100 * math.sqrt(torch.finfo(dtype).eps)", "symmetry tolerance 100x looser"),
+    # Backward rules.
+    Mutant("exact-D-wrong", "svdgrad/_kernels.py", "M.div_(s[..., :, None] + s[..., None, :])",
+           "M.div_(2 * s[..., :, None])", "Daleckii–Krein D_ij = 1/(2 s_i) instead of 1/(s_i + s_j)"),
+    Mutant("ordinary-K-diagonal", "svdgrad/_kernels.py",
+           "K = (L[..., :, None] - L[..., None, :]).reciprocal_()  # (*, n, n)\n    K.diagonal(dim1=-2, dim2=-1).zero_()",
+           "K = (L[..., :, None] - L[..., None, :]).reciprocal_()  # (*, n, n)\n    K.diagonal(dim1=-2, dim2=-1).fill_(1.0)",
+           "ordinary K with a non-zero diagonal"),
+    Mutant("truncated-threshold", "svdgrad/_kernels.py", "clamp_min_(1.0 / threshold)", "clamp_min_(0.1 / threshold)",
+           "truncation at 10x the threshold"),
+    Mutant("taylor-degree-off-by-one", "svdgrad/_kernels.py", "series = torch.mul(logx, degree + 1)",
+           "series = torch.mul(logx, degree)", "Taylor sum to degree-1"),
+    Mutant("taylor-tie-value", "svdgrad/_kernels.py", "series.masked_fill_(~(x < 1), degree + 1.0)",
+           "series.masked_fill_(~(x < 1), degree)", "Taylor K at ties = degree instead of degree+1"),
+    Mutant("pade-no-pole-gap", "svdgrad/_kernels.py", "x.clamp_max_(1.0 - pole_gap)", "x.clamp_max_(1.0)",
+           "Padé without the pole gap"),
+    Mutant("krule-gL-factor", "svdgrad/_kernels.py", "M.diagonal(dim1=-2, dim2=-1) / (2.0 * s))",
+           "M.diagonal(dim1=-2, dim2=-1) / s)", "matrix-backprop gL missing its 1/2"),
+    Mutant("eigh-backward-K-transpose", "svdgrad/_kernels.py", "inner = K.mT * (U.mT @ gU)", "inner = K * (U.mT @ gU)",
+           "eigh backward uses K instead of Kᵀ"),
+    Mutant("topn-cross-D", "svdgrad/_kernels.py", "Dcross = r.div_(pk[..., :, None] + phi[..., k : k + 1, None])",
+           "Dcross = r.div_(pk[..., :, None])", "TopN kept×dropped divided difference wrong"),
+    Mutant("topn-floor-eigenvalue-bump", "svdgrad/_kernels.py", "bump = dropped_sum / (2.0 * L[..., k].sqrt())",
+           "bump = dropped_sum / (L[..., k].sqrt())", "TopN: the floor eigenvalue's own derivative off by 2"),
+    Mutant("sym-not-half", "svdgrad/_kernels.py", "return (X + X.mT).mul_(0.5)", "return (X + X.mT).mul_(0.5001)",
+           "symmetrization off by 1e-4"),
+    # Newton–Schulz.
+    Mutant("ns-iteration-coefficient", "svdgrad/_newton_schulz.py", "T = torch.baddbmm(I15, Z, Y, alpha=-0.5)",
+           "T = torch.baddbmm(I15, Z, Y, alpha=-0.45)", "Newton–Schulz step coefficient"),
+    Mutant("ns-backward-post-compensation", "svdgrad/_newton_schulz.py",
+           "g_c = (G * YJ).sum((-2, -1), keepdim=True) / (2.0 * sc)", "g_c = (G * YJ).sum((-2, -1), keepdim=True) / sc",
+           "NS manual backward: post-compensation derivative off by 2"),
+    Mutant("ns-backward-frobenius", "svdgrad/_newton_schulz.py", "gA.add_(g_c * (A / c))", "gA.add_(g_c * A)",
+           "NS manual backward: Frobenius normalizer derivative"),
+    # Scaling and checks.
+    Mutant("prescale-one-factor", "svdgrad/_api.py", "scaled = times_pow2(times_pow2(work, -k), -k)",
+           "scaled = times_pow2(work, -k)", "input scaled by 2^-k but output by 2^k (wrong undo)"),
+    Mutant("unscale-off-by-one", "svdgrad/_api.py", "return times_pow2(Z.to(_work_dtype(in_dtype)), k)",
+           "return times_pow2(Z.to(_work_dtype(in_dtype)), k + 1)", "result scaled back by 2^(k+1)"),
+    Mutant("eigh-unscale-once", "svdgrad/_api.py", "L = ((L * pow2) * pow2).to(in_dtype)", "L = (L * pow2).to(in_dtype)",
+           "eigh eigenvalues scaled back by 2^k instead of 4^k"),
+    Mutant("check-norms-unscaled", "svdgrad/_validate.py",
+           "As = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]", "As = Af",
+           "symmetry check norms taken of A itself (overflow at 1e154)"),
+    Mutant("psd-check-10x-loose", "svdgrad/_validate.py", "bad_mask = L[..., 0] < -psd_tol * lmax",
+           "bad_mask = L[..., 0] < -10 * psd_tol * lmax", "PSD check 10x looser"),
+    Mutant("psd-cholesky-upper-shift", "svdgrad/_validate.py", "ok = factorizes(lower.clamp_min(0))",
+           "ok = factorizes(upper)", "Newton–Schulz PSD check accepts with the upper bound of λmax"),
+    Mutant("psd-boundary-accept", "svdgrad/_validate.py", "bad[unsure] = L[..., 0] < -psd_tol * L[..., -1].abs()",
+           "bad[unsure] = False", "boundary cases of the Cholesky PSD check all accepted"),
+    Mutant("zero-matrix-floor", "svdgrad/_kernels.py", "torch.full_like(relative, info.tiny ** 0.5)",
+           "torch.full_like(relative, info.tiny)", "zero matrix floor tiny instead of √tiny"),
+    Mutant("guard-silent-double-backward", "svdgrad/_guard.py", "if torch.is_grad_enabled():  # create_graph",
+           "if False:  # create_graph", "double backward through a once-differentiable rule silently zero"),
+]
+
+
+def _copy_repo(dst: Path) -> None:
+    ignore = shutil.ignore_patterns(".git", ".venv", "runs", "reports", "__pycache__", ".hypothesis", "*.egg-info")
+    shutil.copytree(ROOT, dst, ignore=ignore)
+
+
+def run_mutant(m: Mutant, scratch: Path, timeout: float) -> tuple[str, float, str]:
+    """('killed' | 'survived' | 'timeout' | 'not-applied', seconds, first failing test)."""
+    work = scratch / m.id
+    _copy_repo(work)
+    target = work / m.path
+    text = target.read_text()
+    if text.count(m.old) != 1:
+        shutil.rmtree(work)
+        return "not-applied", 0.0, f"pattern found {text.count(m.old)} times"
+    target.write_text(text.replace(m.old, m.new))
+    env = dict(os.environ, PYTHONPATH=str(work), HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-k", "not torch_compile",
+           *CORE_TESTS]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(work)
+        return "timeout", time.monotonic() - t0, ""
+    dt = time.monotonic() - t0
+    failed = next((line.split(" ")[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")), "")
+    shutil.rmtree(work)
+    if proc.returncode == 0:
+        return "survived", dt, ""
+    if proc.returncode == 1:
+        return "killed", dt, failed
+    return "error", dt, proc.stdout[-300:] + proc.stderr[-300:]
+
+
+def _check_import_path(scratch: Path) -> None:
+    """The mutated copy, not the editable install, must be what the tests import."""
+    work = scratch / "import-probe"
+    _copy_repo(work)
+    out = subprocess.run([sys.executable, "-c", "import svdgrad; print(svdgrad.__file__)"], cwd=work,
+                         env=dict(os.environ, PYTHONPATH=str(work)), capture_output=True, text=True, check=True)
+    shutil.rmtree(work)
+    if not out.stdout.strip().startswith(str(work)):
+        raise SystemExit(f"mutate: the tests would import {out.stdout.strip()}, not the mutated copy")
+
+
+def write_report(rows, out: Path, wall: float) -> None:
+    killed = sum(r[1] == "killed" for r in rows)
+    counted = sum(r[1] in ("killed", "survived", "timeout") for r in rows)
+    lines = [
+        "# Mutation test of the numerical core",
+        "",
+        "Written by `python tools/mutate.py`; each mutant is a one-line change in `svdgrad/` that alters",
+        "behaviour on valid input. A mutant is killed when one of the core test files fails",
+        f"({', '.join(f'`{t}`' for t in CORE_TESTS)}, ci hypothesis profile, torch.compile test excluded).",
+        "",
+        f"**{killed} of {counted} mutants killed ({100 * killed / max(counted, 1):.0f}%)**, wall time {wall:.0f} s.",
+        "",
+        "| mutant | file | change | result | s | first failing test |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, status, dt, failed in rows:
+        lines.append(f"| `{m.id}` | `{m.path}` | {m.what} | {status} | {dt:.0f} | {failed.replace('|', '/')} |")
+    survivors = [m for m, status, _, _ in rows if status != "killed"]
+    lines += ["", "Survivors: " + (", ".join(f"`{m.id}`" for m in survivors) if survivors else "none."), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "REPORT.md.tmp"
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out / "REPORT.md")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="", help="run only mutants whose id contains this text")
+    p.add_argument("--out", default=str(ROOT / "reports" / "mutation"), help="report folder")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
+    args = p.parse_args(argv)
+    chosen = [m for m in MUTANTS if args.only in m.id]
+    rows = []
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="svdgrad-mutants-") as d:
+        scratch = Path(d)
+        _check_import_path(scratch)
+        for i, m in enumerate(chosen, 1):
+            status, dt, failed = run_mutant(m, scratch, args.timeout)
+            rows.append((m, status, dt, failed))
+            print(f"[{i}/{len(chosen)}] {m.id}: {status} ({dt:.0f} s) {failed}", flush=True)
+    write_report(rows, Path(args.out), time.monotonic() - t0)
+    killed = sum(r[1] == "killed" for r in rows)
+    print(f"{killed} of {len(rows)} killed; report in {args.out}/REPORT.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
