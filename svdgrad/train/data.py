@@ -13,7 +13,10 @@
 - ``tensors:PATH``: a user ``.pt`` (a dict, or a tuple ``(images, labels)``)
   or ``.npz`` file with ``images`` (N, H, W) or (N, C, H, W) and integer
   ``labels`` (N,); optional ``val_images`` / ``val_labels`` give the
-  validation split, otherwise it is a fixed 20% of the data.
+  validation split, otherwise it is a fixed 20% of the data.  Labels must
+  be 0 … K−1 with every class present in the training split (K is then the
+  number of classes); anything else is an error naming the offending
+  labels, before any model is built.
 
 Every split is deterministic: it depends only on ``split_seed`` (default 0),
 not on the training seed.
@@ -219,10 +222,43 @@ def user_tensors(path: str, image_size: int | None = None, split_seed: int = 0) 
         if x.shape[0] < 2:
             raise SvdgradError(f"Expected at least 2 images in {path} to split off validation; received {x.shape[0]}.")
         tx, ty, vx, vy = _random_split(x, y, split_seed)
+    n_classes = _check_classes(ty, vy, path, split="val_labels" if "val_labels" in d else "the 20% validation split")
     if image_size is not None:
         tx, vx = _resize(tx, image_size), _resize(vx, image_size)
-    n_classes = int(max(int(ty.max()), int(vy.max()))) + 1
     return Dataset(f"tensors:{path}", tx, ty, vx, vy, tuple(str(i) for i in range(n_classes)))
+
+
+def _few(values, limit: int = 8) -> str:
+    values = list(values)
+    text = ", ".join(str(v) for v in values[:limit])
+    return text + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _check_classes(ty: torch.Tensor, vy: torch.Tensor, path: str, split: str) -> int:
+    """K for training labels that are exactly {0, ..., K-1}; validation labels must lie in it."""
+    present = torch.unique(ty).tolist()  # sorted; O(N), never O(max label)
+    K = len(present)
+    if present[-1] != K - 1:  # labels are >= 0, so {0..K-1} is present iff the largest is K-1
+        have = set(present)
+        missing = []
+        m = 0
+        while len(missing) < 8 and m < present[-1]:  # the first gaps; never a loop over range(max label)
+            if m not in have:
+                missing.append(m)
+            m += 1
+        n_missing = present[-1] + 1 - K
+        raise SvdgradError(
+            f"Expected class labels 0 ... K-1 with every class present in the training labels of {path}; "
+            f"received {K} distinct labels ({_few(present)}), the largest {present[-1]}, so {n_missing} "
+            f"class(es) below it have no training image ({_few(missing, 8)}{', ...' if n_missing > 8 else ''}). "
+            f"Renumber the labels to 0 ... {K - 1}, e.g. labels = numpy.unique(labels, return_inverse=True)[1].")
+    extra = [v for v in torch.unique(vy).tolist() if v >= K]
+    if extra:
+        raise SvdgradError(
+            f"Expected validation labels in 0 ... {K - 1} (the classes of the training split) in {path}; "
+            f"{split} has the labels {_few(extra)}, which no training image has. Give every class training "
+            f"images, or drop those validation images.")
+    return K
 
 
 def load(spec: str, image_size: int = 32, *, train_per_class: int = 400, val_per_class: int = 100,

@@ -426,7 +426,10 @@ class _PoolGuard:
             return self.inner(x)
         except SvdgradError as exc:
             self.rejected = str(exc)
-            nan = x.sum() * float("nan")  # depends on x, so backward reaches every parameter (as NaN)
+            # Depends on x and on the layer's own parameters, so the backward reaches every parameter
+            # (as NaN): DDP expects a gradient for each of them on every process.
+            total = x.sum() + sum(p.sum() for p in self.pool.parameters())
+            nan = total * float("nan")
             return nan.expand(x.shape[0], self.pool.out_features).to(x.dtype)
 
 

@@ -1,0 +1,435 @@
+"""svdgrad.train under injected faults: poisoned images, corrupted checkpoints, changed options,
+existing output folders, bad labels, Ctrl-C; and the CLI's guards (issues 8 and 12)."""
+
+import copy
+import io
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from svdgrad import SvdgradError
+from svdgrad.train import cli, data, ddp, trainer
+from svdgrad.train.cli import main as cli_main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HUGE = 3e38  # finite in float32; its square (the covariance) overflows
+
+#: A tiny net on tiny user data: 4 classes, 40 training and 12 validation images of 16 px.
+NET = dict(image_size=16, widths=(4, 8, 8), reduced_channels=6, batch_size=8, threads=1, progress=False)
+NET_ARGS = ["--image-size", "16", "--widths", "4,8,8", "--reduced-channels", "6", "--batch-size", "8",
+            "--threads", "1", "--no-progress"]
+HEADS = {"gap": dict(head="gap"), "ns": dict(protocol="ns"), "svd-exact": dict(protocol="svd", svd_method="exact")}
+HEAD_ARGS = {"gap": ["--head", "gap"], "ns": ["--protocol", "ns"],
+             "svd-exact": ["--protocol", "svd", "--svd-method", "exact"]}
+
+
+def _images(n, seed):
+    return torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def _write_data(path, *, train_poison=None, val_poison=None, labels=None):
+    x, vx = _images(40, 0), _images(12, 1)
+    if train_poison is not None:
+        x[3] = train_poison
+    if val_poison is not None:
+        vx[0] = val_poison
+    y = torch.arange(40) % 4 if labels is None else torch.as_tensor(labels)
+    torch.save({"images": x, "labels": y, "val_images": vx, "val_labels": torch.arange(12) % 4}, path)
+    return f"tensors:{path}"
+
+
+@pytest.fixture
+def keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+# ---------------------------------------------------------------------------
+# Issue 8 §3: a skipped step changes nothing, and the run goes on.
+# ---------------------------------------------------------------------------
+
+def _tiny_model(head):
+    cfg = trainer.TrainConfig(dataset="textures", **NET, **HEADS[head])
+    net = trainer.build_model(cfg, 1, 4)
+    if head == "svd-exact":
+        net.pool.method = "exact"
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    guard = trainer._PoolGuard(net.pool) if cfg.head == "cov" else None
+    return net, opt, guard
+
+
+@pytest.mark.parametrize("poison", [HUGE, float("nan")], ids=["3e38", "nan"])
+@pytest.mark.parametrize("head", list(HEADS))
+def test_a_skipped_step_leaves_weights_buffers_and_optimizer_bitwise_unchanged(head, poison):
+    torch.manual_seed(0)
+    net, opt, guard = _tiny_model(head)
+    net.train()
+    y = torch.arange(8) % 4
+    for k in range(2):  # fill the momentum buffers and move the BN statistics
+        loss, _, reason = trainer.train_step(net, net, opt, _images(8, 10 + k), y, guard=guard)
+        assert reason is None and torch.isfinite(loss)
+    state = copy.deepcopy(net.state_dict())
+    opt_state = copy.deepcopy(opt.state_dict())
+    assert any("running_var" in k for k in state) and opt_state["state"]
+
+    x = _images(8, 20)
+    x[5] = poison
+    _, _, reason = trainer.train_step(net, net, opt, x, y, guard=guard)
+    assert reason is not None
+    if head != "gap":
+        assert reason.startswith("pooled matrix rejected by sqrtm")  # sqrtm raised; the step did not abort
+    after = net.state_dict()
+    assert after.keys() == state.keys()
+    for k in state:  # weights and every buffer: running_mean/var, num_batches_tracked
+        assert torch.equal(after[k], state[k]), k
+    new_opt = opt.state_dict()
+    for i, s in opt_state["state"].items():
+        assert torch.equal(new_opt["state"][i]["momentum_buffer"], s["momentum_buffer"])
+
+    # The next clean step is applied again (the guard is reset), so the test above was not vacuous.
+    _, _, reason = trainer.train_step(net, net, opt, _images(8, 30), y, guard=guard)
+    assert reason is None
+    assert not torch.equal(net.state_dict()["fc.weight"], state["fc.weight"])
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_a_3e38_training_image_is_skipped_and_the_run_finishes(tmp_path, capsys, keep_threads, head):
+    spec = _write_data(tmp_path / "d.pt", train_poison=HUGE)
+    out = str(tmp_path / "run")
+    rc = cli_main("train", ["--dataset", spec, *NET_ARGS, *HEAD_ARGS[head], "--epochs", "2", "--out", out])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["skipped_steps"] == 2  # one batch per epoch holds the image
+    assert np.isfinite(summary["final_val_loss"])
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert [r["skipped_steps"] for r in log] == [1, 1]
+    assert all(sum(r["skip_reasons"].values()) == 1 for r in log)
+    assert "skipped 1" in captured.err
+
+
+def test_a_nan_training_image_is_skipped_and_the_run_finishes(tmp_path, keep_threads, monkeypatch):
+    # The loader refuses NaN in a file, so inject it behind the loader.
+    clean = data.Dataset("poisoned", _images(40, 0), torch.arange(40) % 4, _images(12, 1), torch.arange(12) % 4,
+                         ("0", "1", "2", "3"))
+    clean.train_x[7] = float("nan")
+    monkeypatch.setattr(data, "load", lambda *a, **k: clean)
+    for head in ("gap", "ns"):
+        cfg = trainer.TrainConfig(dataset="textures", **NET, **HEADS[head], epochs=1, out=str(tmp_path / head))
+        summary = trainer.train(cfg, echo=lambda m: None)
+        assert summary["skipped_steps"] == 1 and np.isfinite(summary["final_val_loss"])
+
+
+def test_a_model_that_becomes_nonfinite_stops_the_run(tmp_path, capsys, keep_threads, monkeypatch):
+    # A validation image that overflows: weights stay finite, the validation loss does not.
+    spec = _write_data(tmp_path / "d.pt", val_poison=HUGE)
+    out = str(tmp_path / "val")
+    assert cli_main("train", ["--dataset", spec, *NET_ARGS, "--head", "gap", "--epochs", "2", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "Training stopped in epoch 1" in err and "validation loss is nan" in err and "Traceback" not in err
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+
+    # Finite gradients whose update overflows the weights: the run stops, the last good checkpoint stays.
+    spec = _write_data(tmp_path / "ok.pt")
+    real = torch.optim.SGD.step
+    calls = {"n": 0}
+
+    def overflowing_step(self, *a, **k):
+        calls["n"] += 1
+        r = real(self, *a, **k)
+        if calls["n"] == 7:  # in epoch 2 (5 steps per epoch)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+        return r
+
+    monkeypatch.setattr(torch.optim.SGD, "step", overflowing_step)
+    out = str(tmp_path / "w")
+    assert cli_main("train", ["--dataset", spec, *NET_ARGS, "--head", "gap", "--epochs", "3", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "Training stopped in epoch 2" in err and "not finite (stem.0.weight" in err
+    assert "checkpoint of epoch 1" in err
+    assert trainer.load_checkpoint(os.path.join(out, "checkpoint.pt"))["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------
+# Issue 8 §4: checkpoints are verified; resume compares what changes results.
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def finished_run(tmp_path, keep_threads):
+    spec = _write_data(tmp_path / "d.pt")
+    args = ["--dataset", spec, *NET_ARGS, "--protocol", "ns", "--epochs", "2", "--out", str(tmp_path / "run")]
+    assert cli_main("train", args) == 0
+    return args, str(tmp_path / "run")
+
+
+def _tensor_offset(payload: bytes) -> tuple[int, int]:
+    """(offset, size) of the largest tensor's bytes inside a torch.save payload (a stored zip)."""
+    with zipfile.ZipFile(io.BytesIO(payload)) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    local = payload[info.header_offset:info.header_offset + 30]
+    name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    return info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+@pytest.mark.parametrize("fault", ["truncated", "flipped", "no_header", "empty"])
+def test_a_damaged_checkpoint_is_refused_with_a_clear_error(finished_run, capsys, fault):
+    args, out = finished_run
+    capsys.readouterr()
+    path = os.path.join(out, "checkpoint.pt")
+    raw = open(path, "rb").read()
+    header_end = raw.index(b"\n") + 1
+    if fault == "truncated":
+        damaged = raw[:len(raw) // 2]
+    elif fault == "flipped":
+        payload = bytearray(raw[header_end:])
+        off, size = _tensor_offset(bytes(payload))
+        start = off + size // 2 - 8
+        payload[start:start + 16] = bytes(b ^ 0xFF for b in payload[start:start + 16])
+        # Without the checksum torch loads it silently, with different weights.
+        ok = torch.load(io.BytesIO(raw[header_end:]), weights_only=True)["model"]
+        bad = torch.load(io.BytesIO(bytes(payload)), weights_only=True)["model"]
+        assert any(not torch.equal(ok[k], bad[k]) for k in ok)
+        damaged = raw[:header_end] + bytes(payload)
+    elif fault == "no_header":
+        damaged = raw[header_end:]  # a plain torch.save file, as older versions wrote
+    else:
+        damaged = b""
+    open(path, "wb").write(damaged)
+    assert cli_main("train", args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if not line.startswith("[svdgrad train]")]
+    assert len(errors) == 1 and errors[0].startswith("svdgrad train: error: ") and "Traceback" not in err
+    assert path in err and "--overwrite" in err and "backup" in err
+    with pytest.raises(SvdgradError, match="checkpoint"):
+        trainer.load_checkpoint(path)
+
+
+def test_resume_refuses_other_threads_and_other_data(finished_run, capsys, tmp_path):
+    args, out = finished_run
+    capsys.readouterr()
+    i = args.index("--threads")
+    assert cli_main("train", args[:i + 1] + ["2"] + args[i + 2:] + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "threads = torch threads per process (--threads) (checkpoint 1, now 2)" in err
+    assert "Use the original options" in err
+    # The same file name with other content.
+    _write_data(tmp_path / "d.pt", labels=(torch.arange(40) + 1) % 4)
+    assert cli_main("train", args + ["--resume"]) == 2
+    assert "data_sha256 = data content" in capsys.readouterr().err
+    # Several differences are listed together.
+    assert cli_main("train", args + ["--resume", "--lr", "0.05", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "lr (checkpoint 0.1, now 0.05)" in err and "seed (checkpoint 0, now 3)" in err
+
+
+# ---------------------------------------------------------------------------
+# Issue 8 §5: nothing is overwritten without being asked.
+# ---------------------------------------------------------------------------
+
+def test_train_into_an_existing_run_needs_resume_or_overwrite(finished_run, capsys):
+    args, out = finished_run
+    capsys.readouterr()
+    before = open(os.path.join(out, "log.jsonl")).read()
+    assert cli_main("train", args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a finished run (2 epochs" in err and "--resume" in err and "--overwrite" in err
+    assert open(os.path.join(out, "log.jsonl")).read() == before
+    assert cli_main("train", args + ["--resume", "--overwrite"]) == 2
+    assert "at most one of --resume" in capsys.readouterr().err
+    # --resume of a finished run changes nothing; --overwrite starts over.
+    assert cli_main("train", args + ["--resume"]) == 0
+    assert open(os.path.join(out, "log.jsonl")).read() == before
+    i = args.index("--epochs")
+    assert cli_main("train", args[:i + 1] + ["1"] + args[i + 2:] + ["--overwrite"]) == 0
+    assert len(open(os.path.join(out, "log.jsonl")).read().splitlines()) == 1
+    # A log without a checkpoint (as a finished study run leaves it) cannot be resumed.
+    os.remove(os.path.join(out, "checkpoint.pt"))
+    assert cli_main("train", args + ["--resume"]) == 2
+    assert "Nothing to resume" in capsys.readouterr().err
+
+
+def test_quick_study_defaults_to_a_scratch_folder():
+    from svdgrad.train import study
+
+    q = study.default_out(True)
+    assert not os.path.abspath(q).startswith(os.path.join(REPO, "reports"))
+    assert os.path.isdir(os.path.dirname(q))
+    os.rmdir(os.path.dirname(q))
+    assert study.default_out(False) == os.path.join("reports", "hybrid_protocol")
+
+
+# ---------------------------------------------------------------------------
+# Issue 8 §7: labels are 0 ... K-1 with every class present.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels,match", [
+    ([0, 1, 2, 3, 10 ** 9], r"the largest 1000000000, so 999999996 class\(es\) below it .*\(4, 5, 6"),
+    ([0, 1, 2, 3, 100], r"largest 100, so 96 class\(es\)"),
+    ([0, 2, 3], r"largest 3, so 1 class\(es\) below it have no training image \(1\)"),
+])
+def test_labels_must_be_0_to_k_minus_1(tmp_path, labels, match):
+    y = np.resize(np.array(labels), 20)
+    y[:len(labels)] = labels
+    np.savez(tmp_path / "d.npz", images=np.zeros((20, 8, 8), np.float32), labels=y)
+    t0 = time.perf_counter()
+    with pytest.raises(SvdgradError, match=match):
+        data.load(f"tensors:{tmp_path / 'd.npz'}", 8)
+    assert time.perf_counter() - t0 < 1  # fails fast, builds nothing of size 1e9
+
+
+def test_validation_labels_outside_the_training_classes(tmp_path, capsys):
+    x = np.zeros((20, 8, 8), np.float32)
+    np.savez(tmp_path / "d.npz", images=x, labels=np.arange(20) % 4, val_images=x[:3], val_labels=[0, 1, 7])
+    with pytest.raises(SvdgradError, match="val_labels has the labels 7"):
+        data.load(f"tensors:{tmp_path / 'd.npz'}", 8)
+    assert cli_main("train", ["--dataset", f"tensors:{tmp_path / 'd.npz'}", "--image-size", "8",
+                              "--out", str(tmp_path / "o")]) == 2
+    assert "labels 7" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C: one line with the command that resumes, exit 130.
+# ---------------------------------------------------------------------------
+
+def test_ctrl_c_prints_the_resume_command(tmp_path, keep_threads):
+    spec = _write_data(tmp_path / "d.pt")
+    out = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "svdgrad", "train", "--dataset", spec, *NET_ARGS, "--protocol", "ns",
+           "--epochs", "400", "--out", out]
+    # A shell's background job inherits SIGINT ignored; a user's terminal does not.
+    proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log = os.path.join(out, "log.jsonl")
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and open(log).read().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("svdgrad train: interrupted (Ctrl-C)")
+    resume = shlex.split(line.split("Resume with: ")[1])
+    assert resume[:2] == ["svdgrad", "train"] and resume[-1] == "--resume" and resume[2:-1] == cmd[4:]
+    # The printed command reaches a valid checkpoint (run here with other --epochs, which it refuses by name).
+    assert trainer.load_checkpoint(os.path.join(out, "checkpoint.pt"))["epoch"] >= 1
+    i = resume.index("--epochs")
+    with pytest.raises(SvdgradError, match=r"epochs \(checkpoint 400, now 2\)"):
+        trainer.train(cli.config_from_args(cli.train_parser().parse_args(resume[2:i + 1] + ["2"] + resume[i + 2:])),
+                      echo=lambda m: None)
+
+
+def test_resume_command_adds_out_and_drops_overwrite():
+    ns = cli.train_parser().parse_args(["--protocol", "svd", "--svd-method", "taylor:degree=9"])
+    out = cli.default_out(ns)
+    assert out == os.path.join("runs", "textures-svd-taylor-degree9-step-seed0")
+    cmd = cli.resume_command(["svdgrad", "train"], ["--protocol", "svd", "--overwrite"], out)
+    assert cmd == f"svdgrad train --protocol svd --out {out} --resume"
+
+
+# ---------------------------------------------------------------------------
+# Issue 12: the CLI.
+# ---------------------------------------------------------------------------
+
+def test_default_folders_of_the_readme_examples_differ():
+    examples = [[], ["--protocol", "svd", "--svd-method", "ordinary"],
+                ["--protocol", "hybrid", "--schedule", "poly", "--poly-power", "11", "--poly-final-epoch", "53",
+                 "--switch-lr", "1e-3", "--epochs", "30"], ["--head", "gap"], ["--protocol", "ns"],
+                ["--dataset", "tensors:/data/my images.pt"]]
+    outs = [cli.default_out(cli.train_parser().parse_args(a)) for a in examples]
+    assert len(set(outs)) == len(outs)
+    assert outs[0] == os.path.join("runs", "textures-hybrid-pade-step-seed0")
+    assert outs[-1] == os.path.join("runs", "tensors-my-images-hybrid-pade-step-seed0")
+
+
+def test_a_hybrid_that_never_switches_is_an_error(capsys):
+    readme = ["--protocol", "hybrid", "--schedule", "poly", "--poly-power", "11", "--poly-final-epoch", "53",
+              "--switch-lr", "1e-3"]
+    assert cli_main("train", readme + ["--out", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err
+    assert "would never switch" in err and "lowest lr 0.00" in err
+    assert "--epochs 19 (then it switches at epoch 19)" in err
+    cfg = trainer.TrainConfig(protocol="hybrid", schedule="poly", poly_power=11, poly_final_epoch=53,
+                              switch_lr=1e-3, epochs=30)
+    cfg.validate()  # the README's example, with the paper's 30 epochs
+    assert trainer.switch_epoch_of(cfg, cfg.make_schedule()) == 19
+    with pytest.raises(SvdgradError, match="switch at epoch 1 .*--protocol svd"):
+        trainer.TrainConfig(protocol="hybrid", switch_lr=0.5).validate()
+    with pytest.raises(SvdgradError, match="switch at epoch 1"):
+        trainer.TrainConfig(protocol="hybrid", switch_epoch=1).validate()
+
+
+def test_svd_method_spec_and_output_folder_are_printed(tmp_path, capsys, keep_threads):
+    spec = _write_data(tmp_path / "d.pt")
+    out = str(tmp_path / "run")
+    assert cli_main("train", ["--dataset", spec, *NET_ARGS, "--protocol", "svd", "--svd-method",
+                              "taylor:degree=9", "--epochs", "1", "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"[svdgrad train] output folder: {os.path.abspath(out)}"
+    assert [json.loads(line)["method"] for line in open(os.path.join(out, "log.jsonl"))] == ["taylor:degree=9"]
+    assert cli_main("train", ["--svd-method", "taylor:degre=9", "--out", str(tmp_path / "o")]) == 2
+    assert "Unknown option" in capsys.readouterr().err
+
+
+def test_study_without_a_name_shows_a_usage_line(capsys):
+    assert cli_main("study", []) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith("usage: svdgrad study {hybrid} [--quick]")
+    assert "expected the name of a study (hybrid); received none" in err
+    assert cli_main("study", ["hybird"]) == 2
+    assert "received 'hybird'" in capsys.readouterr().err
+    assert cli_main("study", ["--help"]) == 0
+    assert "hybrid" in capsys.readouterr().out
+
+
+def test_report_and_study_do_not_import_each_other_in_a_circle():
+    import ast
+
+    def imports(mod):
+        tree = ast.parse(open(os.path.join(REPO, "svdgrad", "train", f"{mod}.py")).read())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+
+    assert "study" not in imports("report") and "study" not in imports("grid")
+    assert "report" not in imports("grid")
+
+
+def test_single_process_helpers_are_noops():
+    ddp.barrier()
+    assert ddp.any_flag(True, "cpu") is True
+
+
+def test_ddp_processes_agree_to_skip_a_rejected_pooled_matrix(tmp_path, keep_threads):
+    # The poisoned image reaches one process only; sqrtm raises there. Both must skip the step
+    # (no deadlock, no DDP "unused parameters" error) and end like one process does.
+    spec = _write_data(tmp_path / "d.pt", train_poison=HUGE)
+    args = ["--dataset", spec, *NET_ARGS, *HEAD_ARGS["svd-exact"], "--epochs", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "svdgrad", "train", *args, "--out", str(tmp_path / "ddp")]
+    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    two = json.loads(res.stdout.strip().splitlines()[-1])
+    assert two["world_size"] == 2 and two["skipped_steps"] == 1
+    one = trainer.train(trainer.TrainConfig(dataset=spec, **NET, **HEADS["svd-exact"], epochs=1,
+                                            out=str(tmp_path / "one")), echo=lambda m: None)
+    assert one["skipped_steps"] == 1
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
