@@ -1,6 +1,6 @@
 """Pure backward rules: functions of tensors, no autograd state.
 
-Notation (ANCHORS.md): A = U diag(L) U^T with L ascending, Z = A^{1/2},
+Notation (Ionescu et al. ICCV15; Song et al. ICCV21): A = U diag(L) U^T with L ascending, Z = A^{1/2},
 S = diag(s) with s = sqrt(L), G = dLoss/dZ, sym(X) = (X + X^T)/2.
 K is the (n, n) matrix that the eigen backward multiplies with U^T gU:
 ordinarily K_ij = 1/(L_i - L_j) off the diagonal and 0 on it.  Every

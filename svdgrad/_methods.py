@@ -212,11 +212,12 @@ class Pade(_KRuleMethod):
                 raise SvdgradError(f"Expected an integer {field} >= 0 for pade; received {v!r}.")
         if self.pole_gap is not None and not (0 < self.pole_gap < 1):
             raise SvdgradError(f"Expected 0 < pole_gap < 1 for pade; received {self.pole_gap!r}.")
+        object.__setattr__(self, "coefficients", pade_coefficients(self.num_degree, self.den_degree))
 
-    @property
-    def coefficients(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(p, q), lowest order first, reduced; cached per degree pair."""
-        return pade_coefficients(self.num_degree, self.den_degree)
+    #: (p, q), lowest order first, reduced; set once in __post_init__ so that
+    #: no cached call runs inside traced code (torch.compile warned about the
+    #: lru_cache and took 83 s to compile ``pade``).
+    coefficients: tuple = dataclasses.field(init=False, repr=False, compare=False)
 
     def K(self, L):
         p, q = self.coefficients
@@ -334,7 +335,7 @@ def methods() -> tuple[str, ...]:
 
 
 def _option_names(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+    return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
 def _parse_value(key: str, text: str, spec: str):
@@ -400,6 +401,8 @@ def method_spec(method: Method) -> str:
     default = type(method)()
     changed = []
     for f in dataclasses.fields(method):
+        if not f.init:
+            continue
         v = getattr(method, f.name)
         if v != getattr(default, f.name):
             text = str(v).replace("torch.", "") if isinstance(v, torch.dtype) else str(v)

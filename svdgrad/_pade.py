@@ -20,7 +20,7 @@ tolerance and no rounding enter.  While the rank ρ is below N we lower the
 degrees (M, N) -> (M - (N - ρ), ρ); at the reduced degrees the system is
 nonsingular and mpmath solves it.  For 1/(1-x) this gives P = 1,
 Q = 1 - x for every requested [M/N] with N >= 1 (and the Taylor polynomial
-for N = 0).  That is the degeneracy ANCHORS.md reports: the paper's "[50/50]
+for N = 0).  That is the degeneracy of the ICCV21 reference code (Song et al. 2021): its "[50/50]
 Padé" is exactly the ordinary K = 1/(λi-λj), with a pole at x = 1.
 """
 

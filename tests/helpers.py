@@ -2,7 +2,7 @@
 
 Bounds are stated as C·κ·eps (the floor set by the eigendecomposition:
 eigenvectors of A are perturbed by about eps·‖A‖/gap, which for the square
-root's gradient amounts to about κ·eps relative; ANCHORS.md measured it).
+root's gradient amounts to about κ·eps relative, as measured against mpmath).
 """
 
 import math

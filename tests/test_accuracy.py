@@ -232,7 +232,7 @@ def test_compute_dtype_float64_brings_float32_to_roundoff(method, case):
 
 @given(T.spd_matrices(n=(1, 16), log10_kappa=(0, 8), spectra=("logspaced", "clustered", "repeated")))
 def test_exact_gradient_solves_the_lyapunov_equation(case):
-    """ANCHORS.md: the Daleckii–Krein gradient X is the solution of Z X + X Z = sym(G)."""
+    """Higham 2008, Thm 3.11 / Lyapunov form: the Daleckii–Krein gradient X is the solution of Z X + X Z = sym(G)."""
     A, info = case
     G = T.gradients(A.shape, seed=info["seed"] % 953)
     Z, X = grad_of(A, G, "exact")

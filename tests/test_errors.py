@@ -133,3 +133,58 @@ def test_large_finite_float32_entries_are_valid_input(method):
     A = (1e20 * T.spd(4, 10.0, seed=5)).float()
     Z = svdgrad.sqrtm(A, method)
     assert bool(torch.isfinite(Z).all())
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"psd_tol": -1}, "psd_tol >= 0"), ({"symmetry_tol": -1e-3}, "symmetry_tol >= 0"),
+    ({"psd_tol": float("nan")}, "psd_tol"), ({"check": "yes"}, "check=True or check=False"),
+    ({"eps": True}, "eps"),
+])
+def test_shared_options_are_validated(options, match):
+    """Issue 12: psd_tol=-1 was accepted (then 'λmin >= --1·λmax'), check='yes' too."""
+    with pytest.raises(svdgrad.SvdgradError, match=match):
+        svdgrad.sqrtm(torch.eye(3), "exact", **options)
+
+
+def test_eigh_unknown_backward_lists_only_k_rules():
+    with pytest.raises(svdgrad.SvdgradError) as info:
+        svdgrad.eigh(torch.eye(3), backward="foo")
+    msg = str(info.value)
+    assert "ordinary, truncated, taylor, pade" in msg and "'foo'" in msg and "newton_schulz," not in msg
+
+
+def test_eigh_taylor_on_indefinite_input_names_the_k_rule():
+    A = torch.diag(torch.tensor([-1.0, 1.0, 2.0]))
+    with pytest.raises(svdgrad.SvdgradError, match="'taylor' K-rule") as info:
+        svdgrad.eigh(A, backward="taylor")
+    assert "square root" not in str(info.value)
+
+
+def test_random_symmetric_takes_an_int_and_rejects_bad_shapes():
+    assert T.random_symmetric(4).shape == (4, 4)
+    with pytest.raises(svdgrad.SvdgradError, match="random_symmetric"):
+        T.random_symmetric((3, 4))
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("taylor:degree=9", svdgrad.Taylor(degree=9)),
+    ("newton_schulz:iterations=7,normalization=frobenius", svdgrad.NewtonSchulz(iterations=7, normalization="frobenius")),
+    ("exact:compute_dtype=float64,check=false", svdgrad.Exact(compute_dtype=torch.float64, check=False)),
+    ("truncated: threshold = 1e8", svdgrad.Truncated(threshold=1e8)),
+    ("pade", svdgrad.Pade()),
+])
+def test_method_specs_round_trip(spec, expected):
+    m = svdgrad.get_method(spec)
+    assert m == expected
+    assert svdgrad.get_method(svdgrad.method_spec(m)) == m
+    assert svdgrad.get_method(spec, check=False) == svdgrad.get_method(m, check=False)  # keywords override
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("taylor:degree", "key=value"), ("taylor:degree=9,degree=8", "twice"), ("taylor:degree=", "Expected a value"),
+    ("taylor:degre=9", "Unknown option.*degree"), ("taylr:degree=9", "Unknown method 'taylr'"),
+    ("taylor:degree=9.5", "integer degree"),
+])
+def test_bad_method_specs(spec, match):
+    with pytest.raises(svdgrad.SvdgradError, match=match):
+        svdgrad.get_method(spec)

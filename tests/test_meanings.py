@@ -126,3 +126,22 @@ def test_dead_sample_does_not_change_a_live_one(method):
     want = (i == j).to(torch.float64) * math.sqrt(layer.floor)
     assert torch.allclose(y2[1], want, rtol=1e-12, atol=0)
     assert bool((g2[1] == 0).all())
+
+
+def test_k_rule_values_at_ties_and_apart():
+    """Every K-rule by value on L = (1, 1, 2): a tie (x = 1) and a ratio x = 1/2."""
+    from svdgrad import _kernels
+
+    L = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
+    d = 9
+    K = _kernels.taylor_K(L, d)
+    assert float(K[1, 0]) == d + 1 and float(K[0, 1]) == -(d + 1)  # T_d(1) = d + 1, over λmax = 1
+    assert math.isclose(float(K[2, 0]), (1 - 0.5 ** (d + 1)) / 0.5 / 2.0, rel_tol=1e-14)  # T_9(1/2)/λmax
+    assert float(K[0, 2]) == -float(K[2, 0]) and bool((K.diagonal() == 0).all())
+    K = _kernels.truncated_K(L, 1e3)
+    assert float(K[1, 0]) == 1e3 and float(K[0, 1]) == -1e3 and float(K[2, 0]) == 1.0
+    gap = 1e-6
+    K = _kernels.pade_K(L, (1.0,), (1.0, -1.0), gap)
+    assert math.isclose(float(K[1, 0]), 1 / gap, rel_tol=1e-9) and math.isclose(float(K[2, 0]), 1.0, rel_tol=1e-15)
+    K = _kernels.ordinary_K(L)
+    assert float(K[2, 0]) == 1.0 and float(K[0, 2]) == -1.0 and math.isinf(float(K[1, 0]))

@@ -15,7 +15,7 @@ from svdgrad import testing as T
 
 
 def test_full_system_is_singular_in_scipy_and_mpmath():
-    """ANCHORS.md: the exact series of 1/(1-x) leaves the [M/N] system singular, M, N >= 1."""
+    """GGT 2013: the exact series of 1/(1-x) leaves the [M/N] system singular, M, N >= 1."""
     series = [1.0] * 101
     with pytest.raises(np.linalg.LinAlgError):
         scipy.interpolate.pade(series, 50, 50)
