@@ -28,3 +28,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Tests measure numerics, not speed: one thread keeps them deterministic and
 # avoids oversubscribing the 2-core CI machine.
 torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    # torch.compile's inductor imports torch.utils.mkldnn, whose class body uses
+    # the deprecated torch.jit.script_method (torch 2.13 internals, not ours):
+    # 14 identical warnings per run that say nothing about svdgrad.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+    )
