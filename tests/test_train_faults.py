@@ -433,3 +433,45 @@ def test_ddp_processes_agree_to_skip_a_rejected_pooled_matrix(tmp_path, keep_thr
                                             out=str(tmp_path / "one")), echo=lambda m: None)
     assert one["skipped_steps"] == 1
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# The study: Ctrl-C, --report-only, figures that do not mislead.
+# ---------------------------------------------------------------------------
+
+def test_study_ctrl_c_prints_the_resume_command(tmp_path, capsys, monkeypatch):
+    from svdgrad.train import study
+
+    def interrupted(cfg_dict):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "_run_one", interrupted)
+    assert cli_main("study", ["hybrid", "--quick"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    resume = shlex.split(err.split("Resume with: ")[1])
+    assert resume[:4] == ["svdgrad", "study", "hybrid", "--quick"] and resume[4] == "--out"
+    assert not os.path.abspath(resume[5]).startswith(os.path.join(REPO, "reports"))
+    study.clean(os.path.dirname(resume[5]))
+    assert cli_main("study", ["hybrid", "--report-only", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "study.json for --report-only" in err and "Run the study into" in err
+
+
+def _fake_run(seed, accs):
+    return {"seed": seed, "summary": {}, "config": {},
+            "history": [{"epoch": e + 1, "val_acc": a, "train_loss": 1 / (e + 1), "val_loss": 1.0}
+                        for e, a in enumerate(accs)]}
+
+
+def test_identical_protocols_are_grouped_and_others_are_not():
+    from svdgrad.train import report
+
+    runs = {"ns": [_fake_run(0, [0.5, 0.6]), _fake_run(1, [0.5, 0.7])],
+            "hybrid-ordinary": [_fake_run(0, [0.5, 0.8]), _fake_run(1, [0.5, 0.7])],
+            "hybrid-pade": [_fake_run(0, [0.5, 0.8 * (1 + 1e-9)]), _fake_run(1, [0.5, 0.7])],
+            "hybrid-exact": [_fake_run(0, [0.5, 0.8 * (1 + 1e-4)]), _fake_run(1, [0.5, 0.7])]}
+    assert report.identical_groups(runs) == [["ns"], ["hybrid-ordinary", "hybrid-pade"], ["hybrid-exact"]]
+    assert report._group_label(["hybrid-ordinary", "hybrid-pade"]) == "NS → ordinary = Padé"
+    e, m, lo, hi = report._band(runs["ns"], "val_acc")
+    assert e == [1, 2] and m == pytest.approx([0.5, 0.65]) and lo == [0.5, 0.6] and hi == [0.5, 0.7]

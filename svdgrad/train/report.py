@@ -117,6 +117,129 @@ def _pp(x):
     return f"{100 * x:+.1f}" if not math.isnan(x) else "n/a"
 
 
+#: Two protocols are drawn as one line when every logged value of every epoch of every seed agrees
+#: to this relative tolerance (the hybrids after the switch: same forward, backwards equal up to rounding).
+SAME_RTOL = 1e-6
+_SAME_KEYS = ("train_loss", "val_loss", "val_acc")
+
+
+def _same_runs(ra, rb, rtol=SAME_RTOL) -> bool:
+    a = {r["seed"]: r["history"] for r in ra}
+    b = {r["seed"]: r["history"] for r in rb}
+    if set(a) != set(b):
+        return False
+    for seed in a:
+        if [h["epoch"] for h in a[seed]] != [h["epoch"] for h in b[seed]]:
+            return False
+        for ha, hb in zip(a[seed], b[seed]):
+            for k in _SAME_KEYS:
+                x, y = ha[k], hb[k]
+                if (x is None) != (y is None) or (x is not None and abs(x - y) > rtol * max(abs(x), abs(y))):
+                    return False
+    return True
+
+
+def identical_groups(runs) -> list[list[str]]:
+    """Protocols grouped by identical logs (``SAME_RTOL``), in report order."""
+    groups: list[list[str]] = []
+    for p in PROTOCOLS:
+        if p not in runs:
+            continue
+        for g in groups:
+            if _same_runs(runs[g[0]], runs[p]):
+                g.append(p)
+                break
+        else:
+            groups.append([p])
+    return groups
+
+
+def _group_label(g) -> str:
+    if len(g) == 1:
+        return LABELS[g[0]]
+    if all(p.startswith("hybrid-") for p in g):
+        return "NS → " + " = ".join(LABELS[p].split("→ ")[1] for p in g)
+    return " = ".join(LABELS[p] for p in g)
+
+
+def _band(runs, key):
+    """epochs, mean, min, max over seeds of history[key]."""
+    epochs = sorted({h["epoch"] for r in runs for h in r["history"]})
+    mean, lo, hi = [], [], []
+    for e in epochs:
+        v = [h[key] for r in runs for h in r["history"] if h["epoch"] == e and h[key] is not None]
+        mean.append(sum(v) / len(v) if v else math.nan)
+        lo.append(min(v) if v else math.nan)
+        hi.append(max(v) if v else math.nan)
+    return epochs, mean, lo, hi
+
+
+def _style(p):
+    return "--" if p.startswith("hybrid") else ":" if p == "gap" else "-"
+
+
+def _curves_figure(runs, out, switch, plt):
+    """Curves with the seed range as a band, split into two families so that no panel has more than
+    four lines; identical protocols as one line; final values per seed on the right."""
+    cmap = plt.get_cmap("tab10")
+    colors = {p: cmap(i % 10) for i, p in enumerate(PROTOCOLS)}
+    groups = identical_groups(runs)
+    lead = {g[0]: g for g in groups}
+    families = (("GAP, NS and the hybrids", [p for p in lead if p in ("gap", "ns") or p.startswith("hybrid")]),
+                ("SVD methods throughout (grey: NS)", [p for p in lead if p.startswith("svd")]))
+    n_seeds = max(len(rs) for rs in runs.values())
+    fig, axs = plt.subplots(2, 3, figsize=(16, 8.5), gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    for row, (key, name) in enumerate((("val_acc", "validation accuracy"), ("train_loss", "training loss"))):
+        for col, (title, members) in enumerate(families):
+            ax = axs[row, col]
+            if col == 1 and "ns" in runs:
+                e, m, _, _ = _band(runs["ns"], key)
+                ax.plot(e, m, color="0.6", lw=1, label=LABELS["ns"])
+            for p in members:
+                e, m, lo, hi = _band(runs[p], key)
+                if p.startswith("hybrid") and switch is not None:  # before the switch these are the NS runs
+                    keep = [i for i, x in enumerate(e) if x >= switch - 1]
+                    e, m, lo, hi = ([seq[i] for i in keep] for seq in (e, m, lo, hi))
+                ax.plot(e, m, _style(p), color=colors[p], marker=".", label=_group_label(lead[p]))
+                if n_seeds > 1:
+                    ax.fill_between(e, lo, hi, color=colors[p], alpha=0.15, lw=0)
+            if switch is not None:
+                ax.axvline(switch - 0.5, color="k", lw=0.8, alpha=0.6)
+                ax.text(switch - 0.45, 1, " switch", va="top", fontsize=8, transform=ax.get_xaxis_transform())
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.set_title(f"{title}", fontsize=10)
+            if key == "train_loss":
+                ax.set_yscale("log")
+            ax.legend(fontsize=7, loc="lower right" if key == "val_acc" else "lower left")
+        # Right column: the final value of every seed, so the spread behind each mean is visible.
+        ax = axs[row, 2]
+        names = list(lead)
+        for i, p in enumerate(names):
+            vals = [r["history"][-1][key] for r in runs[p] if r["history"][-1][key] is not None]
+            ax.scatter([i] * len(vals), vals, color=colors[p], s=18, zorder=3)
+            if vals:
+                ax.hlines(sum(vals) / len(vals), i - 0.3, i + 0.3, color=colors[p], lw=1.5)
+        ax.set_xticks(range(len(names)), [_group_label(lead[p]) for p in names], rotation=35, ha="right",
+                      fontsize=7)
+        ax.set_ylabel(f"final {name}")
+        ax.set_title(f"final {name}: each dot a seed, bar = mean", fontsize=10)
+        if key == "train_loss":
+            ax.set_yscale("log")
+    merged = [g for g in groups if len(g) > 1]
+    note = (f"Lines: mean over {n_seeds} seed(s)" + ("; bands: range over the seeds" if n_seeds > 1 else "")
+            + ". Dashed hybrid lines start at the epoch before the switch (before it they are the NS runs).")
+    if merged:
+        note += " " + "; ".join(" and ".join(LABELS[p] for p in g) for g in merged) + (
+            f" agree to {SAME_RTOL:g} (relative) in every logged value of every epoch and seed, so each such group "
+            f"is one line.")
+    fig.text(0.01, 0.005, note, fontsize=8, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(os.path.join(out, "curves.png"), dpi=110)
+    plt.close(fig)
+    return groups
+
+
 def _figures(runs, out, switch):
     import matplotlib
 
@@ -125,39 +248,17 @@ def _figures(runs, out, switch):
 
     cmap = plt.get_cmap("tab10")
     colors = {p: cmap(i % 10) for i, p in enumerate(PROTOCOLS)}
-    styles = {p: ("--" if p.startswith("hybrid") else ":" if p == "gap" else "-") for p in PROTOCOLS}
-
-    fig, axs = plt.subplots(2, 2, figsize=(13, 8.5))
-    axes = [axs[0, 0], axs[1, 0], axs[1, 1], axs[0, 1]]
-    for p in PROTOCOLS:
-        if p not in runs:
-            continue
-        for ax, key in zip(axes, ("val_acc", "train_loss", "val_loss", "val_acc")):
-            e, v = _per_epoch(runs[p], key)
-            if ax is axes[3]:  # zoom on the second half
-                half = (max(e) + 1) // 2
-                e, v = [a for a in e if a >= half], [b for a, b in zip(e, v) if a >= half]
-            ax.plot(e, v, styles[p], color=colors[p], label=LABELS[p], marker=".")
-    titles = ("validation accuracy", "training loss", "validation loss", "validation accuracy, second half")
-    for ax, title in zip(axes, titles):
-        if switch is not None:
-            ax.axvline(switch - 0.5, color="k", lw=0.8, alpha=0.6)
-            ax.text(switch - 0.45, ax.get_ylim()[1], " switch", va="top", fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.set_title(title + " (mean over seeds)")
-    axes[1].set_yscale("log")
-    axes[2].set_yscale("log")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "curves.png"), dpi=110)
-    plt.close(fig)
+    styles = {p: _style(p) for p in PROTOCOLS}
+    groups = _curves_figure(runs, out, switch, plt)
+    lead = {g[0]: g for g in groups}
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for i, p in enumerate(c for c in COV if c in runs):
-        e, k = _per_epoch(runs[p], "kappa_median", "geo")
-        _, small = _per_epoch(runs[p], "small_eig_fraction")
-        axes[0].plot(e, k, styles[p], color=colors[p], marker=".", label=LABELS[p])
-        axes[1].plot(e, small, styles[p], color=colors[p], marker=".", label=LABELS[p])
+        if p in lead:  # identical protocols: one line
+            e, k = _per_epoch(runs[p], "kappa_median", "geo")
+            _, small = _per_epoch(runs[p], "small_eig_fraction")
+            axes[0].plot(e, k, styles[p], color=colors[p], marker=".", label=_group_label(lead[p]))
+            axes[1].plot(e, small, styles[p], color=colors[p], marker=".", label=_group_label(lead[p]))
         # every (seed, epoch) as a point; a small horizontal offset per protocol keeps them apart
         pts = [(h["lr"] * 1.06 ** (i - 4), h["kappa_median"]) for r in runs[p] for h in r["history"]
                if h["kappa_median"] is not None]
@@ -275,8 +376,8 @@ def _findings(runs, switch, d):
             same += [abs(a["train_loss"] - b["train_loss"]) for a, b in zip(r["history"], o["history"])
                      if a["epoch"] < first_skip]
         if same:
-            lines.append(f"- `pade` ([50/50] Padé of 1/(1−x)) reduces to `ordinary` away from exact ties "
-                         f"(ANCHORS.md). Paired by seed, the largest per-epoch difference in training loss "
+            lines.append(f"- `pade` ([50/50] Padé of 1/(1−x)) reduces to `ordinary` away from exact ties. "
+                         f"Paired by seed, the largest per-epoch difference in training loss "
                          f"between `svd-pade` and `svd-ordinary` before the first skipped step is "
                          f"{_sci(max(same))}; in {split} of {n_seeds} seeds `ordinary` hit a non-finite gradient "
                          f"(1/(λi − λj) overflows only at tied or nearly tied eigenvalues) where `pade` stayed finite, and from that epoch on the two runs differ.")
@@ -304,6 +405,15 @@ def _findings(runs, switch, d):
         summary.append("For the unresolved ones, the difference between the protocols is smaller than the "
                        "seed-to-seed spread on this task.")
     return [" ".join(summary), ""] + lines
+
+
+def _identical_sentence(runs) -> str:
+    merged = [g for g in identical_groups(runs) if len(g) > 1]
+    if not merged:
+        return "No two protocols have identical logs, so each has its own line."
+    return ("; ".join(", ".join(LABELS[p] for p in g) for g in merged)
+            + f" have identical logs (every loss and accuracy of every epoch and seed agrees to {SAME_RTOL:g}, "
+              f"relative), so each such group is drawn as one line; their differences cannot rank them.")
 
 
 def write_report(out: str) -> str:
@@ -369,7 +479,10 @@ def write_report(out: str) -> str:
         "",
         "![accuracy and loss curves](curves.png)",
         "",
-        "The vertical line marks the switch of the hybrid runs (NS before it, the SVD method from it on).",
+        "Left and middle: mean over seeds, with the range over the seeds as a band; the vertical line marks the "
+        "switch of the hybrid runs (NS before it, the SVD method from it on), and the hybrid lines start just "
+        "before it, since until then they are the NS runs. Right: the final value of every seed. "
+        + _identical_sentence(runs),
         "",
         "![condition number against epoch and lr](kappa.png)",
         "",

@@ -6,7 +6,7 @@ Table 3 (Wang et al.) the step and exponential schedules count epochs from
 0 (``0.1^(e//30 + 1)``, ``0.045·0.98^e``) while the polynomial ones count
 from 1 (eq. 9 with e_s = 1: ``0.1·(1 - (e-1)/52)^11``).  Evaluating the
 polynomial formula at e = 0, as the reference code does, gives an lr above
-the base (0.1·(53/52)^11 ≈ 0.123): the off-by-one noted in ANCHORS.md.
+the base (0.1·(53/52)^11 ≈ 0.123), an off-by-one of the reference code.
 Here every schedule uses e - 1 epochs completed, so:
 
 - ``step``   lr(e) = base · gamma^(number of milestones m with m <= e).
