@@ -153,13 +153,6 @@ def test_same_command_gives_the_same_numbers(tiny_run, tmp_path):
     assert _stable(again) == _stable(first)
 
 
-def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path):
-    with runner._exclusive(tmp_path):
-        rc = cli.main("sweep", TINY + ["--out", str(tmp_path)])
-    assert rc == 1
-    assert not (tmp_path / runner.RESULTS).exists()
-
-
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("reference exploded")

@@ -3,28 +3,43 @@
     svdgrad sweep [--quick] [--methods M,..] [--dtypes D,..] [--sizes N,..]
                   [--kappas K,..] [--spectra S,..] [--seeds S,..]
                   [--jobs J] [--backend loky|ray] [--ray-address ADDR]
-                  [--resume] [--out DIR] [--no-progress] [--no-report]
+                  [--resume | --overwrite] [--out DIR] [--no-progress] [--no-report]
     svdgrad report [--out DIR]
 
 ``--kappas`` takes decades (``0,6,12`` = κ 1e0, 1e6, 1e12) or ranges
 (``0-12``, ``0-12:2``).  Every list narrows the default (or ``--quick``)
-grid, and every value must belong to it.
+grid, and every value must belong to it; ``--methods`` also takes method
+specs with options (``taylor:degree=9``), which become the method's label.
+
+Nothing finished is replaced without being asked: a sweep into a directory
+whose results.csv holds rows refuses unless ``--resume`` (keep them, add
+the missing ones) or ``--overwrite`` (start again) is given.  ``--quick``,
+the smoke test, writes to a new folder under ``runs/`` unless ``--out`` is
+given.  Ctrl-C stops with exit code 130 and prints the command that resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+import time
+import warnings
 from pathlib import Path
 
 from .._errors import SvdgradError
 from .grid import default_grid, quick_grid
 from .runner import BACKENDS, RESULTS
 
-#: Output directories.  ``--quick`` writes beside, not over, the committed full-grid report.
+#: Output directories.  The full grid regenerates the committed report; ``--quick`` (the smoke
+#: test) writes to a new scratch folder under SCRATCH each time, never into reports/.
 DEFAULT_OUT = Path("reports") / "condition_sweep"
-QUICK_OUT = DEFAULT_OUT / "quick"
+SCRATCH = Path("runs")
+QUICK_PREFIX = "sweep-quick-"
+
+#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -58,6 +73,48 @@ def _ints(axis: str, text: str) -> list[int]:
     return out
 
 
+def split_specs(text: str) -> list[str]:
+    """Comma-separated method specs; a ``key=value`` item without a name continues the previous spec.
+
+    ``exact,newton_schulz:iterations=7,normalization=frobenius,pade`` ->
+    ``exact``, ``newton_schulz:iterations=7,normalization=frobenius``, ``pade``.
+    """
+    specs: list[str] = []
+    for tok in _split(text):
+        if specs and ":" not in tok and "=" in tok and ":" in specs[-1]:
+            specs[-1] += "," + tok
+        else:
+            specs.append(tok)
+    return specs
+
+
+def quick_out() -> Path:
+    """A new scratch folder for a --quick run: runs/sweep-quick-<UTC time>[-k]."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = SCRATCH / f"{QUICK_PREFIX}{stamp}"
+    k = 1
+    while out.exists():
+        k += 1
+        out = SCRATCH / f"{QUICK_PREFIX}{stamp}-{k}"
+    return out
+
+
+def resume_command(argv, out: Path) -> str:
+    """The command line that resumes this sweep: same options, ``--out OUT --resume``, no ``--overwrite``."""
+    keep, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        if a.startswith("--out=") or a in ("--overwrite", "--resume"):
+            continue
+        keep.append(a)
+    return shlex.join(["svdgrad", "sweep", *keep, "--out", str(out), "--resume"])
+
+
 def _names(axis: str, text: str, valid) -> list[str]:
     names = _split(text)
     if not names:
@@ -75,22 +132,31 @@ def _sweep_parser() -> argparse.ArgumentParser:
         "Condition-number sweep: gradient accuracy of every sqrtm method against a reference, "
         "float32 vs float64, over n, κ and spectrum shape. Writes results.csv, REPORT.md and figures."))
     p.add_argument("--quick", action="store_true",
-                   help=f"small grid (n=16, κ=1e0,1e2,…,1e12; < 60 s on 2 cores), written to {QUICK_OUT}")
-    p.add_argument("--methods", help=f"comma-separated subset of: {', '.join(g.methods)}")
+                   help=f"small grid (n=16, κ=1e0,1e2,…,1e12; < 60 s on 2 cores), the smoke test; written to "
+                        f"a new folder {SCRATCH}/{QUICK_PREFIX}<time> unless --out is given")
+    p.add_argument("--methods", help=f"comma-separated methods from: {', '.join(g.methods)}; a method may carry "
+                                     "options as a spec, e.g. taylor:degree=9 or "
+                                     "newton_schulz:iterations=7,normalization=frobenius (the spec is its label)")
     p.add_argument("--dtypes", help=f"subset of: {', '.join(g.dtypes)}")
     p.add_argument("--sizes", help=f"subset of n: {', '.join(map(str, g.sizes))}")
     p.add_argument("--kappas", help="subset of log10 κ, e.g. 0,6,12 or 0-12:2 (default 0-12)")
     p.add_argument("--spectra", help=f"subset of: {', '.join(g.spectra)}")
     p.add_argument("--seeds", help=f"subset of: {', '.join(map(str, g.seeds))}")
-    p.add_argument("--jobs", type=int, default=2, help="parallel workers (default 2), one torch thread each")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="parallel workers (default 2), one torch thread each; reduced, with a note, to the "
+                        "matrices to compute and (local backend) the usable cores")
     p.add_argument("--backend", default="loky", choices=BACKENDS,
                    help="joblib backend: loky (local processes, default) or ray (needs the cluster extra)")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster address for --backend ray (default: $RAY_ADDRESS, else a local instance)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep rows already in OUT/results.csv and compute only the missing ones")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="keep rows already in OUT/results.csv and compute only the missing ones")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="discard the rows already in OUT/results.csv and start again (without --resume "
+                           "or --overwrite, a directory with results is refused)")
     p.add_argument("--out", type=Path, default=None,
-                   help=f"output directory (default {DEFAULT_OUT}, or {QUICK_OUT} with --quick)")
+                   help=f"output directory (default {DEFAULT_OUT}; with --quick a new {SCRATCH}/{QUICK_PREFIX}<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="write results.csv only; run `svdgrad report` later")
     return p
@@ -107,8 +173,12 @@ def grid_from_args(args):
     base = quick_grid() if args.quick else default_grid()
     axes = {}
     # `is not None`: an empty list ("--seeds ''") is an error, not "no narrowing".
+    methods = None
     if args.methods is not None:
-        axes["methods"] = _names("methods", args.methods, base.methods)
+        methods = split_specs(args.methods)
+        if not methods:
+            raise UsageError(f"--methods: expected at least one of {', '.join(base.methods)}; "
+                             f"received {args.methods!r}")
     if args.dtypes is not None:
         axes["dtypes"] = _names("dtypes", args.dtypes, base.dtypes)
     if args.spectra is not None:
@@ -117,6 +187,11 @@ def grid_from_args(args):
         text = getattr(args, axis)
         if text is not None:
             axes[field] = _ints(axis, text)
+    if methods is not None:
+        try:
+            base = base.with_methods(methods)
+        except SvdgradError as exc:
+            raise UsageError(f"--methods: {exc}") from None
     try:
         return base.narrow(**axes)
     except ValueError as exc:
@@ -130,17 +205,44 @@ def _sweep(argv) -> int:
     if args.jobs < 1:
         raise UsageError(f"--jobs: expected an integer >= 1; received {args.jobs}")
     grid = grid_from_args(args)
-    out = args.out if args.out is not None else (QUICK_OUT if args.quick else DEFAULT_OUT)
+    if args.out is not None:
+        out = args.out
+    elif args.quick:
+        if args.resume:
+            raise UsageError("--resume with --quick: name the folder to resume with --out DIR "
+                             f"(each --quick run without --out writes a new {SCRATCH}/{QUICK_PREFIX}<time>)")
+        out = quick_out()
+    else:
+        out = DEFAULT_OUT
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: expected a directory; {out} is a file")
-    from .runner import run_sweep
+    from .runner import SweepLocked, run_sweep
+    from .store import ResultStore
 
+    store = ResultStore(out / RESULTS)
+    if not (args.resume or args.overwrite) and store.has_rows():
+        print(f"svdgrad sweep: {out / RESULTS} already holds results; refusing to replace them.\n"
+              f"  continue that sweep:  {resume_command(argv, out)}\n"
+              f"  start it again:       add --overwrite\n"
+              f"  write elsewhere:      --out DIR", file=sys.stderr)
+        return 2
+
+    # After Ctrl-C joblib warns that the cells in flight were cancelled; the one-line message says it all.
+    warnings.filterwarnings("ignore", message=r"\d+ tasks which were still being processed", category=UserWarning)
     print(f"svdgrad sweep: {grid.n_cells()} cells ({len(grid.methods)} methods × {len(grid.dtypes)} dtypes × "
           f"{len(grid.matrices())} matrices) -> {out}/{RESULTS}  [jobs={args.jobs}, backend={args.backend}"
-          f"{', resume' if args.resume else ''}]", flush=True)
-    stats = run_sweep(grid, out, jobs=args.jobs, backend=args.backend, resume=args.resume,
-                      progress=not args.no_progress, ray_address=args.ray_address,
-                      command=" ".join(["svdgrad sweep", *argv]))
+          f"{', resume' if args.resume else ''}{', overwrite' if args.overwrite else ''}]", flush=True)
+    try:
+        stats = run_sweep(grid, out, jobs=args.jobs, backend=args.backend, resume=args.resume,
+                          progress=not args.no_progress, ray_address=args.ray_address,
+                          command=shlex.join(["svdgrad", "sweep", *argv]),
+                          log=lambda m: print(m, flush=True))
+    except SweepLocked as exc:
+        print(f"svdgrad sweep: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"svdgrad sweep: interrupted; resume with: {resume_command(argv, out)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     print(f"svdgrad sweep: wrote {stats.written_rows} rows ({stats.error_rows} with errors) for "
           f"{stats.matrices} matrices in {stats.seconds:.1f} s", flush=True)
     from . import report
@@ -149,6 +251,7 @@ def _sweep(argv) -> int:
     if not args.no_report:
         path = report.build(out)
         print(f"svdgrad sweep: report written to {path}", flush=True)
+    print(f"svdgrad sweep: results in {out}", flush=True)
     return 0
 
 
@@ -176,9 +279,12 @@ def main(command: str, argv: list[str]) -> int:
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the run itself (report drawing): nothing to resume
+        print(f"svdgrad {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (SvdgradError, ValueError, RuntimeError, OSError) as exc:
         print(f"svdgrad {command}: error: {exc}", file=sys.stderr)
         return 1
 
 
-__all__ = ["main", "grid_from_args", "DEFAULT_OUT", "QUICK_OUT"]
+__all__ = ["main", "grid_from_args", "split_specs", "resume_command", "DEFAULT_OUT", "SCRATCH"]

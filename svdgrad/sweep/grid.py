@@ -107,6 +107,28 @@ class Grid:
             changes[axis] = tuple(v for v in allowed if v in values)
         return dataclasses.replace(self, **changes)
 
+    def with_methods(self, specs) -> "Grid":
+        """A copy that runs ``specs``: registered names or specs with options, e.g. ``taylor:degree=9``.
+
+        Each spec is resolved by ``svdgrad.get_method`` (an unknown name or
+        option raises ``SvdgradError`` listing the valid ones) and stored in
+        its canonical form, ``svdgrad.method_spec``, which is the method's
+        label in results.csv: ``taylor:degree=100`` (the default) is
+        ``taylor``.  Order: by registered method, then as given.
+        """
+        from .. import get_method, method_spec
+
+        order = list(_registered_methods())
+        labels = []
+        for spec in specs:
+            label = method_spec(get_method(spec))
+            if label not in labels:
+                labels.append(label)
+        if not labels:
+            raise ValueError("methods: empty selection")
+        labels.sort(key=lambda lab: order.index(lab.partition(":")[0]))
+        return dataclasses.replace(self, methods=tuple(labels))
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
 

@@ -114,6 +114,63 @@ def _init_ray(address: str | None):
     return ray
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def effective_jobs(jobs: int, tasks: int, backend: str) -> tuple[int, str]:
+    """(workers to start, why fewer than asked or '').
+
+    More workers than matrices only start idle processes; on the local
+    backend, more than the usable cores only oversubscribe them (each worker
+    is one process with one torch thread).  Ray schedules on the cluster, so
+    only the matrix bound applies there.
+    """
+    bounds = [(max(tasks, 1), f"{tasks} {'matrix' if tasks == 1 else 'matrices'} to compute")]
+    if backend != "ray":
+        cores = usable_cores()
+        bounds.append((cores, f"{cores} usable {'core' if cores == 1 else 'cores'}"))
+    eff, why = jobs, ""
+    for bound, reason in bounds:
+        if bound < eff:
+            eff, why = bound, reason
+    return eff, why
+
+
+#: Seconds between two checks of a worker that its parent still lives.
+WATCHDOG_PERIOD_S = 0.5
+
+#: Started in every loky worker by the executor's initializer: exit as soon as the sweep is gone.
+#: A worker busy with a cell would otherwise finish it, and may linger idle for good, after a
+#: ``kill -9`` of the sweep.  Loky workers are children of the sweep process, so a changed
+#: ``getppid()`` means the sweep died (the worker was re-parented).  Polling works on every POSIX
+#: system, unlike PR_SET_PDEATHSIG, which also fires when the *thread* that started the worker ends.
+#: It runs through ``exec`` (a builtin, so unpickling it imports nothing): the watchdog starts
+#: before the worker spends seconds importing torch and svdgrad.
+WATCHDOG_SOURCE = """
+import os, threading, time
+
+def _watch():
+    while True:
+        if os.getppid() != PARENT:
+            os._exit(1)
+        time.sleep(PERIOD)
+
+if os.getpid() != PARENT:
+    threading.Thread(target=_watch, name="svdgrad-parent-watchdog", daemon=True).start()
+"""
+
+
+def watchdog_initializer(parent: int | None = None) -> tuple:
+    """(initializer, initargs) for a process pool whose workers must die with ``parent`` (default: this process)."""
+    return exec, (WATCHDOG_SOURCE, {"PARENT": os.getpid() if parent is None else parent,
+                                    "PERIOD": WATCHDOG_PERIOD_S})
+
+
 def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | None = None):
     """Yield each task's rows as it finishes (in completion order)."""
     import joblib
@@ -126,13 +183,17 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
         _init_ray(ray_address)
         config = joblib.parallel_config(backend="ray", n_jobs=jobs)
     else:
-        config = joblib.parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1)
+        # Each loky worker starts a watchdog first thing (the executor's initializer), so that it
+        # exits with the sweep even while importing or inside a long cell.
+        init, initargs = watchdog_initializer()
+        config = joblib.parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1,
+                                        initializer=init, initargs=initargs)
     with config:
         if backend == "ray":
             # Ray's joblib backend (a multiprocessing-pool backend) returns no generator, so tasks go
             # in chunks of RAY_CHUNK·jobs and each chunk's rows are written when the chunk ends: a
             # killed Ray run can lose the finished cells of its last chunk (--resume recomputes them;
-            # nothing is duplicated).
+            # nothing is duplicated).  Ray owns its workers' lifetimes: no watchdog.
             tasks = list(tasks)
             step = RAY_CHUNK * jobs
             for i in range(0, len(tasks), step):
@@ -150,22 +211,42 @@ class SweepStats:
     error_rows: int
     matrices: int
     seconds: float
+    jobs: int = 1
+
+
+class SweepLocked(RuntimeError):
+    """Another sweep holds the output directory."""
 
 
 def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", resume: bool = False,
-              progress: bool = True, ray_address: str | None = None, command: str = "") -> SweepStats:
+              progress: bool = True, ray_address: str | None = None, command: str = "",
+              log=print) -> SweepStats:
     """Run ``grid`` into ``out`` (results.csv, approx.csv, grid.json); returns counts.
 
     Without ``resume`` results.csv starts empty; with it, rows already
-    there are kept and skipped.
+    there are kept and skipped.  (Whether an existing results.csv may be
+    replaced is the caller's decision: the CLI refuses without --overwrite.)
+    ``jobs`` is bounded by the pending matrices and, locally, the usable
+    cores; ``log`` gets a note when it is.
     """
+    from filelock import FileLock, Timeout
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
+    # filelock: flock on a lock file that is never unlinked, so no two writers can hold it.
+    lock = FileLock(str(out / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SweepLocked(f"another sweep is writing to {out} (it holds the lock {out / LOCK}); "
+                          f"wait for it to finish, or choose a different directory with --out") from None
+    try:
         stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
-                           ray_address=ray_address)
-        _log_run(out / RUNS, stats, resume=resume, command=command, jobs=jobs, backend=backend)
+                           ray_address=ray_address, log=log)
+        _log_run(out / RUNS, stats, resume=resume, command=command, jobs=stats.jobs, backend=backend)
         return stats
+    finally:
+        lock.release()
 
 
 def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, jobs: int, backend: str):
@@ -181,30 +262,36 @@ def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, job
     write_atomic(path, old + json.dumps(entry) + "\n")
 
 
-class _exclusive:
-    """Hold OUT/.lock for the run: two sweeps appending to one results.csv would mix their rows."""
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere (logs, pipes) a short plain line every ~5% of the rows."""
 
-    def __init__(self, out: Path):
-        self.path = Path(out) / LOCK
+    def __init__(self, total: int, enabled: bool, log):
+        import sys
 
-    def __enter__(self):
-        import fcntl
+        self.total, self.done, self.log, self.bar = total, 0, log, None
+        self.enabled = enabled and total > 0
+        self.t0 = time.perf_counter()
+        self.step = max(1, total // 20)
+        self.next = self.step
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
 
-        self.f = open(self.path, "w")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.close()
-            raise RuntimeError(f"another sweep is writing to {self.path.parent} (it holds {self.path}); "
-                               f"wait for it, or use --out for a different directory") from None
-        return self
+            self.bar = tqdm(total=total, unit="row", desc="sweep", smoothing=0.05)
 
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-        self.f.close()
+    def update(self, rows: int) -> None:
+        self.done += rows
+        if self.bar is not None:
+            self.bar.update(rows)
+        elif self.enabled and (self.done >= self.next or self.done == self.total):
+            self.next = self.done + self.step
+            self.log(f"sweep: {self.done}/{self.total} rows, {time.perf_counter() - self.t0:.0f} s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address) -> SweepStats:
+def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address, log=print) -> SweepStats:
     t0 = time.perf_counter()
     store = ResultStore(out / RESULTS)
     if resume:
@@ -216,24 +303,22 @@ def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address) -> Sw
     write_table(out / APPROX, approximation_rows(grid), APPROX_COLUMNS)
     tasks = plan(grid, done)
     planned = sum(len(t.pending) for t in tasks)
+    eff, why = effective_jobs(jobs, len(tasks), backend)
+    if eff < jobs:
+        log(f"svdgrad sweep: note: --jobs {jobs} reduced to {eff} ({why})")
     written = errors = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=planned, unit="row", desc="sweep", smoothing=0.05)
+    bar = _Progress(planned, progress, log)
     try:
-        for rows in execute(tasks, jobs=jobs, backend=backend, ray_address=ray_address):
+        for rows in execute(tasks, jobs=eff, backend=backend, ray_address=ray_address):
             store.append(rows)
             written += len(rows)
             errors += sum(1 for r in rows if r.get("error"))
-            if bar is not None:
-                bar.update(len(rows))
+            bar.update(len(rows))
     finally:
-        if bar is not None:
-            bar.close()
-    return SweepStats(planned, written, errors, len(tasks), time.perf_counter() - t0)
+        bar.close()
+    return SweepStats(planned, written, errors, len(tasks), time.perf_counter() - t0, eff)
 
 
 __all__ = ["COLUMNS", "RESULTS", "APPROX", "GRID", "REPORT", "RUNS", "BACKENDS", "matrix_keys", "plan", "execute",
-           "run_sweep", "approximation_rows"]
+           "run_sweep", "approximation_rows", "effective_jobs", "usable_cores",
+           "SweepLocked"]

@@ -5,7 +5,9 @@ with O_APPEND, followed by fsync, so a killed run leaves every finished cell
 on disk.  If the kill lands inside a write, the torn last line (no newline,
 or the wrong number of fields) is dropped on load, and ``repair`` truncates
 it away before a resumed run appends; rows are keyed, so a resumed run
-recomputes exactly the missing ones.  Other files (approx.csv, grid.json,
+recomputes exactly the missing ones.  A file torn inside its header (no
+complete first line) holds no rows: ``repair`` rewrites the header, never
+leaves a headerless file.  Other files (approx.csv, grid.json,
 REPORT.md, figures) are written to a temporary file and renamed.
 """
 
@@ -66,11 +68,15 @@ class ResultStore:
         write_table(self.path, [], COLUMNS)
 
     def repair(self) -> int:
-        """Create the file if missing; cut a torn last line.  Returns the bytes removed."""
+        """Create the file if missing; cut a torn last line; rewrite a torn header.  Returns the bytes removed."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             self.reset()
             return 0
         data = self.path.read_bytes()
+        if b"\n" not in data:
+            # Torn inside the header: cutting the torn line would leave an empty, headerless file.
+            self.reset()
+            return len(data)
         cut = len(data) - (data.rfind(b"\n") + 1)
         if cut:
             with open(self.path, "r+b") as f:
@@ -93,6 +99,13 @@ class ResultStore:
     def load(self) -> list[dict]:
         """Complete rows as dicts of strings (header checked; torn or malformed lines dropped)."""
         return read_rows(self.path)
+
+    def has_rows(self) -> bool:
+        """True if the file holds at least one complete row, or is not a results table at all."""
+        try:
+            return bool(self.load())
+        except (ValueError, UnicodeDecodeError):
+            return True
 
     def done_keys(self) -> set[tuple]:
         return {row_key(r) for r in self.load()}

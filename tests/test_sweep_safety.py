@@ -1,0 +1,267 @@
+"""What `svdgrad sweep` must never do, tested by injecting the fault for real.
+
+- replace finished results without --resume / --overwrite (issue 8 §5);
+- write a smoke run (--quick) into reports/ (issue 8 §5);
+- leave a headerless results.csv after a tear inside the header (issue 8 §6);
+- let two writers hold one output directory (issue 8 §6);
+- start more workers than matrices or cores (issue 8 §6);
+- leave workers running after a kill -9 of the sweep (issue 8 §6);
+- answer Ctrl-C with a traceback instead of the command that resumes (issue 8 §6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from svdgrad.sweep import cli, runner
+from svdgrad.sweep.cells import COLUMNS
+from svdgrad.sweep.store import ResultStore, read_rows, row_key
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+HEADER = ",".join(COLUMNS) + "\n"
+
+#: One matrix, one method, one dtype: the cheapest sweep there is (~1 s).
+ONE = ["--methods", "exact", "--dtypes", "float64", "--sizes", "16", "--kappas", "2", "--spectra", "logspaced",
+       "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
+
+
+def _sweep(argv, capsys=None):
+    rc = cli.main("sweep", list(argv))
+    captured = capsys.readouterr() if capsys is not None else None
+    return rc, captured
+
+
+def _children(pid: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is ``pid``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(d))
+    return out
+
+
+def _alive(pids) -> list[int]:
+    alive = []
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(p)
+    return alive
+
+
+# ---------------------------------------------------------------------------
+# §5: nothing overwritten without being asked.
+# ---------------------------------------------------------------------------
+
+def test_finished_results_are_not_replaced_without_resume_or_overwrite(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert _sweep(ONE + ["--out", str(out)])[0] == 0
+    before = (out / "results.csv").read_bytes()
+    assert len(read_rows(out / "results.csv")) > 0
+
+    # The README's partial-grid example, aimed at a folder with results: refused, nothing touched.
+    rc, cap = _sweep(["--methods", "exact,pade", "--dtypes", "float32", "--sizes", "16", "--kappas", "0",
+                      "--spectra", "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress",
+                      "--out", str(out)], capsys)
+    assert rc == 2
+    assert "already holds results" in cap.err and "--overwrite" in cap.err and "--resume" in cap.err
+    assert (out / "results.csv").read_bytes() == before
+
+    # --resume keeps the rows; --overwrite replaces them, as asked.
+    assert _sweep(ONE + ["--resume", "--out", str(out)])[0] == 0
+    assert (out / "results.csv").read_bytes() == before
+    assert _sweep(["--methods", "pade"] + ONE[2:] + ["--overwrite", "--out", str(out)])[0] == 0
+    assert {r["method"] for r in read_rows(out / "results.csv") if r["study"] == "method"} == {"pade"}
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
+    rc, cap = _sweep(ONE + ["--resume", "--overwrite", "--out", str(tmp_path)], capsys)
+    assert rc == 2 and "--overwrite" in cap.err
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_quick_writes_to_a_new_scratch_folder_not_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    narrow = ["--quick", "--methods", "exact", "--dtypes", "float64", "--kappas", "0", "--spectra", "logspaced",
+              "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
+    outs = []
+    for _ in range(2):  # the second smoke run neither refuses nor overwrites the first
+        rc, cap = _sweep(narrow, capsys)
+        assert rc == 0, cap.err
+        line = [ln for ln in cap.out.splitlines() if ln.startswith("svdgrad sweep: results in ")][-1]
+        outs.append(Path(line.rsplit(" ", 1)[1]))
+    assert outs[0] != outs[1]
+    for out in outs:
+        assert out.parent == Path("runs") and out.name.startswith("sweep-quick-")
+        assert len(read_rows(out / "results.csv")) > 0
+    assert not (tmp_path / "reports").exists()
+    rc, cap = _sweep(narrow + ["--resume"], capsys)
+    assert rc == 2 and "--out" in cap.err
+
+
+def test_runs_folder_is_ignored_by_git():
+    proc = subprocess.run(["git", "check-ignore", "-q", "runs/sweep-quick-x/results.csv"], cwd=ROOT)
+    assert proc.returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# §6: a header torn by a kill.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("torn", [HEADER[:7], HEADER[:-1], ""])
+def test_repair_rewrites_a_torn_header(tmp_path, torn):
+    store = ResultStore(tmp_path / "results.csv")
+    store.path.write_text(torn)
+    store.repair()
+    assert store.path.read_text() == HEADER
+    assert store.load() == []
+
+
+def test_resume_and_report_work_after_a_tear_inside_the_header(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "results.csv").write_text(HEADER[:23])  # killed inside the header: no newline at all
+    assert cli.main("sweep", ONE + ["--resume", "--out", str(out)]) == 0
+    text = (out / "results.csv").read_text()
+    assert text.startswith(HEADER)
+    rows = read_rows(out / "results.csv")
+    assert rows and len({row_key(r) for r in rows}) == len(rows)
+    assert cli.main("report", ["--out", str(out)]) == 0
+    assert (out / "REPORT.md").is_file()
+
+
+# ---------------------------------------------------------------------------
+# §6: one writer per output directory (filelock).
+# ---------------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1]); lock.acquire(); print("held", flush=True); time.sleep(120)
+"""
+
+
+def test_a_second_writer_is_refused_with_a_clear_message(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / runner.LOCK)], stdout=subprocess.PIPE,
+                              text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc, cap = _sweep(ONE + ["--out", str(out)], capsys)
+        assert rc == 1
+        assert "another sweep is writing to" in cap.err and "--out" in cap.err
+        assert not (out / "results.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone (its lock with it): the same command now runs, and the lock file stays in
+    # place (it is never unlinked, so a third writer cannot lock a different file of the same name).
+    assert _sweep(ONE + ["--out", str(out)])[0] == 0
+    assert (out / runner.LOCK).exists()
+
+
+# ---------------------------------------------------------------------------
+# §6: --jobs is bounded.
+# ---------------------------------------------------------------------------
+
+def test_jobs_are_bounded_by_matrices_and_cores(tmp_path, capsys):
+    rc, cap = _sweep(ONE + ["--jobs", "32", "--out", str(tmp_path)], capsys)
+    assert rc == 0
+    assert "--jobs 32 reduced to 1 (1 matrix to compute)" in cap.out
+    run = json.loads((tmp_path / runner.RUNS).read_text().splitlines()[-1])
+    assert run["jobs"] == 1
+    cores = runner.usable_cores()
+    assert runner.effective_jobs(32, 1000, "loky") == (cores, f"{cores} usable {'core' if cores == 1 else 'cores'}")
+    assert runner.effective_jobs(32, 1000, "ray") == (32, "")  # a cluster has more cores than this machine
+    assert runner.effective_jobs(2, 1000, "loky")[0] == min(2, cores)
+
+
+# ---------------------------------------------------------------------------
+# §6: workers die with the sweep; Ctrl-C says how to resume.
+# ---------------------------------------------------------------------------
+
+def test_kill_9_of_the_sweep_leaves_no_worker_behind(tmp_path):
+    # n = 256 cells take many seconds each, so the workers are busy when the sweep is killed: without
+    # the parent watchdog they finish their cell (and linger) long after the sweep is gone.
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "sweep", "--sizes", "256", "--kappas", "4,8",
+                             "--spectra", "logspaced", "--seeds", "0", "--jobs", "2", "--no-progress",
+                             "--no-report", "--out", str(out)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 3:  # 2 workers + loky's resource tracker(s)
+            time.sleep(0.2)
+            kids = _children(proc.pid)
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert len(kids) >= 3, kids
+        time.sleep(3.0)  # the workers are inside their first n = 256 cell (about 8 s each)
+        kids = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    deadline = time.monotonic() + 4
+    while _alive(kids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = _alive(kids)
+    for p in survivors:  # clean up before failing
+        os.kill(p, signal.SIGKILL)
+    assert not survivors, f"workers outlived the killed sweep: {survivors}"
+
+
+def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["--methods", "exact,ordinary", "--sizes", "16", "--kappas", "0-12:4", "--spectra", "logspaced",
+            "--seeds", "0,1", "--jobs", "2", "--no-progress", "--no-report"]
+    # A new session, signalled as a group: what a terminal's Ctrl-C does (the workers get SIGINT too).
+    proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "sweep", *args, "--out", str(out)], cwd=ROOT,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (out / "results.csv").exists() and len(read_rows(out / "results.csv")) >= 6:
+                break
+            assert proc.poll() is None, "the sweep finished before Ctrl-C"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr + stdout
+    command = lines[0].split("resume with: ", 1)[1]
+    assert command.endswith(f"--out {out} --resume")
+    before = read_rows(out / "results.csv")
+    # The printed command, run as printed, finishes the grid.
+    argv = shlex.split(command)
+    assert argv[:2] == ["svdgrad", "sweep"]
+    assert cli.main("sweep", argv[2:]) == 0
+    after = read_rows(out / "results.csv")
+    assert all(r in after for r in before)
+    assert len(before) < len(after) == len({row_key(r) for r in after}) == (2 * 2 + 2) * 4 * 2
