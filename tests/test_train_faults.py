@@ -475,3 +475,26 @@ def test_identical_protocols_are_grouped_and_others_are_not():
     assert report._group_label(["hybrid-ordinary", "hybrid-pade"]) == "NS → ordinary = Padé"
     e, m, lo, hi = report._band(runs["ns"], "val_acc")
     assert e == [1, 2] and m == pytest.approx([0.5, 0.65]) and lo == [0.5, 0.6] and hi == [0.5, 0.7]
+
+
+def test_an_epoch_with_every_step_skipped_stops_the_run(tmp_path, capsys, keep_threads):
+    x = torch.full((40, 1, 16, 16), HUGE)  # every batch overflows: a systematic fault, not a stray image
+    torch.save({"images": x, "labels": torch.arange(40) % 4, "val_images": _images(12, 1),
+                "val_labels": torch.arange(12) % 4}, tmp_path / "d.pt")
+    args = ["--dataset", f"tensors:{tmp_path / 'd.pt'}", *NET_ARGS, "--protocol", "ns", "--epochs", "2"]
+    assert cli_main("train", args + ["--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "Every one of the 5 steps of epoch 1 was skipped (pooled matrix rejected by sqrtm: 5" in err
+
+
+def test_a_study_refuses_a_folder_of_another_study(tmp_path):
+    from svdgrad.train import study
+
+    out = str(tmp_path / "s")
+    os.makedirs(out)
+    with open(os.path.join(out, "study.json"), "w") as f:
+        json.dump({"settings": {**study.QUICK, "widths": list(study.QUICK["widths"])}, "quick": True,
+                   "protocols": study.PROTOCOLS, "seeds": 1}, f)
+    with pytest.raises(SvdgradError, match="holds a study with other settings .*epochs.*it is a --quick study"):
+        study.run(quick=False, out=out, echo=lambda m: None)
+    assert os.listdir(out) == ["study.json"]

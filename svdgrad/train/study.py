@@ -88,6 +88,18 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                                f"already run); it does not exist. Run the study into {out} first.")
         write_report(out)
         return out
+    study_settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    if os.path.exists(study_path):
+        with open(study_path) as f:
+            before = json.load(f)
+        if before.get("settings") != study_settings or before.get("protocols") != PROTOCOLS:
+            changed = sorted(k for k in set(study_settings) | set(before.get("settings", {}))
+                             if before.get("settings", {}).get(k) != study_settings.get(k))
+            raise SvdgradError(
+                f"{out} holds a study with other settings ({', '.join(changed) or 'protocols'} differ"
+                f"{'; it is a --quick study' if before.get('quick') else ''}{'; this is --quick' if quick else ''}). "
+                f"Its runs would be mixed with these. Pass a new --out, or delete {out} to start over.")
+        seeds = max(seeds, int(before.get("seeds", seeds)))  # the report reads every seed in runs/
     os.makedirs(out, exist_ok=True)
     grid = list(configs(settings, seeds, out))
     todo = [(n, s, c) for n, s, c in grid if not _complete(c)]
@@ -121,8 +133,7 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                     pool.join()
         finally:
             torch.set_num_threads(threads)
-    study = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-             "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
+    study = {"settings": study_settings, "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
              "cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__}
     write_atomic(study_path, json.dumps(study, indent=1))
     write_report(out)

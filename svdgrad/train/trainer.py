@@ -603,6 +603,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
             loss, out, reason = train_step(model, net, opt, x, y, guard=guard, device=device)
             if reason is not None:
                 skipped += 1
+                last_reason = reason
                 key = reason.split(":")[0]
                 reasons[key] = reasons.get(key, 0) + 1
             if loss is not None and bool(torch.isfinite(loss)):
@@ -624,6 +625,11 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
                 bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", skipped=skipped)
         if bar is not None:
             bar.close()
+        if skipped == n_batches:  # nothing was learned: a systematic fault, not a stray batch
+            raise SvdgradError(
+                f"Every one of the {n_batches} steps of epoch {epoch} was skipped ("
+                + ", ".join(f"{k}: {v}" for k, v in reasons.items()) + f"; the last: {last_reason}). "
+                f"Check the data (--dataset {cfg.dataset}) for non-finite or huge values, and the options.")
         loss_sum, correct, seen, small, total_eigs = ddp.all_reduce_sum(
             [loss_sum, float(correct), float(seen), float(small), float(total_eigs)], device)
         kap, lmins, lmaxs = ddp.gather_lists(kap), ddp.gather_lists(lmins), ddp.gather_lists(lmaxs)
