@@ -41,12 +41,15 @@ import math
 import torch
 from torch import nn
 
+import svdgrad
+
 from . import _methods
 from ._api import sqrtm
 from ._errors import SvdgradError
+from ._methods import get_method
 
-__all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "SmallResNet", "covariance",
-           "triu_vector"]
+__all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "Whitening", "SmallResNet",
+           "covariance", "triu_vector"]
 
 
 def covariance(X: torch.Tensor) -> torch.Tensor:
@@ -87,6 +90,14 @@ def _check_channels(name: str, value, allow_none: bool) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SvdgradError(f"Expected {name} to be a positive integer{' or None' if allow_none else ''}; "
                            f"received {value!r}.")
+
+
+def _inv_sqrt_methods() -> tuple[str, ...]:
+    return svdgrad.methods("inv_sqrt")
+
+
+def _inv_sqrtm(A: torch.Tensor, method) -> torch.Tensor:
+    return svdgrad.inv_sqrtm(A, method)
 
 
 class CovariancePooling(nn.Module):
@@ -264,6 +275,174 @@ class GlobalAveragePooling(nn.Module):
             raise SvdgradError(f"Expected a feature map of shape (B, {self.in_channels}, H, W); "
                                f"received shape={tuple(x.shape)}.")
         return self.reduce(x).mean(dim=(2, 3))
+
+
+def _check_real(name: str, value, low: float, high: float, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+    if not ok:
+        raise SvdgradError(f"Expected {name} in [{low:g}, {high:g}]{' or None' if allow_none else ''}; "
+                           f"received {name}={value!r}.")
+
+
+class Whitening(nn.Module):
+    """ZCA whitening of channel groups with batch statistics: decorrelated batch norm.
+
+    DBN (Huang et al., CVPR 2018, Alg. 1) with an eigen method;
+    ``method="newton_schulz"`` is IterNorm (Huang et al., CVPR 2019, Alg. 1:
+    trace-normalized coupled Newton iterations, ``iterations`` T = 5 by
+    default).  Input (B, C), (B, C, L) or (B, C, H, W); the C channels are
+    split into C/g groups of g = ``group_size`` consecutive channels (None:
+    one group of all C), each whitened over its m = B·H·W values:
+
+        μ = mean of x,  Σ = (1/m) X̄ X̄ᵀ + eps·I,  W = Σ^{-1/2},  out = γ ∘ W(x - μ) + β
+
+    with X̄ = x - μ (g, m) per group and γ, β per channel (``affine``).
+
+    Choices, and why:
+
+    - **ZCA, Σ^{-1/2} itself** (not PCA or Cholesky whitening): the output
+      stays closest to the input (DBN sect. 3), and W is symmetric, so any
+      ``svdgrad.inv_sqrtm`` method applies; ``layer.method = "pade"``
+      switches it at run time, as for CovariancePooling.
+    - **Groups in the batch dimension.**  The G = C/g groups are one batch
+      of G matrices (G, g, g) for a single ``inv_sqrtm`` call: no Python
+      loop over groups, so many small groups (g = 16) are cheap.
+    - **Running statistics: the mean and the whitening matrix W** (buffers
+      ``running_mean`` (C,) and ``running_whitening`` (G, g, g)), blended
+      with ``momentum`` as BatchNorm blends its mean and variance
+      (``momentum=None``: cumulative average), as the DBN and IterNorm
+      reference code do.  Eval is then one matmul, W_run(x - μ_run), with
+      no decomposition; it is the average of the training W, which is not
+      the W of the average Σ (the references accept the same).  For
+      newton_schulz it is the average of the approximation that training
+      used.  The covariance is the biased (1/m) one, also in the buffers.
+    - **eps is an absolute ridge** on Σ (as BatchNorm's eps on the
+      variance): cov(out) = I - eps·Σ^{-1} before the affine map.  It is
+      not the method's relative eigenvalue floor ``eps``; set that through
+      a spec or object, e.g. ``method="exact:eps=1e-7"``.
+    - **Degenerate batches.**  One value per channel in training mode
+      (a (1, C) batch) raises ``SvdgradError``, as BatchNorm does: it has
+      no statistics, and whitening it would silently output β.  A constant
+      group (X̄ = 0) is no error: Σ = eps·I, so the output is β there and
+      the gradients are finite for every method whose backward is finite
+      at tied eigenvalues (all but ``ordinary``, which is faithfully
+      unstable there).  ``eps=0`` needs a full-rank batch covariance.
+    - **Dtypes.**  Statistics and W in the input dtype (float32 for
+      float16/bfloat16 input); the method's own ``compute_dtype`` (e.g.
+      ``method="exact:compute_dtype=float64"``) decides what ``inv_sqrtm``
+      computes in.  The output has the input dtype.
+    - **Distributed.**  Statistics are of the local batch (no sync across
+      processes, unlike the trainer's SyncBatchNorm2d).
+
+    Parameters
+    ----------
+    num_features:
+        C, the number of channels.
+    group_size:
+        g, channels per group; must divide C.  None (default): g = C.
+    method:
+        Any ``svdgrad.inv_sqrtm`` method name, spec or object (default
+        ``"exact"``); ``method_options`` are applied to it.
+    momentum:
+        Weight of the batch statistics in the running ones (default 0.1),
+        or None for a cumulative average.
+    eps:
+        Ridge added to Σ (default 1e-5).
+    affine:
+        Learn a per-channel scale γ (``weight``) and shift β (``bias``).
+    """
+
+    def __init__(self, num_features: int, group_size: int | None = None, method="exact", momentum: float | None = 0.1,
+                 eps: float = 1e-5, affine: bool = True, **method_options):
+        super().__init__()
+        _check_channels("num_features", num_features, False)
+        _check_channels("group_size", group_size, True)
+        g = num_features if group_size is None else group_size
+        if num_features % g:
+            divisors = [k for k in range(1, num_features + 1) if num_features % k == 0]
+            raise SvdgradError(
+                f"Expected num_features divisible by group_size; received num_features={num_features}, "
+                f"group_size={g}. Use a divisor of {num_features} ({', '.join(map(str, divisors))}) or None "
+                f"for one group of all channels."
+            )
+        _check_real("momentum", momentum, 0.0, 1.0, allow_none=True)
+        _check_real("eps", eps, 0.0, math.inf)
+        if not math.isfinite(eps):
+            raise SvdgradError(f"Expected a finite eps >= 0; received eps={eps!r}.")
+        self.num_features = num_features
+        self.group_size = g
+        self.num_groups = num_features // g
+        self.momentum = None if momentum is None else float(momentum)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_whitening", torch.eye(g).repeat(self.num_groups, 1, 1))  # (G, g, g)
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.method = get_method(method, **method_options)
+
+    @property
+    def method(self):
+        """The ``inv_sqrtm`` method object in use; assign a name, spec or object to switch."""
+        return self._method
+
+    @method.setter
+    def method(self, value) -> None:
+        m = get_method(value)
+        valid = _inv_sqrt_methods()
+        if m.name not in valid:
+            raise SvdgradError(f"Expected an inv_sqrtm method, one of {', '.join(valid)}; received "
+                               f"{m.name!r}, which has no inverse square root.")
+        self._method = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        C, g, G = self.num_features, self.group_size, self.num_groups
+        if x.dim() < 2 or x.shape[1] != C:
+            raise SvdgradError(f"Expected an input (B, C), (B, C, L) or (B, C, H, W) with {C} channels; received "
+                               f"shape={tuple(x.shape)}, dtype={x.dtype}. Set num_features to the channel count.")
+        wd = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        X = x.transpose(0, 1).reshape(G, g, -1).to(wd)  # (G, g, m): groups in the batch dimension
+        m = X.shape[-1]
+        if self.training:
+            if m < 2:
+                raise SvdgradError(
+                    f"Expected more than one value per channel in training mode; received shape={tuple(x.shape)}. "
+                    f"A batch of one has no covariance: use a larger batch, or call layer.eval() to use the "
+                    f"running statistics."
+                )
+            mu = X.mean(dim=-1, keepdim=True)  # (G, g, 1)
+            Xc = X - mu
+            eye = torch.eye(g, dtype=wd, device=x.device)
+            S = torch.baddbmm(self.eps * eye, Xc, Xc.mT, alpha=1.0 / m)  # (G, g, g) Σ + eps·I
+            W = _inv_sqrtm(S, self._method)  # (G, g, g)
+            self._update_running(mu.detach(), W.detach())
+        else:
+            mu = self.running_mean.to(wd).view(G, g, 1)
+            W = self.running_whitening.to(wd)
+            Xc = X - mu
+        Y = torch.bmm(W, Xc).reshape(C, m)  # (C, m)
+        if self.affine:
+            Y = torch.addcmul(self.bias.to(wd)[:, None], Y, self.weight.to(wd)[:, None])
+        out = Y.reshape(C, x.shape[0], *x.shape[2:]).transpose(0, 1)
+        return out.to(x.dtype).contiguous()
+
+    @torch.no_grad()
+    def _update_running(self, mu: torch.Tensor, W: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        a = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mu.flatten().to(self.running_mean.dtype), a)
+        self.running_whitening.lerp_(W.to(self.running_whitening.dtype), a)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, group_size={self.group_size}, method={self._method!r}, "
+                f"momentum={self.momentum}, eps={self.eps:g}, affine={self.affine}")
 
 
 class _BasicBlock(nn.Module):

@@ -1,0 +1,348 @@
+"""svdgrad.nn.Whitening: ZCA decorrelated batch norm (DBN), IterNorm with newton_schulz."""
+
+import math
+
+import pytest
+import torch
+
+import svdgrad
+import svdgrad.nn as snn
+from svdgrad import SvdgradError
+
+from .helpers import EPS
+
+#: inv_sqrtm methods that compute Σ^{-1/2} to working precision in the forward
+#: (topn and newton_schulz approximate a different function by design).
+APPROXIMATE = ("topn", "newton_schulz")
+
+
+def _inv_sqrt_methods():
+    return svdgrad.methods("inv_sqrt")
+
+
+def _accurate():
+    return [m for m in _inv_sqrt_methods() if m not in APPROXIMATE]
+
+
+def _data(B=64, C=6, HW=None, dtype=torch.float64, seed=0, kappa=10.0):
+    """x with a known, correlated channel covariance (κ about ``kappa``) and a nonzero mean."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(C, C, generator=g, dtype=torch.float64))
+    s = torch.logspace(0, 0.5 * math.log10(kappa), C, dtype=torch.float64)
+    mix = Q @ torch.diag(s) @ Q.T  # (C, C)
+    shape = (B, C) if HW is None else (B, C, *HW)
+    z = torch.randn(shape, generator=g, dtype=torch.float64)
+    x = torch.einsum("ij,bj...->bi...", mix, z) + torch.arange(C, dtype=torch.float64).view(C, *([1] * (len(shape) - 2)))
+    return x.to(dtype)
+
+
+def _channels(y):
+    """(B, C, *) -> (C, m)."""
+    return y.transpose(0, 1).reshape(y.shape[1], -1)
+
+
+def _group_covariances(y, g):
+    Y = _channels(y).double()
+    Y = Y - Y.mean(-1, keepdim=True)
+    S = Y @ Y.T / Y.shape[-1]  # (C, C)
+    C = S.shape[0]
+    return torch.stack([S[i:i + g, i:i + g] for i in range(0, C, g)]), S
+
+
+def _kappa(S):
+    L = torch.linalg.eigvalsh(S.double())
+    return float(L[..., -1].max() / L[..., 0].min())
+
+
+# ---------------------------------------------------------------------------
+# What the layer computes.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method", ["exact", "ordinary", "truncated", "taylor", "pade"])
+def test_training_output_is_white_per_group(method, dtype):
+    """With eps=0 the whitened output has covariance I in each group, to C·κ·eps of the dtype."""
+    if method not in _accurate():
+        pytest.skip(f"{method} is not an inv_sqrtm method")
+    g = 3
+    layer = snn.Whitening(6, group_size=g, method=method, eps=0.0, affine=False).to(dtype)
+    x = _data(B=200, C=6, dtype=dtype, kappa=100.0)
+    y = layer(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    Sg, S = _group_covariances(y, g)
+    Sx, _ = _group_covariances(x, g)
+    tol = 10 * (_kappa(Sx) + g) * EPS[dtype]
+    eye = torch.eye(g, dtype=torch.float64).expand_as(Sg)
+    torch.testing.assert_close(Sg, eye, rtol=0, atol=tol)
+    # Groups are whitened separately: the cross-group block is not zero.
+    assert S[:g, g:].abs().max() > 1e-2
+    # and the output is centred.
+    assert _channels(y).double().mean(-1).abs().max() < tol
+
+
+def test_eps_is_a_ridge_on_the_covariance():
+    """out = (Σ + eps·I)^{-1/2}(x - μ), so cov(out) = I - eps·(Σ + eps·I)^{-1} exactly."""
+    eps = 0.3
+    layer = snn.Whitening(4, method="exact", eps=eps, affine=False).double()
+    x = _data(B=100, C=4)
+    y = layer(x)
+    S, _ = _group_covariances(y, 4)
+    Sx, _ = _group_covariances(x, 4)
+    R = Sx[0] + eps * torch.eye(4, dtype=torch.float64)
+    torch.testing.assert_close(S[0], torch.eye(4, dtype=torch.float64) - eps * torch.linalg.inv(R),
+                               rtol=0, atol=1e-12)
+
+
+def test_is_zca_the_symmetric_whitening():
+    """ZCA: W = Σ^{-1/2} is symmetric positive definite (not PCA or Cholesky whitening)."""
+    layer = snn.Whitening(4, method="exact", eps=0.0, affine=False).double()
+    x = _data(B=100, C=4)
+    y = layer(x)
+    Xc = _channels(x) - _channels(x).mean(-1, keepdim=True)
+    # Solve Y = W Xc for W (Xc has full row rank).
+    W = torch.linalg.lstsq(Xc.T, _channels(y).T).solution.T
+    torch.testing.assert_close(W, W.T, rtol=0, atol=1e-10)
+    assert torch.linalg.eigvalsh(W).min() > 0
+    torch.testing.assert_close(W, svdgrad.inv_sqrtm(Xc @ Xc.T / Xc.shape[-1], "exact"), rtol=1e-10, atol=1e-10)
+
+
+def test_newton_schulz_is_iternorm_and_converges_with_iterations():
+    x = _data(B=200, C=4, kappa=10.0)
+    errs = []
+    for T in (1, 3, 5, 30):
+        layer = snn.Whitening(4, method="newton_schulz", iterations=T, eps=0.0, affine=False).double()
+        assert layer.method.iterations == T
+        S, _ = _group_covariances(layer(x), 4)
+        errs.append(float((S[0] - torch.eye(4, dtype=torch.float64)).abs().max()))
+    assert errs == sorted(errs, reverse=True), errs
+    assert errs[0] > 0.1 and errs[-1] < 1e-8, errs
+
+
+def test_affine_is_per_channel():
+    torch.manual_seed(0)
+    layer = snn.Whitening(4, group_size=2, method="exact").double()
+    plain = snn.Whitening(4, group_size=2, method="exact", affine=False).double()
+    assert layer.weight.shape == (4,) and layer.bias.shape == (4,)
+    assert plain.weight is None and plain.bias is None
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([1.0, 2.0, -3.0, 0.5]))
+        layer.bias.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    x = _data(B=20, C=4, HW=(3, 2))
+    expect = plain(x) * layer.weight.view(1, 4, 1, 1) + layer.bias.view(1, 4, 1, 1)
+    torch.testing.assert_close(layer(x), expect, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Shapes and groups.
+# ---------------------------------------------------------------------------
+
+def test_groups_equal_separate_layers():
+    x = _data(B=30, C=6, HW=(2, 2), kappa=50.0)
+    whole = snn.Whitening(6, group_size=2, method="exact").double()
+    y = whole(x)
+    for k in range(3):
+        part = snn.Whitening(2, method="exact").double()
+        torch.testing.assert_close(y[:, 2 * k:2 * k + 2], part(x[:, 2 * k:2 * k + 2]), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(whole.running_whitening[k], part.running_whitening[0], rtol=1e-12, atol=1e-14)
+    assert whole.running_whitening.shape == (3, 2, 2) and whole.num_groups == 3
+
+
+def test_spatial_input_equals_flattened_positions():
+    """(B, C, H, W) whitens over B·H·W positions, as (B·H·W, C) does."""
+    x = _data(B=5, C=4, HW=(3, 4))
+    layer4 = snn.Whitening(4, group_size=2, method="exact").double()
+    layer2 = snn.Whitening(4, group_size=2, method="exact").double()
+    y4 = layer4(x)
+    y2 = layer2(x.permute(0, 2, 3, 1).reshape(-1, 4))
+    torch.testing.assert_close(y4.permute(0, 2, 3, 1).reshape(-1, 4), y2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer4.running_whitening, layer2.running_whitening)
+    assert y4.is_contiguous()
+    # (B, C, L) too.
+    assert layer4(x.flatten(2)).shape == (5, 4, 12)
+
+
+def test_group_size_must_divide_channels():
+    with pytest.raises(SvdgradError, match="divisible.*6.*group_size=4"):
+        snn.Whitening(6, group_size=4)
+    with pytest.raises(SvdgradError, match="num_features"):
+        snn.Whitening(0)
+    with pytest.raises(SvdgradError, match="momentum"):
+        snn.Whitening(4, momentum=1.5)
+    with pytest.raises(SvdgradError, match="eps"):
+        snn.Whitening(4, eps=-1.0)
+    layer = snn.Whitening(4, group_size=2)
+    with pytest.raises(SvdgradError, match="4 channels.*shape=\\(3, 5\\)"):
+        layer(torch.randn(3, 5))
+    with pytest.raises(SvdgradError, match="\\(B, C\\)"):
+        layer(torch.randn(4))
+
+
+def test_unknown_or_unsupported_method_lists_the_valid_ones():
+    with pytest.raises(SvdgradError, match="Unknown method 'svd'.*exact"):
+        snn.Whitening(4, method="svd")
+    layer = snn.Whitening(4)
+    with pytest.raises(SvdgradError, match="Unknown method"):
+        layer.method = "nope"
+    assert layer.method.name == "exact"
+
+
+# ---------------------------------------------------------------------------
+# Running statistics and eval mode.
+# ---------------------------------------------------------------------------
+
+def test_running_statistics_follow_batchnorm_momentum():
+    x1, x2 = _data(B=40, C=4, seed=1), _data(B=40, C=4, seed=2) * 2 + 1
+    layer = snn.Whitening(4, group_size=2, method="exact", momentum=0.1).double()
+    eye = torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
+    torch.testing.assert_close(layer.running_whitening, eye)
+    assert float(layer.running_mean.abs().max()) == 0.0
+    W = []
+    for x in (x1, x2):
+        one = snn.Whitening(4, group_size=2, method="exact", momentum=1.0).double()
+        one(x)
+        W.append((one.running_mean.clone(), one.running_whitening.clone()))
+    layer(x1)
+    layer(x2)
+    mu = 0.9 * (0.1 * W[0][0]) + 0.1 * W[1][0]
+    Wr = 0.9 * (0.9 * eye + 0.1 * W[0][1]) + 0.1 * W[1][1]
+    torch.testing.assert_close(layer.running_mean, mu)
+    torch.testing.assert_close(layer.running_whitening, Wr)
+    assert int(layer.num_batches_tracked) == 2
+    # The batch whitening matrix is (Σ + eps·I)^{-1/2} and the mean the batch mean.
+    Sx, _ = _group_covariances(x1, 2)
+    torch.testing.assert_close(W[0][1], svdgrad.inv_sqrtm(Sx + 1e-5 * torch.eye(2, dtype=torch.float64), "exact"))
+    torch.testing.assert_close(W[0][0], _channels(x1).mean(-1))
+
+
+def test_cumulative_average_with_momentum_none():
+    xs = [_data(B=30, C=2, seed=s) for s in range(3)]
+    layer = snn.Whitening(2, method="exact", momentum=None).double()
+    singles = []
+    for x in xs:
+        layer(x)
+        one = snn.Whitening(2, method="exact", momentum=1.0).double()
+        one(x)
+        singles.append(one.running_whitening)
+    torch.testing.assert_close(layer.running_whitening, sum(singles) / 3)
+
+
+def test_eval_uses_running_statistics():
+    torch.manual_seed(0)
+    x = _data(B=50, C=4, HW=(2, 2), seed=3)
+    layer = snn.Whitening(4, group_size=2, method="exact", momentum=1.0).double()
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2.0)
+        layer.bias.uniform_(-1.0, 1.0)
+    y_train = layer(x)
+    layer.eval()
+    before = [b.clone() for b in layer.buffers()]
+    # momentum=1: the running statistics are those of x, so eval on x repeats training.
+    torch.testing.assert_close(layer(x), y_train, rtol=1e-12, atol=1e-12)
+    # On other data eval applies W_run (x - μ_run), not the new batch's statistics.
+    x2 = x[:7] * 3 - 2
+    Xc = _channels(x2) - layer.running_mean[:, None]
+    Y = torch.cat([layer.running_whitening[k] @ Xc[2 * k:2 * k + 2] for k in range(2)])
+    Y = Y * layer.weight[:, None] + layer.bias[:, None]
+    torch.testing.assert_close(_channels(layer(x2)), Y, rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.buffers()))  # eval never updates
+    # A batch of one is fine in eval.
+    assert layer(x2[:1]).shape == (1, 4, 2, 2)
+
+
+def test_state_dict_round_trip():
+    layer = snn.Whitening(6, group_size=3, method="newton_schulz", iterations=3)
+    for s in range(3):
+        layer(_data(B=16, C=6, HW=(2, 2), dtype=torch.float32, seed=s))
+    sd = layer.state_dict()
+    assert set(sd) == {"weight", "bias", "running_mean", "running_whitening", "num_batches_tracked"}
+    assert sd["running_whitening"].shape == (2, 3, 3)
+    fresh = snn.Whitening(6, group_size=3, method="newton_schulz", iterations=3)
+    fresh.load_state_dict(sd)
+    layer.eval()
+    fresh.eval()
+    x = _data(B=4, C=6, HW=(2, 2), dtype=torch.float32, seed=9)
+    assert torch.equal(layer(x), fresh(x))
+    assert int(fresh.num_batches_tracked) == 3
+    with pytest.raises(RuntimeError, match="running_whitening"):
+        snn.Whitening(6, group_size=2).load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------
+# Methods and gradients.
+# ---------------------------------------------------------------------------
+
+def test_method_switch_takes_effect_and_options_apply():
+    x = _data(B=40, C=4)
+    layer = snn.Whitening(4, method="exact").double()
+    y_exact = layer(x)
+    layer.method = svdgrad.NewtonSchulz(iterations=1)
+    y_ns = layer(x)
+    assert not torch.allclose(y_exact, y_ns, rtol=1e-3)
+    layer.method = "exact"
+    torch.testing.assert_close(layer(x), y_exact)
+    assert snn.Whitening(4, method="taylor:degree=9").method.degree == 9
+    assert snn.Whitening(4, method="taylor", degree=7).method.degree == 7
+    assert "method=" in repr(layer) and "group_size=4" in repr(layer)
+
+
+@pytest.mark.parametrize("method", ["exact", "newton_schulz"])
+def test_gradcheck_float64(method):
+    torch.manual_seed(0)
+    layer = snn.Whitening(4, group_size=2, method=method).double()
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2.0)
+    x = _data(B=3, C=4, HW=(2, 2), seed=5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: layer(x), (x,), eps=1e-6, atol=1e-8, rtol=1e-6)
+    # and the affine weight, through a functional call
+    w = layer.weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda w: torch.func.functional_call(layer, {"weight": w}, (x.detach(),)), (w,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["exact", "ordinary", "truncated", "topn", "taylor", "pade", "newton_schulz"])
+def test_every_method_trains_finite(method):
+    if method not in _inv_sqrt_methods():
+        pytest.skip(f"{method} is not an inv_sqrtm method")
+    torch.manual_seed(1)
+    layer = snn.Whitening(8, group_size=4, method=method)
+    x = _data(B=16, C=8, HW=(3, 3), dtype=torch.float32).requires_grad_(True)
+    y = layer(x)
+    (y * torch.randn_like(y)).sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert torch.isfinite(layer.weight.grad).all()
+
+
+# ---------------------------------------------------------------------------
+# Degenerate batches.
+# ---------------------------------------------------------------------------
+
+def test_one_value_per_channel_in_training_raises():
+    layer = snn.Whitening(4)
+    with pytest.raises(SvdgradError, match="more than one value per channel.*shape=\\(1, 4\\)"):
+        layer(torch.randn(1, 4))
+    # One sample with several positions is a batch of H·W values: fine.
+    assert torch.isfinite(layer(torch.randn(1, 4, 3, 3))).all()
+
+
+# ordinary is left out: its K = 1/(λi - λj) is infinite at the tied eigenvalues
+# of Σ = eps·I by design (faithfully unstable), as documented.
+@pytest.mark.parametrize("method", ["exact", "truncated", "topn", "taylor", "pade", "newton_schulz"])
+def test_constant_input_gives_the_bias_and_finite_gradients(method):
+    """A constant group (x - μ = 0): Σ = eps·I, output β there, finite gradients, for every tie-stable method."""
+    if method not in _inv_sqrt_methods():
+        pytest.skip(f"{method} is not an inv_sqrtm method")
+    layer = snn.Whitening(4, group_size=2, method=method)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    x = torch.randn(8, 4, 2, 2)
+    x[:, :2] = 5.0  # group 0 constant, group 1 live
+    x.requires_grad_(True)
+    y = layer(x)
+    (y * torch.randn_like(y)).sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(y[:, 0], torch.full_like(y[:, 0], 1.0))
+    torch.testing.assert_close(y[:, 1], torch.full_like(y[:, 1], 2.0))
+    # The running whitening of the dead group is (eps·I)^{-1/2} blended in.
+    Wd = layer.running_whitening[0]
+    expect = 0.9 + 0.1 / math.sqrt(layer.eps)
+    torch.testing.assert_close(Wd, expect * torch.eye(2), rtol=1e-5, atol=1e-5)
