@@ -1,6 +1,7 @@
-"""svdgrad: differentiable eigh and matrix square root with interchangeable backward methods."""
+"""svdgrad: differentiable eigh and matrix functions (sqrt, inverse sqrt, log, powers) with interchangeable backward methods."""
 
-from ._api import eigh, sqrtm
+from ._api import eigh, inv_sqrtm, logm, matrix_function, powm, sqrtm
+from ._spectral import functions
 from ._errors import SvdgradError
 from ._methods import (
     Exact,
@@ -18,6 +19,11 @@ from ._methods import (
 
 __all__ = [
     "sqrtm",
+    "inv_sqrtm",
+    "logm",
+    "powm",
+    "matrix_function",
+    "functions",
     "eigh",
     "methods",
     "get_method",

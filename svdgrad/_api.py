@@ -16,7 +16,8 @@ from ._errors import SvdgradError, describe
 from ._functions import Eigh
 from ._guard import guard
 from ._kernels import scale_exponent, sym, times_pow2
-from ._methods import Method, get_k_rule, get_method
+from ._methods import Method, get_k_rule, get_method, methods
+from ._spectral import InvSqrt, Log, Power, SpectralFunction, Sqrt, UserFunction, functions
 from ._validate import HALF_DTYPES, check_matrix, check_psd, check_values, is_traced, max_abs, psd_violations
 
 
@@ -43,11 +44,11 @@ def _psd_tol(method: Method, in_dtype, cdtype) -> float:
     return math.sqrt(max(torch.finfo(in_dtype).eps, torch.finfo(cdtype).eps))
 
 
-def _prepare(A, m: Method) -> tuple[torch.Tensor, torch.Tensor, torch.dtype, torch.dtype]:
+def _prepare(A, m: Method, *, scale: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.dtype, torch.dtype]:
     """Checks, then A/4^k symmetrized in the compute dtype.
 
     Returns (Ac, k, input dtype, compute dtype); k (*) is the per-matrix
-    power-of-two exponent (``_kernels.scale_exponent``).
+    power-of-two exponent (``_kernels.scale_exponent``); k = 0 without ``scale``.
     """
     check_matrix(A)
     work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
@@ -55,34 +56,33 @@ def _prepare(A, m: Method) -> tuple[torch.Tensor, torch.Tensor, torch.dtype, tor
         amax = max_abs(work.detach())  # (*)
     if m.check:
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax)
-    k = scale_exponent(amax)
-    scaled = times_pow2(times_pow2(work, -k), -k)  # two factors 2^-k: 4^-k itself may not be representable
+    k = scale_exponent(amax) if scale else torch.zeros_like(amax)
+    scaled = times_pow2(times_pow2(work, -k), -k) if scale else work  # two factors 2^-k: 4^-k may not be representable
     cdtype = _compute_dtype(A, m)
     return sym(scaled.to(cdtype)), k, A.dtype, cdtype
 
 
-def sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
-    """Principal square root Z = A^{1/2} of symmetric PSD ``A`` of shape (*, n, n).
+def _unsupported(fn: SpectralFunction, m: Method, entry: str) -> SvdgradError:
+    valid = methods(fn.name) if fn.name in functions() else tuple(
+        name for name in methods() if get_method(name).supports(fn))
+    return SvdgradError(
+        f"Method {m.name!r} does not compute {fn.name!r} ({entry}). Expected one of {', '.join(valid)}; "
+        f"newton_schulz computes only the square root and the inverse square root."
+    )
 
-    ``method`` is a registered name (see ``svdgrad.methods()``), a spec
-    string such as ``"taylor:degree=9"``, or a method object such as
-    ``svdgrad.Taylor(degree=100)``; ``options`` override its settings
-    (``svdgrad.sqrtm(A, "taylor", degree=9)``).  The forward and backward
-    are the method's.  Z has A's dtype and device.
 
-    Every method is scale-equivariant: A is scaled by a power of two to
-    entries of order 1 first, which is exact, so any finite A works, from
-    subnormal to the largest float.
-
-    Raises SvdgradError for non-square, non-floating, non-finite, asymmetric
-    or indefinite input (λmin < -psd_tol·λmax, the same rule for every
-    method).  Tiny negative eigenvalues from rounding are clamped to the
-    floor, not rejected.
-    """
+def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) -> torch.Tensor:
+    """F = f(A) for symmetric PSD A with an eigen or iterative method; shared by every entry point."""
     m = get_method(method, **options)
-    Ac, k, in_dtype, cdtype = _prepare(A, m)
+    if not m.supports(fn):
+        raise _unsupported(fn, m, entry)
+    if isinstance(p, torch.Tensor) and not m.has_eigenvalues and p.requires_grad:
+        raise SvdgradError(f"The gradient with respect to p needs an eigen method; received {m.name!r}.")
+    Ac, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable)
     if Ac.numel() == 0:
         return Ac.to(in_dtype)
+    if isinstance(p, torch.Tensor):
+        p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
     if m.check and not m.has_eigenvalues and not is_traced(Ac):
         bad = psd_violations(Ac.detach(), tol)
@@ -92,10 +92,86 @@ def sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
             check_psd(L, psd_tol=tol, A=A, batch_index=idx, scale_exponent=k)
     if not m.double_differentiable:
         Ac = guard(Ac, m.name)
-    Z, L = m.apply(Ac)
+    F, L = m.apply(Ac, fn, p)
     if m.check and L is not None:
-        check_psd(L, psd_tol=tol, A=A, scale_exponent=k)
-    return times_pow2(Z.to(_work_dtype(in_dtype)), k).to(in_dtype)
+        check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
+    F = F.to(_work_dtype(in_dtype))
+    if fn.scalable:
+        F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
+    return F.to(in_dtype)
+
+
+_COMMON = """
+    ``method`` is a registered name (``svdgrad.methods(function)`` lists
+    those that compute this function), a spec string such as
+    ``"taylor:degree=9"``, or a method object such as
+    ``svdgrad.Taylor(degree=100)``; ``options`` override its settings.
+    The result has A's dtype and device; batch shape (*, n, n).
+
+    A is scaled by an exact power of two to entries of order 1 first, so
+    every method is scale-equivariant over the whole float range.
+    Eigenvalues below eps·λmax (``eps``, default the compute dtype's
+    machine epsilon) are raised to it first, which keeps functions that
+    are unbounded at 0 finite on singular input: there they act on
+    eps·λmax.
+
+    Raises SvdgradError for non-square, non-floating, non-finite, asymmetric
+    or indefinite input (λmin < -psd_tol·λmax, the same rule for every
+    method), or for a method that does not compute the function.
+    """
+
+
+def sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
+    return _spectral(A, Sqrt(), method, "sqrtm", **options)
+
+
+def inv_sqrtm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
+    return _spectral(A, InvSqrt(), method, "inv_sqrtm", **options)
+
+
+def logm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
+    return _spectral(A, Log(), method, "logm", **options)
+
+
+def powm(A: torch.Tensor, p, method="exact", **options) -> torch.Tensor:
+    if isinstance(p, torch.Tensor):
+        if p.dim() != 0 or not p.dtype.is_floating_point:
+            raise SvdgradError(f"Expected p to be a float or a 0-dim floating tensor; received {describe(p)}.")
+    elif isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
+        raise SvdgradError(f"Expected p to be a finite float or a 0-dim tensor; received {p!r}.")
+    else:
+        p = float(p)
+    return _spectral(A, Power(), method, "powm", p=p, **options)
+
+
+def matrix_function(A: torch.Tensor, f, df, method="exact", *, dd=None, **options) -> torch.Tensor:
+    if not (callable(f) and callable(df)) or (dd is not None and not callable(dd)):
+        raise SvdgradError("Expected callables f(λ) and df(λ) (and dd(λi, λj) if given) acting on eigenvalue "
+                           "tensors, e.g. matrix_function(A, torch.exp, torch.exp).")
+    return _spectral(A, UserFunction(fn=f, dfn=df, divided=dd), method, "matrix_function", **options)
+
+
+sqrtm.__doc__ = """Principal square root A^{1/2} of symmetric PSD ``A``.
+""" + _COMMON
+inv_sqrtm.__doc__ = """Inverse square root A^{-1/2} of symmetric PSD ``A`` (eigen methods, or newton_schulz's
+    coupled iteration).
+""" + _COMMON
+logm.__doc__ = """Principal logarithm log A of symmetric PSD ``A`` (eigen methods).
+""" + _COMMON
+powm.__doc__ = """A^p of symmetric PSD ``A`` for a real p (eigen methods).
+
+    ``p`` is a float or a 0-dim tensor; if it requires grad, its gradient
+    Σ_i (UᵀGU)_ii·λi^p·log λi is returned as well.
+""" + _COMMON
+matrix_function.__doc__ = """U f(Λ) Uᵀ for a user's spectral function: ``f`` and its derivative ``df`` act on eigenvalue tensors.
+
+    ``dd(Li, Lj)`` (broadcasting (*, n, 1) with (*, 1, n)) is the first
+    divided difference (f(λi) − f(λj))/(λi − λj) with f′ at ties; without it
+    the quotient is used where |λi − λj| > eps^(1/3)·max(|λi|, |λj|) and
+    f′ at the midpoint below, which bounds the error by O(eps^(2/3))
+    relative (cancellation on one side, truncation on the other).  A is not
+    rescaled for a user's f: it sees A's own (floored) eigenvalues.
+""" + _COMMON
 
 
 def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,36 +33,70 @@ def eigh_or_raise(A: torch.Tensor):
         ) from None
 
 
-class SpectralSqrtm(torch.autograd.Function):
-    """Z = U φ(L) U^T with φ and the backward supplied by an eigen method."""
+def _tangent_or_zero(t, like):
+    return torch.zeros_like(like) if t is None else t
+
+
+class SpectralOp(torch.autograd.Function):
+    """F = U φ(Λ) Uᵀ for an eigen method and a spectral function (``_spectral``).
+
+    Inputs (A, p, method, fn): p is the power's exponent (a float, a 0-dim
+    tensor, or None).  The vjp and the jvp are the method's Loewner map;
+    when p is a tensor, ∂F/∂p = U diag(∂φ/∂p) Uᵀ enters both.
+    """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(A, method):
+    def forward(A, p, method, fn):
         L, U = eigh_or_raise(A)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(A.dtype)))  # (*, n)
-        phi = method.spectrum(Lf)
-        Z = (U * phi[..., None, :]) @ U.mT
-        return Z, L, U, Lf
+        phi = method.spectrum(fn, Lf, p)
+        F = (U * phi[..., None, :]) @ U.mT
+        return F, L, U, Lf
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        _, p, method, fn = inputs
         _, L, U, Lf = output
         ctx.mark_non_differentiable(L, U, Lf)
-        ctx.save_for_backward(U, Lf)
-        ctx.method = inputs[1]
-        # Only gZ is used: don't let autograd allocate zero gradients for L, U, Lf.
+        ctx.p_tensor = isinstance(p, torch.Tensor)
+        saved = (U, Lf, p) if ctx.p_tensor else (U, Lf)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.p = None if ctx.p_tensor else p
+        ctx.method, ctx.fn = method, fn
+        # Only gF is used: don't let autograd allocate zero gradients for L, U, Lf.
         ctx.set_materialize_grads(False)
 
     @staticmethod
+    def _saved(ctx):
+        U, Lf, *rest = ctx.saved_tensors
+        return U, Lf, (rest[0] if ctx.p_tensor else ctx.p)
+
+    @staticmethod
     @once_differentiable
-    def backward(ctx, gZ, _gL, _gU, _gLf):
-        if gZ is None:
-            return None, None
-        U, Lf = ctx.saved_tensors
+    def backward(ctx, gF, _gL, _gU, _gLf):
+        if gF is None:
+            return None, None, None, None
+        U, Lf, p = SpectralOp._saved(ctx)
         with _no_tf32():
-            return ctx.method.backward_rule(Lf, U, gZ), None
+            gA = ctx.method.backward_rule(ctx.fn, Lf, U, gF, p)
+            gp = None
+            if ctx.p_tensor and ctx.needs_input_grad[1]:
+                Mdiag = ((U.mT @ gF) * U.mT).sum(-1)  # diag(Uᵀ G U), (*, n)
+                gp = (Mdiag * ctx.method.spectrum_dp(ctx.fn, Lf, p)).sum()
+        return gA, gp, None, None
+
+    @staticmethod
+    def jvp(ctx, dA, dp, _method, _fn):
+        U, Lf, p = SpectralOp._saved(ctx)
+        with _no_tf32():
+            dF = ctx.method.jvp_rule(ctx.fn, Lf, U, _tangent_or_zero(dA, U), p)
+            if dp is not None and ctx.p_tensor:
+                dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p) * dp
+                dF = dF + (U * dphi[..., None, :]) @ U.mT
+        return dF, None, None, None
 
 
 class Eigh(torch.autograd.Function):
@@ -79,6 +113,7 @@ class Eigh(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         L, U = output
         ctx.save_for_backward(L, U)
+        ctx.save_for_forward(L, U)
         ctx.rule = inputs[1]
         # An unused output arrives as None, which eigh_backward skips.
         ctx.set_materialize_grads(False)
@@ -91,39 +126,64 @@ class Eigh(torch.autograd.Function):
             K = ctx.rule.K(L)
             return _kernels.eigh_backward(L, U, gL, gU, K), None
 
+    @staticmethod
+    def jvp(ctx, dA, _rule):
+        L, U = ctx.saved_tensors
+        with _no_tf32():
+            return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), ctx.rule.K(L))
+
 
 class NewtonSchulzManual(torch.autograd.Function):
-    """Newton–Schulz forward with the hand-written backward (seed 002 eqs. 9-12)."""
+    """Newton–Schulz forward with the hand-written backward (seed 002 eqs. 9-12) and its jvp.
+
+    ``inverse`` selects the output: √c·Y_J (the square root) or Z_J/√c (the
+    inverse square root), both from the same coupled iteration.
+    """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(A, iterations, normalization):
-        Z, c, live, YJ, Ys, Zs, Ts = _newton_schulz.forward(A, iterations, normalization)
-        return (Z, c, live, YJ, *Ys, *Zs, *Ts)
+    def forward(A, iterations, normalization, inverse):
+        F, c, live, YJ, ZJ, Ys, Zs, Ts = _newton_schulz.forward(A, iterations, normalization, inverse)
+        return (F, c, live, YJ, ZJ, *Ys, *Zs, *Ts)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        A, iterations, normalization = inputs
+        A, iterations, normalization, inverse = inputs
         ctx.mark_non_differentiable(*output[1:])
         ctx.save_for_backward(A, *output[1:])
+        ctx.save_for_forward(A, *output[1:])
         ctx.iterations = iterations
         ctx.normalization = normalization
-        # Only gZ is used: without this autograd fills a zero gradient for
+        ctx.inverse = inverse
+        # Only gF is used: without this autograd fills a zero gradient for
         # each of the 3·iterations saved (B, n, n) outputs on every backward.
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, gZ, *_):
-        if gZ is None:
-            return None, None, None
-        A, c, live, YJ, *rest = ctx.saved_tensors
+    def _saved(ctx):
+        A, c, live, YJ, ZJ, *rest = ctx.saved_tensors
         J = ctx.iterations
-        Ys, Zs, Ts = rest[:J], rest[J : 2 * J - 1], rest[2 * J - 1 :]
+        nz = len(rest) - 2 * J  # Z_1..Z_{J-1}, and Z_J too for the inverse
+        return A, c, live, YJ, ZJ, rest[:J], rest[J : J + nz], rest[J + nz :]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gF, *_):
+        if gF is None:
+            return None, None, None, None
+        A, c, live, YJ, ZJ, Ys, Zs, Ts = NewtonSchulzManual._saved(ctx)
         with _no_tf32():
-            gA = _newton_schulz.backward(gZ, A, c, live, YJ, Ys, Zs, Ts, ctx.normalization)
-        return gA, None, None
+            gA = _newton_schulz.backward(gF, A, c, live, YJ, ZJ, Ys, Zs, Ts, ctx.normalization, ctx.inverse)
+        return gA, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dA, *_):
+        A, c, live, YJ, ZJ, Ys, Zs, Ts = NewtonSchulzManual._saved(ctx)
+        with _no_tf32():
+            dF = _newton_schulz.jvp(_tangent_or_zero(dA, A), A, c, live, YJ, ZJ, Ys, Zs, Ts, ctx.normalization,
+                                    ctx.inverse)
+        return (dF,) + (None,) * (4 + len(Ys) + len(Zs) + len(Ts))
 
 
 class _no_tf32:

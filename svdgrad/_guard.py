@@ -28,6 +28,10 @@ class _RaiseOnBackward(torch.autograd.Function):
     def backward(ctx, _):
         raise RuntimeError(ctx.message)
 
+    @staticmethod
+    def jvp(ctx, dg, _anchor, _message):
+        return dg
+
 
 class _Guard(torch.autograd.Function):
     generate_vmap_rule = True
@@ -48,11 +52,15 @@ class _Guard(torch.autograd.Function):
             return _RaiseOnBackward.apply(gA, A, ctx.message), None
         return gA, None
 
+    @staticmethod
+    def jvp(ctx, dA, _message):
+        return dA  # forward mode is the identity: only reverse-over-reverse is guarded
+
 
 def guard(A: torch.Tensor, method_name: str) -> torch.Tensor:
     if not A.requires_grad:
         return A
-    msg = (f"svdgrad: double backward through sqrtm(method={method_name!r}) is not supported: its "
+    msg = (f"svdgrad: double backward through method={method_name!r} is not supported: its "
            f"backward rule is not itself differentiable. Use method='newton_schulz' with "
            f"backward='autograd' if you need second derivatives.")
     return _Guard.apply(A, msg)

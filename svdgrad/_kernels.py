@@ -180,96 +180,109 @@ def eigh_backward(L: torch.Tensor, U: torch.Tensor, gL, gU, K: torch.Tensor) -> 
     return U @ sym(inner) @ U.mT
 
 
-def sqrtm_backward_K(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """gA for Z = U S U^T through the matrix-backprop chain with a given K.
+def eigh_jvp(L: torch.Tensor, U: torch.Tensor, dA: torch.Tensor, K: torch.Tensor):
+    """(dL, dU) for A = U diag(L) U^T: dL = diag(U^T dA U), dU = U (K^T ∘ (U^T dA U)).
 
-    CVPR20 eq. 6 / supplement A3-A11: gU = 2 sym(G) U S and
-    gL = diag(U^T G U)/(2 s).  With M = U^T sym(G) U this is
-    U^T gU = 2 M S, so the whole rule costs four matmuls:
-    gA = U sym(K^T ∘ (2 M S) + diag(M_ii/(2 s_i))) U^T.
-    Valid for distinct eigenvalues with ordinary K.  The two off-diagonal
-    terms K_ji·M_ij·s_j and K_ij·M_ji·s_i are formed separately and summed,
-    as the textbook rule does, so the cancellation when L_i ≈ L_j is
-    reproduced faithfully.
+    The adjoint of ``eigh_backward`` (same K), so jvp and vjp agree:
+    ⟨eigh_backward(gL, gU), dA⟩ = ⟨gL, dL⟩ + ⟨gU, dU⟩ for symmetric dA.
     """
-    s = L.sqrt()
-    M = U.mT @ sym(G) @ U  # (*, n, n)
-    # P_ij = K_ji·M_ij·s_j, then sym(2P + diag) = P + P^T + diag: the factor
-    # 2 and sym's ½ cancel exactly, and K_ii = 0 leaves the diagonal to the
-    # gL term.  Same products, same sums, three temporaries instead of eight.
-    P = (M * s[..., None, :]).mul_(K.mT)
-    inner = P + P.mT
-    inner.diagonal(dim1=-2, dim2=-1).add_(M.diagonal(dim1=-2, dim2=-1) / (2.0 * s))
-    return U @ inner @ U.mT
+    M = U.mT @ sym(dA) @ U  # (*, n, n)
+    dL = M.diagonal(dim1=-2, dim2=-1).clone()
+    return dL, U @ (K.mT * M)
+
+
+def loewner_map(U: torch.Tensor, X: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """U[(U^T sym(X) U) ∘ D]U^T: the Fréchet derivative of A -> U f(Λ) U^T (Daleckii–Krein).
+
+    With D the Loewner matrix of f (``SpectralFunction.loewner``) this is
+    the exact derivative, valid at ties because D is.  D is symmetric for
+    every rule here, so the same map is the vjp (X = G) and the jvp
+    (X = dA).  Four matmuls.
+    """
+    M = U.mT @ sym(X) @ U  # (*, n, n)
+    return U @ M.mul_(D) @ U.mT
+
+
+def k_rule_loewner(fL: torch.Tensor, dfL: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """D_ij = (f(λi) − f(λj))·K_ij off the diagonal, f′(λi) on it.
+
+    The matrix-backprop rule (CVPR20 eq. 6, supplement A3-A11) in Loewner
+    form: with the ordinary K = 1/(λi − λj) it is the naive divided
+    difference, exact for distinct eigenvalues and 0·inf = NaN at exact
+    ties; the remedies replace K.  Symmetric because f_i − f_j and K are
+    both antisymmetric.
+    """
+    D = (fL[..., :, None] - fL[..., None, :]).mul_(K)
+    D.diagonal(dim1=-2, dim2=-1).copy_(dfL)
+    return D
 
 
 def sqrtm_backward_exact(s: torch.Tensor, U: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Daleckii–Krein: gA = U [(U^T sym(G) U) ∘ D] U^T, D_ij = 1/(s_i + s_j).
+    """Daleckii–Krein for the square root: gA = U [(U^T sym(G) U) ∘ D] U^T, D_ij = 1/(s_i + s_j).
 
-    D is the divided difference of sqrt, (sqrt λi - sqrt λj)/(λi - λj), with
-    no eigenvalue difference left in it, so ties are harmless; s > 0 is
-    guaranteed by the eigenvalue floor.  Exact for every symmetric positive definite A, tied eigenvalues
-    included; equivalently the solution X of the Lyapunov equation
-    Z X + X Z = sym(G).  Four matmuls.
+    The fast path of ``loewner_map`` for sqrt: M ∘ D as M / (s_i + s_j) in
+    place (one temporary, one rounding fewer).  D is the divided
+    difference of sqrt, (sqrt λi - sqrt λj)/(λi - λj), with no eigenvalue
+    difference left in it, so ties are harmless; s > 0 is guaranteed by
+    the eigenvalue floor.  Equivalently the solution X of the Lyapunov
+    equation Z X + X Z = sym(G).  Four matmuls.
     """
     M = U.mT @ sym(G) @ U  # (*, n, n)
-    # M ∘ D as M / (s_i + s_j), in place: one temporary, one rounding fewer.
     return U @ M.div_(s[..., :, None] + s[..., None, :]) @ U.mT
 
 
-def topn_D(L: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Divided differences of φ(λ) = sqrt(max(λ, λ_k)), λ_k the smallest kept eigenvalue.
+def topn_clamp(L: torch.Tensor, keep: int) -> torch.Tensor:
+    """max(L, λ_k) for ascending L (*, n), λ_k the smallest of the ``keep`` largest: the TopN spectrum."""
+    n = L.shape[-1]
+    k = n - keep
+    kept = torch.arange(n, device=L.device) >= k  # (n,)
+    return torch.where(kept, L, L[..., k : k + 1])
 
-    Returns (phi, D).  kept×kept: 1/(s_i + s_j) (Daleckii–Krein);
-    dropped×dropped: 0 (φ is constant there); kept i × dropped j:
-    (s_i - s_k)/(λ_i - λ_j) = r/(s_i + s_k) with r = (λ_i - λ_k)/(λ_i - λ_j)
-    in [0, 1] because λ_j <= λ_k <= λ_i; r := 0 when λ_i = λ_j (then also
-    λ_i = λ_k).  Every entry is finite.
+
+def topn_loewner(fn, L: torch.Tensor, keep: int, p=None) -> torch.Tensor:
+    """Divided differences of φ(λ) = f(max(λ, λ_k)), λ_k the smallest kept eigenvalue.
+
+    kept×kept: f[λi, λj]; dropped×dropped: 0 (φ is constant there); kept i ×
+    dropped j: (f(λi) − f(λk))/(λi − λj) = r·f[λi, λk] with
+    r = (λi − λk)/(λi − λj) in [0, 1] because λj <= λk <= λi; r := 0 when
+    λi = λj (then also λi = λk).  Every entry is finite.  Symmetric.
     """
     n = L.shape[-1]
     k = n - keep  # index of the smallest kept eigenvalue (ascending order)
-    phi = topn_phi(L, keep)  # (*, n)
-    # Kept indices are k..n-1 (ascending order), so D is made of blocks,
-    # each computed on its own entries only and joined once with cat
-    # (not written into a preallocated tensor, which vmap could not batch).
-    pk = phi[..., k:]  # (*, keep)
-    Dkk = (pk[..., :, None] + pk[..., None, :]).reciprocal_()  # (*, keep, keep)
+    Lkept = L[..., k:]  # (*, keep)
+    Dkk = fn.dd(Lkept[..., :, None], Lkept[..., None, :], p)  # (*, keep, keep)
     if k == 0:
-        return phi, Dkk
+        return Dkk
     lk = L[..., k : k + 1]  # (*, 1)
     Lk, Ld = L[..., k:, None], L[..., None, :k]  # kept rows, dropped columns
     num = (Lk - lk[..., None]).clamp_min(0)  # λ_i - λ_k, (*, keep, 1)
     den = Lk - Ld  # λ_i - λ_j >= 0, (*, keep, k)
     pos = den > 0
     r = torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(den))
-    Dcross = r.div_(pk[..., :, None] + phi[..., k : k + 1, None])  # row kept, column dropped
+    Dcross = r * fn.dd(Lkept[..., :, None], lk[..., None], p)  # row kept, column dropped
+    # Blocks joined once with cat (a preallocated tensor written in place
+    # could not be batched by vmap).
     Ddd = torch.zeros_like(Ld.mT.expand(Ld.shape[:-2] + (k, k)))  # dropped×dropped: 0
-    D = torch.cat((torch.cat((Ddd, Dcross.mT), -1), torch.cat((Dcross, Dkk), -1)), -2)
-    return phi, D
+    return torch.cat((torch.cat((Ddd, Dcross.mT), -1), torch.cat((Dcross, Dkk), -1)), -2)
 
 
-def topn_phi(L: torch.Tensor, keep: int) -> torch.Tensor:
-    """φ(L) = sqrt(max(L, λ_k)) for ascending L (*, n): the TopN spectrum, without D."""
-    n = L.shape[-1]
-    k = n - keep
-    kept = torch.arange(n, device=L.device) >= k  # (n,)
-    return torch.where(kept, L, L[..., k : k + 1]).sqrt()
+def topn_map(fn, L: torch.Tensor, U: torch.Tensor, X: torch.Tensor, keep: int, p=None, *, adjoint: bool) -> torch.Tensor:
+    """Derivative of A -> U φ(Λ) U^T for TopN: the Loewner part plus the moving floor.
 
-
-def sqrtm_backward_topn(L: torch.Tensor, U: torch.Tensor, G: torch.Tensor, keep: int) -> torch.Tensor:
-    """Exact gradient of A -> U diag(sqrt(max(L, λ_k))) U^T (the TopN forward).
-
-    Besides the divided differences of ``topn_D``, the floor λ_k is itself
-    an eigenvalue of A, so every dropped output sqrt(λ_k) moves with it:
-    dλ_k = u_k^T dA u_k adds (Σ_{dropped j} M_jj)/(2 s_k) · u_k u_k^T.
+    The floor λ_k is itself an eigenvalue of A, so every dropped output
+    f(λ_k) moves with it: dλ_k = u_k^T dA u_k.  In the eigenbasis
+    (M = U^T sym(X) U) the vjp (``adjoint=True``) adds f′(λk)·Σ_{dropped j}
+    M_jj at (k, k); the jvp adds f′(λk)·M_kk at every dropped (j, j).
     """
     n = L.shape[-1]
     k = n - keep
-    _, D = topn_D(L, keep)
-    M = U.mT @ sym(G) @ U  # (*, n, n)
-    inner = M * D
+    M = U.mT @ sym(X) @ U  # (*, n, n)
+    inner = M * topn_loewner(fn, L, keep, p)
     if k > 0:
-        dropped_sum = M.diagonal(dim1=-2, dim2=-1)[..., :k].sum(-1)  # (*)
-        bump = dropped_sum / (2.0 * L[..., k].sqrt())
-        inner.diagonal(dim1=-2, dim2=-1)[..., k].add_(bump)  # + bump·u_k u_k^T in the eigenbasis
+        dfk = fn.df(L[..., k], p)  # (*)
+        diag = inner.diagonal(dim1=-2, dim2=-1)
+        if adjoint:
+            diag[..., k].add_(dfk * M.diagonal(dim1=-2, dim2=-1)[..., :k].sum(-1))
+        else:
+            diag[..., :k].add_((dfk * M[..., k, k])[..., None])
     return U @ inner @ U.mT

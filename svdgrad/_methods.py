@@ -16,7 +16,8 @@ import torch
 
 from . import _kernels, _newton_schulz
 from ._errors import SvdgradError
-from ._functions import Eigh, NewtonSchulzManual, SpectralSqrtm
+from ._functions import NewtonSchulzManual, SpectralOp
+from ._spectral import InvSqrt, SpectralFunction, Sqrt
 from ._pade import pade_coefficients
 
 
@@ -85,12 +86,19 @@ class Method(abc.ABC):
     #: otherwise ``_validate.psd_violations`` decides the same rule by Cholesky).
     has_eigenvalues: ClassVar[bool] = True
 
+    #: Names of the spectral functions this method computes (``svdgrad.functions()``);
+    #: None = every function, including a user's (``svdgrad.matrix_function``).
+    functions: ClassVar[tuple[str, ...] | None] = None
+
+    def supports(self, fn: SpectralFunction) -> bool:
+        return self.functions is None or fn.name in self.functions
+
     def floor_eps(self, dtype: torch.dtype) -> float:
         return torch.finfo(dtype).eps if self.eps is None else self.eps
 
     @abc.abstractmethod
-    def apply(self, A: torch.Tensor):
-        """Z for symmetric A in the compute dtype; returns (Z, eigenvalues or None)."""
+    def apply(self, A: torch.Tensor, fn: SpectralFunction, p=None):
+        """f(A) for symmetric A in the compute dtype; returns (F, eigenvalues or None)."""
 
 
 # ---------------------------------------------------------------------------
@@ -99,36 +107,61 @@ class Method(abc.ABC):
 
 @dataclass(frozen=True, kw_only=True)
 class _EigenMethod(Method):
-    def spectrum(self, L: torch.Tensor) -> torch.Tensor:
-        return L.sqrt()
+    """eigh forward F = U φ(Λ) Uᵀ; the backward is the Loewner map with the method's D.
+
+    Every rule here has a symmetric D, so the vjp and the jvp are the same
+    map (``_kernels.loewner_map``), which makes them adjoint by construction.
+    """
+
+    def spectrum(self, fn: SpectralFunction, L: torch.Tensor, p=None) -> torch.Tensor:
+        """φ(λ) from floored ascending eigenvalues L (*, n)."""
+        return fn.f(L, p)
+
+    def spectrum_dp(self, fn: SpectralFunction, L: torch.Tensor, p) -> torch.Tensor:
+        """∂φ/∂p (*, n) for a parametrized function (the power)."""
+        return fn.dfdp(L, p)
 
     @abc.abstractmethod
-    def backward_rule(self, L, U, G):
-        """gA from floored eigenvalues L, eigenvectors U and the incoming gradient G."""
+    def loewner(self, fn: SpectralFunction, L: torch.Tensor, p=None) -> torch.Tensor:
+        """D (*, n, n), symmetric: the method's stand-in for f[λi, λj]."""
 
-    def apply(self, A):
-        Z, L, _, _ = SpectralSqrtm.apply(A, self)
-        return Z, L
+    def backward_rule(self, fn, L, U, G, p=None):
+        """gA from floored eigenvalues L, eigenvectors U and the incoming gradient G."""
+        return _kernels.loewner_map(U, G, self.loewner(fn, L, p))
+
+    def jvp_rule(self, fn, L, U, dA, p=None):
+        """dF for the input tangent dA: the same map (D is symmetric)."""
+        return self.backward_rule(fn, L, U, dA, p)
+
+    def apply(self, A, fn, p=None):
+        F, L, _, _ = SpectralOp.apply(A, p, self, fn)
+        return F, L
 
 
 @dataclass(frozen=True, kw_only=True)
 class Exact(_EigenMethod):
-    """eigh forward, Daleckii–Krein backward D_ij = 1/(sqrt λi + sqrt λj).
+    """eigh forward, Daleckii–Krein backward with cancellation-free divided differences.
 
-    No eigenvalue differences: exact and finite at ties.  Eigenvalues below
+    D_ij = f[λi, λj] in closed form (√: 1/(√λi + √λj); see ``_spectral``):
+    no eigenvalue differences, exact and finite at ties.  Eigenvalues below
     the floor (``eps``) are raised to it and the backward is taken at the
     floored matrix (straight-through for the floor).
     """
 
     name: ClassVar[str] = "exact"
 
-    def backward_rule(self, L, U, G):
-        return _kernels.sqrtm_backward_exact(L.sqrt(), U, G)
+    def loewner(self, fn, L, p=None):
+        return fn.loewner(L, p)
+
+    def backward_rule(self, fn, L, U, G, p=None):
+        if isinstance(fn, Sqrt):  # fast path: one in-place division
+            return _kernels.sqrtm_backward_exact(L.sqrt(), U, G)
+        return super().backward_rule(fn, L, U, G, p)
 
 
 @dataclass(frozen=True, kw_only=True)
 class _KRuleMethod(_EigenMethod):
-    """Matrix-backprop backward (CVPR20 eq. 6) with a replaceable K."""
+    """Matrix-backprop backward (CVPR20 eq. 6) with a replaceable K: D_ij = (f(λi) − f(λj))·K_ij, D_ii = f′(λi)."""
 
     #: Whether ``K`` needs positive eigenvalues (ratio form x = λmin/λmax).
     needs_positive: ClassVar[bool] = False
@@ -137,8 +170,8 @@ class _KRuleMethod(_EigenMethod):
     def K(self, L: torch.Tensor) -> torch.Tensor:
         """The (*, n, n) antisymmetric replacement of 1/(λi - λj) for ascending L (*, n)."""
 
-    def backward_rule(self, L, U, G):
-        return _kernels.sqrtm_backward_K(L, U, G, self.K(L))
+    def loewner(self, fn, L, p=None):
+        return _kernels.k_rule_loewner(fn.f(L, p), fn.df(L, p), self.K(L))
 
     def _positive(self, L):
         return L.clamp_min(_kernels.eigenvalue_floor(L, self.floor_eps(L.dtype)))
@@ -257,11 +290,20 @@ class TopN(_EigenMethod):
             return min(self.keep_count, n)
         return max(1, min(n, math.ceil(self.keep * n - 1e-9)))
 
-    def spectrum(self, L):
-        return _kernels.topn_phi(L, self.kept(L.shape[-1]))
+    def spectrum(self, fn, L, p=None):
+        return fn.f(_kernels.topn_clamp(L, self.kept(L.shape[-1])), p)
 
-    def backward_rule(self, L, U, G):
-        return _kernels.sqrtm_backward_topn(L, U, G, self.kept(L.shape[-1]))
+    def spectrum_dp(self, fn, L, p):
+        return fn.dfdp(_kernels.topn_clamp(L, self.kept(L.shape[-1])), p)
+
+    def loewner(self, fn, L, p=None):
+        return _kernels.topn_loewner(fn, L, self.kept(L.shape[-1]), p)
+
+    def backward_rule(self, fn, L, U, G, p=None):
+        return _kernels.topn_map(fn, L, U, G, self.kept(L.shape[-1]), p, adjoint=True)
+
+    def jvp_rule(self, fn, L, U, dA, p=None):
+        return _kernels.topn_map(fn, L, U, dA, self.kept(L.shape[-1]), p, adjoint=False)
 
 
 # ---------------------------------------------------------------------------
@@ -270,7 +312,10 @@ class TopN(_EigenMethod):
 
 @dataclass(frozen=True, kw_only=True)
 class NewtonSchulz(Method):
-    """iSQRT-COV (seed 002 sect. 2): an approximate square root.
+    """iSQRT-COV (seed 002 sect. 2): an approximate square root, and inverse square root.
+
+    The coupled iteration carries both roots: Y -> Ã^{1/2} and Z -> Ã^{-1/2},
+    so ``sqrtm`` returns √c·Y and ``inv_sqrtm`` returns Z/√c (IterNorm, CVPR19).
 
     iterations:
         Number of coupled iterations (default 5, as every shipped iSQRT-COV model).
@@ -291,6 +336,7 @@ class NewtonSchulz(Method):
 
     name: ClassVar[str] = "newton_schulz"
     has_eigenvalues: ClassVar[bool] = False
+    functions: ClassVar[tuple[str, ...]] = ("sqrt", "inv_sqrt")
     iterations: int = 5
     normalization: str = "trace"
     backward: str = "manual"
@@ -309,12 +355,13 @@ class NewtonSchulz(Method):
     def double_differentiable(self) -> bool:
         return self.backward == "autograd"
 
-    def apply(self, A):
+    def apply(self, A, fn, p=None):
+        inverse = isinstance(fn, InvSqrt)
         if self.backward == "manual":
-            Z = NewtonSchulzManual.apply(A, self.iterations, self.normalization)[0]
+            F = NewtonSchulzManual.apply(A, self.iterations, self.normalization, inverse)[0]
         else:
-            Z = _newton_schulz.forward(A, self.iterations, self.normalization)[0]
-        return Z, None
+            F = _newton_schulz.forward(A, self.iterations, self.normalization, inverse)[0]
+        return F, None
 
 
 # ---------------------------------------------------------------------------
@@ -329,9 +376,18 @@ _REGISTRY: dict[str, type[Method]] = {
 _K_RULES = ("ordinary", "truncated", "taylor", "pade")
 
 
-def methods() -> tuple[str, ...]:
-    """Registered sqrtm method names, in a fixed order."""
-    return tuple(_REGISTRY)
+def methods(function: str | None = None) -> tuple[str, ...]:
+    """Registered method names, in a fixed order; with ``function``, those that compute it.
+
+    ``svdgrad.methods("log")`` lists the eigen methods; ``newton_schulz``
+    computes ``"sqrt"`` and ``"inv_sqrt"`` only.
+    """
+    if function is None:
+        return tuple(_REGISTRY)
+    from ._spectral import get_function
+
+    fn = get_function(function)
+    return tuple(name for name, cls in _REGISTRY.items() if cls.functions is None or fn.name in cls.functions)
 
 
 def _option_names(cls) -> list[str]:

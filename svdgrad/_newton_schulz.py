@@ -58,11 +58,13 @@ def _baddbmm_(C: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, alpha: float = 
     return C.baddbmm_(X, Y, alpha=alpha)
 
 
-def iterate(A_tilde: torch.Tensor, iterations: int):
-    """Run the coupled iteration.  Returns (Y_J, Ys, Zs, Ts).
+def iterate(A_tilde: torch.Tensor, iterations: int, inverse: bool = False):
+    """Run the coupled iteration.  Returns (Y_J, Z_J, Ys, Zs, Ts).
 
     Ys = [Y_0..Y_{J-1}], Ts = [T_0..T_{J-1}], Zs = [Z_1..Z_{J-1}] (Z_0 = I
     is implicit), which is what the backward needs: O(J·n²) per matrix.
+    Z_J (-> Ã^{-1/2}) costs one more product and is formed only for
+    ``inverse``; otherwise Z_J is an empty tensor.
 
     T_k = ½(3I - Z_k Y_k) is formed as 1.5·I - 0.5·(Z_k Y_k) by one fused
     baddbmm (scaling by ½ is exact, so this is the same number), which also
@@ -81,56 +83,75 @@ def iterate(A_tilde: torch.Tensor, iterations: int):
         Zs.append(Z)
         T = torch.baddbmm(I15, Z, Y, alpha=-0.5)
         Ts.append(T)
-        if k < iterations - 1:  # the last step needs only Y
+        if k < iterations - 1 or inverse:  # the square root's last step needs only Y
             Z = torch.bmm(T, Z)
         Y = torch.bmm(Y, T)
+    ZJ = Z.reshape(shape) if inverse else Y.new_empty(0)
 
     def unflat(Xs):
         return [X.reshape(shape) for X in Xs]
 
-    return Y.reshape(shape), unflat(Ys), unflat(Zs), unflat(Ts)
+    return Y.reshape(shape), ZJ, unflat(Ys), unflat(Zs), unflat(Ts)
 
 
-def forward(A: torch.Tensor, iterations: int, normalization: str):
-    """Z ≈ A^{1/2}.  Returns (Z, c, live, Y_J, Ys, Zs, Ts) for the backward."""
+def forward(A: torch.Tensor, iterations: int, normalization: str, inverse: bool = False):
+    """F ≈ A^{1/2} (or A^{-1/2} for ``inverse``).  Returns (F, c, live, Y_J, Z_J, Ys, Zs, Ts) for the backward."""
     c, live = normalizer(A, normalization)
-    YJ, Ys, Zs, Ts = iterate(A / c, iterations)
-    return c.sqrt() * YJ, c, live, YJ, Ys, Zs, Ts
+    YJ, ZJ, Ys, Zs, Ts = iterate(A / c, iterations, inverse)
+    sc = c.sqrt()
+    F = ZJ / sc if inverse else sc * YJ
+    return F, c, live, YJ, ZJ, Ys, Zs, Ts
 
 
-def backward(G, A, c, live, YJ, Ys, Zs, Ts, normalization: str) -> torch.Tensor:
+def backward(G, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: bool = False) -> torch.Tensor:
     """Hand-written backward, seed 002 eqs. 9-12 with the transposes kept.
 
     The paper writes eq. 10 for symmetric matrices and drops transposes;
     fast-MPN-COV therefore returns the transpose for a non-symmetric G.
     Here every product is transposed correctly, so the result equals
-    autograd through ``iterate`` for any G.
+    autograd through ``iterate`` for any G.  For ``inverse`` the output is
+    Z_J/√c: the reverse sweep starts from dL/dZ_J instead of dL/dY_J.
     """
     J = len(Ts)
     shape = G.shape
     sc = c.sqrt()
-    gY = _flat(sc * G)  # eq. 9
-    g_c = (G * YJ).sum((-2, -1), keepdim=True) / (2.0 * sc)
-    gZ = None  # dL/dZ_J = 0
+    if inverse:  # F = Z_J / √c
+        gY = None  # dL/dY_J = 0
+        gZ = _flat(G / sc)
+        g_c = -(G * ZJ).sum((-2, -1), keepdim=True) / (2.0 * sc * c)
+    else:  # F = √c·Y_J, eq. 9
+        gY = _flat(sc * G)
+        gZ = None  # dL/dZ_J = 0
+        g_c = (G * YJ).sum((-2, -1), keepdim=True) / (2.0 * sc)
     # The sums and the -½ of eq. 10 are fused into baddbmm (beta = 1), so the
     # 6 products per step need no elementwise passes of their own.
     for k in range(J - 1, 0, -1):
         Y, Z, T = _flat(Ys[k]), _flat(Zs[k - 1]), _flat(Ts[k])
-        gT = torch.bmm(Y.mT, gY)  # Y_{k+1} = Y_k T_k
-        gY_prev = torch.bmm(gY, T.mT)
+        gT = None
+        gY_prev = gZ_prev = None
+        if gY is not None:  # Y_{k+1} = Y_k T_k
+            gT = torch.bmm(Y.mT, gY)
+            gY_prev = torch.bmm(gY, T.mT)
         if gZ is not None:  # Z_{k+1} = T_k Z_k
-            gT = _baddbmm_(gT, gZ, Z.mT)
+            gT = torch.bmm(gZ, Z.mT) if gT is None else _baddbmm_(gT, gZ, Z.mT)
             gZ_prev = torch.bmm(T.mT, gZ)
-            # T_k = ½(3I - Z_k Y_k)
+        # T_k = ½(3I - Z_k Y_k)
+        if gZ_prev is not None:
             gZ = _baddbmm_(gZ_prev, gT, Y.mT, alpha=-0.5)
         else:
             gZ = torch.baddbmm(gT.new_zeros(()), gT, Y.mT, beta=0, alpha=-0.5)
-        gY = _baddbmm_(gY_prev, Z.mT, gT, alpha=-0.5)
+        if gY_prev is not None:
+            gY = _baddbmm_(gY_prev, Z.mT, gT, alpha=-0.5)
+        else:
+            gY = torch.baddbmm(gT.new_zeros(()), Z.mT, gT, beta=0, alpha=-0.5)
     # k = 0: Z_0 = I, Z_1 = T_0 = ½(3I - Y_0), Y_1 = Y_0 T_0  (eq. 11)
-    gT = torch.bmm(_flat(Ys[0]).mT, gY)
+    gT = torch.bmm(_flat(Ys[0]).mT, gY) if gY is not None else None
     if gZ is not None:
-        gT.add_(gZ)
-    g_tilde = torch.bmm(gY, _flat(Ts[0]).mT).add_(gT, alpha=-0.5).reshape(shape)
+        gT = gZ.clone() if gT is None else gT.add_(gZ)
+    if gY is not None:
+        g_tilde = torch.bmm(gY, _flat(Ts[0]).mT).add_(gT, alpha=-0.5).reshape(shape)
+    else:
+        g_tilde = (gT * -0.5).reshape(shape)
     # eq. 12: pre-normalization Ã = A / c, plus the post-compensation term.
     g_c = g_c - (g_tilde * A).sum((-2, -1), keepdim=True) / (c * c)
     g_c = torch.where(live, g_c, torch.zeros_like(g_c))
@@ -140,3 +161,34 @@ def backward(G, A, c, live, YJ, Ys, Zs, Ts, normalization: str) -> torch.Tensor:
     else:  # dc/dA = A / c
         gA.add_(g_c * (A / c))
     return gA
+
+
+def jvp(dA, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: bool = False) -> torch.Tensor:
+    """Forward-mode derivative through the same iteration, from the saved iterates.
+
+    dc = tr(dA) or ⟨A, dA⟩/‖A‖; dÃ = dA/c − Ã·dc/c; then
+    dT = −½(dZ Y + Z dY), dY' = dY T + Y dT, dZ' = dT Z + T dZ per step, and
+    the output's d(√c·Y_J) or d(Z_J/√c).  The adjoint of ``backward``.
+    """
+    J = len(Ts)
+    shape = A.shape
+    if normalization == "trace":
+        dc = dA.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    else:
+        dc = (A * dA).sum((-2, -1), keepdim=True) / c
+    dc = torch.where(live, dc, torch.zeros_like(dc))
+    dX = _flat(dA / c - (A / c) * (dc / c))  # dÃ = dY_0
+    # k = 0: T_0 = ½(3I - Y_0), Y_1 = Y_0 T_0, Z_1 = T_0
+    dT = dX * -0.5
+    dY = torch.bmm(dX, _flat(Ts[0])).add_(torch.bmm(_flat(Ys[0]), dT))
+    dZ = dT
+    for k in range(1, J):
+        Y, Z, T = _flat(Ys[k]), _flat(Zs[k - 1]), _flat(Ts[k])
+        dT = torch.bmm(dZ, Y).add_(torch.bmm(Z, dY)).mul_(-0.5)
+        if k < J - 1 or inverse:
+            dZ = torch.bmm(dT, Z).add_(torch.bmm(T, dZ))
+        dY = torch.bmm(dY, T).add_(torch.bmm(Y, dT))
+    sc = c.sqrt()
+    if inverse:
+        return dZ.reshape(shape) / sc - ZJ * (dc / (2.0 * sc * c))
+    return sc * dY.reshape(shape) + YJ * (dc / (2.0 * sc))

@@ -32,8 +32,9 @@ torch.set_num_threads(1)
 
 def pytest_configure(config):
     # torch.compile's inductor imports torch.utils.mkldnn, whose class body uses
-    # the deprecated torch.jit.script_method (torch 2.13 internals, not ours):
+    # the deprecated torch.jit.script_method, and torch.func imports use
+    # torch.jit.script (torch 2.13 internals, not ours):
     # 14 identical warnings per run that say nothing about svdgrad.
     config.addinivalue_line(
-        "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+        "filterwarnings", "ignore:`torch.jit.script:DeprecationWarning"
     )

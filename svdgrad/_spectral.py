@@ -1,0 +1,224 @@
+"""Spectral functions f(A) = U f(Λ) Uᵀ: each a small object with f, f′ and a stable divided difference.
+
+The eigen methods consume exactly these three and never special-case a
+name.  The first divided difference f[λi, λj] = (f(λi) − f(λj))/(λi − λj)
+(f′(λi) at a tie) is the Loewner matrix D of the Daleckii–Krein theorem
+(Higham, *Functions of Matrices*, 2008, Thm 3.11): the Fréchet derivative
+of A -> f(A) is X -> U[(UᵀXU) ∘ D]Uᵀ.  Evaluated as written, the quotient
+loses all digits to cancellation when λi ≈ λj; each function below has a
+closed form with no eigenvalue difference left to cancel.
+
+Every function here acts on positive eigenvalues: the entry points floor
+them at eps·λmax first (relative), so log, inverse square root and negative
+powers stay finite on singular input: there they act on eps·λmax.
+
+Each function also says how it scales (``rescale``): f(4^k·Â) from f(Â).
+The entry points work on Â = A/4^k (entries of order 1, exact) and undo the
+scaling with this law, so every function is right over the whole float range.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+
+from ._errors import SvdgradError
+from ._kernels import times_pow2
+
+LN4 = 2.0 * math.log(2.0)
+
+
+def _ordered(Li: torch.Tensor, Lj: torch.Tensor):
+    """(lo, hi, δ = hi − lo >= 0) elementwise; broadcasting (*, n, 1) with (*, 1, n) gives (*, n, n)."""
+    lo, hi = torch.minimum(Li, Lj), torch.maximum(Li, Lj)
+    return lo, hi, hi - lo
+
+
+@dataclass(frozen=True)
+class SpectralFunction(abc.ABC):
+    """f on positive eigenvalues, with f′, the divided difference, and ∂f/∂p for parametrized f."""
+
+    name: ClassVar[str] = ""
+    #: Whether A may be scaled by 4^-k first (needs ``rescale``).
+    scalable: ClassVar[bool] = True
+    #: What the PSD error says about why the input must be PSD.
+    psd_reason: ClassVar[str | None] = None
+
+    @abc.abstractmethod
+    def f(self, L: torch.Tensor, p=None) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def df(self, L: torch.Tensor, p=None) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def dd(self, Li: torch.Tensor, Lj: torch.Tensor, p=None) -> torch.Tensor:
+        """f[λi, λj], symmetric, f′ at ties; Li (*, n, 1), Lj (*, 1, n) -> (*, n, n)."""
+
+    def dfdp(self, L: torch.Tensor, p) -> torch.Tensor:
+        raise SvdgradError(f"{self.name} has no parameter p.")
+
+    def rescale(self, F: torch.Tensor, k: torch.Tensor, p=None) -> torch.Tensor:
+        """f(4^k·Â) from F = f(Â), k (*) per matrix."""
+        raise NotImplementedError
+
+    def loewner(self, L: torch.Tensor, p=None) -> torch.Tensor:
+        """D (*, n, n) for ascending eigenvalues L (*, n)."""
+        return self.dd(L[..., :, None], L[..., None, :], p)
+
+
+@dataclass(frozen=True)
+class Sqrt(SpectralFunction):
+    """√λ; f[λi, λj] = 1/(√λi + √λj): no difference at all."""
+
+    name: ClassVar[str] = "sqrt"
+    psd_reason: ClassVar[str] = "The square root of an indefinite matrix is not real."
+
+    def f(self, L, p=None):
+        return L.sqrt()
+
+    def df(self, L, p=None):
+        return 0.5 / L.sqrt()
+
+    def dd(self, Li, Lj, p=None):
+        return (Li.sqrt() + Lj.sqrt()).reciprocal()
+
+    def rescale(self, F, k, p=None):
+        return times_pow2(F, k)
+
+
+@dataclass(frozen=True)
+class InvSqrt(SpectralFunction):
+    """1/√λ; f[λi, λj] = −1/(√λi·√λj·(√λi + √λj))."""
+
+    name: ClassVar[str] = "inv_sqrt"
+    psd_reason: ClassVar[str] = "The inverse square root of an indefinite matrix is not real."
+
+    def f(self, L, p=None):
+        return L.rsqrt()
+
+    def df(self, L, p=None):
+        return -0.5 * L.rsqrt() / L
+
+    def dd(self, Li, Lj, p=None):
+        si, sj = Li.sqrt(), Lj.sqrt()
+        return -((si * sj) * (si + sj)).reciprocal()
+
+    def rescale(self, F, k, p=None):
+        return times_pow2(F, -k)
+
+
+@dataclass(frozen=True)
+class Log(SpectralFunction):
+    """log λ; f[λi, λj] = log1p(δ/lo)/δ with lo = min, δ = |λi − λj| (1/λ at ties).
+
+    δ/lo >= 0, so log1p never sees the cancellation of log hi − log lo, and
+    log1p(t)/δ -> 1/lo smoothly as δ -> 0.
+    """
+
+    name: ClassVar[str] = "log"
+    psd_reason: ClassVar[str] = "The logarithm of an indefinite matrix is not real."
+
+    def f(self, L, p=None):
+        return L.log()
+
+    def df(self, L, p=None):
+        return L.reciprocal()
+
+    def dd(self, Li, Lj, p=None):
+        lo, hi, delta = _ordered(Li, Lj)
+        tie = delta == 0
+        safe = torch.where(tie, torch.ones_like(delta), delta)
+        return torch.where(tie, lo.reciprocal(), torch.log1p(safe / lo) / safe)
+
+    def rescale(self, F, k, p=None):
+        eye = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device)
+        return F + (k.to(F.dtype) * LN4)[..., None, None] * eye
+
+
+@dataclass(frozen=True)
+class Power(SpectralFunction):
+    """λ^p; f[λi, λj] = lo^p·expm1(p·log1p(δ/lo))/δ (p·λ^(p−1) at ties); ∂f/∂p = λ^p·log λ.
+
+    hi^p − lo^p = lo^p·((1 + δ/lo)^p − 1), and expm1(p·log1p(t)) keeps
+    every digit of that difference for small t.
+    """
+
+    name: ClassVar[str] = "power"
+    psd_reason: ClassVar[str] = "A real power of an indefinite matrix is not real."
+
+    def f(self, L, p=None):
+        return L.pow(p)
+
+    def df(self, L, p=None):
+        return p * L.pow(p - 1)
+
+    def dd(self, Li, Lj, p=None):
+        lo, hi, delta = _ordered(Li, Lj)
+        tie = delta == 0
+        safe = torch.where(tie, torch.ones_like(delta), delta)
+        quot = lo.pow(p) * torch.expm1(p * torch.log1p(safe / lo)) / safe
+        return torch.where(tie, p * lo.pow(p - 1), quot)
+
+    def dfdp(self, L, p):
+        return L.pow(p) * L.log()
+
+    def rescale(self, F, k, p=None):
+        # 4^(k·p) = 2^(2kp); differentiable in p when p is a tensor that requires grad
+        return F * torch.exp2(2.0 * k.to(F.dtype) * p)[..., None, None]
+
+
+@dataclass(frozen=True)
+class UserFunction(SpectralFunction):
+    """A user's f and f′ (callables on eigenvalue tensors), with an optional divided difference.
+
+    Without ``divided``, f[λi, λj] falls back to the quotient where the gap
+    is large and to f′ at the midpoint where it is small: the quotient's
+    rounding error is about eps·|f|/δ and the midpoint's truncation error
+    about |f‴|·δ²/24, so the switch at δ = eps^(1/3)·max(|λi|, |λj|)
+    (``gap``) balances them at O(eps^(2/3)) relative; ties give f′ exactly.
+    A is not rescaled: f sees A's own eigenvalues.
+    """
+
+    name: ClassVar[str] = "user"
+    psd_reason: ClassVar[str] = "svdgrad.matrix_function floors the eigenvalues at eps·λmax and needs a PSD matrix."
+    scalable: ClassVar[bool] = False
+    fn: Callable = None
+    dfn: Callable = None
+    divided: Callable | None = None
+
+    def f(self, L, p=None):
+        return self.fn(L)
+
+    def df(self, L, p=None):
+        return self.dfn(L)
+
+    def dd(self, Li, Lj, p=None):
+        if self.divided is not None:
+            return self.divided(Li, Lj)
+        eps = torch.finfo(Li.dtype).eps
+        lo, hi, delta = _ordered(Li, Lj)
+        near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())
+        safe = torch.where(near, torch.ones_like(delta), delta)
+        quotient = (self.fn(hi) - self.fn(lo)) / safe
+        return torch.where(near, self.dfn(0.5 * (lo + hi)), quotient)
+
+
+_REGISTRY: dict[str, SpectralFunction] = {fn.name: fn for fn in (Sqrt(), InvSqrt(), Log(), Power())}
+
+
+def functions() -> tuple[str, ...]:
+    """Registered spectral function names, in a fixed order."""
+    return tuple(_REGISTRY)
+
+
+def get_function(name: str) -> SpectralFunction:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SvdgradError(f"Unknown function {name!r}. Expected one of {', '.join(functions())}.") from None
