@@ -1,6 +1,6 @@
 """svdgrad: differentiable eigh and matrix functions (sqrt, inverse sqrt, log, powers) with interchangeable backward methods."""
 
-from ._api import eigh, inv_sqrtm, logm, matrix_function, powm, sqrtm
+from ._api import eigh, gram_inv_sqrtm, gram_sqrtm, inv_sqrtm, logm, matrix_function, powm, sqrtm
 from ._spectral import functions
 from ._errors import SvdgradError
 from ._methods import (
@@ -23,6 +23,8 @@ __all__ = [
     "logm",
     "powm",
     "matrix_function",
+    "gram_sqrtm",
+    "gram_inv_sqrtm",
     "functions",
     "eigh",
     "methods",

@@ -13,10 +13,10 @@ import math
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh
+from ._functions import Eigh, GramOp
 from ._guard import guard
 from ._kernels import scale_exponent, sym, times_pow2
-from ._methods import Method, get_k_rule, get_method, methods
+from ._methods import Exact, Method, get_k_rule, get_method, methods
 from ._spectral import InvSqrt, Log, Power, SpectralFunction, Sqrt, UserFunction, functions
 from ._validate import HALF_DTYPES, check_matrix, check_psd, check_values, is_traced, max_abs, psd_violations
 
@@ -172,6 +172,61 @@ matrix_function.__doc__ = """U f(Λ) Uᵀ for a user's spectral function: ``f`` 
     relative (cancellation on one side, truncation on the other).  A is not
     rescaled for a user's f: it sees A's own (floored) eigenvalues.
 """ + _COMMON
+
+
+def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=True) -> torch.Tensor:
+    opts = Exact(eps=eps, compute_dtype=compute_dtype, check=check)  # validates the shared options
+    if not isinstance(X, torch.Tensor) or X.dim() < 2:
+        raise SvdgradError(f"Expected features X of shape (*, d, N) with at least 2 dimensions for {entry}; "
+                           f"received {describe(X)}. For a covariance Σ = X Xᵀ use svdgrad.sqrtm(Σ) instead.")
+    if X.dtype.is_complex or not X.dtype.is_floating_point:
+        raise SvdgradError(f"Expected a real floating dtype for X in {entry}; received {describe(X)}. "
+                           f"Cast with X.to(torch.float32).")
+    work = X.to(_work_dtype(X.dtype))
+    d = X.shape[-2]
+    if X.numel() == 0 and (d == 0 or math.prod(X.shape[:-2]) == 0):
+        return work.new_zeros(X.shape[:-1] + (d,)).to(X.dtype) + 0 * work.sum()
+    if X.shape[-1] == 0:  # no samples: X Xᵀ = 0, as for one zero column (cat keeps the graph)
+        work = torch.cat((work, work.new_zeros(work.shape[:-1] + (1,))), -1)
+    with torch.no_grad():
+        amax = max_abs(work.detach())  # (*)
+    if opts.check and not is_traced(X) and X.numel() and not bool(torch.isfinite(amax).all()):
+        bad = torch.nonzero(~torch.isfinite(amax))[0].tolist() if amax.dim() else []
+        raise SvdgradError(f"Expected finite entries in X; received NaN or Inf at batch index {tuple(bad)} "
+                           f"({describe(X)}). Check the layer that produced X.")
+    k = scale_exponent(amax)  # X/4^k has entries of order 1; (X Xᵀ)^{±1/2} scales by 4^{±k}
+    Xs = times_pow2(times_pow2(work, -k), -k).to(_compute_dtype(X, opts))
+    F = GramOp.apply(Xs, opts.floor_eps(Xs.dtype), inverse)[0].to(work.dtype)
+    k = -k if inverse else k
+    return times_pow2(times_pow2(F, k), k).to(X.dtype)
+
+
+def gram_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
+    """(X Xᵀ)^{1/2} for features X of shape (*, d, N), from the SVD of X; gradient with respect to X.
+
+    Covariance pooling never needs Σ = X Xᵀ itself, and forming it squares
+    the condition number: in float32, Σ keeps eigenvalues down to about
+    eps·λmax, the SVD of X down to eps²·λmax.  The gradient
+    2U[(Uᵀ sym(G) U) ∘ D] S Vᵀ with D_ij = 1/(σi + σj) is bounded by 2‖G‖
+    even for rank-deficient X.  For a covariance pass Xc/√N with Xc the
+    centred features.
+
+    Options: ``eps`` (floor on singular values, relative: σ >= eps·σmax, so
+    λ = σ² >= eps²·λmax; default the compute dtype's machine epsilon),
+    ``compute_dtype``, ``check`` (finite entries).  X is scaled by an exact
+    power of two first, so any finite X works.
+    """
+    return _gram(X, False, "gram_sqrtm", **options)
+
+
+def gram_inv_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
+    """(X Xᵀ)^{-1/2} for features X of shape (*, d, N), from the SVD of X; see ``gram_sqrtm``.
+
+    D_ij = −1/(σi·σj·(σi + σj)).  Singular values below eps·σmax (a rank-
+    deficient X, or d > N) are raised to it, so the result is finite and
+    of size 1/(eps·σmax) on the null space.
+    """
+    return _gram(X, True, "gram_inv_sqrtm", **options)
 
 
 def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor, torch.Tensor]:

@@ -186,6 +186,65 @@ class NewtonSchulzManual(torch.autograd.Function):
         return (dF,) + (None,) * (4 + len(Ys) + len(Zs) + len(Ts))
 
 
+class GramOp(torch.autograd.Function):
+    """F = (X Xᵀ)^{±1/2} from the SVD X = U S Vᵀ: F = U f(S) Uᵀ with f(σ) = σ or 1/σ.
+
+    Σ = X Xᵀ is never formed, so κ(X) (not κ(X)²) sets the accuracy.
+    Singular values are floored at eps·σmax (``_kernels.singular_value_floor``).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(X, eps, inverse):
+        d, N = X.shape[-2], X.shape[-1]
+        try:  # d > N: the full U spans the null space of X Xᵀ too
+            U, S, Vh = torch.linalg.svd(X, full_matrices=d > N)
+        except torch.linalg.LinAlgError as exc:
+            raise SvdgradError(f"The SVD failed ({describe(X)}): {str(exc).splitlines()[0]} Expected finite "
+                               f"input; run with check=True, or compute in torch.float64.") from None
+        floor = _kernels.singular_value_floor(S, eps)  # (*, 1)
+        Sf = S.clamp_min(floor)  # (*, r), descending
+        if d > N:  # the null space of X Xᵀ gets the floor as well
+            Sf = torch.cat((Sf, floor.expand(Sf.shape[:-1] + (d - N,))), -1)
+        phi = Sf.reciprocal() if inverse else Sf
+        F = (U * phi[..., None, :]) @ U.mT
+        return F, U, S, Vh, Sf
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, _, inverse = inputs
+        _, U, S, Vh, Sf = output
+        ctx.mark_non_differentiable(U, S, Vh, Sf)
+        ctx.save_for_backward(U, S, Vh, Sf)
+        ctx.save_for_forward(U, S, Vh, Sf)
+        ctx.inverse = inverse
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gF, *_):
+        if gF is None:
+            return None, None, None
+        U, S, Vh, Sf = ctx.saved_tensors
+        with _no_tf32():
+            return _kernels.gram_backward(U, S, Vh, gF, _kernels.gram_loewner(Sf, ctx.inverse)), None, None
+
+    @staticmethod
+    def jvp(ctx, dX, _eps, _inverse):
+        U, S, Vh, Sf = ctx.saved_tensors
+        with _no_tf32():
+            dF = _kernels.gram_jvp(U, S, Vh, _zeros_like_input(dX, U, Vh), _kernels.gram_loewner(Sf, ctx.inverse))
+        return dF, None, None, None, None
+
+
+def _zeros_like_input(dX, U, Vh):
+    """The tangent of X (*, d, N), zeros if it has none."""
+    if dX is not None:
+        return dX
+    return U.new_zeros(U.shape[:-1] + (Vh.shape[-1],))
+
+
 class _no_tf32:
     """Backward rules are accuracy-critical: no TF32 matmuls inside them on GPU."""
 

@@ -286,3 +286,52 @@ def topn_map(fn, L: torch.Tensor, U: torch.Tensor, X: torch.Tensor, keep: int, p
         else:
             diag[..., :k].add_((dfk * M[..., k, k])[..., None])
     return U @ inner @ U.mT
+
+
+# ---------------------------------------------------------------------------
+# The features route: (X Xᵀ)^{±1/2} from the SVD of X.
+# ---------------------------------------------------------------------------
+
+def singular_value_floor(S: torch.Tensor, eps: float) -> torch.Tensor:
+    """Floor eps·σmax for descending singular values S (*, r) -> (*, 1).
+
+    The SVD's backward error is about eps·σmax, so this is the relative
+    floor of the features route: λ = σ² keeps values down to eps²·λmax,
+    where Σ = X Xᵀ formed explicitly keeps only eps·λmax (κ(X)², not κ(X)).
+    Never below √tiny, so σ² stays a normal number; the zero matrix gets
+    tiny^(1/4), which matches ``eigenvalue_floor``'s √tiny for λ.
+    """
+    info = torch.finfo(S.dtype)
+    smax = S[..., :1]
+    relative = (eps * smax).clamp_min(info.tiny ** 0.5)
+    return torch.where(smax > 0, relative, torch.full_like(relative, info.tiny ** 0.25))
+
+
+def gram_loewner(Sf: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """D_ij = f[λi, λj] for f = √ or 1/√ at λ = σ²: 1/(σi + σj) or −1/(σi·σj·(σi + σj))."""
+    si, sj = Sf[..., :, None], Sf[..., None, :]
+    D = (si + sj).reciprocal()
+    return D.div_(-(si * sj)) if inverse else D
+
+
+def gram_backward(U, S, Vh, G, D) -> torch.Tensor:
+    """gX = 2U[(Uᵀ sym(G) U) ∘ D] S Vᵀ for F = f(X Xᵀ), X = U S Vᵀ (U square, S (*, r), Vh (*, r, N)).
+
+    dL/dΣ = U[(Uᵀ sym(G) U) ∘ D]Uᵀ (Daleckii–Krein at Σ = X Xᵀ) and
+    dΣ = dX Xᵀ + X dXᵀ give dL/dX = 2·(dL/dΣ)·X.  For the square root
+    |D_ij·σj| <= 1, so the gradient is bounded by 2‖G‖ even for
+    rank-deficient X.  Only the first r columns of the eigenbasis meet S.
+    """
+    r = S.shape[-1]
+    M = U.mT @ sym(G) @ U  # (*, d, d)
+    inner = (M.mul_(D))[..., :, :r] * S[..., None, :]  # (*, d, r)
+    return 2.0 * (U @ inner @ Vh)
+
+
+def gram_jvp(U, S, Vh, dX, D) -> torch.Tensor:
+    """dF for the tangent dX: Uᵀ dΣ U = P S + (P S)ᵀ with P = Uᵀ dX V, then U[(·) ∘ D]Uᵀ."""
+    d, r = U.shape[-1], S.shape[-1]
+    PS = (U.mT @ dX @ Vh.mT) * S[..., None, :]  # (*, d, r)
+    if r < d:
+        PS = torch.cat((PS, PS.new_zeros(PS.shape[:-1] + (d - r,))), -1)
+    return U @ (PS + PS.mT).mul_(D) @ U.mT
