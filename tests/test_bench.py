@@ -1,19 +1,39 @@
-"""Smoke test of `svdgrad bench` on the tiny grid: it runs and writes the report."""
+"""`svdgrad bench` on the tiny grid: it runs, writes the report, and replaces nothing unasked."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import pytest
 import torch
 
-from svdgrad.bench import cli, grid
+from svdgrad.bench import cli, grid, runner
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def test_bench_quick_writes_report(tmp_path):
+def _bench(argv):
     threads = torch.get_num_threads()
     try:
-        rc = cli.main("bench", ["--profile", "quick", "--threads", "1", "--out", str(tmp_path)])
+        return cli.main("bench", argv)
     finally:
         torch.set_num_threads(threads)
-    assert rc == 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    assert _bench(["--profile", "quick", "--threads", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_bench_quick_writes_report(quick_run):
+    tmp_path = quick_run
     report = (tmp_path / "REPORT.md").read_text()
     assert "### Targets" in report and "Newton–Schulz" in report
     assert (tmp_path / "figures" / "ratios_cpu.png").stat().st_size > 0
@@ -27,3 +47,103 @@ def test_bench_quick_writes_report(tmp_path):
         assert t.variant in targets["dtypes"]["float64"]["times"]
     run = json.loads((tmp_path / "raw" / "run_cpu.json").read_text())
     assert run["torch_threads"] == 1 and run["load"]["start"] is not None
+
+
+def test_bench_refuses_to_replace_results_without_overwrite(quick_run, capsys):
+    before = {p.name: p.read_bytes() for p in (quick_run / "raw").iterdir()}
+    rc = _bench(["--profile", "quick", "--threads", "1", "--out", str(quick_run)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "refusing to replace" in err and "--overwrite" in err and "--report-only" in err
+    assert {p.name: p.read_bytes() for p in (quick_run / "raw").iterdir()} == before
+    # Redrawing the report from the raw files is what --report-only is for: allowed.
+    assert _bench(["--report-only", "--out", str(quick_run)]) == 0
+
+
+def test_bench_product_code_never_uses_the_test_tree():
+    assert runner.SUITE.parent == Path(cli.__file__).parent
+    import ast
+
+    for path in Path(cli.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        docs = {ast.get_docstring(n) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef))}
+        code_strings = [t for t in strings if t not in docs and t.strip() not in {d.strip() for d in docs if d}]
+        assert not [t for t in code_strings if "tests" in t.split("/") or t == "tests"], path.name
+        imports = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imports += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imports if m.split(".")[0] == "tests"], path.name
+
+
+def test_quick_profile_defaults_to_a_scratch_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    def fake_run(device, threads, profile, out, **kw):
+        seen["out"] = out
+        return 1  # stop before the report
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    assert _bench(["--profile", "quick"]) == 1
+    out = seen["out"]
+    assert out.parent == Path("runs") and out.name.startswith("bench-quick-")
+    assert f"-> {out}" in capsys.readouterr().out
+    assert cli.parser().parse_args([]).out is None and cli.DEFAULT_OUT == Path("reports") / "performance"
+
+
+def test_bench_methods_take_specs(tmp_path):
+    vs = grid.variants(["exact", "taylor:degree=9", "newton_schulz:iterations=3,backward=autograd", "taylor:degree=100"])
+    import svdgrad
+
+    ns = svdgrad.method_spec(svdgrad.get_method("newton_schulz", iterations=3, backward="autograd"))
+    assert [v.label for v in vs] == ["exact", "taylor:degree=9", ns, "taylor"]
+    assert vs[1].method == "taylor" and vs[1].options == {"degree": 9}
+    assert [t.variant for t in grid.targets_for(vs)] == ["exact", "taylor"]
+    assert cli._split_methods("exact,newton_schulz:iterations=3,backward=autograd") == [
+        "exact", "newton_schulz:iterations=3,backward=autograd"]
+    from svdgrad.bench import cases
+
+    inputs = cases.Inputs(2, 8, "float64", "cpu")
+    cases.sqrtm_case(inputs, "taylor:degree=9", "forward_backward")()
+    assert inputs.leaf.grad is not None and torch.isfinite(inputs.leaf.grad).all()
+
+
+def test_bench_rejects_an_unknown_method(capsys):
+    assert _bench(["--methods", "exact,nope", "--out", "/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown method 'nope'" in err and "taylor" in err
+
+
+def test_missing_pytest_benchmark_names_the_extra(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
+    assert _bench(["--profile", "quick", "--out", str(tmp_path)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and 'svdgrad[bench]' in err[0]
+    assert not (tmp_path / "raw").exists()
+
+
+def test_ctrl_c_of_the_bench_prints_one_line(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "bench", "--profile", "quick", "--threads", "1",
+                             "--out", str(out)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:  # wait until the pytest-benchmark grid is running
+            if line.startswith("$ ") or time.monotonic() > deadline:
+                break
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr + stdout, stderr
+    assert lines[0].startswith("svdgrad bench: interrupted; start again with: svdgrad bench")
+    assert lines[0].endswith(f"--out {out} --overwrite")

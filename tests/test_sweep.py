@@ -80,6 +80,26 @@ def test_cli_narrows_the_grid():
     assert _parse(["--quick"]) == quick_grid()
 
 
+def test_methods_take_specs_with_options():
+    assert cli.split_specs("exact,newton_schulz:iterations=7,normalization=frobenius,taylor:degree=9,pade") == [
+        "exact", "newton_schulz:iterations=7,normalization=frobenius", "taylor:degree=9", "pade"]
+    g = _parse(["--methods", "taylor:degree=9,pade,exact,taylor,taylor:degree=100"])
+    # canonical labels (the default degree is plain "taylor"), registry order, duplicates merged
+    assert g.methods == ("exact", "taylor:degree=9", "taylor", "pade")
+    with pytest.raises(cli.UsageError, match="degre"):
+        _parse(["--methods", "taylor:degre=9"])
+
+
+def test_a_sweep_varies_a_methods_options(tmp_path):
+    argv = ["--methods", "taylor:degree=9,taylor", "--dtypes", "float64", "--sizes", "16", "--kappas", "6",
+            "--spectra", "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
+    assert cli.main("sweep", argv + ["--out", str(tmp_path)]) == 0
+    rows = {r["method"]: r for r in read_rows(tmp_path / runner.RESULTS) if r["study"] == "method"}
+    assert set(rows) == {"taylor:degree=9", "taylor"}
+    # degree 9 truncates 1/(1-x) far from x = 1 - 1e-6: a different, larger error than degree 100
+    assert float(rows["taylor:degree=9"]["grad_err"]) > 10 * float(rows["taylor"]["grad_err"])
+
+
 def test_narrow_rejects_values_outside_the_grid():
     with pytest.raises(ValueError, match="not in the grid"):
         default_grid().narrow(sizes=[17])
@@ -280,7 +300,7 @@ def test_console_script_dispatches_to_the_sweep():
     proc = subprocess.run([sys.executable, "-m", "svdgrad", "sweep", "--methods", "bogus"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert "unknown 'bogus'" in proc.stderr and "newton_schulz" in proc.stderr
+    assert "Unknown method 'bogus'" in proc.stderr and "newton_schulz" in proc.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -4,5 +4,7 @@
 timed callables (device-agnostic); ``timing`` runs them interleaved;
 ``memory`` counts saved-tensor bytes; ``report`` writes
 ``reports/performance/``; ``cli`` ties it together.  The pytest-benchmark
-suite in ``tests/benchmarks/`` reads the same grid.
+suite is ``suite.py`` (with its pytest ``plugin``), part of the package so
+that ``svdgrad bench`` runs from an install with the ``bench`` extra;
+``tests/benchmarks/`` only re-exports it.
 """

@@ -27,10 +27,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def variant(label: str) -> grid.Variant:
-    for v in grid.VARIANTS:
-        if v.label == label:
-            return v
-    raise KeyError(f"unknown variant {label!r}; expected one of {[v.label for v in grid.VARIANTS]}")
+    """A label of grid.VARIANTS or a method spec (``taylor:degree=9``) -> its Variant."""
+    return grid.variant_of(label)
 
 
 class Inputs:

@@ -1,12 +1,30 @@
-"""``svdgrad bench``: run the benchmark and write ``reports/performance/``."""
+"""``svdgrad bench``: run the benchmark and write a performance report.
+
+The full profile regenerates ``reports/performance/`` (its purpose); the
+quick profile, a smoke test, writes to a new folder under ``runs/`` unless
+``--out`` is given.  Results already in OUT/raw/ for the same device are not
+replaced without ``--overwrite`` (``--report-only`` only redraws the report
+from them).  Ctrl-C stops with exit code 130 and one line saying how to
+start again.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
+from .._errors import SvdgradError
 from . import grid, report, runner
+
+#: Where the full profile writes (relative to the working directory, like ``svdgrad sweep``).
+DEFAULT_OUT = Path("reports") / "performance"
+SCRATCH = Path("runs")
+QUICK_PREFIX = "bench-quick-"
+EXIT_INTERRUPTED = 130
+LOCK = ".lock"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,9 +37,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=grid.THREADS,
                    help=f"torch intra-op threads to pin (default {grid.THREADS})")
     p.add_argument("--profile", choices=sorted(grid.PROFILES), default="full",
-                   help="full grid (default) or a tiny quick one (smoke test)")
-    p.add_argument("--out", type=Path, default=runner.REPO / "reports" / "performance",
-                   help="output folder (default reports/performance in the repository)")
+                   help="full grid (default) or a tiny quick one (smoke test, written to a new "
+                        f"{SCRATCH}/{QUICK_PREFIX}<time> unless --out is given)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods or specs to time instead of the default variants, e.g. "
+                        "exact,taylor:degree=9 (a spec is the method's label; targets are kept for the "
+                        "default variants that remain)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default {DEFAULT_OUT}; with --profile quick a new "
+                        f"{SCRATCH}/{QUICK_PREFIX}<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results already in OUT/raw/ for this device (refused without it)")
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "default"), default="default",
                    help="OMP_WAIT_POLICY of the measuring processes (default: leave OpenMP's own setting). "
                         "'passive' is steadier on shared cores but makes torch.linalg.eigh several times "
@@ -32,15 +58,107 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def scratch_out() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out, k = SCRATCH / f"{QUICK_PREFIX}{stamp}", 1
+    while out.exists():
+        k += 1
+        out = SCRATCH / f"{QUICK_PREFIX}{stamp}-{k}"
+    return out
+
+
+def existing_results(out: Path, device: str) -> list[Path]:
+    """Raw result files in ``out`` that a run on ``device`` would replace."""
+    tag = runner.device_tag(device)
+    return [p for p in (out / "raw" / f"{k}_{tag}.json" for k in ("pytest_benchmark", "targets", "memory", "run"))
+            if p.exists()]
+
+
+def again_command(argv, out: Path) -> str:
+    """The command that starts this benchmark again into the same folder."""
+    keep, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not (a.startswith("--out=") or a == "--overwrite"):
+            keep.append(a)
+    return shlex.join(["svdgrad", "bench", *keep, "--out", str(out), "--overwrite"])
+
+
+def _split_methods(text: str) -> list[str]:
+    """Comma-separated specs; a ``key=value`` item without a name continues the previous spec
+    (``newton_schulz:iterations=7,normalization=frobenius`` stays one spec)."""
+    specs: list[str] = []
+    for tok in (t.strip() for t in text.split(",")):
+        if not tok:
+            continue
+        if specs and ":" not in tok and "=" in tok and ":" in specs[-1]:
+            specs[-1] += "," + tok
+        else:
+            specs.append(tok)
+    return specs
+
+
 def main(command: str, argv: list[str]) -> int:
     args = parser().parse_args(argv)
     start = time.perf_counter()
+    methods = None
+    if args.methods is not None:
+        methods = _split_methods(args.methods)
+        try:
+            grid.variants(methods)
+        except SvdgradError as exc:
+            print(f"svdgrad bench: --methods: {exc}", file=sys.stderr)
+            return 2
+        if not methods:
+            print("svdgrad bench: --methods: expected at least one method", file=sys.stderr)
+            return 2
+    out = args.out if args.out is not None else (scratch_out() if args.profile == "quick" else DEFAULT_OUT)
     if not args.report_only:
-        policy = None if args.omp_wait_policy == "default" else args.omp_wait_policy
-        rc = runner.run(args.device, args.threads, grid.PROFILES[args.profile], args.out,
-                        pytest=not args.no_pytest, wait_policy=policy)
+        found = existing_results(out, args.device)
+        if found and not args.overwrite:
+            print(f"svdgrad bench: {out} already holds results for {runner.device_tag(args.device)} "
+                  f"({', '.join(p.name for p in found)}); refusing to replace them.\n"
+                  f"  measure again into it:  {again_command(argv, out)}\n"
+                  f"  or write elsewhere:     --out DIR\n"
+                  f"  redraw the report only: svdgrad bench --report-only --out {shlex.quote(str(out))}",
+                  file=sys.stderr)
+            return 2
+        if not args.no_pytest:
+            missing = runner.missing_pytest_benchmark()
+            if missing:
+                print(missing, file=sys.stderr)
+                return 2
+        from filelock import FileLock, Timeout
+
+        out.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(out / LOCK), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            print(f"svdgrad bench: error: another benchmark is writing to {out} (it holds {out / LOCK}); "
+                  f"wait for it, or choose another --out", file=sys.stderr)
+            return 1
+        print(f"svdgrad bench: profile {args.profile}, device {args.device} -> {out}", flush=True)
+        try:
+            policy = None if args.omp_wait_policy == "default" else args.omp_wait_policy
+            rc = runner.run(args.device, args.threads, grid.PROFILES[args.profile], out,
+                            pytest=not args.no_pytest, wait_policy=policy, methods=methods)
+        except KeyboardInterrupt:
+            print(f"svdgrad bench: interrupted; start again with: {again_command(argv, out)}",
+                  file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+        finally:
+            lock.release()
         if rc:
             return rc
-    path = report.build(args.out)
+    try:
+        path = report.build(out)
+    except KeyboardInterrupt:
+        print(f"svdgrad bench: interrupted; redraw with: svdgrad bench --report-only --out {shlex.quote(str(out))}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"svdgrad bench: wrote {path} ({time.perf_counter() - start:.0f} s)")
     return 0

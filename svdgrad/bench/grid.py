@@ -1,12 +1,14 @@
 """The benchmark grid and the speed targets, declared once as data.
 
-The pytest-benchmark suite (``tests/benchmarks``), the interleaved target
-runner and the report all read these tables; nothing else names a method,
-a size or a limit.
+The pytest-benchmark suite (``svdgrad/bench/suite.py``), the interleaved
+target runner and the report all read these tables; nothing else names a
+method, a size or a limit.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 
 #: Batch size of every timed call.
@@ -44,6 +46,40 @@ VARIANTS = (
     Variant("newton_schulz[autograd]", "newton_schulz", {"backward": "autograd"}),
     Variant("newton_schulz[manual]", "newton_schulz", {"backward": "manual"}),
 )
+
+#: Environment variable through which ``svdgrad bench --methods`` reaches the measuring
+#: subprocesses: a JSON list of method specs.  Unset: VARIANTS.
+METHODS_ENV = "SVDGRAD_BENCH_METHODS"
+
+
+def variant_of(label: str) -> Variant:
+    """The Variant of a label: one of VARIANTS, or a method spec such as ``taylor:degree=9``."""
+    for v in VARIANTS:
+        if v.label == label:
+            return v
+    import svdgrad
+    from svdgrad._methods import parse_spec
+
+    svdgrad.get_method(label)  # an unknown name or option raises SvdgradError listing the valid ones
+    name, options = parse_spec(label)
+    return Variant(label, name, options)
+
+
+def variants(specs=None) -> tuple[Variant, ...]:
+    """VARIANTS, or one Variant per method spec (label = the canonical spec, ``svdgrad.method_spec``)."""
+    if specs is None:
+        return VARIANTS
+    import svdgrad
+
+    labels = list(dict.fromkeys(svdgrad.method_spec(svdgrad.get_method(s)) for s in specs))
+    return tuple(variant_of(lab) for lab in labels)
+
+
+def selected_variants() -> tuple[Variant, ...]:
+    """The variants of this run: from METHODS_ENV if set (``svdgrad bench --methods``), else VARIANTS."""
+    raw = os.environ.get(METHODS_ENV)
+    return variants(json.loads(raw)) if raw else VARIANTS
+
 
 #: Baselines timed in the same run.
 #:  eigh_forward: torch.linalg.eigh alone, the floor of every eigen method.
@@ -84,6 +120,12 @@ TARGETS = (
     Target("newton_schulz[manual]", "matmul", 42.0),
     Target("newton_schulz[autograd]", "matmul", 42.0),
 )
+
+
+def targets_for(selected) -> tuple[Target, ...]:
+    """The targets whose variant is among ``selected`` (Variants)."""
+    labels = {v.label for v in selected}
+    return tuple(t for t in TARGETS if t.variant in labels)
 
 
 @dataclass(frozen=True)

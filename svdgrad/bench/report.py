@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import svdgrad
+from svdgrad._io import write_atomic
 
 from . import grid
 
@@ -70,9 +71,15 @@ def relative(times: dict, a: str, b: str) -> tuple[float, float]:
     return statistics.median(per), min(times[a]) / min(times[b])
 
 
+def measured_targets(targets: dict) -> list[grid.Target]:
+    """The targets measured in this run (``--methods`` may leave some variants out)."""
+    times = next(iter(targets["dtypes"].values()))["times"]
+    return [t for t in grid.TARGETS if t.variant in times]
+
+
 def target_rows(targets: dict) -> list[dict]:
     rows = []
-    for t in grid.TARGETS:
+    for t in measured_targets(targets):
         for dtype, res in targets["dtypes"].items():
             times = res["times"]
             med, by_min = floor_ratio(times, t.variant, t.floor)
@@ -130,45 +137,73 @@ def _benchmarks(pyjson: dict) -> list[dict]:
     return rows
 
 
+#: Facets of the time-against-n figure: eigen-based methods with the eigh floors, and the
+#: iterative ones with the matmul unit (eigh forward repeated there for scale).
+_FACETS = (("eigen methods", lambda label: not label.startswith(("newton_schulz", "pooling[")) and label != "matmul"),
+           ("Newton–Schulz and pooling", lambda label: label.startswith(("newton_schulz", "pooling["))
+            or label in ("matmul", "eigh_forward")))
+
+
 def figure_time_vs_n(rows, path: Path, title: str) -> None:
+    """Median time per call against n: one row per dtype, one column per facet, legend beside the panels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     dtypes = sorted({r["dtype"] for r in rows})
-    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
-    for ax, dtype in zip(axes[0], dtypes):
-        sel = [r for r in rows if r["dtype"] == dtype and (r["mode"] == "forward_backward" or r["kind"] == "baseline")]
-        colors = plt.get_cmap("tab20").colors
-        markers = "osD^v<>ph*"
-        for i, label in enumerate(dict.fromkeys(r["label"] for r in sel)):
-            pts = sorted((r["n"], r["median"]) for r in sel if r["label"] == label)
-            style = "--" if label in grid.BASELINES else "-"
-            ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], style, marker=markers[i % len(markers)],
-                    color=colors[i % len(colors)], label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("n")
-        ax.set_ylabel("median time per call (ms)")
-        ax.set_title(f"{title}, {dtype}, forward + backward (baselines dashed)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    sel = [r for r in rows if r["mode"] == "forward_backward" or r["kind"] == "baseline"]
+    labels = list(dict.fromkeys(r["label"] for r in sel))
+    colors = dict(zip(labels, (plt.get_cmap("tab10").colors * 3)))
+    markers = dict(zip(labels, "osD^v<>ph*XP" * 3))
+    fig, axes = plt.subplots(len(dtypes), len(_FACETS), figsize=(10.5, 3.6 * len(dtypes)), squeeze=False,
+                             sharex=True)
+    handles = {}
+    for i, dtype in enumerate(dtypes):
+        for j, (facet, member) in enumerate(_FACETS):
+            ax = axes[i][j]
+            for label in labels:
+                if not member(label):
+                    continue
+                pts = sorted((r["n"], r["median"]) for r in sel if r["label"] == label and r["dtype"] == dtype)
+                if not pts:
+                    continue
+                (h,) = ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts],
+                               "--" if label in grid.BASELINES else "-", marker=markers[label], color=colors[label],
+                               lw=1.4, ms=5)
+                handles[label] = h
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xticks(sorted({r["n"] for r in sel}))
+            ax.set_xticklabels([str(n) for n in sorted({r["n"] for r in sel})])
+            ax.set_title(f"{dtype}: {facet}", fontsize=10)
+            if i == len(dtypes) - 1:
+                ax.set_xlabel("n")
+            if j == 0:
+                ax.set_ylabel("median ms per call (fwd + bwd)")
+            ax.grid(True, which="both", alpha=0.3)
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=8,
+               title="dashed: baselines", title_fontsize=8, frameon=False)
+    fig.suptitle(f"{title}: time per call against n", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.8, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def figure_ratios(rows, path: Path, title: str) -> None:
+def figure_ratios(rows, times_by_dtype: dict, path: Path, title: str) -> None:
+    """Top: each target's measured ratio (bars) and limit (dashed). Bottom: the absolute median times
+    of the same interleaved run, the methods and their floors, so a ratio can be read against them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 1]})
-    for ax, floor in zip(axes, ("eigh", "matmul")):
+    fig = plt.figure(figsize=(12, 8))
+    gs = fig.add_gridspec(2, 2, width_ratios=[3, 1], height_ratios=[1, 1])
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows)) or list(times_by_dtype)
+    w = 0.8 / max(len(dtypes), 1)
+    for col, floor in enumerate(("eigh", "matmul")):
+        ax = fig.add_subplot(gs[0, col])
         sel = [r for r in rows if r["floor"] == floor]
         variants = list(dict.fromkeys(r["variant"] for r in sel))
-        dtypes = list(dict.fromkeys(r["dtype"] for r in sel))
-        w = 0.8 / max(len(dtypes), 1)
         for j, dtype in enumerate(dtypes):
             xs = [i + (j - (len(dtypes) - 1) / 2) * w for i in range(len(variants))]
             ys = [next(r["ratio"] for r in sel if r["variant"] == v and r["dtype"] == dtype) for v in variants]
@@ -179,10 +214,28 @@ def figure_ratios(rows, path: Path, title: str) -> None:
         ax.set_xticks(range(len(variants)))
         ax.set_xticklabels(variants, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(_floor_text(floor))
-        ax.set_title("eigen methods vs eigh + k matmuls" if floor == "eigh" else "Newton–Schulz vs k matmuls")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{title}: measured ratio (bars) and target (dashed)")
-    fig.tight_layout()
+        ax.set_title("eigen methods: matmuls added to eigh" if floor == "eigh" else "Newton–Schulz: matmuls",
+                     fontsize=10)
+        if variants:
+            ax.legend(fontsize=8)
+    # Absolute times of the same run: every case that enters a ratio.
+    ax = fig.add_subplot(gs[1, :])
+    cases = ["eigh_forward", "matmul", "eigh_autograd"] + list(dict.fromkeys(r["variant"] for r in rows))
+    for j, dtype in enumerate(times_by_dtype):
+        times = times_by_dtype[dtype]
+        med = {"matmul": statistics.median(_unit_rounds(times))}
+        med.update({k: statistics.median(v) for k, v in times.items() if not k.startswith("matmul#")})
+        xs = [i + (j - (len(times_by_dtype) - 1) / 2) * w for i in range(len(cases))]
+        ax.bar(xs, [med[c] * 1e3 for c in cases], w, label=dtype)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(cases, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("median ms per call")
+    ax.set_title("absolute times in the same interleaved run (first three: the floors)", fontsize=10)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{title}: measured ratio (bars) against target (dashed), and the times behind it", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -216,7 +269,7 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
     rows = _benchmarks(py)
     trows = target_rows(targets)
     figure_time_vs_n(rows, figs / f"time_vs_n_{tag}.png", title)
-    figure_ratios(trows, figs / f"ratios_{tag}.png", title)
+    figure_ratios(trows, {d: r["times"] for d, r in targets["dtypes"].items()}, figs / f"ratios_{tag}.png", title)
     contended, peak_load = _contended(run)
     n, B = targets["size"], targets["batch"]
 
@@ -273,35 +326,38 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
         unit = statistics.median(_unit_rounds(times))
         tt.append([dtype, _ms(statistics.median(times["eigh_forward"])), _ms(unit),
                    _ms(statistics.median(times["eigh_autograd"]))]
-                  + [_ms(statistics.median(times[t.variant])) for t in grid.TARGETS])
-    L += _table(["dtype", "eigh forward", "matmul", "eigh autograd"] + [f"`{t.variant}`" for t in grid.TARGETS], tt)
+                  + [_ms(statistics.median(times[t.variant])) for t in measured_targets(targets)])
+    L += _table(["dtype", "eigh forward", "matmul", "eigh autograd"]
+                + [f"`{t.variant}`" for t in measured_targets(targets)], tt)
     L += [""]
 
-    # Newton–Schulz backward choice.
-    L += ["### Newton–Schulz: hand-written backward against autograd", ""]
-    ns = []
-    for dtype, res in targets["dtypes"].items():
-        rel, rel_min = relative(res["times"], "newton_schulz[manual]", "newton_schulz[autograd]")
-        ns.append([dtype, _f(floor_ratio(res["times"], "newton_schulz[manual]", "matmul")[0]),
-                   _f(floor_ratio(res["times"], "newton_schulz[autograd]", "matmul")[0]),
-                   _f(rel), _f(rel_min), "manual" if rel < 1 else "autograd"])
-    L += _table(["dtype", "manual, t/t_matmul", "autograd, t/t_matmul", "t_manual / t_autograd",
-                 "ratio of minima", "faster"], ns)
-    L += ["", f"Library default: `backward=\"{run['newton_schulz_default_backward']}\"`."]
-    pcs = {lab: mem["dtypes"][d]["rows"].get(lab, {}).get("products")
-           for d in mem["dtypes"] for lab in ("newton_schulz[manual]", "newton_schulz[autograd]")}
-    if all(pcs.values()):
-        L += ["", "Both dispatch " + " and ".join(f"{pcs[k]['matmul']} (`{k}`)" for k in pcs)
-              + " batched matmuls per forward + backward (next section); the rest of the ratio is "
-                "elementwise work, the normalization and, by default, the PSD check (one batched "
-                "Cholesky plus the finite/symmetry checks)."]
-    L += [""]
+    # Newton–Schulz backward choice (when both backwards were measured).
+    ns_pair = {"newton_schulz[manual]", "newton_schulz[autograd]"} <= {t.variant for t in measured_targets(targets)}
+    if ns_pair:
+        L += ["### Newton–Schulz: hand-written backward against autograd", ""]
+        ns = []
+        for dtype, res in targets["dtypes"].items():
+            rel, rel_min = relative(res["times"], "newton_schulz[manual]", "newton_schulz[autograd]")
+            ns.append([dtype, _f(floor_ratio(res["times"], "newton_schulz[manual]", "matmul")[0]),
+                       _f(floor_ratio(res["times"], "newton_schulz[autograd]", "matmul")[0]),
+                       _f(rel), _f(rel_min), "manual" if rel < 1 else "autograd"])
+        L += _table(["dtype", "manual, t/t_matmul", "autograd, t/t_matmul", "t_manual / t_autograd",
+                     "ratio of minima", "faster"], ns)
+        L += ["", f"Library default: `backward=\"{run['newton_schulz_default_backward']}\"`."]
+        pcs = {lab: mem["dtypes"][d]["rows"].get(lab, {}).get("products")
+               for d in mem["dtypes"] for lab in ("newton_schulz[manual]", "newton_schulz[autograd]")}
+        if all(pcs.values()):
+            L += ["", "Both dispatch " + " and ".join(f"{pcs[k]['matmul']} (`{k}`)" for k in pcs)
+                  + " batched matmuls per forward + backward (next section); the rest of the ratio is "
+                    "elementwise work, the normalization and, by default, the PSD check (one batched "
+                    "Cholesky plus the finite/symmetry checks)."]
+        L += [""]
 
     # Check overhead.
     L += ["### Cost of the default value checks", "",
           "(t_default − t_check=False) / t_matmul, median of per-round differences:", ""]
     co = []
-    for t in grid.TARGETS:
+    for t in measured_targets(targets):
         cells = []
         for dtype, res in targets["dtypes"].items():
             times = res["times"]
@@ -379,5 +435,5 @@ def build(out: Path) -> Path:
     for tag, title in DEVICE_SECTIONS:
         L += device_section(out, tag, title)
     path = out / "REPORT.md"
-    path.write_text("\n".join(L) + "\n")
+    write_atomic(path, "\n".join(L) + "\n")
     return path

@@ -25,8 +25,9 @@ from svdgrad._io import write_atomic
 from . import cases, grid, memory
 from .timing import interleaved, load_average
 
-REPO = Path(__file__).resolve().parents[2]
-SUITE = REPO / "tests" / "benchmarks"
+#: The pytest-benchmark suite, part of the package (never the repository's test tree).
+SUITE = Path(__file__).resolve().with_name("suite.py")
+PLUGIN = "svdgrad.bench.plugin"
 
 
 def device_tag(device: str) -> str:
@@ -62,26 +63,43 @@ def machine_info(device: str, threads: int) -> dict:
     return info
 
 
-def bench_env(device: str, threads: int, profile: grid.Profile, wait_policy: str | None) -> dict:
+def bench_env(device: str, threads: int, profile: grid.Profile, wait_policy: str | None,
+              methods: list[str] | None = None) -> dict:
     """Environment of the measuring subprocesses: threads pinned before OpenMP starts."""
     env = dict(os.environ, SVDGRAD_BENCH_DEVICE=device, SVDGRAD_BENCH_PROFILE=profile.name,
                SVDGRAD_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
+    env.pop(grid.METHODS_ENV, None)
+    if methods:
+        env[grid.METHODS_ENV] = json.dumps([v.label for v in grid.variants(methods)])
     if wait_policy:
         env["OMP_WAIT_POLICY"] = wait_policy.upper()
     return env
 
 
+def missing_pytest_benchmark() -> str | None:
+    """None if the pytest-benchmark suite can run here, else the one-line reason naming the extra."""
+    import importlib.util
+
+    for module in ("pytest", "pytest_benchmark"):
+        if importlib.util.find_spec(module) is None:
+            return (f"svdgrad bench: the timing grid needs {module.replace('_', '-')}, which is not installed; "
+                    f"install the bench extra: pip install \"svdgrad[bench]\" (or run with --no-pytest)")
+    return None
+
+
 def run_pytest(env: dict, json_path: Path, profile: grid.Profile, log) -> int:
     """The pytest-benchmark suite in a subprocess, writing its JSON to ``json_path``."""
-    if not SUITE.is_dir():
-        log(f"svdgrad bench: the benchmark suite {SUITE} is missing; run from a clone of the repository.")
+    missing = missing_pytest_benchmark()
+    if missing:
+        log(missing)
         return 2
-    cmd = [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
-           f"--benchmark-json={json_path}", "--benchmark-sort=name",
-           "--benchmark-columns=min,median,max,rounds"]
+    # -c os.devnull: no ini file of whatever directory this runs in (addopts, testpaths) applies.
+    cmd = [sys.executable, "-m", "pytest", str(SUITE), "-c", os.devnull, "--rootdir", str(SUITE.parent),
+           "-q", "-p", "no:cacheprovider", "-p", PLUGIN, f"--benchmark-json={json_path.resolve()}",
+           "--benchmark-sort=name", "--benchmark-columns=min,median,max,rounds"]
     log("$ " + " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
     for line in tail:
         log("  " + line)
@@ -89,14 +107,17 @@ def run_pytest(env: dict, json_path: Path, profile: grid.Profile, log) -> int:
 
 
 def target_cases(inputs: cases.Inputs) -> dict:
-    """Everything the targets compare, to run interleaved.  The unit is timed three times per round."""
+    """Everything the targets compare, to run interleaved.  The unit is timed three times per round.
+
+    Only the targets of the selected variants (all of them by default; ``--methods`` may drop some).
+    """
     out = {
         "eigh_forward": cases.baseline_case(inputs, "eigh_forward"),
         "eigh_autograd": cases.baseline_case(inputs, "eigh_autograd"),
     }
     for i in range(3):
         out[f"matmul#{i}"] = cases.baseline_case(inputs, "matmul")
-    for t in grid.TARGETS:
+    for t in grid.targets_for(grid.selected_variants()):
         out[t.variant] = cases.sqrtm_case(inputs, t.variant, "forward_backward")
         out[t.variant + "|check=False"] = cases.sqrtm_case(inputs, t.variant, "forward_backward", check=False)
     return out
@@ -121,9 +142,10 @@ def run_memory(device: str, profile: grid.Profile, log) -> dict:
         inputs = cases.Inputs(profile.batch, n, dtype, device)
         rows = {}
         # check=False: the method's own memory (the default checks only add short-lived temporaries).
-        named = {v.label: cases.sqrtm_case(inputs, v.label, "forward_backward", check=False) for v in grid.VARIANTS}
+        selected = grid.selected_variants()
+        named = {v.label: cases.sqrtm_case(inputs, v.label, "forward_backward", check=False) for v in selected}
         named["eigh_autograd"] = cases.baseline_case(inputs, "eigh_autograd")
-        fns = {v.label: cases.sqrtm_fn(v.label, check=False) for v in grid.VARIANTS}
+        fns = {v.label: cases.sqrtm_fn(v.label, check=False) for v in selected}
         fns["eigh_autograd"] = cases.eigh_sqrtm
         for label, run in named.items():
             run()  # warm up (lazy initialisation, Padé coefficients)
@@ -140,11 +162,14 @@ def run_memory(device: str, profile: grid.Profile, log) -> dict:
 
 
 def run(device: str, threads: int, profile: grid.Profile, out: Path, log=print, pytest: bool = True,
-        wait_policy: str | None = None) -> int:
-    """pytest-benchmark grid, then targets and memory, each in a fresh subprocess."""
+        wait_policy: str | None = None, methods: list[str] | None = None) -> int:
+    """pytest-benchmark grid, then targets and memory, each in a fresh subprocess.
+
+    A KeyboardInterrupt kills the subprocess (its traceback is not shown) and propagates.
+    """
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    env = bench_env(device, threads, profile, wait_policy)
+    env = bench_env(device, threads, profile, wait_policy, methods)
     env["SVDGRAD_BENCH_STARTED"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     env["SVDGRAD_BENCH_LOAD_START"] = json.dumps(load_average())
     if pytest:
@@ -152,16 +177,20 @@ def run(device: str, threads: int, profile: grid.Profile, out: Path, log=print, 
         if rc != 0:
             log(f"svdgrad bench: the pytest-benchmark suite failed (exit {rc}).")
             return rc
-    cmd = [sys.executable, "-m", "svdgrad.bench.runner", str(out)]
+    cmd = [sys.executable, "-m", "svdgrad.bench.runner", str(out.resolve())]
     log("$ " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
-    for line in proc.stdout:  # stream progress; the profiler's own log lines are dropped
-        if line.startswith(("  ", "Traceback", "svdgrad")) or lines and lines[-1].startswith("Traceback"):
-            log(line.rstrip())
-        lines.append(line)
-    rc = proc.wait()
+    try:
+        for line in proc.stdout:  # stream progress; the profiler's own log lines are dropped
+            if line.startswith(("  ", "Traceback", "svdgrad")) or lines and lines[-1].startswith("Traceback"):
+                log(line.rstrip())
+            lines.append(line)
+        rc = proc.wait()
+    except BaseException:  # Ctrl-C: stop the measuring process without showing its traceback
+        proc.kill()
+        proc.wait()
+        raise
     if rc != 0:
         log("".join(lines[-40:]))
         log(f"svdgrad bench: the target/memory run failed (exit {rc}).")

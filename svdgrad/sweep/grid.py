@@ -44,6 +44,21 @@ KAPPA_BANDS = (
 )
 
 
+def undefined_by_construction(method: str, spectrum: str, log10_kappa: int) -> str | None:
+    """Why ``method`` (a label, possibly a spec) has no defined gradient on such a matrix, or None.
+
+    ``ordinary`` divides by λi − λj, so at exact ties it is infinite or, after
+    rounding splits the tie, arbitrary: at κ = 1 (every eigenvalue equal, all
+    spectra), on the ``repeated`` spectrum (every eigenvalue twice) and on
+    ``rank_deficient`` (n − r ≥ 2 exact zero eigenvalues).  The summary's
+    rankings leave such columns out rather than rank a method on a value it
+    cannot have.
+    """
+    if method.partition(":")[0] == "ordinary" and (log10_kappa == 0 or spectrum in ("repeated", "rank_deficient")):
+        return "1/(λi − λj) at exact eigenvalue ties"
+    return None
+
+
 def reference_floor(kappa: float, n: int) -> float:
     """Error level of a float64 ``exact`` reference for a matrix of condition κ and size n."""
     return REFERENCE_FLOOR_FACTOR * (kappa + n) * 2.0 ** -52

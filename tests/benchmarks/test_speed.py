@@ -1,60 +1,8 @@
 """Speed of every method, forward and forward + backward, with the baselines.
 
-The grid comes from ``svdgrad.bench.grid`` (the profile chosen in
-conftest); ``svdgrad bench`` runs this file with ``--benchmark-json`` and
-builds ``reports/performance/`` from the result.
+The tests live in the package (``svdgrad/bench/suite.py``) so that
+``svdgrad bench`` runs from an installed package; this file collects them
+for ``pytest tests/benchmarks``.
 """
 
-import functools
-
-import pytest
-import torch
-
-from svdgrad.bench import cases, grid
-
-from .conftest import DEVICE, PROFILE, THREADS
-
-
-@functools.lru_cache(maxsize=None)
-def _inputs(n, dtype):
-    return cases.Inputs(PROFILE.batch, n, dtype, DEVICE)
-
-
-def _run(benchmark, fn):
-    benchmark.pedantic(fn, rounds=PROFILE.pedantic_rounds, warmup_rounds=PROFILE.warmup_rounds, iterations=1)
-
-
-def _info(benchmark, **kw):
-    benchmark.group = f"n={kw['n']} {kw['dtype']}"
-    benchmark.extra_info.update(kw, batch=PROFILE.batch, threads=torch.get_num_threads(),
-                                device=DEVICE, requested_threads=THREADS)
-
-
-SIZES_DTYPES = [(n, dt) for n in PROFILE.sizes for dt in PROFILE.dtypes]
-
-
-@pytest.mark.parametrize("n,dtype", SIZES_DTYPES, ids=[f"n{n}-{dt}" for n, dt in SIZES_DTYPES])
-@pytest.mark.parametrize("mode", grid.MODES)
-@pytest.mark.parametrize("label", [v.label for v in grid.VARIANTS])
-def test_sqrtm(benchmark, label, mode, n, dtype):
-    _info(benchmark, kind="sqrtm", label=label, mode=mode, n=n, dtype=dtype)
-    _run(benchmark, cases.sqrtm_case(_inputs(n, dtype), label, mode))
-
-
-@pytest.mark.parametrize("n,dtype", SIZES_DTYPES, ids=[f"n{n}-{dt}" for n, dt in SIZES_DTYPES])
-@pytest.mark.parametrize("name", grid.BASELINES)
-def test_baseline(benchmark, name, n, dtype):
-    mode = "forward_backward" if name == "eigh_autograd" else "forward"
-    _info(benchmark, kind="baseline", label=name, mode=mode, n=n, dtype=dtype)
-    _run(benchmark, cases.baseline_case(_inputs(n, dtype), name))
-
-
-@pytest.mark.parametrize("n,dtype", SIZES_DTYPES, ids=[f"n{n}-{dt}" for n, dt in SIZES_DTYPES])
-@pytest.mark.parametrize("mode", grid.MODES)
-@pytest.mark.parametrize("method", grid.POOLING_METHODS)
-def test_pooling(benchmark, method, mode, n, dtype):
-    reason = cases.pooling_available()
-    if reason:
-        pytest.skip(reason)
-    _info(benchmark, kind="pooling", label=f"pooling[{method}]", mode=mode, n=n, dtype=dtype)
-    _run(benchmark, cases.pooling_case(PROFILE.batch, n, dtype, DEVICE, method, mode))
+from svdgrad.bench.suite import test_baseline, test_pooling, test_sqrtm  # noqa: F401

@@ -1,0 +1,328 @@
+"""Table computations of the sweep report: data from results.csv, no drawing, no prose.
+
+Every function takes the loaded rows (``load``) and returns numbers or rows;
+``figures`` draws them and ``markdown`` writes them out.  Each is testable on
+a tiny results file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from . import grid as grid_mod
+from .cells import COLUMNS, KEY, REF_EXACT64, REF_MPMATH, REF_SELF, parse_ns_variant
+from .grid import Grid, default_grid
+from .runner import APPROX, APPROX_COLUMNS, GRID, RESULTS, RUNS
+from .store import read_rows, to_float
+
+EPS64 = 2.0 ** -52
+EPS32 = 2.0 ** -23
+_NUMERIC = [c for c in COLUMNS if c not in KEY and c not in ("reference", "error")]
+
+# ---------------------------------------------------------------------------
+# Loading and aggregation.
+# ---------------------------------------------------------------------------
+
+
+def load(out: Path) -> list[dict]:
+    rows = []
+    for r in read_rows(Path(out) / RESULTS):
+        t = dict(r)
+        for k in ("n", "log10_kappa", "seed"):
+            t[k] = int(t[k])
+        for k in _NUMERIC:
+            t[k] = to_float(t[k])
+        rows.append(t)
+    return rows
+
+
+def load_grid(out: Path) -> Grid:
+    p = Path(out) / GRID
+    return Grid.from_json(p.read_text()) if p.exists() else default_grid()
+
+
+def median(xs) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else math.nan
+
+
+def mean(xs) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def group(rows, *keys):
+    g = defaultdict(list)
+    for r in rows:
+        g[tuple(r[k] for k in keys)].append(r)
+    return g
+
+
+def ordered(values, preferred):
+    values = set(values)
+    return [v for v in preferred if v in values] + sorted(values - set(preferred), key=str)
+
+
+class Cell:
+    """Aggregate of one (method, dtype, n, κ, spectrum) over seeds."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        ok = [r for r in rows if not r["error"] and r["reference"] != REF_SELF]
+        self.is_reference = any(r["reference"] == REF_SELF for r in rows)
+        self.errors = [r["error"] for r in rows if r["error"]]
+        self.grad = median([r["grad_err"] for r in ok])
+        self.fwd = median([r["fwd_err"] for r in ok])
+        self.floor = median([r["ref_floor"] for r in ok])
+        self.at_floor = bool(ok) and not math.isnan(self.floor) and self.grad <= self.floor
+        self.nonfinite = mean([float(r["nonfinite_grad"] > 0) for r in ok])
+        self.blowup = median([r["blowup"] for r in ok])
+        self.time = median([r["time_ms"] for r in rows if not r["error"]])
+        self.kappa_reached = median([r["kappa_reached"] for r in rows if not r["error"]])
+        self.reference = ok[0]["reference"] if ok else (REF_SELF if self.is_reference else "")
+
+    def text(self) -> str:
+        if self.is_reference:
+            return "ref"
+        if not math.isnan(self.grad) and self.at_floor:
+            return "≤floor"
+        if math.isnan(self.grad):
+            return "ERR" if self.errors else "-"
+        if math.isinf(self.grad):
+            return "inf"
+        return f"{self.grad:.1e}"
+
+
+def method_cells(rows):
+    """(method, dtype, n, log10 κ, spectrum) -> Cell."""
+    return {k: Cell(v) for k, v in group([r for r in rows if r["study"] == "method"],
+                                          "method", "dtype", "n", "log10_kappa", "spectrum").items()}
+
+
+def axes(rows, g: Grid):
+    m = [r for r in rows if r["study"] == "method"]
+    return dict(
+        methods=ordered({r["method"] for r in m}, g.methods),
+        dtypes=ordered({r["dtype"] for r in m}, grid_mod.DTYPES),
+        sizes=sorted({r["n"] for r in m}),
+        kappas=sorted({r["log10_kappa"] for r in m}),
+        spectra=ordered({r["spectrum"] for r in m}, default_grid().spectra),
+        seeds=sorted({r["seed"] for r in m}),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Tables.
+# ---------------------------------------------------------------------------
+
+
+def error_table(cells, ax, n, spectrum, markdown: bool) -> str:
+    head = ["method", "dtype"] + [grid_mod.kappa_label(k) for k in ax["kappas"]]
+    body = []
+    for m in ax["methods"]:
+        for d in ax["dtypes"]:
+            body.append([m, d] + [cells[(m, d, n, k, spectrum)].text() if (m, d, n, k, spectrum) in cells else "-"
+                                  for k in ax["kappas"]])
+    return table(head, body, markdown)
+
+
+def table(head, body, markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(map(str, r)) + " |" for r in body]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda r: "  ".join(str(x).rjust(w) if i > 1 else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
+
+
+def reference_of(cells, n) -> str:
+    refs = {c.reference for k, c in cells.items() if k[2] == n and c.reference and c.reference != REF_SELF}
+    if refs == {REF_MPMATH}:
+        return "mpmath (50 digits)"
+    if REF_EXACT64 in refs:
+        return "float64 exact (errors below its floor shown as ≤floor)"
+    return ", ".join(sorted(refs)) or "-"
+
+
+def band_of(k):
+    for label, lo, hi in grid_mod.KAPPA_BANDS:
+        if lo <= k <= hi:
+            return label
+    return None
+
+
+def summary_rows(rows, ax):
+    """Per regime (dtype, spectrum, κ band): best method by median gradient error, runner-up, ratio.
+
+    Columns (κ values) where a method is undefined by construction
+    (``grid.undefined_by_construction``, e.g. ``ordinary`` at exact ties)
+    do not enter the ranking: if that covers the whole regime the method is
+    left out of it (``undefined``), otherwise those κ are left out for every
+    method of the regime (``dropped_kappas``), so that all medians are over
+    the same columns.
+    """
+    # Where float64 exact is the reference (large n), the float64 exact row is not compared; comparing
+    # the others there against exact's n=16 numbers alone would be unfair, so such sizes are left out
+    # of that dtype's regimes.
+    self_ref = {(r["dtype"], r["n"]) for r in rows if r["study"] == "method" and r["reference"] == REF_SELF}
+    mrows = [r for r in rows if r["study"] == "method" and not r["error"] and (r["dtype"], r["n"]) not in self_ref]
+    by = defaultdict(lambda: defaultdict(list))
+    for r in mrows:
+        band = band_of(r["log10_kappa"])
+        if band is None:
+            continue
+        floored = r["reference"] == REF_EXACT64 and r["grad_err"] <= r["ref_floor"]
+        by[(r["dtype"], r["spectrum"], band)][r["method"]].append(
+            (r["ref_floor"] if floored else r["grad_err"], floored, r["log10_kappa"]))
+    out = []
+    for d in ax["dtypes"]:
+        for sp in ax["spectra"]:
+            for band, _, _ in grid_mod.KAPPA_BANDS:
+                ms = by.get((d, sp, band))
+                if not ms:
+                    continue
+                kappas = sorted({k for vals in ms.values() for _, _, k in vals})
+                undefined, dropped = {}, set()
+                for m in ms:
+                    bad = [k for k in kappas if grid_mod.undefined_by_construction(m, sp, k)]
+                    if len(bad) == len(kappas):
+                        undefined[m] = grid_mod.undefined_by_construction(m, sp, kappas[0])
+                    else:
+                        dropped.update(bad)
+                stats = []
+                for m, vals in ms.items():
+                    vals = [(v, f) for v, f, k in vals if k not in dropped]
+                    if m in undefined or not vals:
+                        continue
+                    med = statistics.median(v for v, _ in vals)
+                    floored = sum(f for _, f in vals) * 2 >= len(vals)
+                    stats.append((med, m, floored))
+                if not stats:
+                    continue
+                stats.sort(key=lambda t: (t[0], ax["methods"].index(t[1]) if t[1] in ax["methods"] else 99))
+                best, second = stats[0], stats[1] if len(stats) > 1 else None
+                ties = [m for v, m, _ in stats if v <= 2 * best[0]] if math.isfinite(best[0]) else []
+                out.append(dict(dtype=d, spectrum=sp, band=band, best=best[1], best_err=best[0],
+                                best_floor=best[2], second=second[1] if second else "",
+                                second_err=second[0] if second else math.nan, ties=ties,
+                                worst=stats[-1][1], worst_err=stats[-1][0],
+                                dropped_kappas=sorted(dropped), undefined=undefined))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The other tables of the report, as (head, body) of strings or numbers.
+# ---------------------------------------------------------------------------
+
+
+def load_approx(out: Path) -> list[dict]:
+    out = Path(out)
+    if not (out / APPROX).exists():
+        return []
+    return [{k: (v if k in ("kind", "degree") else float(v)) for k, v in r.items()}
+            for r in read_rows(out / APPROX, APPROX_COLUMNS)]
+
+
+def load_runs(out: Path) -> list[dict]:
+    p = Path(out) / RUNS
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+#: Ranges of 1 − x of the approximation table: [lo, hi).
+APPROX_EDGES = ((1e-1, 1.0), (1e-3, 1e-1), (1e-6, 1e-3), (1e-9, 1e-6), (0.0, 1e-9))
+
+
+def approx_table(approx) -> tuple[list, list]:
+    """Max relative error of each K-rule's 1/(1−x) per range of 1 − x."""
+    g = group(approx, "kind", "degree")
+    head = ["rule"] + [f"1−x ∈ [{lo:.0e}, {hi:.0e})" if lo else f"1−x < {hi:.0e}" for lo, hi in APPROX_EDGES]
+    body = []
+    for (kind, degree), rs in g.items():
+        row = ["1/(1−x) float64" if kind == "ordinary" else f"{kind} {degree}"]
+        for lo, hi in APPROX_EDGES:
+            errs = [r["rel_err"] for r in rs if lo <= r["one_minus_x"] < hi]
+            row.append(max(errs) if errs else math.nan)
+        body.append(row)
+    return head, body
+
+
+def ns_table(rows) -> tuple[list, list]:
+    """Median Newton–Schulz gradient error per (normalization, iterations) and κ."""
+    ns = [r for r in rows if r["study"] == "ns" and not r["error"]]
+    g = defaultdict(list)
+    for r in ns:
+        nm, it = parse_ns_variant(r["variant"])
+        g[(nm, it, r["log10_kappa"])].append(r["grad_err"])
+    its = sorted({k[1] for k in g})
+    ks = sorted({k[2] for k in g})
+    norms = ordered({k[0] for k in g}, ("trace", "frobenius"))
+    head = ["normalization", "iterations"] + [grid_mod.kappa_label(k) for k in ks]
+    body = [[nm, it] + [median(g.get((nm, it, k), [])) for k in ks] for nm in norms for it in its]
+    return head, body
+
+
+def eig_table(rows) -> tuple[list, list]:
+    """Per κ and (dtype, n): (fraction ≤ 0, fraction off by ≥ 10×, median κ reached) of the computed eigenvalues."""
+    eig = [r for r in rows if r["study"] == "eig" and not r["error"]]
+    g = group(eig, "dtype", "n", "log10_kappa")
+    sizes = sorted({r["n"] for r in eig})
+    dts = ordered({r["dtype"] for r in eig}, grid_mod.DTYPES)
+    ks = sorted({r["log10_kappa"] for r in eig})
+    head = ["κ"] + [f"{d} n={n}" for d in dts for n in sizes]
+    body = []
+    for k in ks:
+        row = [grid_mod.kappa_label(k)]
+        for d in dts:
+            for n in sizes:
+                rs = g.get((d, n, k), [])
+                row.append((mean([r["frac_nonpositive"] for r in rs]), mean([r["frac_wrong_magnitude"] for r in rs]),
+                            median([r["kappa_reached"] for r in rs])))
+        body.append(row)
+    return head, body
+
+
+def nonfinite_table(rows, ax) -> tuple[list, list]:
+    """Per (method, dtype): runs with a non-finite gradient, in which spectra, from which κ."""
+    mrows = [r for r in rows if r["study"] == "method"]
+    body = []
+    for m in ax["methods"]:
+        for d in ax["dtypes"]:
+            rs = [r for r in mrows if r["method"] == m and r["dtype"] == d and not r["error"]
+                  and r["reference"] != REF_SELF]
+            if not rs:
+                continue
+            nf = [r for r in rs if r["nonfinite_grad"] > 0]
+            body.append([m, d, f"{len(nf)}/{len(rs)}", ", ".join(sorted({r["spectrum"] for r in nf})) or "-",
+                         (grid_mod.kappa_label(min(r["log10_kappa"] for r in nf)) if nf else "-")])
+    return ["method", "dtype", "runs with a non-finite gradient", "spectra", "smallest κ"], body
+
+
+def timing_table(rows, ax) -> tuple[list, list]:
+    """Median ms of forward + backward per method and (n, dtype)."""
+    tg = group([r for r in rows if r["study"] == "method" and not r["error"]], "method", "dtype", "n")
+    head = ["method"] + [f"n={n} {d}" for n in ax["sizes"] for d in ax["dtypes"]]
+    body = [[m] + [median([r["time_ms"] for r in tg.get((m, d, n), [])]) for n in ax["sizes"] for d in ax["dtypes"]]
+            for m in ax["methods"]]
+    return head, body
+
+
+def error_messages(rows) -> list[list]:
+    """(study, method, dtype, message, count) of the recorded errors."""
+    msgs = defaultdict(int)
+    for r in rows:
+        if r["error"]:
+            msgs[(r["study"], r["method"], r["dtype"], r["error"][:160])] += 1
+    return [[*k[:3], k[3], v] for k, v in sorted(msgs.items())]
+
+
+def headline_size(ax, g: Grid):
+    """The largest n whose reference is mpmath (every method, exact included, is measured there), or None."""
+    sizes = [n for n in ax["sizes"] if n <= g.mpmath_max_n]
+    return max(sizes) if sizes else None
