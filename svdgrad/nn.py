@@ -27,6 +27,15 @@ Choices, and why:
   its d tied eigenvalues and nothing becomes NaN.  With ``floor=0`` a
   zero-trace Σ raises ``SvdgradError`` instead.  The statistics in ``last_covariance`` are of
   Σ before the floor.
+- **Two routes to Σ^{1/2}.**  ``route="covariance"`` (default) forms Σ and
+  takes ``svdgrad.sqrtm(Σ + floor·I)`` with any method.  ``route="features"``
+  never forms Σ: with Y = X̄/√N (Σ = Y Yᵀ) it takes
+  ``svdgrad.gram_sqrtm([Y, √floor·I])``, the square root of
+  Y Yᵀ + floor·I = Σ + floor·I exactly, from the SVD of the (d, N + d)
+  matrix.  Forming Σ squares the condition number; the SVD keeps κ(Y) =
+  √κ(Σ), so float32 suffices where the covariance route needs float64
+  (ICCV21's "data precision" argument).  The appended columns make the
+  floor exact without touching Σ; the dead-sample rule is the same.
 - **Vectorization.**  The upper triangle with the diagonal, row by row,
   d(d+1)/2 entries.  ``offdiag_scale=1.0`` (default) leaves the off-diagonal
   entries as they are, as the fast-MPN-COV reference does; ``math.sqrt(2)``
@@ -100,6 +109,19 @@ def _inv_sqrtm(A: torch.Tensor, method) -> torch.Tensor:
     return svdgrad.inv_sqrtm(A, method)
 
 
+#: The routes of CovariancePooling, and the methods the features route has
+#: (the SVD of the features gives the exact square root, with its own
+#: D = 1/(σi + σj) backward: there is no K-rule or iteration to choose).
+ROUTES = ("covariance", "features")
+_FEATURE_METHODS = ("exact",)
+
+
+def _gram_sqrtm(Y: torch.Tensor, method) -> torch.Tensor:
+    """(Y Yᵀ)^{1/2} from the SVD of Y (*, d, N), with the method's shared options."""
+    opts = {k: getattr(method, k) for k in ("eps", "compute_dtype", "check") if getattr(method, k) is not None}
+    return svdgrad.gram_sqrtm(Y, **opts)
+
+
 class CovariancePooling(nn.Module):
     """Global covariance pooling: (B, C, H, W) -> (B, d(d+1)/2).
 
@@ -111,10 +133,17 @@ class CovariancePooling(nn.Module):
         d, output channels of the 1x1 conv + BN + ReLU reduction (default 64;
         the papers use 256 on ImageNet).  ``None`` skips the reduction (d = C).
     method:
-        Any ``svdgrad.sqrtm`` method name or object (default
-        ``"newton_schulz"``, 5 iterations as every shipped iSQRT-COV model).
-        ``method_options`` are applied to it.  Switch at run time with
-        ``layer.method = "pade"``.
+        Any ``svdgrad.sqrtm`` method name or object (default:
+        ``"newton_schulz"``, 5 iterations as every shipped iSQRT-COV model,
+        for the covariance route; ``"exact"``, the only one, for the
+        features route).  ``method_options`` are applied to it.  Switch at
+        run time with ``layer.method = "pade"``.
+    route:
+        ``"covariance"`` (default): Σ^{1/2} by ``svdgrad.sqrtm(Σ + floor·I)``.
+        ``"features"``: by ``svdgrad.gram_sqrtm`` of the centred features
+        scaled by 1/√N, with √floor·I appended as d extra columns (the same
+        Σ + floor·I, without forming Σ); method ``"exact"`` only.
+        Switch with ``layer.route = ...``.
     offdiag_scale:
         Weight of the off-diagonal entries in the vectorization (1.0 as the
         reference, or ``math.sqrt(2)`` for an isometry).
@@ -122,17 +151,18 @@ class CovariancePooling(nn.Module):
         Absolute ridge added to Σ before the square root (default 1e-10);
         keeps a zero-trace Σ finite.  ``0`` raises ``SvdgradError`` on it.
     compute_dtype:
-        ``"auto"`` (float64 for eigen methods, input dtype for Newton-Schulz),
-        ``None`` (input dtype) or a torch dtype.  Applies to methods whose own
-        ``compute_dtype`` is unset.
+        ``"auto"`` (float64 for the eigen methods of the covariance route;
+        the input dtype for Newton-Schulz and for the features route, whose
+        SVD keeps κ(X) instead of κ(Σ) = κ(X)²), ``None`` (input dtype) or a
+        torch dtype.  Applies to methods whose own ``compute_dtype`` is unset.
     keep_covariance:
         Store Σ of the last forward (detached, before the floor) in
         ``last_covariance`` for statistics (the trainer uses it).
     """
 
-    def __init__(self, in_channels: int, reduced_channels: int | None = 64, method="newton_schulz", *,
-                 offdiag_scale: float = 1.0, floor: float = 1e-10, compute_dtype="auto",
-                 keep_covariance: bool = False, **method_options):
+    def __init__(self, in_channels: int, reduced_channels: int | None = 64, method=None, *,
+                 route: str = "covariance", offdiag_scale: float = 1.0, floor: float = 1e-10,
+                 compute_dtype="auto", keep_covariance: bool = False, **method_options):
         super().__init__()
         _check_channels("in_channels", in_channels, False)
         _check_channels("reduced_channels", reduced_channels, True)
@@ -143,6 +173,10 @@ class CovariancePooling(nn.Module):
         if not (compute_dtype in ("auto", None, torch.float32, torch.float64)):
             raise SvdgradError(f"Expected compute_dtype 'auto', None, torch.float32 or torch.float64; "
                                f"received {compute_dtype!r}.")
+        if route not in ROUTES:
+            raise SvdgradError(f"Expected route one of {', '.join(map(repr, ROUTES))}; received {route!r}.")
+        if method is None:
+            method = "exact" if route == "features" else "newton_schulz"
         self.in_channels = in_channels
         self.channels = in_channels if reduced_channels is None else reduced_channels
         self.reduce = _reduction(in_channels, reduced_channels)
@@ -151,6 +185,7 @@ class CovariancePooling(nn.Module):
         self.compute_dtype = compute_dtype
         self.keep_covariance = keep_covariance
         self.last_covariance: torch.Tensor | None = None
+        self._route = route
         self.method = _methods.get_method(method, **method_options)
 
     @property
@@ -165,21 +200,50 @@ class CovariancePooling(nn.Module):
 
     @method.setter
     def method(self, value) -> None:
-        m = _methods.get_method(value)
+        given = _methods.get_method(value)
+        self._check_route(self._route, given)
+        self._given = given  # before the layer's compute_dtype, which depends on the route
+        self._method = self._with_compute_dtype(given, self._route)
+
+    @property
+    def route(self) -> str:
+        """``"covariance"`` or ``"features"``; assign to switch (the features route needs method 'exact')."""
+        return self._route
+
+    @route.setter
+    def route(self, value: str) -> None:
+        if value not in ROUTES:
+            raise SvdgradError(f"Expected route one of {', '.join(map(repr, ROUTES))}; received {value!r}.")
+        self._check_route(value, self._given)
+        self._route = value
+        self._method = self._with_compute_dtype(self._given, value)
+
+    @staticmethod
+    def _check_route(route: str, m: _methods.Method) -> None:
+        if route == "features" and m.name not in _FEATURE_METHODS:
+            raise SvdgradError(
+                f"Expected method 'exact' for route='features' (the SVD of the features gives the exact square "
+                f"root; there is no K-rule or iteration to choose); received method {m.name!r}. Use "
+                f"route='covariance' for {m.name!r}."
+            )
+
+    def _with_compute_dtype(self, m: _methods.Method, route: str) -> _methods.Method:
         if m.compute_dtype is None and self.compute_dtype is not None:
             if self.compute_dtype == "auto":
-                if not isinstance(m, _methods.NewtonSchulz):
-                    m = _methods.get_method(m, compute_dtype=torch.float64)
+                # float64 only where Σ is formed and decomposed: Newton-Schulz is matmuls, and the
+                # features route's SVD keeps κ(X), so both are accurate in the input dtype.
+                if route == "covariance" and not isinstance(m, _methods.NewtonSchulz):
+                    return _methods.get_method(m, compute_dtype=torch.float64)
             else:
-                m = _methods.get_method(m, compute_dtype=self.compute_dtype)
-        self._method = m
+                return _methods.get_method(m, compute_dtype=self.compute_dtype)
+        return m
 
     def _sigma_dtype(self, dtype: torch.dtype) -> torch.dtype:
         cd = self._method.compute_dtype
         return dtype if cd is None or dtype == torch.float64 else cd
 
-    def covariance(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ (B, d, d) of the reduced features, in the method's compute dtype."""
+    def _reduced(self, x: torch.Tensor) -> torch.Tensor:
+        """The reduced features X (B, d, N), in the method's compute dtype."""
         if x.dim() != 4:
             raise SvdgradError(f"Expected a feature map of shape (B, C, H, W); received shape={tuple(x.shape)}. "
                                f"Apply the layer to the output of a conv backbone.")
@@ -187,15 +251,44 @@ class CovariancePooling(nn.Module):
             raise SvdgradError(f"Expected {self.in_channels} channels; received shape={tuple(x.shape)}. "
                                f"Set in_channels to the backbone's output width.")
         f = self.reduce(x)
-        X = f.flatten(2).to(self._sigma_dtype(f.dtype))  # (B, d, N)
-        return covariance(X)
+        return f.flatten(2).to(self._sigma_dtype(f.dtype))  # (B, d, N)
+
+    def covariance(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ (B, d, d) of the reduced features, in the method's compute dtype."""
+        return covariance(self._reduced(x))
+
+    def scaled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Y (B, d, N) with Y Yᵀ = Σ: the centred reduced features over √N (the features route's input)."""
+        X = self._reduced(x)
+        return (X - X.mean(dim=-1, keepdim=True)) / math.sqrt(X.shape[-1])
+
+    def _root(self, M: torch.Tensor) -> torch.Tensor:
+        """Z = (Σ + floor·I)^{1/2} (B', d, d) from M = Σ (covariance route) or M = Y (features route)."""
+        d = M.shape[-2]
+        if self._route == "covariance":
+            if self.floor > 0:
+                M = M + self.floor * torch.eye(d, dtype=M.dtype, device=M.device)
+            return sqrtm(M, self._method)
+        if self.floor > 0:
+            # [Y, √floor·I] [Y, √floor·I]ᵀ = Y Yᵀ + floor·I = Σ + floor·I exactly.
+            ridge = (math.sqrt(self.floor) * torch.eye(d, dtype=M.dtype, device=M.device)).expand(*M.shape[:-1], d)
+            M = torch.cat([M, ridge], dim=-1)  # (B', d, N + d)
+        return _gram_sqrtm(M, self._method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        S = self.covariance(x)  # (B, d, d)
+        if self._route == "covariance":
+            M = S = self.covariance(x)  # (B, d, d)
+            tr = S.detach().diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
+        else:
+            M = self.scaled_features(x)  # (B, d, N), Σ = M Mᵀ is never formed for the gradient
+            S = None
+            tr = M.detach().square().sum(dim=(-2, -1))  # (B,) tr(Σ) = ‖Y‖_F²
         if self.keep_covariance:
+            if S is None:
+                Md = M.detach()
+                S = 0.5 * (Md @ Md.mT + (Md @ Md.mT).mT)
             self.last_covariance = S.detach()
-        d = S.shape[-1]
-        tr = S.detach().diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
+        d = M.shape[-2]
         if self.floor <= 0:
             if bool((tr <= 0).any()):
                 idx = int(torch.nonzero(tr <= 0)[0, 0])
@@ -204,23 +297,23 @@ class CovariancePooling(nn.Module):
                     f"(a constant or all-zero feature map) and floor=0. Set floor > 0 (e.g. 1e-10) to "
                     f"get Z = sqrt(floor)·I there instead."
                 )
-            return triu_vector(sqrtm(S, self._method), self.offdiag_scale).to(x.dtype)
-        eye = torch.eye(d, dtype=S.dtype, device=S.device)
+            return triu_vector(self._root(M), self.offdiag_scale).to(x.dtype)
         dead = tr <= self.floor  # (B,) features constant to within the floor
         if not bool(dead.any()):
-            Z = sqrtm(S + self.floor * eye, self._method)
+            Z = self._root(M)
         else:
             # Z = sqrt(floor)·I, a constant: dΣ/dX = 0 at a constant map, and
             # the eigen backwards would see d exactly tied eigenvalues.
-            Z = (math.sqrt(self.floor) * eye).expand_as(S).clone()
+            eye = torch.eye(d, dtype=M.dtype, device=M.device)
+            Z = (math.sqrt(self.floor) * eye).expand(M.shape[0], d, d).clone()
             live = torch.nonzero(~dead).flatten()
             if live.numel():
-                Z = Z.index_put((live,), sqrtm(S[live] + self.floor * eye, self._method))
+                Z = Z.index_put((live,), self._root(M[live]))
         return triu_vector(Z, self.offdiag_scale).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, channels={self.channels}, method={self._method!r}, "
-                f"offdiag_scale={self.offdiag_scale:g}, floor={self.floor:g}")
+                f"route={self._route!r}, offdiag_scale={self.offdiag_scale:g}, floor={self.floor:g}")
 
 
 class ParametricCovariancePooling(CovariancePooling):
@@ -241,14 +334,22 @@ class ParametricCovariancePooling(CovariancePooling):
         self.channels = d if projected_channels is None else projected_channels
         self.project = nn.Conv2d(d, self.channels, kernel_size=1, bias=False)
 
-    def covariance(self, x: torch.Tensor) -> torch.Tensor:
+    def _projected(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise SvdgradError(f"Expected a feature map of shape (B, {self.in_channels}, H, W); "
                                f"received shape={tuple(x.shape)}.")
         f = self.project(self.reduce(x))
-        PX = f.flatten(2).to(self._sigma_dtype(f.dtype))  # (B, k, N)
+        return f.flatten(2).to(self._sigma_dtype(f.dtype))  # (B, k, N)
+
+    def covariance(self, x: torch.Tensor) -> torch.Tensor:
+        PX = self._projected(x)
         S = PX @ PX.mT / PX.shape[-1]
         return 0.5 * (S + S.mT)
+
+    def scaled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """PX/√N (B, k, N), not centred: Σ = (1/N)·(PX)(PX)ᵀ."""
+        PX = self._projected(x)
+        return PX / math.sqrt(PX.shape[-1])
 
 
 class GlobalAveragePooling(nn.Module):
