@@ -307,14 +307,18 @@ def test_console_script_dispatches_to_the_sweep():
 # Ray backend (optional extra).
 # ---------------------------------------------------------------------------
 
-def test_ray_backend_on_a_local_instance(tmp_path):
+def test_ray_backend_on_a_local_instance(tmp_path, capfd):
     ray = pytest.importorskip("ray")
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(runner.THREAD_ENV)})
         args = ["--methods", "exact,ordinary", "--sizes", "64", "--kappas", "6", "--spectra", "logspaced",
                 "--seeds", "0,1", "--no-progress", "--no-report"]
+        capfd.readouterr()  # what the test's own ray.init printed
         assert cli.main("sweep", args + ["--backend", "ray", "--jobs", "2", "--out", str(tmp_path / "ray")]) == 0
+        err = capfd.readouterr().err
+        # a successful Ray sweep is quiet: no 'context' argument or worker warnings from Ray
+        assert "WARNING" not in err and "context" not in err, err
         assert cli.main("sweep", args + ["--jobs", "1", "--out", str(tmp_path / "local")]) == 0
     finally:
         ray.shutdown()

@@ -96,22 +96,47 @@ def approximation_rows(grid: Grid) -> list[dict]:
 # Execution.
 # ---------------------------------------------------------------------------
 
-def _init_ray(address: str | None):
+def require_backend(backend: str) -> None:
+    """Raise RuntimeError naming the extra if ``backend`` cannot run here (checked before anything is written)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        try:
+            import ray  # noqa: F401
+            from ray.util.joblib import register_ray  # noqa: F401
+        except ImportError:
+            raise RuntimeError("--backend ray needs Ray, which is not installed; "
+                               "pip install \"svdgrad[cluster]\"") from None
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; True if this call started it (then ``execute`` shuts it down).
+
+    Ray's own log lines (local instance started, token set-up, the joblib pool's
+    unsupported 'context' argument, workers stopped at shutdown) are not the
+    sweep's business on success: its loggers are set to ERROR.
+    """
+    import logging
+
     try:
         import ray
         from ray.util.joblib import register_ray
     except ImportError as exc:
         raise RuntimeError(
-            "--backend ray needs Ray: pip install -e \".[cluster]\" (or pip install ray)") from exc
+            "--backend ray needs Ray, which is not installed; pip install \"svdgrad[cluster]\"") from exc
     register_ray()
-    if not ray.is_initialized():
-        kwargs = {"runtime_env": {"env_vars": dict(THREAD_ENV)}, "log_to_driver": False}
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=None, include_dashboard=False, **kwargs)
-    return ray
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return False
+    kwargs = {"runtime_env": {"env_vars": dict(THREAD_ENV)}, "log_to_driver": False,
+              "logging_level": logging.ERROR}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=None, include_dashboard=False, **kwargs)
+    logging.getLogger("ray").setLevel(logging.ERROR)  # ray.init configures its logger again
+    return True
 
 
 def usable_cores() -> int:
@@ -179,8 +204,9 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     # Worker environments get THREAD_ENV (loky: inner_max_num_threads=1 sets these variables in each
     # worker; ray: the runtime_env); this process's own environment is left alone.
+    started_ray = False
     if backend == "ray":
-        _init_ray(ray_address)
+        started_ray = _init_ray(ray_address)
         config = joblib.parallel_config(backend="ray", n_jobs=jobs)
     else:
         # Each loky worker starts a watchdog first thing (the executor's initializer), so that it
@@ -202,6 +228,10 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
         else:
             parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
             yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
+    if started_ray:
+        import ray
+
+        ray.shutdown()
 
 
 @dataclass
@@ -231,6 +261,7 @@ def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", re
     """
     from filelock import FileLock, Timeout
 
+    require_backend(backend)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # filelock: flock on a lock file that is never unlinked, so no two writers can hold it.
