@@ -50,15 +50,13 @@ import math
 import torch
 from torch import nn
 
-import svdgrad
-
 from . import _methods
-from ._api import sqrtm
+from ._api import gram_sqrtm, inv_sqrtm, sqrtm
 from ._errors import SvdgradError
-from ._methods import get_method
+from ._methods import get_method, methods
 
 __all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "Whitening", "SmallResNet",
-           "covariance", "triu_vector"]
+           "covariance", "triu_vector", "ROUTES", "NORMS"]
 
 
 def covariance(X: torch.Tensor) -> torch.Tensor:
@@ -101,14 +99,6 @@ def _check_channels(name: str, value, allow_none: bool) -> None:
                            f"received {value!r}.")
 
 
-def _inv_sqrt_methods() -> tuple[str, ...]:
-    return svdgrad.methods("inv_sqrt")
-
-
-def _inv_sqrtm(A: torch.Tensor, method) -> torch.Tensor:
-    return svdgrad.inv_sqrtm(A, method)
-
-
 #: The routes of CovariancePooling, and the methods the features route has
 #: (the SVD of the features gives the exact square root, with its own
 #: D = 1/(σi + σj) backward: there is no K-rule or iteration to choose).
@@ -119,7 +109,7 @@ _FEATURE_METHODS = ("exact",)
 def _gram_sqrtm(Y: torch.Tensor, method) -> torch.Tensor:
     """(Y Yᵀ)^{1/2} from the SVD of Y (*, d, N), with the method's shared options."""
     opts = {k: getattr(method, k) for k in ("eps", "compute_dtype", "check") if getattr(method, k) is not None}
-    return svdgrad.gram_sqrtm(Y, **opts)
+    return gram_sqrtm(Y, **opts)
 
 
 class CovariancePooling(nn.Module):
@@ -497,7 +487,7 @@ class Whitening(nn.Module):
     @method.setter
     def method(self, value) -> None:
         m = get_method(value)
-        valid = _inv_sqrt_methods()
+        valid = methods("inv_sqrt")
         if m.name not in valid:
             raise SvdgradError(f"Expected an inv_sqrtm method, one of {', '.join(valid)}; received "
                                f"{m.name!r}, which has no inverse square root.")
@@ -522,7 +512,7 @@ class Whitening(nn.Module):
             Xc = X - mu
             eye = torch.eye(g, dtype=wd, device=x.device)
             S = torch.baddbmm(self.eps * eye, Xc, Xc.mT, alpha=1.0 / m)  # (G, g, g) Σ + eps·I
-            W = _inv_sqrtm(S, self._method)  # (G, g, g)
+            W = inv_sqrtm(S, self._method)  # (G, g, g)
             self._update_running(mu.detach(), W.detach())
         else:
             mu = self.running_mean.to(wd).view(G, g, 1)
@@ -546,17 +536,42 @@ class Whitening(nn.Module):
                 f"momentum={self.momentum}, eps={self.eps:g}, affine={self.affine}")
 
 
+#: The normalization layers of SmallResNet's backbone.
+NORMS = ("bn", "whiten")
+
+
+def _norm_factory(norm: str, options: dict | None):
+    """channels -> a fresh normalization layer: BatchNorm2d, or Whitening with ``options``."""
+    if norm not in NORMS:
+        raise SvdgradError(f"Expected norm one of {', '.join(map(repr, NORMS))} (batch norm or "
+                           f"svdgrad.nn.Whitening); received {norm!r}.")
+    if norm == "bn":
+        if options:
+            raise SvdgradError(f"Expected no norm_options with norm='bn' (they configure Whitening); received "
+                               f"{options!r}. Use norm='whiten' or drop norm_options.")
+        return nn.BatchNorm2d
+    opts = dict(options or {})
+    group_size = opts.pop("group_size", 16)
+
+    def make(channels: int) -> nn.Module:
+        g = None if group_size is None else min(group_size, channels)
+        return Whitening(channels, group_size=g, **opts)
+
+    make(1 if group_size is None else group_size)  # fail at construction on a bad method or option
+    return make
+
+
 class _BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, norm=nn.BatchNorm2d):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = norm(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = norm(cout)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -575,11 +590,18 @@ class SmallResNet(nn.Module):
     ``reduced_channels``, ``method`` and ``pool_options``) or ``"gap"``.
     The pooling layer is ``model.pool``; switch its method with
     ``model.pool.method = ...``.
+
+    ``norm`` is the backbone's normalization: ``"bn"`` (BatchNorm2d,
+    default) or ``"whiten"`` (``Whitening`` with ``norm_options``, e.g.
+    ``{"method": "newton_schulz", "group_size": 16}``; ``group_size``
+    defaults to 16, or C where a layer has fewer channels).  Every batch
+    norm of the stem, the blocks and the shortcuts is replaced; the 1x1
+    reduction of the GCP head keeps its BatchNorm2d (it is part of the head).
     """
 
     def __init__(self, num_classes: int, in_channels: int = 3, widths=(16, 32, 64), *, blocks: int = 1,
-                 pool: str = "cov", reduced_channels: int | None = 32, method="newton_schulz",
-                 last_stride: int = 1, **pool_options):
+                 pool: str = "cov", reduced_channels: int | None = 32, method=None,
+                 last_stride: int = 1, norm: str = "bn", norm_options: dict | None = None, **pool_options):
         super().__init__()
         _check_channels("num_classes", num_classes, False)
         _check_channels("in_channels", in_channels, False)
@@ -590,13 +612,14 @@ class SmallResNet(nn.Module):
             raise SvdgradError(f"Expected last_stride 1 (drop the last stage's stride) or 2; received {last_stride!r}.")
         if pool not in ("cov", "gap"):
             raise SvdgradError(f"Expected pool 'cov' (covariance pooling) or 'gap' (global average); received {pool!r}.")
+        norm_layer = _norm_factory(norm, norm_options)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+                                  norm_layer(widths[0]), nn.ReLU(inplace=True))
         layers, cin = [], widths[0]
         for s, w in enumerate(widths):
             stride = 1 if s == 0 else (last_stride if s == len(widths) - 1 else 2)
             for b in range(blocks):
-                layers.append(_BasicBlock(cin, w, stride if b == 0 else 1))
+                layers.append(_BasicBlock(cin, w, stride if b == 0 else 1, norm_layer))
                 cin = w
         self.features = nn.Sequential(*layers)
         if pool == "cov":

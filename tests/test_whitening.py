@@ -346,3 +346,59 @@ def test_constant_input_gives_the_bias_and_finite_gradients(method):
     Wd = layer.running_whitening[0]
     expect = 0.9 + 0.1 / math.sqrt(layer.eps)
     torch.testing.assert_close(Wd, expect * torch.eye(2), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# SmallResNet(norm="whiten").
+# ---------------------------------------------------------------------------
+
+def _norms(net):
+    bns = [n for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    whs = [m for m in net.modules() if isinstance(m, snn.Whitening)]
+    return bns, whs
+
+
+def test_small_resnet_default_norm_is_batchnorm():
+    net = snn.SmallResNet(5, 1, (4, 8, 8))
+    bns, whs = _norms(net)
+    assert not whs and len(bns) == 1 + 2 * 3 + 1 + 1  # stem, 2 per block, one shortcut, the head's reduction
+    assert net.pool.method.name == "newton_schulz"
+
+
+@pytest.mark.parametrize("method", ["exact", "newton_schulz"])
+def test_small_resnet_with_whitening_trains_and_evaluates(method):
+    torch.manual_seed(0)
+    net = snn.SmallResNet(5, 1, (8, 16, 16), pool="cov", reduced_channels=6, norm="whiten",
+                          norm_options={"method": method, "group_size": 4})
+    bns, whs = _norms(net)
+    assert bns == ["pool.reduce.1"]  # only the GCP head's own reduction keeps batch norm
+    assert len(whs) == 1 + 2 * 3 + 1
+    assert all(w.group_size == 4 and w.method.name == method for w in whs)
+    x = torch.randn(4, 1, 12, 12)
+    y = net(x)
+    y.sum().backward()
+    assert y.shape == (4, 5) and torch.isfinite(y).all()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    assert all(int(w.num_batches_tracked) == 1 for w in whs)
+    net.eval()
+    assert torch.isfinite(net(x[:1])).all()
+
+
+def test_small_resnet_whitening_group_size_default_and_errors():
+    net = snn.SmallResNet(3, 1, (8, 32), pool="gap", norm="whiten")
+    assert [w.group_size for w in _norms(net)[1]][:2] == [8, 8]  # min(16, C)
+    assert max(w.group_size for w in _norms(net)[1]) == 16
+    with pytest.raises(SvdgradError, match="norm.*'bn', 'whiten'.*'layer'"):
+        snn.SmallResNet(3, 1, norm="layer")
+    with pytest.raises(SvdgradError, match="norm_options.*norm='bn'"):
+        snn.SmallResNet(3, 1, norm_options={"method": "exact"})
+    with pytest.raises(SvdgradError, match="divisible.*num_features=24.*group_size=16"):
+        snn.SmallResNet(3, 1, (24,), pool="gap", norm="whiten")
+    with pytest.raises(SvdgradError, match="Unknown method"):
+        snn.SmallResNet(3, 1, norm="whiten", norm_options={"method": "svd"})
+
+
+def test_small_resnet_features_route_through_pool_options():
+    net = snn.SmallResNet(3, 1, (4, 8), reduced_channels=4, route="features")
+    assert net.pool.route == "features" and net.pool.method.name == "exact"
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 3)
