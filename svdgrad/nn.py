@@ -394,7 +394,8 @@ class Whitening(nn.Module):
     Choices, and why:
 
     - **ZCA, Σ^{-1/2} itself** (not PCA or Cholesky whitening): the output
-      stays closest to the input (DBN sect. 3), and W is symmetric, so any
+      stays closest to the input, and PCA whitening's stochastic axis
+      swapping hurts training (DBN sect. 3); W is symmetric, so any
       ``svdgrad.inv_sqrtm`` method applies; ``layer.method = "pade"``
       switches it at run time, as for CovariancePooling.
     - **Groups in the batch dimension.**  The G = C/g groups are one batch
@@ -408,7 +409,8 @@ class Whitening(nn.Module):
       no decomposition; it is the average of the training W, which is not
       the W of the average Σ (the references accept the same).  For
       newton_schulz it is the average of the approximation that training
-      used.  The covariance is the biased (1/m) one, also in the buffers.
+      used.  Σ is the biased (1/m) covariance in training and in the
+      running W alike (BatchNorm keeps an unbiased running variance).
     - **eps is an absolute ridge** on Σ (as BatchNorm's eps on the
       variance): cov(out) = I - eps·Σ^{-1} before the affine map.  It is
       not the method's relative eigenvalue floor ``eps``; set that through
@@ -419,7 +421,10 @@ class Whitening(nn.Module):
       group (X̄ = 0) is no error: Σ = eps·I, so the output is β there and
       the gradients are finite for every method whose backward is finite
       at tied eigenvalues (all but ``ordinary``, which is faithfully
-      unstable there).  ``eps=0`` needs a full-rank batch covariance.
+      unstable there).  With ``eps=0`` a singular batch covariance (m < g,
+      or dead channels) is left to the method's relative eigenvalue floor:
+      finite, but W is then huge in the null directions, and so is its
+      share of ``running_whitening``.
     - **Dtypes.**  Statistics and W in the input dtype (float32 for
       float16/bfloat16 input); the method's own ``compute_dtype`` (e.g.
       ``method="exact:compute_dtype=float64"``) decides what ``inv_sqrtm``
