@@ -32,7 +32,8 @@ def _data(B=64, C=6, HW=None, dtype=torch.float64, seed=0, kappa=10.0):
     mix = Q @ torch.diag(s) @ Q.T  # (C, C)
     shape = (B, C) if HW is None else (B, C, *HW)
     z = torch.randn(shape, generator=g, dtype=torch.float64)
-    x = torch.einsum("ij,bj...->bi...", mix, z) + torch.arange(C, dtype=torch.float64).view(C, *([1] * (len(shape) - 2)))
+    offset = torch.arange(C, dtype=torch.float64).view(C, *([1] * (len(shape) - 2)))
+    x = torch.einsum("ij,bj...->bi...", mix, z) + offset
     return x.to(dtype)
 
 
