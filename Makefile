@@ -20,8 +20,10 @@ test: $(STAMP)
 study: $(STAMP)
 	$(PY) -m svdgrad sweep --quick
 
+# Regenerates reports/performance/; refused if it holds results: `make bench BENCH_ARGS=--overwrite`.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m svdgrad bench
+	$(PY) -m svdgrad bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .hypothesis

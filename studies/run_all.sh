@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-$PY -m svdgrad sweep --resume          # reports/condition_sweep/
+# Each command regenerates its committed report; without --resume/--overwrite they would refuse
+# to replace the finished results there (issue 8 §5).
+$PY -m svdgrad sweep --resume          # reports/condition_sweep/ (adds only missing rows; --overwrite recomputes all)
 $PY -m svdgrad study hybrid            # reports/hybrid_protocol/
-$PY -m svdgrad bench                   # reports/performance/
+$PY -m svdgrad bench --overwrite       # reports/performance/ (timings are always measured again)

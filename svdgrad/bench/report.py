@@ -216,8 +216,6 @@ def figure_ratios(rows, times_by_dtype: dict, path: Path, title: str) -> None:
         ax.set_ylabel(_floor_text(floor))
         ax.set_title("eigen methods: matmuls added to eigh" if floor == "eigh" else "Newton–Schulz: matmuls",
                      fontsize=10)
-        if variants:
-            ax.legend(fontsize=8)
     # Absolute times of the same run: every case that enters a ratio.
     ax = fig.add_subplot(gs[1, :])
     cases = ["eigh_forward", "matmul", "eigh_autograd"] + list(dict.fromkeys(r["variant"] for r in rows))
@@ -233,7 +231,7 @@ def figure_ratios(rows, times_by_dtype: dict, path: Path, title: str) -> None:
     ax.set_ylabel("median ms per call")
     ax.set_title("absolute times in the same interleaved run (first three: the floors)", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="bar colours (all panels)", title_fontsize=8)
     fig.suptitle(f"{title}: measured ratio (bars) against target (dashed), and the times behind it", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
