@@ -88,6 +88,34 @@ def spd(n: int, kappa: float = 1e2, spectrum: str = "logspaced", *, batch=(), dt
     return (At, torch.from_numpy(lam)) if return_eigenvalues else At
 
 
+def features(d: int, N: int, kappa: float = 1e2, *, batch=(), dtype=torch.float64, seed: int = 0,
+             scale: float = 1.0, rank: int | None = None, return_singular_values: bool = False):
+    """Feature matrices X = P·diag(σ)·Vᵀ of shape (*batch, d, N) with κ(X) = σmax/σmin = kappa.
+
+    The input of ``svdgrad.gram_sqrtm``: κ(X Xᵀ) = kappa².  σ are min(d, N)
+    values (or ``rank`` of them, the rest exact zeros) log-spaced in
+    [1/κ, 1], times ``scale``; P (d, d) and V (N, N) Haar-random, one per
+    matrix, drawn from ``seed``.  Built in float64, then cast to ``dtype``.
+    With ``return_singular_values`` also returns the float64 σ (descending).
+    """
+    if d < 1 or N < 1:
+        raise SvdgradError(f"Expected d >= 1 and N >= 1; received d={d}, N={N}.")
+    if not (kappa >= 1 and math.isfinite(kappa)):
+        raise SvdgradError(f"Expected a finite kappa >= 1; received kappa={kappa!r}.")
+    m = min(d, N)
+    r = m if rank is None else rank
+    if not 1 <= r <= m:
+        raise SvdgradError(f"Expected 1 <= rank <= min(d, N) = {m}; received rank={rank}.")
+    batch = tuple(batch) if not isinstance(batch, int) else (batch,)
+    rng = np.random.default_rng(seed)
+    sig = np.concatenate([np.logspace(0.0, -math.log10(kappa) if r > 1 else 0.0, r), np.zeros(m - r)]) * scale
+    P = haar_orthogonal(d, batch, rng=rng)[..., :, :m]
+    V = haar_orthogonal(N, batch, rng=rng)[..., :, :m]
+    X = (P * sig) @ np.swapaxes(V, -1, -2)
+    Xt = torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
+    return (Xt, torch.from_numpy(sig)) if return_singular_values else Xt
+
+
 def condition_number(A: torch.Tensor) -> torch.Tensor:
     """λmax/λmin per matrix, in float64; inf where the computed λmin <= 0 (singular to working precision)."""
     L = torch.linalg.eigvalsh(A.to(torch.float64))
@@ -231,6 +259,46 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
     return torch.from_numpy(Fn), torch.from_numpy(gn), gpn
 
 
+def reference_gram_grad(X: torch.Tensor, G: torch.Tensor, *, inverse: bool = False, dps: int = 50):
+    """(F, gX) for F = (X Xᵀ)^{±1/2} of one feature matrix X (d, N), at ``dps`` digits with mpmath.
+
+    The float64 entries of X are exact and Σ = X Xᵀ is formed in mpmath (a
+    float64 product needs 32 digits), so this references ``gram_sqrtm`` and
+    ``gram_inv_sqrtm`` without the squaring of κ that a float Σ brings.
+    With Σ = U diag(σ²) Uᵀ: gΣ = U[(Uᵀ sym(G) U) ∘ D]Uᵀ with D_ij = 1/(σi + σj)
+    (inverse: −1/(σi·σj·(σi + σj))) and gX = 2·gΣ·X.  X must have full row
+    rank (σ > 0).  Returns float64 tensors.
+    """
+    import mpmath
+
+    if X.dim() != 2 or G.shape != (X.shape[0], X.shape[0]):
+        raise SvdgradError(f"reference_gram_grad takes one X (d, N) and G (d, d); received X {tuple(X.shape)}, "
+                           f"G {tuple(G.shape)}.")
+    d = X.shape[0]
+    x = X.detach().to(torch.float64).cpu().numpy()
+    g = G.detach().to(torch.float64).cpu().numpy()
+    with mpmath.workdps(dps):
+        Xm = mpmath.matrix(x.tolist())
+        Gs = mpmath.matrix(d, d)
+        for i in range(d):
+            for j in range(d):
+                Gs[i, j] = (mpmath.mpf(g[i, j]) + mpmath.mpf(g[j, i])) / 2
+        E, U = mpmath.eigsy(Xm * Xm.T)
+        if min(E) <= 0:
+            raise SvdgradError(f"reference_gram_grad needs X of full row rank; the smallest σ² is "
+                               f"{mpmath.nstr(min(E), 5)}.")
+        s = [mpmath.sqrt(e) for e in E]
+        F = U * mpmath.diag([1 / v if inverse else v for v in s]) * U.T
+        M = U.T * Gs * U
+        for i in range(d):
+            for j in range(d):
+                M[i, j] *= -1 / (s[i] * s[j] * (s[i] + s[j])) if inverse else 1 / (s[i] + s[j])
+        gX = 2 * (U * M * U.T) * Xm
+        Fn = np.array(F.tolist(), dtype=float)
+        gn = np.array(gX.tolist(), dtype=float)
+    return torch.from_numpy(Fn), torch.from_numpy(gn)
+
+
 # ---------------------------------------------------------------------------
 # Finite-difference VJP check (JAX's check_vjp idea).
 # ---------------------------------------------------------------------------
@@ -371,7 +439,7 @@ def gradients(G_shape, *, seed: int = 0, dtype=torch.float64, symmetric: bool = 
 
 
 __all__ = [
-    "SPECTRA", "CLUSTER_GAP", "eigenvalues", "spd", "haar_orthogonal", "condition_number",
-    "reference_sqrtm_grad", "reference_function_grad", "random_symmetric", "vjp_fd_error", "jvp_fd_error",
-    "rel_error", "sym_part", "spd_matrices", "gradients",
+    "SPECTRA", "CLUSTER_GAP", "eigenvalues", "spd", "features", "haar_orthogonal", "condition_number",
+    "reference_sqrtm_grad", "reference_function_grad", "reference_gram_grad", "random_symmetric",
+    "vjp_fd_error", "jvp_fd_error", "rel_error", "sym_part", "spd_matrices", "gradients",
 ]
