@@ -211,3 +211,44 @@ def test_zero_matrix_gradient_is_finite_for_powers_below_minus_one(dtype):
     G = T.gradients(A.shape, seed=3, dtype=dtype)
     F, gA = fgrad("power", A, G, "exact", -1.5)
     assert finite(F) and finite(gA)
+
+
+# ---------------------------------------------------------------------------
+# Options: the floor's meaning, compute_dtype
+# ---------------------------------------------------------------------------
+
+EXACT_F = {
+    "sqrt": lambda x: x.sqrt(),
+    "inv_sqrt": lambda x: x.rsqrt(),
+    "log": lambda x: x.log(),
+    "power": lambda x: x.pow(P),
+}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("eps", [None, 1e-6])
+@pytest.mark.parametrize("c", [2.0 ** -40, 1.0, 1e10])
+def test_floor_is_relative_and_feeds_f(function, eps, c):
+    """diag(0, ½, 2)·c: the zero is raised to eps·λmax = eps·2c before f (log(eps·2c), (eps·2c)^p, ...).
+
+    A diagonal A has exact eigenvalues, and the internal 4^-k scaling is exact, so the only
+    rounding is that of f and of undoing the scale: 10·eps relative per entry.
+    """
+    assert set(EXACT_F) == set(FUNCTIONS)
+    A = torch.diag(torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64)) * c
+    e = torch.finfo(torch.float64).eps if eps is None else eps
+    lam = torch.tensor([e * 2.0 * c, 0.5 * c, 2.0 * c], dtype=torch.float64)
+    F = call(function, A, "exact", **({} if eps is None else {"eps": eps}))
+    expect = EXACT_F[function](lam)
+    assert torch.allclose(torch.diagonal(F), expect, rtol=10 * torch.finfo(torch.float64).eps, atol=0)
+    assert torch.count_nonzero(F - torch.diag(torch.diagonal(F))) == 0
+
+
+@pytest.mark.parametrize("function,method", PAIRS)
+def test_compute_dtype_float64_for_float32_input(function, method):
+    """float32 in, float64 inside: the float64 result rounded to float32 (log's + k·log 4·I rounds once more)."""
+    A = T.spd(6, 1e3, seed=30, dtype=torch.float32)
+    F = call(function, A, method, compute_dtype=torch.float64)
+    assert F.dtype == torch.float32
+    ref = call(function, A.double(), method)
+    assert T.rel_error(F, ref) <= 2 * torch.finfo(torch.float32).eps
