@@ -31,9 +31,10 @@ MPMATH_DPS = 50
 
 #: Where the reference is float64 ``exact``, an error below
 #: ``REFERENCE_FLOOR_FACTOR · (κ + n) · eps64`` is reported as "at the
-#: float64 floor": the reference's own error is of that order (ANCHORS.md
-#: measures float64 Daleckii–Krein at about κ·eps against mpmath, plus the
-#: O(n·eps) rounding of the eigendecomposition that remains at κ = 1).
+#: float64 floor": the reference's own error is of that order (the sweep's
+#: own n = 16 rows, against mpmath, measure float64 Daleckii–Krein at or below
+#: κ·eps64, plus the O(n·eps) rounding of the eigendecomposition that remains
+#: at κ = 1; see the n = 16 tables of reports/condition_sweep/REPORT.md).
 REFERENCE_FLOOR_FACTOR = 1.0
 
 #: κ bands of the generated summary: (label, lowest log10 κ, highest log10 κ).
