@@ -300,7 +300,7 @@ def adjoint_tol(dtype, n):
 
 
 def adjoint_error(f, A, seed=0):
-    """|⟨J t, c⟩ − ⟨t, Jᵀ c⟩| / max(‖J t‖‖c‖, ‖t‖‖Jᵀ c‖) for random symmetric t and random c."""
+    """|⟨J t, c⟩ − ⟨t, Jᵀ c⟩| / max(‖J t‖‖c‖, ‖t‖‖Jᵀ c‖), random symmetric t, random c."""
     t = T.random_symmetric(A.shape, dtype=A.dtype, seed=seed)
     out, Jt = torch.func.jvp(f, (A,), (t,))
     c = T.gradients(out.shape, seed=seed + 1, dtype=out.dtype)
@@ -358,7 +358,8 @@ def test_orthogonal_equivariance_with_gradient(function, method):
     F, gA = fgrad(function, A, G, method)
     FQ, gAQ = fgrad(function, Q @ A @ Q.T, Q @ G @ Q.T, method)
     # Two computations, each within its bound of the truth (triangle inequality: factor 2).
-    assert forward_error(function, FQ, Q @ F @ Q.T) <= 2 * accurate_tol(torch.float64, kappa_forward(function, kappa), n)
+    fwd = 2 * accurate_tol(torch.float64, kappa_forward(function, kappa), n)
+    assert forward_error(function, FQ, Q @ F @ Q.T) <= fwd
     assert T.rel_error(gAQ, Q @ gA @ Q.T) <= 2 * accurate_tol(torch.float64, kappa_grad(function, kappa), n)
 
 
@@ -457,7 +458,9 @@ def grad_p(A, G, p, method="exact", **options):
 
 
 def gp_scale(A, G, p):
-    """S = Σ_i |(UᵀGU)_ii|·λi^p·(1 + |p·log λi|): the condition-free scale of gp = Σ_i (UᵀGU)_ii·λi^p·log λi.
+    """S = Σ_i |(UᵀGU)_ii|·λi^p·(1 + |p·log λi|): the condition-free scale of gp.
+
+    gp = Σ_i (UᵀGU)_ii·λi^p·log λi.
 
     gp can cancel to ~0, so its error is stated against S: a relative eigenvalue error of
     κ·eps (λmin's) moves λ^p·log λ by (|p·log λ| + 1)·λ^p·κ·eps.
