@@ -267,3 +267,13 @@ def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path):
     after = read_rows(out / "results.csv")
     assert all(r in after for r in before)
     assert len(before) < len(after) == len({row_key(r) for r in after}) == (2 * 2 + 2) * 4 * 2
+
+
+def test_resuming_a_narrower_grid_into_a_folder_keeps_its_grid_json(tmp_path):
+    from svdgrad.sweep.grid import Grid
+
+    assert cli.main("sweep", ONE + ["--out", str(tmp_path)]) == 0
+    assert cli.main("sweep", ["--methods", "pade"] + ONE[2:] + ["--resume", "--out", str(tmp_path)]) == 0
+    g = Grid.from_json((tmp_path / runner.GRID).read_text())
+    assert set(g.methods) == {"exact", "pade"}
+    assert {r["method"] for r in read_rows(tmp_path / "results.csv") if r["study"] == "method"} == {"exact", "pade"}

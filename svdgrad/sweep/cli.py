@@ -222,9 +222,9 @@ def _sweep(argv) -> int:
     store = ResultStore(out / RESULTS)
     if not (args.resume or args.overwrite) and store.has_rows():
         print(f"svdgrad sweep: {out / RESULTS} already holds results; refusing to replace them.\n"
-              f"  continue that sweep:  {resume_command(argv, out)}\n"
-              f"  start it again:       add --overwrite\n"
-              f"  write elsewhere:      --out DIR", file=sys.stderr)
+              f"  keep them and add what this grid lacks:  {resume_command(argv, out)}\n"
+              f"  replace them:                            add --overwrite\n"
+              f"  write elsewhere:                         --out DIR", file=sys.stderr)
         return 2
 
     # After Ctrl-C joblib warns that the cells in flight were cancelled; the one-line message says it all.

@@ -145,6 +145,12 @@ class Grid:
         labels.sort(key=lambda lab: order.index(lab.partition(":")[0]))
         return dataclasses.replace(self, methods=tuple(labels))
 
+    def union(self, other: "Grid") -> "Grid":
+        """This grid with every axis value of ``other`` added (settings from ``other``): the grid that
+        a folder's results cover after ``other`` was resumed into it."""
+        changes = {axis: tuple(dict.fromkeys(getattr(self, axis) + getattr(other, axis))) for axis in self.AXES}
+        return dataclasses.replace(other, **changes)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
 

@@ -330,7 +330,14 @@ def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address, log=p
     else:
         store.reset()
     done = store.done_keys()
-    write_atomic(out / GRID, grid.to_json() + "\n")
+    covered = grid
+    if resume and (out / GRID).exists():
+        # grid.json describes what results.csv covers: a narrower grid resumed into a folder adds to it.
+        try:
+            covered = Grid.from_json((out / GRID).read_text()).union(grid)
+        except (ValueError, TypeError):
+            covered = grid
+    write_atomic(out / GRID, covered.to_json() + "\n")
     write_table(out / APPROX, approximation_rows(grid), APPROX_COLUMNS)
     tasks = plan(grid, done)
     planned = sum(len(t.pending) for t in tasks)
