@@ -29,6 +29,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return vals
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0.1,1,10; received {text!r}")
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected at least one number; received {text!r}")
+    return vals
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -37,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from .trainer import PROTOCOLS, TrainConfig
+    from .trainer import NORMS, POOL_ROUTES, PROTOCOLS, SIGMA_DTYPES, TrainConfig
     from .schedules import SCHEDULES
     from .data import DATASETS
     from .. import methods
@@ -59,6 +69,14 @@ def train_parser() -> argparse.ArgumentParser:
     a("--reduced-channels", type=int, default=d.reduced_channels, help="d of the covariance (default %(default)s)")
     a("--keep-last-stride", action="store_true", help="keep stride 2 in the last stage (default: dropped, as the papers)")
     a("--offdiag-scale", type=float, default=d.offdiag_scale, help="off-diagonal weight in the triu vector (1 or 1.41421356; default 1)")
+    a("--norm", choices=NORMS, default=d.norm, help="backbone normalization: bn (BatchNorm2d) or whiten "
+                                                    "(svdgrad.nn.Whitening, groups of 16 channels; default %(default)s)")
+    a("--whiten-method", default=d.whiten_method, help="--norm whiten: inv_sqrtm method spec (newton_schulz = "
+                                                      "IterNorm, exact = DBN; default %(default)s)")
+    a("--pool-route", choices=POOL_ROUTES, default=d.pool_route, help="covariance: sqrtm(Σ); features: "
+      "gram_sqrtm of the centred features, Σ never formed (needs --svd-method exact; default %(default)s)")
+    a("--sigma-dtype", choices=tuple(SIGMA_DTYPES), default=None, help="dtype Σ is formed and decomposed in "
+      "(default: float64 for eigen methods on the covariance route, the network's float32 otherwise)")
     a("--protocol", choices=PROTOCOLS, default=d.protocol, help="ns | svd | hybrid (default %(default)s)")
     a("--svd-method", default=d.svd_method, help=f"sqrtm method for svd/hybrid: a name ({', '.join(methods())}) or a spec with options such as taylor:degree=9 (default %(default)s)")
     a("--ns-iterations", type=int, default=d.ns_iterations, help="Newton-Schulz iterations (default %(default)s)")
@@ -77,6 +95,13 @@ def train_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=d.seed, help="default %(default)s")
     a("--threads", type=int, default=d.threads, help="torch threads per process (default 1: small convs gain little from more, and oversubscribed cores stall; 0 = cores / local processes)")
     a("--device", default=d.device, help="auto | cpu | cuda (default %(default)s)")
+    a("--probe-every", type=int, default=d.probe_every, help="every K steps, log to OUT/probes.jsonl how far the "
+      "method's gradient at the pooling layer's input is from exact's, on a fixed probe batch (0 = off)")
+    a("--probe-batch", type=int, default=d.probe_batch, help="images in the fixed probe batch (default %(default)s)")
+    a("--landscape-every", type=int, default=d.landscape_every, help="every K steps, log the CVPR20 probes "
+      "(eqs. 3-4: loss Lipschitzness and gradient predictiveness) to OUT/landscape.jsonl (0 = off)")
+    a("--landscape-etas", type=_floats, default=d.landscape_etas, help="step sizes η of the landscape probes "
+      "(default %(default)s)")
     a("--out", default=None, help="output folder (default runs/<dataset>-<gap | protocol[-svd method]>-<schedule>-seed<seed>)")
     a("--resume", action="store_true", help="continue from OUT/checkpoint.pt (verified by its checksum; every option that changes the results must match)")
     a("--overwrite", action="store_true", help="delete the run already in OUT (log, checkpoint, summary) and start over")
@@ -92,8 +117,10 @@ def config_from_args(ns) -> "TrainConfig":
         dataset=ns.dataset, image_size=ns.image_size, train_per_class=ns.train_per_class,
         val_per_class=ns.val_per_class, split_seed=ns.split_seed, head=ns.head, widths=tuple(ns.widths),
         blocks=ns.blocks, reduced_channels=ns.reduced_channels, last_stride=2 if ns.keep_last_stride else 1,
-        offdiag_scale=ns.offdiag_scale, protocol=ns.protocol, svd_method=ns.svd_method,
-        ns_iterations=ns.ns_iterations, switch_lr=ns.switch_lr, switch_epoch=ns.switch_epoch, epochs=ns.epochs,
+        offdiag_scale=ns.offdiag_scale, norm=ns.norm, whiten_method=ns.whiten_method, pool_route=ns.pool_route,
+        sigma_dtype=ns.sigma_dtype, probe_every=ns.probe_every, probe_batch=ns.probe_batch,
+        landscape_every=ns.landscape_every, landscape_etas=tuple(ns.landscape_etas), protocol=ns.protocol,
+        svd_method=ns.svd_method, ns_iterations=ns.ns_iterations, switch_lr=ns.switch_lr, switch_epoch=ns.switch_epoch, epochs=ns.epochs,
         batch_size=ns.batch_size, lr=ns.lr, momentum=ns.momentum, weight_decay=ns.weight_decay,
         schedule=ns.schedule, gamma=ns.gamma, milestones=ns.milestones, poly_power=ns.poly_power,
         poly_final_epoch=ns.poly_final_epoch, seed=ns.seed, threads=ns.threads, device=ns.device, out=out,
@@ -117,6 +144,12 @@ def default_out(ns) -> str:
         name = "ns"
     else:
         name = f"{ns.protocol}-{ns.svd_method}"
+    if ns.head == "cov" and ns.pool_route != "covariance":
+        name += f"-{ns.pool_route}"
+    if ns.head == "cov" and ns.sigma_dtype:
+        name += f"-sigma-{ns.sigma_dtype}"
+    if ns.norm != "bn":
+        name += f"-{ns.norm}"
     return os.path.join("runs", _slug(f"{ds}-{name}-{ns.schedule}-seed{ns.seed}"))
 
 

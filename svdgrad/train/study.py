@@ -27,11 +27,12 @@ from .report import load_runs, mean_std, write_report  # noqa: F401 (re-exported
 
 
 def configs(settings: dict, seeds: int, out: str):
-    """(protocol, seed, TrainConfig) for every run of the grid."""
+    """(protocol, seed, TrainConfig) for every run of the grid, seed by seed."""
     from .trainer import TrainConfig
 
-    for name, over in PROTOCOLS.items():
-        for seed in range(seeds):
+    # Seed-major: an interrupted study has whole seeds of every protocol, so its report can compare them.
+    for seed in range(seeds):
+        for name, over in PROTOCOLS.items():
             yield name, seed, TrainConfig(**settings, **over, seed=seed, threads=1, progress=False, resume=True,
                                           out=os.path.join(out, "runs", name, f"seed{seed}"))
 

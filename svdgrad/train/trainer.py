@@ -55,6 +55,12 @@ from . import data, ddp, schedules
 
 PROTOCOLS = ("ns", "svd", "hybrid")
 HEADS = ("cov", "gap")
+NORMS = ("bn", "whiten")
+#: Covariance-pooling routes: Σ^{1/2} by sqrtm(Σ) ("covariance") or by gram_sqrtm of the features ("features").
+POOL_ROUTES = ("covariance", "features")
+#: --sigma-dtype: the dtype Σ is formed and decomposed in (None: the layer's 'auto', float64 for the eigen
+#: methods of the covariance route, the network dtype for Newton-Schulz and for the features route).
+SIGMA_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Fields of each line of log.jsonl.
 LOG_FIELDS = {
@@ -85,7 +91,9 @@ SMALL_EIG_EPS = torch.finfo(torch.float32).eps
 _RESUME_KEYS = ("dataset", "image_size", "train_per_class", "val_per_class", "split_seed", "head", "widths",
                 "blocks", "reduced_channels", "last_stride", "offdiag_scale", "protocol", "svd_method",
                 "ns_iterations", "switch_lr", "switch_epoch", "epochs", "batch_size", "lr", "momentum",
-                "weight_decay", "schedule", "gamma", "milestones", "poly_power", "poly_final_epoch", "seed")
+                "weight_decay", "schedule", "gamma", "milestones", "poly_power", "poly_final_epoch", "seed",
+                "norm", "whiten_method", "pool_route", "sigma_dtype", "probe_every", "probe_batch",
+                "landscape_every", "landscape_etas")
 
 
 @dataclasses.dataclass
@@ -101,6 +109,10 @@ class TrainConfig:
     reduced_channels: int = 32
     last_stride: int = 1
     offdiag_scale: float = 1.0
+    norm: str = "bn"
+    whiten_method: str = "newton_schulz"
+    pool_route: str = "covariance"
+    sigma_dtype: str | None = None
     protocol: str = "hybrid"
     svd_method: str = "pade"
     ns_iterations: int = 5
@@ -119,6 +131,10 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     device: str = "auto"
+    probe_every: int = 0
+    probe_batch: int = 64
+    landscape_every: int = 0
+    landscape_etas: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
     out: str = "runs/train"
     resume: bool = False
     overwrite: bool = False
@@ -135,7 +151,33 @@ class TrainConfig:
             raise SvdgradError(f"Unknown protocol {self.protocol!r}. Expected one of {', '.join(PROTOCOLS)}.")
         if self.head not in HEADS:
             raise SvdgradError(f"Unknown head {self.head!r}. Expected 'cov' (covariance pooling) or 'gap'.")
+        if self.norm not in NORMS:
+            raise SvdgradError(f"Unknown --norm {self.norm!r}. Expected one of {', '.join(NORMS)}.")
+        if self.norm == "whiten":
+            _methods.get_method(self.whiten_method)  # raises, listing the valid names
+        if self.pool_route not in POOL_ROUTES:
+            raise SvdgradError(f"Unknown --pool-route {self.pool_route!r}. Expected one of {', '.join(POOL_ROUTES)}.")
+        if self.sigma_dtype is not None and self.sigma_dtype not in SIGMA_DTYPES:
+            raise SvdgradError(f"Unknown --sigma-dtype {self.sigma_dtype!r}. Expected one of "
+                               f"{', '.join(SIGMA_DTYPES)} (or leave it unset for the layer's 'auto').")
+        for name in ("probe_every", "landscape_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise SvdgradError(f"Expected --{name.replace('_', '-')} >= 0 (0 = off); received {v!r}.")
+        if self.probe_batch < 1:
+            raise SvdgradError(f"Expected --probe-batch >= 1; received {self.probe_batch!r}.")
+        if self.landscape_every and (not self.landscape_etas or any(not (e > 0) for e in self.landscape_etas)):
+            raise SvdgradError(f"Expected --landscape-etas to be positive step sizes; received {self.landscape_etas!r}.")
         m = _methods.get_method(self.svd_method)  # raises, listing the valid names
+        if self.head == "cov" and self.pool_route == "features":
+            if self.protocol == "ns":
+                raise SvdgradError("Expected --protocol svd or hybrid with --pool-route features: the features route "
+                                   "computes the exact root by an SVD of the features (gram_sqrtm), there is no "
+                                   "Newton-Schulz on it. Use --pool-route covariance for --protocol ns.")
+            if m.name != "exact":
+                raise SvdgradError(f"Expected --svd-method exact with --pool-route features (the SVD of the features "
+                                   f"gives the exact root; there is no K-rule to choose); received "
+                                   f"{self.svd_method!r}. Pass --svd-method exact, or --pool-route covariance.")
         if self.protocol == "hybrid" and isinstance(m, _methods.NewtonSchulz):
             raise SvdgradError("Expected an eigen method for --svd-method with --protocol hybrid; received "
                                "newton_schulz, which makes the hybrid the same as --protocol ns.")
@@ -232,6 +274,7 @@ def method_for_epoch(cfg: TrainConfig, schedule, epoch: int):
 
 
 def build_model(cfg: TrainConfig, in_channels: int, num_classes: int):
+    """SmallResNet as configured; the pooling layer starts on the method (and route) of epoch 1."""
     from ..nn import SmallResNet
 
     torch.manual_seed(cfg.seed)
@@ -239,8 +282,28 @@ def build_model(cfg: TrainConfig, in_channels: int, num_classes: int):
     if cfg.head == "cov":
         opts = dict(reduced_channels=cfg.reduced_channels, offdiag_scale=cfg.offdiag_scale, keep_covariance=True,
                     method=_methods.NewtonSchulz(iterations=cfg.ns_iterations))
-    return SmallResNet(num_classes, in_channels, tuple(cfg.widths), blocks=cfg.blocks, pool=cfg.head,
-                       last_stride=cfg.last_stride, **opts)
+        if cfg.sigma_dtype is not None:
+            opts["compute_dtype"] = SIGMA_DTYPES[cfg.sigma_dtype]
+    norm_options = {"method": cfg.whiten_method, "group_size": 16} if cfg.norm == "whiten" else None
+    net = SmallResNet(num_classes, in_channels, tuple(cfg.widths), blocks=cfg.blocks, pool=cfg.head,
+                      last_stride=cfg.last_stride, norm=cfg.norm, norm_options=norm_options, **opts)
+    if cfg.head == "cov":
+        set_pool_method(net.pool, method_for_epoch(cfg, cfg.make_schedule(), 1), cfg.pool_route)
+    return net
+
+
+def set_pool_method(pool, method, route: str) -> None:
+    """Put ``pool`` on ``method``: Newton-Schulz always on the covariance route, an eigen method on ``route``.
+
+    The order matters: the features route accepts only 'exact', so the route is left before the
+    method changes to Newton-Schulz, and entered after the method changes to 'exact'.
+    """
+    if isinstance(method, _methods.NewtonSchulz):
+        pool.route = "covariance"
+        pool.method = method
+    else:
+        pool.method = method
+        pool.route = route
 
 
 def spectrum_stats(S: torch.Tensor) -> tuple[list[float], list[float], list[float], int, int]:
@@ -369,8 +432,10 @@ def _data_fingerprint(ds) -> str:
 
 def _resume_mismatches(ck: dict, cfg: TrainConfig, env: dict) -> list[str]:
     saved = ck["config"]
-    diff = [f"{k} (checkpoint {saved.get(k)!r}, now {getattr(cfg, k)!r})"
-            for k in _RESUME_KEYS if _norm(saved.get(k)) != _norm(getattr(cfg, k))]
+    # A key missing from an older checkpoint had its default then (options added later default to the old behaviour).
+    defaults = TrainConfig()
+    diff = [f"{k} (checkpoint {saved.get(k, getattr(defaults, k))!r}, now {getattr(cfg, k)!r})"
+            for k in _RESUME_KEYS if _norm(saved.get(k, getattr(defaults, k))) != _norm(getattr(cfg, k))]
     what = {"threads": "torch threads per process (--threads)", "world_size": "processes (torchrun)",
             "device_type": "device type (--device)", "data_sha256": "data content"}
     old = ck.get("env", {})
@@ -574,7 +639,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         method = method_for_epoch(cfg, schedule, epoch)
         switched = cfg.protocol == "hybrid" and sw is not None and epoch == sw and epoch > 1
         if method is not None:
-            pool.method = method
+            set_pool_method(pool, method, cfg.pool_route)
             if switched:
                 say(f"[svdgrad train] epoch {epoch}: switching the square root from newton_schulz to "
                     f"{_methods.method_spec(method)} (lr {lr:.4g}; rule: "
