@@ -1,0 +1,81 @@
+"""svdgrad.train.stats on tiny synthetic data: intervals, tests, Holm, verdicts, seed counts."""
+
+import math
+
+import pytest
+from scipy import stats as sps
+
+from svdgrad.train import stats
+
+
+def test_paired_matches_scipy_and_cancels_the_seed_spread():
+    base = {0: 0.90, 1: 0.80, 2: 0.95, 3: 0.85, 4: 0.70}
+    a = {k: v + 0.01 + 0.001 * (k % 2) for k, v in base.items()}
+    c = stats.paired("a over b", a, base)
+    d = [a[k] - base[k] for k in base]
+    assert c.p == pytest.approx(sps.ttest_rel(list(a.values()), list(base.values())).pvalue)
+    ci = sps.ttest_1samp(d, 0).confidence_interval(0.95)
+    assert (c.low, c.high) == pytest.approx((ci.low, ci.high))
+    assert c.p < 1e-4  # while a Welch test drowns the same shift in the seed spread
+    assert stats.welch("a over b", a.values(), base.values()).p > 0.5
+    assert stats.paired("x", {0: 1.0, 5: 2.0}, {0: 0.5, 1: 0.0}).n_a == 1  # only shared seeds pair
+
+
+def test_welch_matches_scipy():
+    a, b = [1.0, 1.2, 0.9, 1.1], [0.5, 0.9, 0.4, 0.8, 0.7, 0.3]
+    c = stats.welch("a", a, b)
+    r = sps.ttest_ind(a, b, equal_var=False)
+    assert c.p == pytest.approx(r.pvalue)
+    ci = r.confidence_interval(0.95)
+    assert (c.low, c.high) == pytest.approx((ci.low, ci.high))
+
+
+def test_holm_step_down():
+    assert stats.holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
+    assert stats.holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_verdicts_and_sentences():
+    up = stats.paired("up", {k: 1.0 + 0.01 * k for k in range(6)}, {k: 0.0 for k in range(6)})
+    down = stats.welch("down", [0.0, 0.1, 0.05, 0.02], [1.0, 1.1, 0.95, 1.05])
+    flat = stats.welch("flat", [0.5, 0.6, 0.4], [0.45, 0.55, 0.5])
+    one = stats.welch("one", [0.5], [0.4, 0.3])
+    j = stats.judge([up, down, flat, one])
+    assert [c.verdict for c in j] == [stats.HOLDS, stats.OTHER_WAY, stats.UNRESOLVED, stats.UNRESOLVED]
+    assert stats.describe(j[0]).startswith("holds (+")
+    assert stats.describe(j[1]).startswith("goes the other way (−")
+    text = stats.describe(j[2])
+    assert text.startswith("not resolved: the effect is between −") and " and +" in text and "points" in text
+    assert "one seed" in stats.describe(j[3])
+    assert math.isnan(j[3].p_holm)
+
+
+def test_identical_runs_are_a_zero_effect():
+    c = stats.paired("same", {0: 0.5, 1: 0.7}, {0: 0.5, 1: 0.7})
+    assert (c.diff, c.low, c.high, c.p) == (0.0, 0.0, 0.0, 1.0)
+    assert stats.judge([c])[0].verdict == stats.UNRESOLVED
+
+
+def test_seeds_needed():
+    n = stats.seeds_needed(0.7, 0.5, paired=True)
+    assert sps.t.ppf(0.975, n - 1) * 0.7 / math.sqrt(n) <= 0.5 < sps.t.ppf(0.975, n - 2) * 0.7 / math.sqrt(n - 1)
+    assert stats.seeds_needed(0.7, 0.5, paired=False) > n
+    assert stats.seeds_needed(100.0, 0.01, paired=True, most=10) is None
+
+
+def test_hybrid_report_claims_pair_hybrids_with_ns_and_merge_identical_hybrids():
+    from svdgrad.train import report
+
+    def run(seed, acc, kappas=(1e3, 1e2)):
+        hist = [{"epoch": e + 1, "val_acc": acc, "train_loss": 1.0, "val_loss": 1.0, "kappa_median": k}
+                for e, k in enumerate(kappas)]
+        return {"seed": seed, "summary": {"final_val_acc": acc, "seed": seed}, "history": hist, "config": {}}
+
+    ns = [run(s, 0.80 + 0.05 * s) for s in range(4)]
+    hyb = [run(s, 0.81 + 0.05 * s + 0.0001 * s) for s in range(4)]
+    runs = {"ns": ns, "hybrid-pade": hyb, "hybrid-exact": [dict(r) for r in hyb], "gap": ns}
+    judged = report.claims(runs, switch=2)
+    merged = [c for c, *_ in judged if "beats NS alone" in c.claim]
+    assert len(merged) == 1 and merged[0].test == "paired" and merged[0].verdict == stats.HOLDS
+    kappa = [c for c, *_ in judged if c.claim.startswith("κ")][0]
+    assert kappa.diff == pytest.approx(1.0) and kappa.verdict == stats.HOLDS
