@@ -102,6 +102,8 @@ def train_parser() -> argparse.ArgumentParser:
       "(eqs. 3-4: loss Lipschitzness and gradient predictiveness) to OUT/landscape.jsonl (0 = off)")
     a("--landscape-etas", type=_floats, default=d.landscape_etas, help="step sizes η of the landscape probes "
       "(default %(default)s)")
+    a("--robustness", action="store_true", help="after training, validation accuracy on corrupted images "
+      "(noise, blur, contrast at 3 severities) into summary.json")
     a("--out", default=None, help="output folder (default runs/<dataset>-<gap | protocol[-svd method]>-<schedule>-seed<seed>)")
     a("--resume", action="store_true", help="continue from OUT/checkpoint.pt (verified by its checksum; every option that changes the results must match)")
     a("--overwrite", action="store_true", help="delete the run already in OUT (log, checkpoint, summary) and start over")
@@ -119,7 +121,7 @@ def config_from_args(ns) -> "TrainConfig":
         blocks=ns.blocks, reduced_channels=ns.reduced_channels, last_stride=2 if ns.keep_last_stride else 1,
         offdiag_scale=ns.offdiag_scale, norm=ns.norm, whiten_method=ns.whiten_method, pool_route=ns.pool_route,
         sigma_dtype=ns.sigma_dtype, probe_every=ns.probe_every, probe_batch=ns.probe_batch,
-        landscape_every=ns.landscape_every, landscape_etas=tuple(ns.landscape_etas), protocol=ns.protocol,
+        landscape_every=ns.landscape_every, landscape_etas=tuple(ns.landscape_etas), robustness=ns.robustness, protocol=ns.protocol,
         svd_method=ns.svd_method, ns_iterations=ns.ns_iterations, switch_lr=ns.switch_lr, switch_epoch=ns.switch_epoch, epochs=ns.epochs,
         batch_size=ns.batch_size, lr=ns.lr, momentum=ns.momentum, weight_decay=ns.weight_decay,
         schedule=ns.schedule, gamma=ns.gamma, milestones=ns.milestones, poly_power=ns.poly_power,

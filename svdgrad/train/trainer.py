@@ -93,7 +93,7 @@ _RESUME_KEYS = ("dataset", "image_size", "train_per_class", "val_per_class", "sp
                 "ns_iterations", "switch_lr", "switch_epoch", "epochs", "batch_size", "lr", "momentum",
                 "weight_decay", "schedule", "gamma", "milestones", "poly_power", "poly_final_epoch", "seed",
                 "norm", "whiten_method", "pool_route", "sigma_dtype", "probe_every", "probe_batch",
-                "landscape_every", "landscape_etas")
+                "landscape_every", "landscape_etas", "robustness")
 
 
 @dataclasses.dataclass
@@ -135,6 +135,7 @@ class TrainConfig:
     probe_batch: int = 64
     landscape_every: int = 0
     landscape_etas: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+    robustness: bool = False
     out: str = "runs/train"
     resume: bool = False
     overwrite: bool = False
@@ -464,7 +465,10 @@ def _existing_run(out: str) -> str | None:
     return None
 
 
-RUN_FILES = ("checkpoint.pt", "log.jsonl", "summary.json", "config.json")
+RUN_FILES = ("checkpoint.pt", "log.jsonl", "summary.json", "config.json", "probes.jsonl", "landscape.jsonl")
+#: Probe logs: file -> what one line holds (written with the epoch's log line, kept in the checkpoint).
+PROBE_FILES = {"probes.jsonl": "gradient probe (probes.gradient_probe): epoch, step, rel_err, cosine, norm_ratio",
+               "landscape.jsonl": "CVPR20 probes (probes.landscape_probe): epoch, step, loss, delta_l, delta_g"}
 
 
 # ---------------------------------------------------------------------------
@@ -594,6 +598,11 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = cfg.make_schedule()
     sw = switch_epoch_of(cfg, schedule)
+    if (cfg.probe_every or cfg.landscape_every) and info.distributed:
+        raise SvdgradError("Expected --probe-every 0 and --landscape-every 0 under torchrun: the probes run on "
+                           "one process. Run the probes without DDP.")
+    probe_x, probe_y = _probe_batch(tx, ty, cfg.probe_batch)
+    probe_rows = {name: [] for name in PROBE_FILES}
 
     history: list[dict] = []
     start = 1
@@ -610,6 +619,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         history = ck["history"]
+        probe_rows = {name: list(ck.get("probes", {}).get(name, [])) for name in PROBE_FILES}
         start = ck["epoch"] + 1
         elapsed0 = ck.get("elapsed_s", 0.0)
         say(f"[svdgrad train] resuming {cfg.out} after epoch {ck['epoch']}")
@@ -623,6 +633,9 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
                 if os.path.exists(os.path.join(cfg.out, name)):
                     os.remove(os.path.join(cfg.out, name))
         write_atomic(log_path, "".join(json.dumps(h) + "\n" for h in history))
+        for name, rows in probe_rows.items():
+            if rows or os.path.exists(os.path.join(cfg.out, name)):
+                write_atomic(os.path.join(cfg.out, name), "".join(json.dumps(r) + "\n" for r in rows))
         write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1) + "\n")
 
     n_train = len(ty)
@@ -663,6 +676,10 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
             x = torch.where(f[:, 0, None, None, None], x.flip(-1), x)
             x = torch.where(f[:, 1, None, None, None], x.flip(-2), x)
             y = ty[lidx.to(device)]
+            step = (epoch - 1) * n_batches + b
+            new_probes = _take_probes(cfg, net, step, epoch, probe_x, probe_y)
+            for name, row in new_probes.items():
+                probe_rows[name].append(row)
             if cfg.head == "cov":
                 pool.last_covariance = None
             loss, out, reason = train_step(model, net, opt, x, y, guard=guard, device=device)
@@ -728,9 +745,14 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         if info.is_main:
             save_checkpoint({"version": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "env": env, "epoch": epoch,
                              "model": net.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                             "elapsed_s": elapsed0 + time.perf_counter() - t_run}, ckpt_path)
+                             "probes": probe_rows, "elapsed_s": elapsed0 + time.perf_counter() - t_run}, ckpt_path)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+            for name, rows in probe_rows.items():
+                new = [r for r in rows if r["epoch"] == epoch]
+                if new:
+                    with open(os.path.join(cfg.out, name), "a") as fh:
+                        fh.write("".join(json.dumps(r) + "\n" for r in new))
         say(f"[svdgrad train] epoch {epoch}/{cfg.epochs} lr {lr:.4g} {row['method']} "
             f"loss {row['train_loss'] if row['train_loss'] is not None else float('nan'):.4f} "
             f"val_acc {val_acc:.4f} skipped {skipped}"
@@ -740,10 +762,42 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
     summary["elapsed_s"] = elapsed0 + time.perf_counter() - t_run
     summary["world_size"] = info.world_size
     summary["out"] = cfg.out
+    if cfg.robustness:
+        summary["robustness"] = robustness(net, vx, vy, max(local_bs, 64), info)
     if info.is_main:
         write_atomic(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=1) + "\n")
     return summary
 
+
+
+def _probe_batch(tx, ty, n: int):
+    """The fixed probe batch: n training images drawn once with a fixed generator (the same for every seed)."""
+    idx = torch.randperm(len(ty), generator=torch.Generator().manual_seed(0))[:n]
+    return tx[idx.to(tx.device)], ty[idx.to(ty.device)]
+
+
+def _take_probes(cfg: TrainConfig, net, step: int, epoch: int, px, py) -> dict:
+    """The probe rows due at ``step`` (0-based global step, before its update)."""
+    from . import probes
+
+    rows = {}
+    if cfg.probe_every and cfg.head == "cov" and step % cfg.probe_every == 0:
+        rows["probes.jsonl"] = {"epoch": epoch, "step": step, **probes.gradient_probe(net, px, py)}
+    if cfg.landscape_every and step % cfg.landscape_every == 0:
+        rows["landscape.jsonl"] = {"epoch": epoch, "step": step,
+                                   **probes.landscape_probe(net, px, py, cfg.landscape_etas)}
+    return rows
+
+
+def robustness(net, vx, vy, batch_size, info) -> dict:
+    """Validation accuracy on every corruption and severity (``corruptions``), and on the clean images."""
+    from . import corruptions
+
+    out = {"clean": _evaluate(net, vx, vy, batch_size, info)[1]}
+    for kind, levels in corruptions.SEVERITIES.items():
+        for sev in range(1, len(levels) + 1):
+            out[f"{kind}{sev}"] = _evaluate(net, corruptions.corrupt(vx, kind, sev), vy, batch_size, info)[1]
+    return out
 
 
 def summarize(history: list[dict], cfg: TrainConfig, sw) -> dict:
