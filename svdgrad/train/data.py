@@ -10,6 +10,12 @@
   standardized to zero mean and unit variance (so brightness alone does not
   tell the classes apart).
 - ``digits``: scikit-learn's bundled 8x8 digits, resized to ``image_size``.
+- ``elpv``: the 2,624 electroluminescence images of solar cells shipped in
+  the ``elpv-dataset`` package (the ``elpv`` extra; data CC BY-NC-SA 4.0,
+  code Apache-2.0), four classes by defect probability (0, 1/3, 2/3, 1),
+  resized to ``image_size``; a fixed 20% validation split per class.
+- ``secondorder[:kappa=K]``: synthetic images generated from ``split_seed``
+  whose classes differ only in second-order statistics (``secondorder``).
 - ``tensors:PATH``: a user ``.pt`` (a dict, or a tuple ``(images, labels)``)
   or ``.npz`` file with ``images`` (N, H, W) or (N, C, H, W) and integer
   ``labels`` (N,); optional ``val_images`` / ``val_labels`` give the
@@ -40,7 +46,9 @@ _TEXTURE_FILES = {"brick": "brick.png", "grass": "grass.png", "gravel": "gravel.
                   "immunohistochemistry": "ihc.png"}
 TRAIN_FRACTION = 0.7
 VAL_FRACTION = 0.2
-DATASETS = ("textures", "digits", "tensors:PATH")
+DATASETS = ("textures", "digits", "elpv", "secondorder[:kappa=K]", "tensors:PATH")
+#: The synthetic second-order dataset: classes, channels, images per class, spatial blur (pixels).
+SECOND_ORDER = dict(classes=4, channels=4, train_per_class=200, val_per_class=100, blur=1.0, kappa=100.0)
 
 
 @dataclasses.dataclass
@@ -139,6 +147,94 @@ def digits(image_size: int = 32, split_seed: int = 0) -> Dataset:
     x = _standardize(_resize(x, image_size))
     tx, ty, vx, vy = _random_split(x, y, split_seed)
     return Dataset("digits", tx, ty, vx, vy, tuple(str(i) for i in range(10)))
+
+
+def second_order_covariances(classes: int, channels: int, kappa: float, seed: int) -> torch.Tensor:
+    """(classes, C, C) channel correlation matrices with one spectrum and random eigenvectors per class.
+
+    Σ_c = Q_c diag(λ) Q_cᵀ with λ geometric from 1 to 1/kappa, then scaled to unit diagonal
+    (D^{-1/2} Σ_c D^{-1/2}), so every channel has variance 1 in every class: channel means and variances,
+    the first-order statistics, are the same for all classes; only the correlations differ.  The scaling
+    changes the spectrum a little; ``kappa`` stays the knob, and the realised κ is returned by
+    ``torch.linalg.cond``.
+    """
+    g = torch.Generator().manual_seed(10_007 * seed + 1)
+    lam = torch.tensor([kappa ** (-i / max(channels - 1, 1)) for i in range(channels)], dtype=torch.float64)
+    out = []
+    for _ in range(classes):
+        Q, R = torch.linalg.qr(torch.randn(channels, channels, generator=g, dtype=torch.float64))
+        Q = Q * torch.sign(torch.diagonal(R))  # Haar-distributed
+        S = Q @ torch.diag(lam) @ Q.T
+        d = torch.diagonal(S).rsqrt()
+        out.append(d[:, None] * S * d[None, :])
+    return torch.stack(out)
+
+
+@functools.lru_cache(maxsize=4)
+def second_order(image_size: int = 32, kappa: float = SECOND_ORDER["kappa"], split_seed: int = 0) -> Dataset:
+    """Classes that differ only in the channel correlations of their pixels (see ``second_order_covariances``).
+
+    Each pixel's channel vector is drawn from N(0, Σ_c), then every channel is blurred by the same Gaussian
+    (``SECOND_ORDER['blur']`` px; a linear map, so the channel correlations are kept) and the image is
+    standardized.  A network must compare channels with each other to tell the classes apart: the
+    controlled case where covariance pooling should help and average pooling should struggle.
+    """
+    from .corruptions import blur
+
+    k = SECOND_ORDER
+    covs = second_order_covariances(k["classes"], k["channels"], kappa, split_seed)
+    L = torch.linalg.cholesky(covs).to(torch.float32)  # (K, C, C)
+    g = torch.Generator().manual_seed(10_007 * split_seed + 2)
+    xs, ys = {}, {}
+    for split, n in (("train", k["train_per_class"]), ("val", k["val_per_class"])):
+        parts = []
+        for c in range(k["classes"]):
+            z = torch.randn(n, k["channels"], image_size, image_size, generator=g)
+            parts.append(torch.einsum("ij,njhw->nihw", L[c], z))
+        xs[split] = _standardize(blur(torch.cat(parts), k["blur"]))
+        ys[split] = torch.arange(k["classes"]).repeat_interleave(n)
+    return Dataset(f"secondorder:kappa={kappa:g}", xs["train"], ys["train"], xs["val"], ys["val"],
+                   tuple(f"class{c}" for c in range(k["classes"])))
+
+
+@functools.lru_cache(maxsize=2)
+def elpv(image_size: int = 32, split_seed: int = 0) -> Dataset:
+    """ELPV solar-cell images (Deitsch et al. 2019), classes = defect probability; stratified 20% validation."""
+    try:
+        from elpv_dataset.utils import load_dataset
+    except ImportError as exc:
+        raise SvdgradError("The 'elpv' dataset needs the elpv-dataset package (pip install -e '.[elpv]'; its "
+                           f"images are CC BY-NC-SA 4.0); importing it failed: {exc}.") from exc
+    images, probs, _ = load_dataset()
+    levels = sorted(set(np.round(probs, 4).tolist()))
+    y = torch.as_tensor(np.searchsorted(levels, np.round(probs, 4)), dtype=torch.int64)
+    x = torch.as_tensor(images, dtype=torch.float32)[:, None] / 255.0
+    x = _standardize(torch.cat([_resize(x[i:i + 256], image_size) for i in range(0, len(x), 256)]))
+    g = torch.Generator().manual_seed(split_seed)
+    tr, va = [], []
+    for c in range(len(levels)):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = max(1, int(round(VAL_FRACTION * len(idx))))
+        va.append(idx[:n_val])
+        tr.append(idx[n_val:])
+    tr, va = torch.cat(tr), torch.cat(va)
+    return Dataset("elpv", x[tr], y[tr], x[va], y[va], tuple(f"p={p:.2f}" for p in levels))
+
+
+def _parse_second_order(spec: str) -> float:
+    rest = spec[len("secondorder"):]
+    if not rest:
+        return SECOND_ORDER["kappa"]
+    if rest.startswith(":kappa="):
+        try:
+            v = float(rest[len(":kappa="):])
+        except ValueError:
+            v = float("nan")
+        if v >= 1 and v < float("inf"):
+            return v
+    raise SvdgradError(f"Expected secondorder or secondorder:kappa=K with K >= 1 (the condition number of "
+                       f"each class's channel covariance before its diagonal is scaled to 1); received {spec!r}.")
 
 
 def _as_images(x, what: str, path: str) -> torch.Tensor:
@@ -273,6 +369,10 @@ def load(spec: str, image_size: int = 32, *, train_per_class: int = 400, val_per
         return textures(image_size, train_per_class, val_per_class, split_seed)
     if spec == "digits":
         return digits(image_size, split_seed)
+    if spec == "elpv":
+        return elpv(image_size, split_seed)
+    if spec.startswith("secondorder"):
+        return second_order(image_size, _parse_second_order(spec), split_seed)
     if spec.startswith("tensors:"):
         path = spec[len("tensors:"):]
         if not path:
