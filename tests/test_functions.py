@@ -34,6 +34,59 @@ STABLE_PAIRS = [(f, m) for f, m in PAIRS if m != "ordinary"]
 #: Methods that compute f(A) to working precision (topn and newton_schulz compute other functions by design).
 ACCURATE_METHODS = ("exact", "ordinary", "truncated", "taylor", "pade")
 
+
+def _backward_is_derivative(method) -> bool:
+    """The method's own declaration; False for backward rules that are by design the derivative of
+    something else (e.g. a Lyapunov backward: the exact root's gradient at the computed value)."""
+    return getattr(svdgrad.get_method(method), "backward_is_derivative", True)
+
+
+#: Pairs whose backward is the derivative of their forward: finite differences and gradcheck apply.
+DERIVATIVE_PAIRS = [(f, m) for f, m in PAIRS if _backward_is_derivative(m)]
+
+#: Failures of the core reported to the core developer (test name -> {(function, method): reason}).
+#: Each is a strict xfail: it must be removed when the core is fixed.
+_VMAP_CONTROL_FLOW = ("core: svdgrad/_matmul_only.py branches on tensor values (`if bool((info > 0).any())` "
+                      "after the Cholesky, `if bool(done.any())` in the Lyapunov loop), so torch.func.vmap raises "
+                      "'data-dependent control flow'; issue 9 asks that vmap still works")
+_PI_FORWARD = ("core: power_iteration's forward is not eigh's to rounding: inv_sqrtm(A)·sqrtm(A) departs from I "
+               "by 3e-9 (float64, κ = 1e6, n = 10; bound 2e-12) and 1e-4 (float32, κ = 1e3; bound 5e-5)")
+_PI_LOG_SCALE = ("core: power_iteration's logm gradient is not scale-equivariant: c·gA(cA) differs from gA(A) "
+                 "by 1e-7 to 6e-7 relative for c = 1e-7, 7.3, 3e5 (float64, n = 6, κ = 1e3; bound 9e-12); "
+                 "sqrt/inv_sqrt/power are")
+CORE_BUGS = {
+    "jacfwd_vmap": {(f, m): _VMAP_CONTROL_FLOW for f in ("sqrt", "inv_sqrt") for m in ("mpa", "mtp")},
+    "inv_times_sqrt": {("inv_sqrt", "power_iteration"): _PI_FORWARD},
+    "scaling": {("log", "power_iteration"): _PI_LOG_SCALE},
+    "log_scales": {("log", "power_iteration", torch.float64): _PI_LOG_SCALE},
+}
+
+
+def pairs_for(test, pairs):
+    """``pairs`` as pytest params, with the reported core bugs of ``test`` marked xfail(strict)."""
+    bugs = CORE_BUGS.get(test, {})
+    return [pytest.param(f, m, marks=pytest.mark.xfail(strict=True, reason=bugs[f, m])) if (f, m) in bugs
+            else (f, m) for f, m in pairs]
+
+
+def methods_for(test, function, methods):
+    """``methods`` of one function as pytest params, reported core bugs marked as in ``pairs_for``."""
+    bugs = CORE_BUGS.get(test, {})
+    return [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=bugs[function, m]))
+            if (function, m) in bugs else m for m in methods]
+
+
+def method_dtypes_for(test, function, methods, dtypes):
+    """(method, dtype) params; a bug keyed (function, method) or (function, method, dtype) is marked."""
+    bugs = CORE_BUGS.get(test, {})
+    out = []
+    for m in methods:
+        for dt in dtypes:
+            reason = bugs.get((function, m), bugs.get((function, m, dt)))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            out.append(pytest.param(m, dt, marks=marks, id=f"{m}-{str(dt).split('.')[-1]}"))
+    return out
+
 #: The power used where one p stands for all: negative and not ±½, so it is neither sqrt nor inv_sqrt.
 P = -1.3
 #: Powers hypothesis draws from: both signs, fractional, integer, > 2 (f'' changes monotonicity at 1 and 2).
@@ -151,10 +204,10 @@ def test_every_function_has_a_test_entry():
 
 def test_method_table():
     """Every eigen method computes every function; newton_schulz only the two roots."""
-    assert set(EIGEN) == {"exact", "ordinary", "truncated", "topn", "taylor", "pade"}
+    assert {"exact", "ordinary", "truncated", "topn", "taylor", "pade"} <= set(EIGEN)
     for f in FUNCTIONS:
-        expect = set(EIGEN) | ({"newton_schulz"} if f in ("sqrt", "inv_sqrt") else set())
-        assert set(svdgrad.methods(f)) == expect, f
+        assert set(EIGEN) <= set(svdgrad.methods(f)), f
+        assert ("newton_schulz" in svdgrad.methods(f)) == (f in ("sqrt", "inv_sqrt")), f
     with pytest.raises(svdgrad.SvdgradError, match="sqrt"):
         svdgrad.methods("exp")
 
@@ -283,7 +336,7 @@ def test_exact_vjp_and_jvp_agree_with_finite_differences(function, case, p):
     assert T.jvp_fd_error(f, A, seed=seed) <= fd_tol(torch.float64, kappa), info
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("fd", DERIVATIVE_PAIRS))
 def test_every_pair_vjp_and_jvp_agree_with_finite_differences(function, method):
     """Each method's backward is the derivative of its own forward (NS: of the iteration; topn: of f(max(λ, λk)))
     at a moderate κ, where the K-rule approximations have converged (as test_contract's gradcheck)."""
@@ -313,7 +366,7 @@ def adjoint_error(f, A, seed=0):
     return abs(lhs - rhs) / scale
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("adjoint", PAIRS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("spectrum,kappa", [("logspaced", 1e3), ("repeated", 1e2), ("clustered", 1e4)])
 def test_jvp_is_the_adjoint_of_vjp(function, method, dtype, spectrum, kappa):
@@ -323,7 +376,7 @@ def test_jvp_is_the_adjoint_of_vjp(function, method, dtype, spectrum, kappa):
     assert err <= adjoint_tol(dtype, 6), err
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("jacfwd_vmap", PAIRS))
 def test_jacfwd_equals_jacrev_and_vmap(function, method):
     """torch.func.jacfwd (jvp), jacrev (vjp) and vmap all work and agree."""
     A = T.spd(3, 10.0, seed=13)
@@ -348,7 +401,7 @@ def test_jacfwd_equals_jacrev_and_vmap(function, method):
 # Invariants
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("equivariance", PAIRS))
 def test_orthogonal_equivariance_with_gradient(function, method):
     """f(QAQᵀ) = Q f(A) Qᵀ, and with cotangent QGQᵀ the gradient is Q gA Qᵀ."""
     n, kappa = 7, 1e2
@@ -363,26 +416,26 @@ def test_orthogonal_equivariance_with_gradient(function, method):
     assert T.rel_error(gAQ, Q @ gA @ Q.T) <= 2 * accurate_tol(torch.float64, kappa_grad(function, kappa), n)
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
-@pytest.mark.parametrize("c", [2.0 ** -30, 1e-7, 7.3, 3e5])
-def test_scaling_law_with_gradient(function, method, c):
+@pytest.mark.parametrize("function,method", pairs_for("scaling", PAIRS))
+def test_scaling_law_with_gradient(function, method):
     """f(cA) by the function's law (sqrt: √c·F, log: F + log c·I, power: c^p·F), gA(cA) = c^(p−1)·gA(A)."""
     n, kappa = 6, 1e3
     A = T.spd(n, kappa, seed=7)
     G = T.gradients(A.shape, seed=8)
     F, gA = fgrad(function, A, G, method)
-    Fc, gAc = fgrad(function, c * A, G, method)
-    assert forward_error(function, Fc, SCALING[function](F, c, P)) <= 2 * accurate_tol(
-        torch.float64, kappa_forward(function, kappa), n)
-    assert T.rel_error(gAc, GRAD_SCALING[function](c, P) * gA) <= 2 * accurate_tol(
-        torch.float64, kappa_grad(function, kappa), n)
+    for c in (2.0 ** -30, 1e-7, 7.3, 3e5):
+        Fc, gAc = fgrad(function, c * A, G, method)
+        assert forward_error(function, Fc, SCALING[function](F, c, P)) <= 2 * accurate_tol(
+            torch.float64, kappa_forward(function, kappa), n), c
+        assert T.rel_error(gAc, GRAD_SCALING[function](c, P) * gA) <= 2 * accurate_tol(
+            torch.float64, kappa_grad(function, kappa), n), c
 
 
 LOG_SCALES = {torch.float64: (1e-300, 1e-150, 1e-20, 1e20, 1e150, 1e300), torch.float32: (1e-30, 1e-10, 1e10, 1e30)}
 
 
-@pytest.mark.parametrize("method", svdgrad.methods("log"))
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method,dtype", method_dtypes_for("log_scales", "log", svdgrad.methods("log"),
+                                                            [torch.float64, torch.float32]))
 def test_logm_of_scaled_matrix(method, dtype):
     """logm(cA) = logm(A) + log(c)·I over the whole float range, and c·gA(cA) = gA(A).
 
@@ -402,7 +455,8 @@ def test_logm_of_scaled_matrix(method, dtype):
         assert T.rel_error(gAc.double() * c, gA) <= 2 * accurate_tol(dtype, kappa_grad("log", kappa), n), c
 
 
-@pytest.mark.parametrize("method", sorted(set(svdgrad.methods("power")) & set(svdgrad.methods("sqrt"))))
+@pytest.mark.parametrize("method", methods_for(
+    "power_is_root", "power", [m for m in svdgrad.methods("power") if m in svdgrad.methods("sqrt")]))
 @pytest.mark.parametrize("root", ["sqrt", "inv_sqrt"])
 def test_power_of_one_half_is_the_root(method, root):
     n, kappa = 8, 1e4
@@ -414,8 +468,9 @@ def test_power_of_one_half_is_the_root(method, root):
     assert T.rel_error(gAp, gA) <= 2 * accurate_tol(torch.float64, kappa_grad(root, kappa), n)
 
 
-@pytest.mark.parametrize("method", [m for m in svdgrad.methods("inv_sqrt") if m in svdgrad.methods("sqrt")])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method,dtype", method_dtypes_for(
+    "inv_times_sqrt", "inv_sqrt", [m for m in svdgrad.methods("inv_sqrt") if m in svdgrad.methods("sqrt")],
+    [torch.float64, torch.float32]))
 def test_inv_sqrtm_times_sqrtm_is_identity(method, dtype):
     """Eigen methods (topn too: f and 1/f of the same raised spectrum) share U: the product is
     U Λ^(−½)(UᵀU)Λ^(½)Uᵀ, whose departure from I is UᵀU − I (~n·eps) weighted by up to √κ.
@@ -485,7 +540,7 @@ def test_power_gradient_in_p_matches_mpmath(case, p, scale):
     assert T.rel_error(gA, gr) <= accurate_tol(torch.float64, kappa_grad("power", kappa, p), info["n"]), info
 
 
-@pytest.mark.parametrize("method", svdgrad.methods("power"))
+@pytest.mark.parametrize("method", methods_for("p_fd", "power", svdgrad.methods("power")))
 @pytest.mark.parametrize("p", [-1.5, 0.3, 2.5])
 @pytest.mark.parametrize("kappa", [1e2, 1e8])
 def test_power_gradient_in_p_agrees_with_finite_differences(method, p, kappa):
@@ -614,7 +669,7 @@ def test_matrix_function_uses_dd_and_agrees_with_sqrtm():
     assert T.rel_error(g_fb, g) <= C_ACCURATE * EPS[torch.float64] ** (2 / 3)
 
 
-@pytest.mark.parametrize("method", EIGEN)
+@pytest.mark.parametrize("method", methods_for("matrix_function", "sqrt", EIGEN))
 def test_matrix_function_is_the_method_applied_to_f(method):
     """matrix_function(A, √, d√, method) computes sqrtm(A, method): same forward, same D-rule.
 

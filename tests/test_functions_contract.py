@@ -16,7 +16,8 @@ import svdgrad
 from svdgrad import testing as T
 
 from .helpers import ACCURATE, finite
-from .test_functions import EIGEN, FUNCTIONS, P, PAIRS, POWERS, STABLE_PAIRS, call, fgrad
+from .test_functions import (DERIVATIVE_PAIRS, EIGEN, FUNCTIONS, P, PAIRS, POWERS, STABLE_PAIRS, call, fgrad,
+                             methods_for, pairs_for)
 
 #: f(a) and f′(a) of a scalar a > 0 (the 1×1 case), p = P for the power.
 SCALAR = {
@@ -31,7 +32,7 @@ def test_scalar_table_covers_every_function():
     assert set(SCALAR) == set(FUNCTIONS)
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("shape_dtype_and_symmetry", PAIRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shape_dtype_and_symmetry(function, method, dtype):
     A = T.spd(6, 1e2, batch=(2, 3), dtype=dtype, seed=1)
@@ -41,7 +42,7 @@ def test_shape_dtype_and_symmetry(function, method, dtype):
     assert float((F - F.mT).abs().max()) <= tol
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("n_equals_one_and_empty_batch", PAIRS))
 def test_n_equals_one_and_empty_batch(function, method):
     a = torch.tensor([4.0, 9.0], dtype=torch.float64)
     A = a.reshape(2, 1, 1).clone().requires_grad_(True)
@@ -60,7 +61,7 @@ def test_n_equals_one_and_empty_batch(function, method):
     assert E.grad.shape == (0, 5, 5)
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("half_precision_is_computed_in_float32", PAIRS))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_computed_in_float32(function, method, dtype):
     A = T.spd(5, 10.0, seed=3).to(dtype)
@@ -72,7 +73,7 @@ def test_half_precision_is_computed_in_float32(function, method, dtype):
     assert g.dtype == dtype and finite(g)
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("batched_equals_looped_and_gradient_is_symmetric", PAIRS))
 def test_batched_equals_looped_and_gradient_is_symmetric(function, method):
     A = T.spd(6, 1e3, batch=(3,), seed=7)
     G = T.gradients(A.shape, seed=8)  # not symmetric
@@ -86,7 +87,7 @@ def test_batched_equals_looped_and_gradient_is_symmetric(function, method):
         assert torch.allclose(gA[i], gi, rtol=1e-10, atol=1e-12 * float(gi.abs().max()))
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("gradcheck", DERIVATIVE_PAIRS))
 def test_gradcheck_with_forward_ad(function, method):
     """Backward and forward mode against torch's own finite differences, float64 only."""
     A = T.spd(3, 30.0, seed=11).requires_grad_(True)
@@ -94,7 +95,8 @@ def test_gradcheck_with_forward_ad(function, method):
     assert torch.autograd.gradcheck(f, (A,), check_forward_ad=True)
 
 
-@pytest.mark.parametrize("method", svdgrad.methods("power"))
+@pytest.mark.parametrize("method", methods_for("gradcheck_p", "power",
+                                                [m for f, m in DERIVATIVE_PAIRS if f == "power"]))
 def test_gradcheck_in_a_and_p_with_forward_ad(method):
     A = T.spd(3, 30.0, seed=12).requires_grad_(True)
     p = torch.tensor(-0.7, dtype=torch.float64, requires_grad=True)
@@ -103,10 +105,15 @@ def test_gradcheck_in_a_and_p_with_forward_ad(method):
 
 
 @pytest.mark.parametrize("function,method", PAIRS)
-def test_double_backward_fails_loudly(function, method):
-    """Not differentiable twice: an error that names the method, never a silently wrong Hessian."""
+def test_double_backward_fails_loudly_or_is_finite(function, method):
+    """A method that is not differentiable twice says so, naming itself, never a silently wrong Hessian;
+    one that declares ``double_differentiable`` gives a finite second derivative."""
     A = T.spd(4, 10.0, seed=13).requires_grad_(True)
     (g,) = torch.autograd.grad(call(function, A, method).sum(), A, create_graph=True)
+    if svdgrad.get_method(method).double_differentiable:
+        (h,) = torch.autograd.grad((g * g).sum(), A)
+        assert finite(h)
+        return
     with pytest.raises(RuntimeError, match=method):
         torch.autograd.grad(g.sum(), A)
 
@@ -161,7 +168,7 @@ def test_indefinite_input_is_refused(function):
 # Finite on every spectrum shape
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("function,method", STABLE_PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("finite", STABLE_PAIRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @settings(max_examples=8)
 @given(data=st.data())
@@ -187,7 +194,7 @@ SPECIAL = {
 }
 
 
-@pytest.mark.parametrize("function,method", STABLE_PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("finite_special", STABLE_PAIRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("matrix", sorted(SPECIAL))
 def test_finite_on_ties_zero_and_rank_one(function, method, dtype, matrix):
@@ -244,7 +251,7 @@ def test_floor_is_relative_and_feeds_f(function, eps, c):
     assert torch.count_nonzero(F - torch.diag(torch.diagonal(F))) == 0
 
 
-@pytest.mark.parametrize("function,method", PAIRS)
+@pytest.mark.parametrize("function,method", pairs_for("compute_dtype_float64_for_float32_input", PAIRS))
 def test_compute_dtype_float64_for_float32_input(function, method):
     """float32 in, float64 inside: the float64 result rounded to float32 (log's + k·log 4·I rounds once more)."""
     A = T.spd(6, 1e3, seed=30, dtype=torch.float32)
