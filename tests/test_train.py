@@ -324,7 +324,9 @@ def test_quick_study_writes_the_report(tmp_path, keep_threads):
         assert study.LABELS[p] in text
     assert "Do the papers' findings hold here?" in text
     # Finished runs are not run again.
+    with pytest.raises(SvdgradError, match="--resume"):  # a study folder is completed only on request
+        study.run(quick=True, out=out, seeds=2, echo=lambda m: None)
     t0 = time.perf_counter()
-    study.run(quick=True, out=out, echo=lambda m: None)
+    study.run(quick=True, out=out, resume=True, echo=lambda m: None)
     assert time.perf_counter() - t0 < 20
     shutil.rmtree(out)

@@ -394,8 +394,8 @@ def test_svd_method_spec_and_output_folder_are_printed(tmp_path, capsys, keep_th
 def test_study_without_a_name_shows_a_usage_line(capsys):
     assert cli_main("study", []) == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[0].startswith("usage: svdgrad study {hybrid} [--quick]")
-    assert "expected the name of a study (hybrid); received none" in err
+    assert err.splitlines()[0].startswith("usage: svdgrad study {hybrid,landscape} [--quick]")
+    assert "expected the name of a study (hybrid, landscape); received none" in err
     assert cli_main("study", ["hybird"]) == 2
     assert "received 'hybird'" in capsys.readouterr().err
     assert cli_main("study", ["--help"]) == 0

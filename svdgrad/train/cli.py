@@ -209,20 +209,37 @@ def _cuda() -> bool:
 
 
 #: study name -> one-line description (``svdgrad study NAME``).
-STUDIES = {"hybrid": "NS / SVD / NS -> SVD training protocols on textures, several seeds; writes REPORT.md"}
-STUDY_USAGE = "usage: svdgrad study {" + ",".join(STUDIES) + "} [--quick] [--out OUT] [--seeds N] [--jobs N] [--report-only]"
+STUDIES = {"hybrid": "NS / SVD / NS -> SVD training protocols on textures, several seeds; writes REPORT.md",
+           "landscape": "CVPR20 probes (eqs. 3-4), gradient smoothness, data precision, fast schedules, "
+                        "robustness, the second-order dataset; writes REPORT.md"}
+STUDY_USAGE = ("usage: svdgrad study {" + ",".join(STUDIES) + "} [--quick] [--out OUT] [--seeds N] [--jobs N] "
+               "[--backend joblib|ray] [--device cpu|cuda] [--resume] [--max-minutes M] [--report-only]")
 
 
-def study_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="svdgrad study hybrid", description=(
-        "Run the hybrid-protocol study (GAP, NS, SVD with ordinary/pade/taylor/exact, NS->ordinary/pade/exact; "
-        "several seeds on textures) and write REPORT.md and figures. Finished runs are skipped; "
-        "interrupted runs resume from their checkpoints."))
+def study_parser(name: str = "hybrid") -> argparse.ArgumentParser:
+    from .runner import BACKENDS
+
+    desc = {"hybrid": "Run the hybrid-protocol study (GAP, NS, SVD with ordinary/pade/taylor/exact, "
+                      "NS->ordinary/pade/exact; several seeds on textures) and write REPORT.md and figures.",
+            "landscape": "Run the landscape study (CVPR20 loss Lipschitzness and gradient predictiveness, ICCV21 "
+                         "gradient smoothness and data precision, fast lr schedules, corrupted images, the "
+                         "second-order dataset) and write REPORT.md and figures."}[name]
+    p = _Parser(prog=f"svdgrad study {name}", description=desc + (
+        " Finished runs are skipped; interrupted runs resume from their checkpoints."))
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (well under 2 minutes)")
-    p.add_argument("--out", default=None, help="output folder (default reports/hybrid_protocol; with --quick a "
-                                               "new scratch folder under the system's temporary directory)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per protocol (default 3; 1 with --quick)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: number of cores, at most 2)")
+    p.add_argument("--out", default=None, help=f"output folder (default reports/{'hybrid_protocol' if name == 'hybrid' else 'landscape'}; "
+                                               "with --quick a new scratch folder under the system's temporary directory)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per protocol (default: the grid's; 1 with --quick)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel runs, one torch thread each (default: number "
+                                                          "of cores, at most 2; never more than the cores)")
+    p.add_argument("--backend", choices=BACKENDS, default="joblib", help="joblib (local processes) or ray "
+                   "(a local Ray, or the cluster in RAY_ADDRESS; default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default %(default)s); cuda is refused "
+                                                   "where no GPU is available")
+    p.add_argument("--resume", action="store_true", help="complete a study already in --out: finished runs are "
+                                                         "skipped, interrupted ones continue")
+    p.add_argument("--max-minutes", type=float, default=None, help="launch no run after M minutes of wall time; "
+                   "the report says which part ran and --resume completes it")
     p.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and figures from the saved logs")
     return p
 
@@ -231,8 +248,8 @@ def run_study(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(STUDY_USAGE)
         for name, text in STUDIES.items():
-            print(f"  {name:8s} {text}")
-        print("svdgrad study hybrid --help for the options.")
+            print(f"  {name:10s} {text}")
+        print("svdgrad study NAME --help for the options.")
         return 0
     if not argv or argv[0] not in STUDIES:
         print(STUDY_USAGE, file=sys.stderr)
@@ -240,21 +257,24 @@ def run_study(argv: list[str]) -> int:
         print(f"svdgrad study: error: expected the name of a study ({', '.join(STUDIES)}); {got}. "
               f"Example: svdgrad study hybrid --quick", file=sys.stderr)
         return 2
-    from .study import default_out, run
-
     name, rest = argv[0], argv[1:]
-    ns = study_parser().parse_args(rest)
+    if name == "hybrid":
+        from .study import default_out, run
+    else:
+        from .landscape import default_out, run
+    ns = study_parser(name).parse_args(rest)
     out = ns.out or default_out(ns.quick)
     try:
-        out = run(quick=ns.quick, out=out, seeds=ns.seeds, jobs=ns.jobs, report_only=ns.report_only)
+        out = run(quick=ns.quick, out=out, seeds=ns.seeds, jobs=ns.jobs, report_only=ns.report_only,
+                  resume=ns.resume, backend=ns.backend, device=ns.device, max_minutes=ns.max_minutes)
     except SvdgradError as exc:
         print(f"svdgrad study: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        args = [a for a in rest if a != "--report-only"]
+        args = [a for a in rest if a not in ("--report-only", "--resume")]
         if ns.out is None:
             args += ["--out", out]
-        return _interrupted("study", shlex.join(["svdgrad", "study", name] + args),
+        return _interrupted("study", shlex.join(["svdgrad", "study", name] + args + ["--resume"]),
                            "finished runs are kept and unfinished ones resume from their last epoch")
     print(f"wrote {out}")
     return 0

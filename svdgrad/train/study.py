@@ -11,17 +11,15 @@ report (REPORT.md and figures) is computed from those logs only.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import shutil
-import signal
 import tempfile
-import time
 
 from .._errors import SvdgradError
 from .._io import write_atomic
+from . import runner
 from .grid import DEFAULT_OUT, FULL, FULL_SEEDS, LABELS, PROTOCOLS, QUICK, QUICK_SEEDS  # noqa: F401 (re-exported)
 from .report import load_runs, mean_std, write_report  # noqa: F401 (re-exported)
 
@@ -38,11 +36,7 @@ def configs(settings: dict, seeds: int, out: str):
 
 
 def _complete(cfg) -> bool:
-    path = os.path.join(cfg.out, "summary.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return json.load(f).get("epochs") == cfg.epochs
+    return runner.complete(cfg)
 
 
 def default_out(quick: bool) -> str:
@@ -52,25 +46,18 @@ def default_out(quick: bool) -> str:
     return DEFAULT_OUT
 
 
-def _ignore_sigint() -> None:
-    # Workers leave Ctrl-C to the parent, which terminates them: no traceback per worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _run_one(cfg_dict: dict) -> dict:
-    from .trainer import TrainConfig, train
-
-    cfg = TrainConfig(**cfg_dict)
-    summary = train(cfg, echo=lambda msg: None)
-    ck = os.path.join(cfg.out, "checkpoint.pt")
-    if os.path.exists(ck):
-        os.remove(ck)
-    return summary
+    return runner.run_one(cfg_dict)
 
 
 def run(quick: bool = False, out: str | None = None, seeds: int | None = None, jobs: int | None = None,
-        report_only: bool = False, echo=print) -> str:
-    """Run the missing runs of the grid, then write the report.  Returns the output folder."""
+        report_only: bool = False, echo=print, *, resume: bool = False, backend: str = "joblib",
+        device: str = "cpu", max_minutes: float | None = None) -> str:
+    """Run the missing runs of the grid, then write the report.  Returns the output folder.
+
+    A folder that already holds this study is completed only with ``resume=True`` (finished runs
+    are skipped, interrupted ones continue from their checkpoints).
+    """
     import torch
 
     settings = QUICK if quick else FULL
@@ -79,9 +66,10 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
         raise SvdgradError(f"Expected --seeds >= 1; received {seeds}.")
     if out is None:
         out = default_out(quick)
-    jobs = jobs if jobs is not None else (1 if quick else max(1, min(2, os.cpu_count() or 1)))
-    if jobs < 1:
-        raise SvdgradError(f"Expected --jobs >= 1; received {jobs}.")
+    jobs = 1 if (quick and jobs is None) else runner.bounded_jobs(jobs)
+    if backend not in runner.BACKENDS:
+        raise SvdgradError(f"Unknown --backend {backend!r}. Expected one of {', '.join(runner.BACKENDS)}.")
+    runner.check_device(device)
     study_path = os.path.join(out, "study.json")
     if report_only:
         if not os.path.exists(study_path):
@@ -90,6 +78,7 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
         write_report(out)
         return out
     study_settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    before = {}
     if os.path.exists(study_path):
         with open(study_path) as f:
             before = json.load(f)
@@ -101,50 +90,30 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                 f"{'; it is a --quick study' if before.get('quick') else ''}{'; this is --quick' if quick else ''}). "
                 f"Its runs would be mixed with these. Pass a new --out, or delete {out} to start over.")
         seeds = max(seeds, int(before.get("seeds", seeds)))  # the report reads every seed in runs/
+    grid = [(n, s_, c) for n, s_, c in configs(settings, seeds, out)]
+    for _, _, c in grid:
+        c.device = device
+    todo = [(f"{n} seed {s_}", c) for n, s_, c in grid if not _complete(c)]
+    if before and todo and not resume:
+        raise SvdgradError(
+            f"{out} holds this study with {len(grid) - len(todo)} of {len(grid)} runs finished. Pass --resume to "
+            f"run the {len(todo)} missing ones (finished runs are kept), or --report-only to redraw the report.")
     os.makedirs(out, exist_ok=True)
-    grid = list(configs(settings, seeds, out))
-    todo = [(n, s, c) for n, s, c in grid if not _complete(c)]
-    t0 = time.perf_counter()
+    study = {"settings": study_settings, "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
+             "backend": backend, "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+             "torch": torch.__version__, "planned_runs": len(grid)}
+    write_atomic(study_path, json.dumps(study, indent=1))  # first, so --resume and --report-only find it
     if todo:
         echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
-             f"with {jobs} job(s) into {out}")
+             f"with {jobs} job(s) ({backend}) into {out}")
         threads = torch.get_num_threads()
         try:
-            if jobs == 1:
-                for k, (n, s, c) in enumerate(todo):
-                    _run_one(dataclasses.asdict(c))
-                    echo(f"[svdgrad study] {k + 1}/{len(todo)} {n} seed {s} done ({time.perf_counter() - t0:.0f}s)")
-            else:
-                import multiprocessing as mp
-
-                pool = mp.get_context("spawn").Pool(jobs, initializer=_ignore_sigint)
-                try:
-                    names = [(n, s) for n, s, _ in todo]
-                    results = pool.imap_unordered(_run_indexed, list(enumerate(dataclasses.asdict(c)
-                                                                              for _, _, c in todo)))
-                    for k, i in enumerate(results):
-                        n, s = names[i]
-                        echo(f"[svdgrad study] {k + 1}/{len(todo)} {n} seed {s} done "
-                             f"({time.perf_counter() - t0:.0f}s)")
-                    pool.close()
-                except BaseException:
-                    pool.terminate()  # Ctrl-C or a failed run: stop the others (checkpoints are atomic)
-                    raise
-                finally:
-                    pool.join()
+            runner.run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
+                           fn=_run_one if jobs == 1 and backend == "joblib" else runner.run_one)
         finally:
             torch.set_num_threads(threads)
-    study = {"settings": study_settings, "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
-             "cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__}
-    write_atomic(study_path, json.dumps(study, indent=1))
     write_report(out)
     return out
-
-
-def _run_indexed(item: tuple[int, dict]) -> int:
-    i, cfg_dict = item
-    _run_one(cfg_dict)
-    return i
 
 
 def clean(out: str) -> None:

@@ -1,0 +1,153 @@
+"""Running the runs of a study grid: in this process, through joblib, or through Ray.
+
+Every run is a plain ``svdgrad train`` run in its own folder, so
+
+- a run with a complete ``summary.json`` is finished and skipped;
+- an interrupted run resumes from its checkpoint (written atomically every epoch);
+- the checkpoint is deleted once the run is complete, so a committed report stays small.
+
+Workers use one torch thread each (``TrainConfig.threads = 1``; loky workers also get
+OMP/MKL limits of 1), and ``jobs`` is bounded by the number of cores.  ``max_minutes``
+stops launching runs after that much wall time: the caller's report then says which
+part of the grid ran, and running the study again with ``--resume`` completes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Callable
+
+from .._errors import SvdgradError
+
+BACKENDS = ("joblib", "ray")
+
+
+def check_device(device: str) -> None:
+    """Refuse ``--device cuda`` on a machine without a usable GPU, before anything is written."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        why = ("this torch was built without CUDA" if torch.version.cuda is None else
+               f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU")
+        raise SvdgradError(f"Expected a CUDA device for --device {device}; {why}. Use --device cpu (or auto, "
+                           f"which picks cuda only where it is available).")
+
+
+def complete(cfg) -> bool:
+    path = os.path.join(cfg.out, "summary.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get("epochs") == cfg.epochs
+
+
+def run_one(cfg_dict: dict) -> dict:
+    """Train one configuration (resuming it if it was interrupted) and drop its checkpoint."""
+    from .trainer import TrainConfig, train
+
+    cfg = TrainConfig(**cfg_dict)
+    summary = train(cfg, echo=lambda msg: None)
+    ck = os.path.join(cfg.out, "checkpoint.pt")
+    if os.path.exists(ck):
+        os.remove(ck)
+    return summary
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def bounded_jobs(jobs: int | None, default_max: int = 2) -> int:
+    cores = os.cpu_count() or 1
+    if jobs is None:
+        return max(1, min(default_max, cores))
+    if jobs < 1:
+        raise SvdgradError(f"Expected --jobs >= 1; received {jobs}.")
+    return min(jobs, cores)
+
+
+def run_all(todo: list[tuple[str, object]], *, jobs: int = 1, backend: str = "joblib",
+            echo: Callable[[str], None] = print, max_minutes: float | None = None,
+            fn: Callable[[dict], dict] = run_one) -> list[str]:
+    """Run ``todo`` = [(label, TrainConfig)]; returns the labels finished (all of them unless ``max_minutes``)."""
+    if backend not in BACKENDS:
+        raise SvdgradError(f"Unknown backend {backend!r}. Expected one of {', '.join(BACKENDS)}.")
+    t0 = time.perf_counter()
+    deadline = None if max_minutes is None else t0 + 60 * max_minutes
+    done: list[str] = []
+
+    def note(label):
+        done.append(label)
+        echo(f"[svdgrad study] {len(done)}/{len(todo)} {label} done ({time.perf_counter() - t0:.0f}s)")
+
+    def out_of_time():
+        return deadline is not None and time.perf_counter() >= deadline
+
+    items = [(label, dataclasses.asdict(c)) for label, c in todo]
+    if backend == "ray":
+        _run_ray(items, jobs, note, out_of_time)
+        return done
+    if jobs == 1:
+        for label, d in items:
+            if out_of_time():
+                break
+            fn(d)
+            note(label)
+        return done
+    from joblib import Parallel, delayed
+
+    # Waves of `jobs` runs, so that the time budget is checked between them.
+    with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered",
+                  inner_max_num_threads=1) as par:
+        for k in range(0, len(items), jobs):
+            if out_of_time():
+                break
+            wave = items[k:k + jobs]
+            for label in par(delayed(_labelled)(fn, label, d) for label, d in wave):
+                note(label)
+    return done
+
+
+def _labelled(fn, label, d):
+    _ignore_sigint()
+    fn(d)
+    return label
+
+
+def _run_ray(items, jobs, note, out_of_time) -> None:
+    try:
+        import ray
+    except ImportError as exc:
+        raise SvdgradError("Expected Ray for --backend ray (pip install -e '.[cluster]'); importing it failed: "
+                           f"{exc}.") from None
+    import logging
+
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        kw = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            ray.init(num_cpus=jobs, **kw)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(_labelled)
+        pending, queue = [], list(items)
+        while queue or pending:
+            while queue and len(pending) < jobs and not out_of_time():
+                label, d = queue.pop(0)
+                pending.append(remote.remote(run_one, label, d))
+            if not pending:
+                break
+            ready, pending = ray.wait(pending, num_returns=1)
+            note(ray.get(ready[0]))
+            if out_of_time():
+                queue.clear()
+    finally:
+        if started:
+            ray.shutdown()

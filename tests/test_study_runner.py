@@ -1,0 +1,79 @@
+"""Study grids: joblib and Ray backends, the device check, the time budget and --resume, the landscape report."""
+
+import os
+
+import pytest
+import torch
+
+from svdgrad import SvdgradError
+from svdgrad.train import landscape, runner, trainer
+from svdgrad.train.cli import main as cli_main
+
+TINY = dict(dataset="textures", image_size=16, train_per_class=4, val_per_class=2, widths=(4, 4, 4),
+            reduced_channels=4, batch_size=20, epochs=1, protocol="ns", threads=1, progress=False, resume=True)
+
+
+@pytest.fixture
+def keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _todo(tmp_path, n):
+    return [(f"run{i}", trainer.TrainConfig(**TINY, seed=i, out=str(tmp_path / f"run{i}"))) for i in range(n)]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_refused_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(SvdgradError, match="Expected a CUDA device for --device cuda; .* Use --device cpu"):
+        runner.check_device("cuda")
+    runner.check_device("cpu")
+    assert cli_main("study", ["landscape", "--quick", "--device", "cuda", "--out", str(tmp_path / "s")]) == 2
+    assert "CUDA" in capsys.readouterr().err and not os.path.exists(tmp_path / "s")
+
+
+def test_joblib_runs_in_parallel_bounded_by_cores_and_drops_checkpoints(tmp_path, keep_threads):
+    assert runner.bounded_jobs(10 ** 6) == os.cpu_count() and runner.bounded_jobs(None) <= 2
+    with pytest.raises(SvdgradError, match="--jobs >= 1"):
+        runner.bounded_jobs(0)
+    todo = _todo(tmp_path, 2)
+    done = runner.run_all(todo, jobs=2, echo=lambda m: None)
+    assert sorted(done) == ["run0", "run1"]
+    assert all(runner.complete(c) and not os.path.exists(os.path.join(c.out, "checkpoint.pt")) for _, c in todo)
+
+
+def test_the_time_budget_stops_launching_and_the_rest_runs_later(tmp_path, keep_threads):
+    todo = _todo(tmp_path, 2)
+    assert runner.run_all(todo, jobs=1, echo=lambda m: None, max_minutes=0) == []
+    assert runner.run_all(todo[:1], jobs=1, echo=lambda m: None) == ["run0"]
+    assert [lab for lab, c in todo if not runner.complete(c)] == ["run1"]
+
+
+def test_ray_backend_on_a_local_instance(tmp_path, keep_threads):
+    pytest.importorskip("ray")
+    todo = _todo(tmp_path, 1)
+    assert runner.run_all(todo, jobs=1, backend="ray", echo=lambda m: None) == ["run0"]
+    assert runner.complete(todo[0][1])
+
+
+def test_a_partial_landscape_report_says_what_ran_and_how_to_complete_it(tmp_path):
+    out = str(tmp_path / "land")
+    landscape.run(quick=True, out=out, max_minutes=0, echo=lambda m: None)
+    text = open(os.path.join(out, "REPORT.md")).read()
+    assert "0 of the 13 planned runs" in text and "This report covers part of the grid" in text
+    assert "`svdgrad study landscape --quick --resume`" in text and "probes/gap: seeds 0" in text
+    with pytest.raises(SvdgradError, match="Pass --resume to run the 13 missing ones"):
+        landscape.run(quick=True, out=out, echo=lambda m: None)
+    with pytest.raises(SvdgradError, match="another grid"):
+        landscape.run(quick=False, out=out, echo=lambda m: None)
+
+
+def test_landscape_grid_is_data_and_shares_runs():
+    grid = list(landscape.configs(False, 2, "X"))
+    assert [s for _, _, s, _ in grid] == sorted(s for _, _, s, _ in grid)  # seed by seed
+    for part, name, _, cfg in grid:
+        cfg.validate()
+        assert cfg.out.startswith(os.path.join("X", "runs", part, name))
+    assert landscape.run_dir("X", "schedules", "gap-norm", 0) == landscape.run_dir("X", "probes", "gap", 0)
+    assert len({c.out for *_, c in grid}) == len(grid)
