@@ -326,15 +326,13 @@ def _seed_advice(runs) -> str:
         npd = stats.seeds_needed(sdd, TARGET_HALF_WIDTH, paired=True)
         txt += (f"; the paired hybrid − NS differences spread by {100 * sdd:.2f} points, so ±"
                 f"{100 * TARGET_HALF_WIDTH:.1f} needs {npd if npd else 'more than 1000'} seeds")
-    n_min = min(len(rs) for rs in runs.values())
-    return txt + f". This report has {n_min} to {max(len(rs) for rs in runs.values())} seeds per protocol."
+    n_min, n_max = min(len(rs) for rs in runs.values()), max(len(rs) for rs in runs.values())
+    return txt + (f". This report has {n_min} seeds per protocol." if n_min == n_max else
+                  f". This report has {n_min} to {n_max} seeds per protocol.")
 
 
-def _findings(runs, switch, d):
-    lines = []
-    judged = claims(runs, switch)
-    for c, unit, scale, digits in judged:
-        lines.append(f"- *{c.claim}*: {stats.describe(c, unit, scale, digits)}.")
+def _findings(runs, switch, judged):
+    """The summary of the verdicts and the seed advice (each claim is stated under its figure)."""
     by = {v: [c.claim.split(' (')[0] for c, *_ in judged if c.verdict == v]
           for v in (stats.HOLDS, stats.OTHER_WAY, stats.UNRESOLVED)}
     summary = (f"In short, of {len(judged)} claims (Holm-corrected as one family at 5%), {len(by[stats.HOLDS])} "
@@ -347,8 +345,32 @@ def _findings(runs, switch, d):
     if wide:
         summary += (f" {len(wide)} unresolved accuracy claims have a 95% interval wider than "
                     f"±{100 * TARGET_HALF_WIDTH:.1f} points: more seeds would narrow them.")
-    advice = _seed_advice(runs)
-    return [summary, "", *lines, "", advice, ""] + _other_findings(runs, switch, d)
+    return [summary, "", _seed_advice(runs)]
+
+
+def _claim_lines(judged, accuracy: bool):
+    return [f"- *{c.claim}*: {stats.describe(c, unit, scale, digits)}."
+            for c, unit, scale, digits in judged if (unit == "points") == accuracy]
+
+
+def _what_ran(runs, study) -> list[str]:
+    """Finished against planned runs, and the command that completes the grid."""
+    seeds = study["seeds"]
+    planned = study.get("planned_runs", seeds * len(PROTOCOLS))
+    done = sum(len(rs) for rs in runs.values())
+    lines = [f"{done} of the {planned} planned runs ({seeds} seeds × {len(PROTOCOLS)} protocols) are finished."]
+    if done < planned:
+        missing = []
+        for p in PROTOCOLS:
+            have = {r["seed"] for r in runs.get(p, [])}
+            lack = [k for k in range(seeds) if k not in have]
+            if lack:
+                missing.append(f"{p}: seeds {', '.join(map(str, lack))}")
+        cmd = ("svdgrad study hybrid" + (" --quick" if study.get("quick") else "") + f" --seeds {seeds} --resume")
+        lines += ["", "**This report covers part of the grid.** Missing: " + "; ".join(missing) + f". Complete it "
+                  f"with `{cmd}` (finished runs are kept, an interrupted run continues from its last epoch, and "
+                  f"this report is rewritten)."]
+    return lines
 
 
 def _other_findings(runs, switch, d):
@@ -446,6 +468,7 @@ def write_report(out: str) -> str:
         tm = mean_std([r["summary"]["elapsed_s"] for r in rs])[0]
         rows.append(f"| {LABELS[p]} | {len(rs)} | {_fmt(*fa)} | {_fmt(*ba)} | {_fmt(*fl, pct=False)} | {sk} "
                     f"| {kk} | {tm:.0f} |")
+    judged = claims(runs, switch)
     total_time = sum(r["summary"]["elapsed_s"] for rs in runs.values() for r in rs)
     n_runs = sum(len(rs) for rs in runs.values())
     s = settings
@@ -468,7 +491,7 @@ def write_report(out: str) -> str:
         f"{s['batch_size']}, {s['epochs']} epochs, `{s['schedule']}` schedule with the default milestones; the "
         f"hybrid runs switch at the last lr decay, epoch {switch}. Newton-Schulz: {s['ns_iterations']} "
         f"iterations; eigen methods computed in float64.",
-        f"- {study['seeds']} seed(s) per protocol, {n_runs} runs, {total_time / 60:.1f} minutes of run time in "
+        f"- {study['seeds']} seed(s) per protocol planned, {n_runs} runs finished (see What ran), {total_time / 60:.1f} minutes of run time in "
         f"all, so about {total_time / 60 / study['jobs']:.0f} minutes of wall time with {study['jobs']} parallel "
         f"job(s) of one thread each ({study['cpu_count']} cores shared with other work, torch {study['torch']}).",
         "",
@@ -480,16 +503,9 @@ def write_report(out: str) -> str:
         "",
         *rows,
         "",
-        "![accuracy and loss curves](curves.png)",
+        "## What ran",
         "",
-        "Left and middle: mean over seeds, with the range over the seeds as a band; the vertical line marks the "
-        "switch of the hybrid runs (NS before it, the SVD method from it on), and the hybrid lines start just "
-        "before it, since until then they are the NS runs. Right: the final value of every seed. "
-        + _identical_sentence(runs),
-        "",
-        "![condition number against epoch and lr](kappa.png)",
-        "",
-        "![skipped steps](skipped.png)",
+        *_what_ran(runs, study),
         "",
         "## Do the papers' findings hold here?",
         "",
@@ -499,7 +515,24 @@ def write_report(out: str) -> str:
         "holds or goes the other way when its Holm-adjusted p-value is below 0.05, and is otherwise not "
         "resolved, with its interval.",
         "",
-        *_findings(runs, switch, s['reduced_channels']),
+        *_findings(runs, switch, judged),
+        "",
+        "![accuracy and loss curves](curves.png)",
+        "",
+        "Left and middle: mean over seeds, with the range over the seeds as a band; the vertical line marks the "
+        "switch of the hybrid runs (NS before it, the SVD method from it on), and the hybrid lines start just "
+        "before it, since until then they are the NS runs. Right: the final value of every seed. "
+        + _identical_sentence(runs),
+        "",
+        *_claim_lines(judged, accuracy=True),
+        "",
+        "![condition number against epoch and lr](kappa.png)",
+        "",
+        *_claim_lines(judged, accuracy=False),
+        "",
+        "![skipped steps](skipped.png)",
+        "",
+        *_other_findings(runs, switch, s['reduced_channels']),
         "",
         "This is a small network on a small texture problem trained for a few epochs on a CPU, not ResNet-50 on "
         "ImageNet: agreement or disagreement here is evidence about this setting only.",
