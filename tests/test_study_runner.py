@@ -77,3 +77,27 @@ def test_landscape_grid_is_data_and_shares_runs():
         assert cfg.out.startswith(os.path.join("X", "runs", part, name))
     assert landscape.run_dir("X", "schedules", "gap-norm", 0) == landscape.run_dir("X", "probes", "gap", 0)
     assert len({c.out for *_, c in grid}) == len(grid)
+
+
+def test_train_modules_import_each_other_without_a_circle():
+    import ast
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "svdgrad", "train")
+    mods = [f[:-3] for f in os.listdir(root) if f.endswith(".py")]
+    graph = {}
+    for m in mods:
+        tree = ast.parse(open(os.path.join(root, f"{m}.py")).read())
+        deps = set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.level == 1:
+                deps |= {n.module} if n.module else {a.name for a in n.names}
+        graph[m] = deps & set(mods)
+
+    def reach(a, seen):
+        for b in graph[a]:
+            if b not in seen:
+                seen.add(b)
+                reach(b, seen)
+        return seen
+
+    assert [m for m in mods if m in reach(m, set())] == []

@@ -1,7 +1,7 @@
 """REPORT.md and figures of ``svdgrad study landscape``, computed from the saved run logs only.
 
 Reading the logs (``load``), the tables and claims (``claims``), one function per figure, then the
-Markdown writer (``write_report``).  Imports the grid (``landscape``) and ``stats``, never the runner.
+Markdown writer (``write_report``).  Imports the grid (``landscape_grid``) and ``stats``, never the runner.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import os
 
 from . import stats
-from .landscape import LABELS, PARTS, SHARED, run_dir
+from .landscape_grid import LABELS, PARTS, SHARED, run_dir
 from .report import mean_std
 
 
