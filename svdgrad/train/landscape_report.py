@@ -205,6 +205,27 @@ def _row(runs, key):
             f"{'—' if math.isnan(kg) else f'{kg:.2e}'} | {skipped} | {'—' if math.isnan(rel) else f'{rel:.2e}'} | {t:.0f} |")
 
 
+def gradient_predicts(runs) -> str:
+    """Does a run's mean gradient error predict its accuracy?  Spearman's rank correlation over the GCP runs
+    of the probes and precision parts (GCP-exact counts with error 0, the reference itself)."""
+    from scipy import stats as sps
+
+    pts = []
+    for key in (("probes", "gcp-ns"), ("probes", "gcp-exact"), ("precision", "sigma32"), ("precision", "features32")):
+        for r in runs.get(key, []):
+            rel = 0.0 if key[1] == "gcp-exact" else _mean_rel(r)
+            if not math.isnan(rel):
+                pts.append((rel, r["summary"]["final_val_acc"]))
+    if len(pts) < 4 or len({p[0] for p in pts}) < 2 or len({p[1] for p in pts}) < 2:
+        return "Too few probed runs to relate gradient error to accuracy."
+    rho, p = sps.spearmanr([a for a, _ in pts], [b for _, b in pts])
+    verdict = ("a larger gradient error goes with a lower accuracy" if p < 0.05 and rho < 0 else
+               "a larger gradient error goes with a higher accuracy" if p < 0.05 else
+               "the gradient error does not predict the accuracy at the 5% level")
+    return (f"Across the {len(pts)} probed GCP runs, Spearman's rank correlation between a run's mean relative "
+            f"gradient error and its final accuracy is {rho:+.2f} (p = {p:.2g}): {verdict}.")
+
+
 def _what_ran(runs, study) -> list[str]:
     seeds = study["seeds"]
     planned = study["planned_runs"]
@@ -300,6 +321,8 @@ def write_report(out: str) -> str:
                 ("probes", "gcp-ns")]),
         "",
         *said("float"),
+        "",
+        gradient_predicts(runs),
         "",
         "## Fast learning-rate schedules (CVPR20 Table 3) and corrupted images",
         "",

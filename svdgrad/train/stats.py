@@ -23,6 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+
+#: A spread below this fraction of the values is rounding: the runs are constant, and no t-test applies
+#: (scipy would divide by a rounding error).
+_TIES = 1e-12
 
 #: Verdicts, in the order a report lists them.
 HOLDS, OTHER_WAY, UNRESOLVED = "holds", "goes the other way", "not resolved"
@@ -64,7 +69,7 @@ def paired(claim: str, a: dict, b: dict, level: float = 0.95) -> Comparison:
     if n == 1:
         return Comparison(claim, "paired", 1, 1, mean, -math.inf, math.inf, math.nan, level)
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-    if sd == 0:  # every seed gives the same difference: no spread to test against
+    if sd <= _TIES * max(abs(x) for x in d):  # every seed gives the same difference (up to rounding)
         return Comparison(claim, "paired", n, n, mean, mean, mean, 1.0 if mean == 0 else 0.0, level)
     half = _t(level, n - 1) * sd / math.sqrt(n)
     p = float(stats.ttest_rel(d, [0.0] * n).pvalue)
@@ -87,11 +92,13 @@ def welch(claim: str, a, b, level: float = 0.95) -> Comparison:
     va = sum((x - ma) ** 2 for x in a) / (na - 1) / na
     vb = sum((x - mb) ** 2 for x in b) / (nb - 1) / nb
     se = math.sqrt(va + vb)
-    if se == 0:
+    if se <= _TIES * max(abs(ma), abs(mb)):  # both protocols constant over their seeds (up to rounding)
         return Comparison(claim, "welch", na, nb, diff, diff, diff, 1.0 if diff == 0 else 0.0, level)
     df = (va + vb) ** 2 / ((va ** 2 / (na - 1) if va else 0.0) + (vb ** 2 / (nb - 1) if vb else 0.0))
     half = _t(level, df) * se
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # a constant side is fine here; scipy warns about its moments
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return Comparison(claim, "welch", na, nb, diff, diff - half, diff + half, p, level)
 
 
