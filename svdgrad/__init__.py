@@ -2,11 +2,14 @@
 
 from ._api import eigh, gram_inv_sqrtm, gram_sqrtm, inv_sqrtm, logm, matrix_function, powm, sqrtm
 from ._spectral import functions
-from ._errors import SvdgradError
+from ._errors import ConvergenceWarning, SvdgradError
 from ._methods import (
     Exact,
     Method,
+    Mpa,
+    Mtp,
     NewtonSchulz,
+    PowerIteration,
     Ordinary,
     Pade,
     Taylor,
@@ -39,5 +42,9 @@ __all__ = [
     "Taylor",
     "Pade",
     "NewtonSchulz",
+    "Mpa",
+    "Mtp",
+    "PowerIteration",
+    "ConvergenceWarning",
 ]
 __version__ = "0.1.0"

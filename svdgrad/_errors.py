@@ -17,3 +17,7 @@ def describe(A) -> str:
         return f"shape={tuple(A.shape)}, dtype={A.dtype}"
     except AttributeError:
         return f"type={type(A).__name__}"
+
+
+class ConvergenceWarning(UserWarning):
+    """An iteration stopped at its cap before reaching its tolerance (the result is the last iterate)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _kernels, _newton_schulz
+from . import _kernels, _matmul_only, _newton_schulz
 from ._errors import SvdgradError, describe
 
 
@@ -243,6 +243,58 @@ def _zeros_like_input(dX, U, Vh):
     if dX is not None:
         return dX
     return U.new_zeros(U.shape[:-1] + (Vh.shape[-1],))
+
+
+class LyapunovRoot(torch.autograd.Function):
+    """F = A^{1/2} or A^{-1/2} from a matmul-only forward, with the Lyapunov backward (and jvp).
+
+    ``method.root(A, inverse)`` returns (Z ≈ A^{1/2}, F) without a graph.
+    vjp: X with Z X + X Z = sym(G) (for the inverse root Y: −sym(Y G Y));
+    jvp: dZ with Z dZ + dZ Z = sym(dA) (inverse: −Y dZ Y).  The same
+    self-adjoint solve, so the two agree.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, method, inverse):
+        with torch.no_grad():
+            Z, F = method.root(A, inverse)
+        # For the square root Z is F itself; an empty placeholder keeps F differentiable.
+        return F, (Z if inverse else F.new_empty(0))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, method, inverse = inputs
+        F, Z = output
+        ctx.mark_non_differentiable(Z)
+        ctx.save_for_backward(F, Z)
+        ctx.save_for_forward(F, Z)
+        ctx.method, ctx.inverse = method, inverse
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def _solve(ctx, F, Z, C):
+        Z = Z if ctx.inverse else F
+        return _matmul_only.lyapunov_solve(Z, C, tol=ctx.method.tol, max_iterations=ctx.method.max_iterations,
+                                           what=f"The Lyapunov backward of {ctx.method.name!r}")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gF, _gZ):
+        if gF is None:
+            return None, None, None
+        F, Z = ctx.saved_tensors
+        with _no_tf32():
+            C = -_kernels.sym(F @ gF @ F) if ctx.inverse else _kernels.sym(gF)
+            return LyapunovRoot._solve(ctx, F, Z, C), None, None
+
+    @staticmethod
+    def jvp(ctx, dA, _method, _inverse):
+        F, Z = ctx.saved_tensors
+        with _no_tf32():
+            dZ = LyapunovRoot._solve(ctx, F, Z, _kernels.sym(_tangent_or_zero(dA, Z)))
+            return (-(F @ dZ @ F) if ctx.inverse else dZ), None
 
 
 class _no_tf32:

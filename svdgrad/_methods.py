@@ -14,9 +14,9 @@ from typing import ClassVar
 
 import torch
 
-from . import _kernels, _newton_schulz
+from . import _kernels, _matmul_only, _newton_schulz
 from ._errors import SvdgradError
-from ._functions import NewtonSchulzManual, SpectralOp
+from ._functions import LyapunovRoot, NewtonSchulzManual, SpectralOp, eigh_or_raise
 from ._spectral import InvSqrt, SpectralFunction, Sqrt
 from ._pade import pade_coefficients
 
@@ -85,6 +85,19 @@ class Method(abc.ABC):
     #: Whether ``apply`` returns the eigenvalues (then the PSD check uses them;
     #: otherwise ``_validate.psd_violations`` decides the same rule by Cholesky).
     has_eigenvalues: ClassVar[bool] = True
+
+    #: Whether the forward computes f(A) to working precision (False: an approximation by design).
+    forward_is_exact: ClassVar[bool] = True
+
+    @property
+    def backward_is_derivative(self) -> bool:
+        """Whether the backward is the derivative of this forward (then gradcheck applies).
+
+        False for rules that are, by design, the derivative of something else:
+        the Lyapunov backward (exact root at the computed value), power
+        iteration (a truncated series).
+        """
+        return True
 
     #: Names of the spectral functions this method computes (``svdgrad.functions()``);
     #: None = every function, including a user's (``svdgrad.matrix_function``).
@@ -274,6 +287,7 @@ class TopN(_EigenMethod):
     """
 
     name: ClassVar[str] = "topn"
+    forward_is_exact: ClassVar[bool] = False  # a different function: the small eigenvalues are raised
     keep: float = 0.8
     keep_count: int | None = None
 
@@ -326,7 +340,13 @@ class NewtonSchulz(Method):
         or ``"autograd"`` (through the iterations).  Both make the same 36
         matmuls for 5 iterations and give the same gradient of the
         approximation; manual measured faster (reports/performance), while
-        autograd also supports double backward.
+        autograd also supports double backward.  ``"lyapunov"``: the exact
+        gradient of the square root at the computed output, solved by the
+        coupled matrix-sign iteration (``_matmul_only``), which separates
+        the forward's error from the backward rule's.
+    tol, max_iterations:
+        Stopping rule of the ``"lyapunov"`` backward (default 100·eps of the
+        compute dtype, 100 iterations; non-convergence is a ConvergenceWarning).
 
     ``eps`` is not used.  The PSD check applies the rule of the eigen
     methods, λmin >= -psd_tol·λmax, by Cholesky factorizations shifted by
@@ -336,10 +356,13 @@ class NewtonSchulz(Method):
 
     name: ClassVar[str] = "newton_schulz"
     has_eigenvalues: ClassVar[bool] = False
+    forward_is_exact: ClassVar[bool] = False
     functions: ClassVar[tuple[str, ...]] = ("sqrt", "inv_sqrt")
     iterations: int = 5
     normalization: str = "trace"
     backward: str = "manual"
+    tol: float | None = None
+    max_iterations: int = 100
 
     def __post_init__(self):
         super().__post_init__()
@@ -348,15 +371,31 @@ class NewtonSchulz(Method):
         if self.normalization not in _newton_schulz.NORMALIZATIONS:
             raise SvdgradError(f"Expected normalization in {_newton_schulz.NORMALIZATIONS}; "
                                f"received {self.normalization!r}.")
-        if self.backward not in ("manual", "autograd"):
-            raise SvdgradError(f"Expected backward 'manual' or 'autograd' for newton_schulz; received {self.backward!r}.")
+        if self.backward not in ("manual", "autograd", "lyapunov"):
+            raise SvdgradError(f"Expected backward 'manual', 'autograd' or 'lyapunov' for newton_schulz; "
+                               f"received {self.backward!r}.")
+        _check_lyapunov_options(self)
 
     @property
     def double_differentiable(self) -> bool:
         return self.backward == "autograd"
 
+    @property
+    def backward_is_derivative(self) -> bool:
+        return self.backward != "lyapunov"
+
+    def root(self, A, inverse):
+        """(Z ≈ A^{1/2}, F) without a graph, for the Lyapunov backward; for the inverse Z = F^{-1} exactly."""
+        F = _newton_schulz.forward(A, self.iterations, self.normalization, inverse)[0]
+        if not inverse:
+            return F, F
+        eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)
+        return _matmul_only._spd_inverse_apply(F, eye), F
+
     def apply(self, A, fn, p=None):
         inverse = isinstance(fn, InvSqrt)
+        if self.backward == "lyapunov":
+            return LyapunovRoot.apply(A, self, inverse)[0], None
         if self.backward == "manual":
             F = NewtonSchulzManual.apply(A, self.iterations, self.normalization, inverse)[0]
         else:
@@ -364,12 +403,162 @@ class NewtonSchulz(Method):
         return F, None
 
 
+def _check_lyapunov_options(m) -> None:
+    if m.tol is not None and not (_is_real(m.tol) and 0 < m.tol < 1):
+        raise SvdgradError(f"Expected 0 < tol < 1 (or None) for {m.name}; received tol={m.tol!r}.")
+    if not isinstance(m.max_iterations, int) or isinstance(m.max_iterations, bool) or m.max_iterations < 1:
+        raise SvdgradError(f"Expected an integer max_iterations >= 1 for {m.name}; received {m.max_iterations!r}.")
+
+
+def _check_degree(m, field: str, low: int = 0) -> None:
+    v = getattr(m, field)
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise SvdgradError(f"Expected an integer {field} >= {low} for {m.name}; received {v!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _MatmulRoot(Method):
+    """A matmul-only forward of A^{±1/2} with the Lyapunov backward (FDMS, ICLR22); see ``_matmul_only``.
+
+    tol:
+        Stopping rule of the backward's matrix-sign iteration, per matrix:
+        ‖I − B²‖_F/√n <= tol (default None = 100·eps of the compute dtype).
+    max_iterations:
+        Cap (default 100); a matrix still iterating is reported with a
+        ``svdgrad.ConvergenceWarning``.
+
+    The input is normalized per matrix by its Frobenius norm.  ``eps`` is
+    not used (no eigenvalues).  The gradient is the exact gradient of the
+    square root at the computed forward value.
+    """
+
+    has_eigenvalues: ClassVar[bool] = False
+    forward_is_exact: ClassVar[bool] = False
+    functions: ClassVar[tuple[str, ...]] = ("sqrt", "inv_sqrt")
+    backward: str = "lyapunov"
+    tol: float | None = None
+    max_iterations: int = 100
+
+    @property
+    def backward_is_derivative(self) -> bool:
+        return False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.backward != "lyapunov":
+            raise SvdgradError(f"Expected backward='lyapunov' for {self.name}; received {self.backward!r}.")
+        _check_lyapunov_options(self)
+
+    @abc.abstractmethod
+    def root(self, A, inverse):
+        """(Z ≈ A^{1/2}, F = Z or Z^{-1}) without a graph."""
+
+    def apply(self, A, fn, p=None):
+        return LyapunovRoot.apply(A, self, isinstance(fn, InvSqrt))[0], None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mpa(_MatmulRoot):
+    """Matrix Padé approximant: √(1 − z) ≈ P_M(z)/Q_N(z) at z = I − A/‖A‖_F (default [5/5], as FDMS)."""
+
+    name: ClassVar[str] = "mpa"
+    num_degree: int = 5
+    den_degree: int = 5
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_degree(self, "num_degree", 1)
+        _check_degree(self, "den_degree", 1)
+        _matmul_only.pade_roots(self.num_degree, self.den_degree)  # validates the roots, caches
+
+    def root(self, A, inverse):
+        return _matmul_only.mpa_root(A, self.num_degree, self.den_degree, inverse)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mtp(_MatmulRoot):
+    """Matrix Taylor polynomial: √(1 − z) ≈ Σ_{k<=degree} c_k z^k at z = I − A/‖A‖_F (default degree 10, as FDMS)."""
+
+    name: ClassVar[str] = "mtp"
+    degree: int = 10
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_degree(self, "degree", 1)
+
+    def root(self, A, inverse):
+        return _matmul_only.mtp_root(A, self.degree, inverse)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerIteration(Method):
+    """Eigenvectors re-derived by power iteration with deflation, differentiated through the iterations.
+
+    Wang, Dang, Hu, Fua & Salzmann, "Backpropagation-Friendly
+    Eigendecomposition" (NeurIPS 2019).  eigh gives the starting vectors
+    (detached); then, from the largest eigenvalue down, each vector is
+    refined by ``iterations`` power steps on the deflated matrix
+    A_f − Σ_{earlier} λ_j v_j v_jᵀ, with λ_i = v_iᵀ A_f v_i, and
+    F = Σ f(λ_i) v_i v_iᵀ.  A_f is A with its eigenvalues floored
+    (``eps``), so no power step divides by zero.  The forward is eigh's up
+    to the rounding that deflation accumulates (about κ·eps·n, more than
+    eigh's); the backward is autograd through the K steps, which replaces
+    1/(λi − λj) by a truncated series in λj/λi (Wang et al., TPAMI 2021).
+    Unlike DSVD's code, nothing multiplies by I − VVᵀ (which is zero for a
+    full basis).  Cost: n·iterations sequential matrix-vector steps.
+    Double backward raises: the starting vectors are constants, so the
+    second derivative through the steps is not the derivative of the gradient.
+    """
+
+    name: ClassVar[str] = "power_iteration"
+    # Deflation accumulates rounding: inv·sqrt = I to 3e-9 at κ = 1e6 in float64 (exact: 3e-14).
+    forward_is_exact: ClassVar[bool] = False
+    iterations: int = 9
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_degree(self, "iterations", 1)
+
+    @property
+    def backward_is_derivative(self) -> bool:
+        return False
+
+    def apply(self, A, fn, p=None):
+        # Constants: detach() also drops forward-mode tangents, which no_grad() would let through
+        # (and the jvp would then be eigh's exact derivative, not the power iteration's).
+        L, U = (t.detach() for t in eigh_or_raise(A.detach()))
+        Lf = L.clamp_min(_kernels.eigenvalue_floor(L, self.floor_eps(A.dtype)))
+        lift = (U * (Lf - L)[..., None, :]) @ U.mT  # A_f − A
+        Af = A + lift  # differentiable in A, eigenvalues >= the floor
+        n = A.shape[-1]
+        tiny = torch.finfo(A.dtype).tiny
+        R = Af
+        vs, lams = [], []
+        for i in range(n - 1, -1, -1):  # largest first
+            v = U[..., :, i]
+            for _ in range(self.iterations):
+                w = (R * v[..., None, :]).sum(-1)  # R v as a broadcast sum
+                v = w / torch.linalg.vector_norm(w, dim=-1, keepdim=True).clamp_min(tiny)
+            lam = (v * (R * v[..., None, :]).sum(-1)).sum(-1)  # (*)
+            vs.append(v)
+            lams.append(lam)
+            R = R - lam[..., None, None] * (v[..., :, None] * v[..., None, :])
+        V = torch.stack(vs[::-1], -1)  # ascending, like eigh
+        lam = torch.stack(lams[::-1], -1)
+        # Deflation leaves rounding noise of order eps·λmax in the smallest λ: floor their values
+        # straight-through (the value is raised, the derivative passes), as ``exact`` does.
+        floor = _kernels.eigenvalue_floor(L, self.floor_eps(A.dtype))  # (*, 1)
+        lam = lam + (floor - lam).clamp_min(0).detach()
+        phi = fn.f(lam, p)
+        return (V * phi[..., None, :]) @ V.mT, L
+
+
 # ---------------------------------------------------------------------------
 # Registry.
 # ---------------------------------------------------------------------------
 
 _REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Exact, Ordinary, Truncated, TopN, Taylor, Pade, NewtonSchulz)
+    cls.name: cls for cls in (Exact, Ordinary, Truncated, TopN, Taylor, Pade, NewtonSchulz, Mpa, Mtp, PowerIteration)
 }
 
 #: The K-rules that ``svdgrad.eigh`` accepts as ``backward``.

@@ -24,7 +24,7 @@ C_ACCURATE = 10.0
 ACCURATE = ("exact", "ordinary", "truncated", "taylor", "pade")
 
 #: Methods that approximate a different function.
-APPROXIMATE = ("topn", "newton_schulz")
+APPROXIMATE = ("topn", "newton_schulz", "mpa", "mtp")
 
 
 def accurate_tol(dtype, kappa: float, n: int) -> float:

@@ -46,16 +46,12 @@ DERIVATIVE_PAIRS = [(f, m) for f, m in PAIRS if _backward_is_derivative(m)]
 
 #: Failures of the core reported to the core developer (test name -> {(function, method): reason}).
 #: Each is a strict xfail: it must be removed when the core is fixed.
-_VMAP_CONTROL_FLOW = ("core: svdgrad/_matmul_only.py branches on tensor values (`if bool((info > 0).any())` "
-                      "after the Cholesky, `if bool(done.any())` in the Lyapunov loop), so torch.func.vmap raises "
-                      "'data-dependent control flow'; issue 9 asks that vmap still works")
 _PI_FORWARD = ("core: power_iteration's forward is not eigh's to rounding: inv_sqrtm(A)·sqrtm(A) departs from I "
                "by 3e-9 (float64, κ = 1e6, n = 10; bound 2e-12) and 1e-4 (float32, κ = 1e3; bound 5e-5)")
 _PI_LOG_SCALE = ("core: power_iteration's logm gradient is not scale-equivariant: c·gA(cA) differs from gA(A) "
                  "by 1e-7 to 6e-7 relative for c = 1e-7, 7.3, 3e5 (float64, n = 6, κ = 1e3; bound 9e-12); "
                  "sqrt/inv_sqrt/power are")
 CORE_BUGS = {
-    "jacfwd_vmap": {(f, m): _VMAP_CONTROL_FLOW for f in ("sqrt", "inv_sqrt") for m in ("mpa", "mtp")},
     "inv_times_sqrt": {("inv_sqrt", "power_iteration"): _PI_FORWARD},
     "scaling": {("log", "power_iteration"): _PI_LOG_SCALE},
     "log_scales": {("log", "power_iteration", torch.float64): _PI_LOG_SCALE},

@@ -11,14 +11,11 @@ from svdgrad import SvdgradError
 
 from .helpers import EPS
 
-#: inv_sqrtm methods that compute Σ^{-1/2} to working precision in the forward
-#: (topn and newton_schulz approximate a different function by design).
-APPROXIMATE = ("topn", "newton_schulz")
-
-
 #: Every method that computes inv_sqrt: a new one is tested here automatically.
 INV_SQRT = svdgrad.methods("inv_sqrt")
-ACCURATE = tuple(m for m in INV_SQRT if m not in APPROXIMATE)
+#: those that compute Σ^{-1/2} to working precision in the forward (each method declares it;
+#: topn, newton_schulz, mpa and mtp approximate by design).
+ACCURATE = tuple(m for m in INV_SQRT if svdgrad.get_method(m).forward_is_exact)
 #: ordinary's K = 1/(λi - λj) is infinite at the tied eigenvalues of Σ = eps·I
 #: by design (faithfully unstable), as documented.
 TIE_STABLE = tuple(m for m in INV_SQRT if m != "ordinary")
