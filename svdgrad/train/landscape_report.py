@@ -208,6 +208,25 @@ def _row(runs, key):
             f"{'—' if math.isnan(kg) else f'{kg:.2e}'} | {skipped} | {'—' if math.isnan(rel) else f'{rel:.2e}'} | {t:.0f} |")
 
 
+def robustness_table(runs) -> list[str]:
+    """Mean accuracy (%) over seeds on the clean and on every corrupted validation set."""
+    keys = [("probes", n) for n in PARTS["probes"] if runs.get(("probes", n))]
+    cols = None
+    rows = []
+    for k in keys:
+        rob = [r["summary"]["robustness"] for r in runs[k] if "robustness" in r["summary"]]
+        if not rob:
+            continue
+        cols = cols or list(rob[0])
+        rows.append(f"| {LABELS[k[1]]} | " + " | ".join(f"{100 * sum(x[c] for x in rob) / len(rob):.1f}"
+                                                      for c in cols) + " |")
+    if not rows:
+        return []
+    return ["| protocol | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols), *rows, "",
+            "Accuracy % on the validation images, mean over seeds; severities 1-3 of each corruption as in "
+            "`svdgrad.train.corruptions.SEVERITIES` (5 texture classes: chance is 20%)."]
+
+
 def gradient_predicts(runs) -> str:
     """Does a run's mean gradient error predict its accuracy?  Spearman's rank correlation over the GCP runs
     of the probes and precision parts (GCP-exact counts with error 0, the reference itself)."""
@@ -335,6 +354,9 @@ def write_report(out: str) -> str:
         *table([("probes", "gap"), ("probes", "gcp-ns")] + [("schedules", n) for n in PARTS["schedules"]]),
         "",
         *said("LR_"),
+        "",
+        *robustness_table(runs),
+        "",
         *said("corrupted"),
         "",
         "## The second-order dataset",
