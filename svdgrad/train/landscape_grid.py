@@ -48,7 +48,9 @@ LABELS = {"gap": "GAP", "gcp-ns": "GCP, Newton-Schulz", "gcp-exact": "GCP, exact
           "gap-norm": "GAP, LR_norm", "gcp-ns-norm": "GCP-NS, LR_norm", "gap-fast": "GAP, LR_fast",
           "gcp-ns-fast": "GCP-NS, LR_fast", "gap-adj": "GAP, LR_adj", "gcp-ns-adj": "GCP-NS, LR_adj",
           **{f"{h}-k{k:g}": f"{'GAP' if h == 'gap' else 'GCP-NS'}, κ {k:g}" for k in KAPPAS for h in ("gap", "gcp-ns")}}
-SEEDS = 3
+#: As the hybrid study (``grid.FULL_SEEDS``): about 6.5 minutes per seed on one core, so 8 seeds take
+#: about 50 minutes; --max-minutes and --resume split them over sittings.
+SEEDS = 8
 QUICK = dict(BASE, image_size=16, train_per_class=12, val_per_class=6, widths=(4, 8, 8), reduced_channels=6,
              epochs=2, batch_size=20)
 QUICK_OVERRIDES = dict(epochs=2, poly_final_epoch=3, image_size=16)
