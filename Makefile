@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test study bench setup clean
+.PHONY: test study bench mutate setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ study: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m svdgrad bench $(BENCH_ARGS)
+
+# Mutation test of the numerical core -> reports/mutation/REPORT.md (a standing habit: run it
+# after changing svdgrad/_*.py; about 20-30 min on 2 cores).
+mutate: $(STAMP)
+	$(PY) tools/mutate.py
 
 clean:
 	rm -rf $(VENV) .hypothesis
