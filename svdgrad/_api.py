@@ -54,10 +54,10 @@ def _prepare(A, m: Method, *, scale: bool = True) -> tuple[torch.Tensor, torch.T
     work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
     with torch.no_grad():
         amax = max_abs(work.detach())  # (*)
-    if m.check:
-        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax)
     k = scale_exponent(amax) if scale else torch.zeros_like(amax)
     scaled = times_pow2(times_pow2(work, -k), -k) if scale else work  # two factors 2^-k: 4^-k may not be representable
+    if m.check:  # the symmetry check's norms are taken of the scaled matrix: no overflow, no extra pass
+        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=scaled if scale else None)
     cdtype = _compute_dtype(A, m)
     return sym(scaled.to(cdtype)), k, A.dtype, cdtype
 

@@ -62,12 +62,14 @@ def max_abs(A: torch.Tensor) -> torch.Tensor:
 
 
 def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A",
-                 amax: torch.Tensor | None = None) -> None:
+                 amax: torch.Tensor | None = None, scaled: torch.Tensor | None = None) -> None:
     """Finite entries and symmetry within ``symmetry_tol`` (relative, Frobenius).
 
-    Both norms are taken of A / max|A|, so they cannot overflow (entries of
-    1e154 and above squared overflow float64, 1e20 float32) or underflow,
-    whatever the scale of A.  ``amax`` is ``max_abs(A)`` if the caller has it.
+    Both norms are taken of a copy of A with entries of order 1 (``scaled``,
+    A times any per-matrix factor, if the caller has one; else A/max|A|),
+    so they cannot overflow (entries of 1e154 and above squared overflow
+    float64, 1e20 float32) or underflow, whatever the scale of A.  ``amax``
+    is ``max_abs(A)`` if the caller has it.
     """
     if A.numel() == 0 or is_traced(A):
         return
@@ -83,14 +85,16 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
                 f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
                 f"here usually comes from an earlier overflow."
             )
-        As = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
-        scale = torch.linalg.matrix_norm(As)  # (*)
-        asym = torch.linalg.matrix_norm(As - As.mT)
+        if scaled is None:
+            scaled = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
+        scaled = scaled.detach()
+        scale = torch.linalg.matrix_norm(scaled)  # (*)
+        asym = torch.linalg.matrix_norm(scaled - scaled.mT)
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):
         idx = torch.nonzero(bad_mask)[0].tolist() if batch else []
-        rel = float((asym / scale.clamp_min(torch.finfo(Af.dtype).tiny)).max())
+        rel = float((asym / scale.clamp_min(torch.finfo(scale.dtype).tiny)).max())
         raise SvdgradError(
             f"Expected a symmetric {name} (relative asymmetry ||A - A^T|| / ||A|| <= "
             f"{tol:.2g}); received relative asymmetry {rel:.3g} at batch index "
@@ -99,41 +103,40 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
         )
 
 
-#: Power iterations behind the λmax estimate of ``psd_violations``.
-POWER_ITERATIONS = 6
-
-
 def psd_violations(A: torch.Tensor, psd_tol: float) -> torch.Tensor:
     """Batch mask (*) of matrices with λmin < -psd_tol·λmax, without an eigendecomposition for most.
 
     The same rule ``check_psd`` applies to computed eigenvalues, decided by
     Cholesky factorizations of A + psd_tol·μ·I:
 
-    - μ = the Rayleigh quotient of a few power iterates, a lower bound of
-      λmax.  Success means λmin > -psd_tol·μ >= -psd_tol·λmax: accepted.
+    - μ = a lower bound of λmax: the largest of max_i a_ii and the Rayleigh
+      quotients of v1 = A·e_m and v2 = A·v1, e_m the unit vector of the
+      largest diagonal entry (two power steps from a good start; every
+      Rayleigh quotient lies in [λmin, λmax], for any symmetric A).
+      Success means λmin > -psd_tol·μ >= -psd_tol·λmax: accepted.
     - μ = min(‖A‖_∞, ‖A‖_F), an upper bound of |λ|max.  Failure means
       λmin < -psd_tol·μ <= -psd_tol·λmax: rejected.
     - Only a matrix in between (λmin within the gap of the two bounds)
       gets its eigenvalues computed.
 
-    A valid PSD matrix costs a few matrix-vector products and one Cholesky
-    (n³/3 flops, a small fraction of an eigendecomposition).  The shift is
-    proportional to λmax, not to the trace (which grows with n and accepted
-    λmin = -0.1·λmax at n = 256).  ``A`` should be scaled to O(1) entries.
+    A valid PSD matrix costs about four elementwise passes and one
+    Cholesky (n³/3 flops, a small fraction of an eigendecomposition).  The
+    shift is proportional to λmax, not to the trace (which grows with n
+    and accepted λmin = -0.1·λmax at n = 256).  ``A`` should be scaled to
+    O(1) entries.
     """
-    n = A.shape[-1]
-    tiny = torch.finfo(A.dtype).tiny
     with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        v = torch.randn(n, generator=gen, dtype=torch.float64).to(A.dtype).to(A.device)
-        v = v.expand(A.shape[:-1])  # (*, n)
-        # Matrix-vector products as broadcast sums: a batched gemv costs
-        # about as much as a matmul on CPU at n = 64 (per-matrix dispatch).
-        for _ in range(POWER_ITERATIONS):
-            w = (A * v[..., None, :]).sum(-1)
-            v = w / torch.linalg.vector_norm(w, dim=-1, keepdim=True).clamp_min(tiny)
-        rayleigh = (v * (A * v[..., None, :]).sum(-1)).sum(-1)  # <= λmax, (*)
-        lower = torch.maximum(rayleigh, A.diagonal(dim1=-2, dim2=-1).amax(-1))  # a_ii <= λmax too
+        tiny = torch.finfo(A.dtype).tiny
+        diag = A.diagonal(dim1=-2, dim2=-1)  # (*, n)
+        m = diag.argmax(-1)  # (*)
+        v1 = torch.gather(A, -1, m[..., None, None].expand(A.shape[:-1] + (1,)))[..., 0]  # A e_m, (*, n)
+        v2 = (A * v1[..., None, :]).sum(-1)  # A v1 as a broadcast sum (a batched gemv costs a matmul)
+        v3 = (A * v2[..., None, :]).sum(-1)
+
+        def rayleigh(v, Av):
+            return (v * Av).sum(-1) / (v * v).sum(-1).clamp_min(tiny)
+
+        lower = torch.maximum(diag.amax(-1), torch.maximum(rayleigh(v1, v2), rayleigh(v2, v3)))  # <= λmax
         upper = torch.minimum(A.abs().sum(-1).amax(-1), torch.linalg.matrix_norm(A))  # >= |λ|max
 
         def factorizes(mu: torch.Tensor) -> torch.Tensor:
