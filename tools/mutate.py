@@ -9,6 +9,7 @@ construction); a survivor is a meaning no test pins.
     python tools/mutate.py                 # all mutants -> reports/mutation/REPORT.md
     python tools/mutate.py --only floor    # mutants whose id contains "floor"
     python tools/mutate.py --out runs/mut  # write the report elsewhere
+    python tools/mutate.py --fresh         # drop the rows of the earlier report first
 
 Run time: a few minutes on 2 cores (a killed mutant stops at its first
 failing test; a survivor runs the whole core suite, about 2 minutes).
@@ -208,24 +209,51 @@ def _check_import_path(scratch: Path) -> None:
         raise SystemExit(f"mutate: the tests would import {out.stdout.strip()}, not the mutated copy")
 
 
-def write_report(rows, out: Path, wall: float) -> None:
-    killed = sum(r[1] == "killed" for r in rows)
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+def read_report(path: Path) -> dict:
+    """Rows of an earlier REPORT.md: id -> (status, seconds, first failing test, commit)."""
+    rows = {}
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 6 and cells[0].startswith("`") and cells[0].endswith("`") and cells[3] != "not run":
+            try:
+                seconds = float(cells[4])
+            except ValueError:
+                seconds = 0.0
+            rows[cells[0].strip("`")] = (cells[3], seconds, cells[5], cells[6] if len(cells) >= 7 else "")
+    return rows
+
+
+def write_report(results: dict, out: Path, wall: float) -> None:
+    """results: id -> (status, seconds, first failing test, commit); every registered mutant is listed."""
+    rows = [(m, *results.get(m.id, ("not run", 0.0, "", ""))) for m in MUTANTS]
+    n_killed = sum(r[1] == "killed" for r in rows)
     counted = sum(r[1] in ("killed", "survived", "timeout") for r in rows)
     lines = [
         "# Mutation test of the numerical core",
         "",
-        "Written by `python tools/mutate.py`; each mutant is a one-line change in `svdgrad/` that alters",
-        "behaviour on valid input. A mutant is killed when one of the core test files fails",
+        "Written by `python tools/mutate.py` (`make mutate`); each mutant is a one-line change in `svdgrad/`",
+        "that alters behaviour on valid input. A mutant is killed when one of the core test files fails",
         f"({', '.join(f'`{t}`' for t in CORE_TESTS)}, ci hypothesis profile, torch.compile test excluded).",
+        "`--only TEXT` re-runs some mutants and keeps the other rows; the commit column says which code each",
+        "row ran against.",
         "",
-        f"**{killed} of {counted} mutants killed ({100 * killed / max(counted, 1):.0f}%)**, wall time {wall:.0f} s.",
+        f"**{n_killed} of {counted} mutants killed ({100 * n_killed / max(counted, 1):.0f}%).** Wall time of the "
+        f"last invocation: {wall:.0f} s.",
         "",
-        "| mutant | file | change | result | s | first failing test |",
-        "|---|---|---|---|---|---|",
+        "| mutant | file | change | result | s | first failing test | commit |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for m, status, dt, failed in rows:
-        lines.append(f"| `{m.id}` | `{m.path}` | {m.what} | {status} | {dt:.0f} | {failed.replace('|', '/')} |")
-    survivors = [m for m, status, _, _ in rows if status != "killed"]
+    for m, status, dt, failed, commit in rows:
+        what = m.what.replace("|", "/")
+        lines.append(f"| `{m.id}` | `{m.path}` | {what} | {status} | {dt:.0f} | {failed.replace('|', '/')} | {commit} |")
+    survivors = [m for m, status, *_ in rows if status not in ("killed", "not run")]
     lines += ["", "Survivors: " + (", ".join(f"`{m.id}`" for m in survivors) if survivors else "none."), ""]
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "REPORT.md.tmp"
@@ -238,8 +266,12 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="", help="run only mutants whose id contains this text")
     p.add_argument("--out", default=str(ROOT / "reports" / "mutation"), help="report folder")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
+    p.add_argument("--fresh", action="store_true", help="forget the rows of an earlier report")
     args = p.parse_args(argv)
     chosen = [m for m in MUTANTS if args.only in m.id]
+    out = Path(args.out)
+    results = {} if args.fresh else read_report(out / "REPORT.md")
+    commit = _commit()
     rows = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="svdgrad-mutants-") as d:
@@ -248,8 +280,9 @@ def main(argv=None) -> int:
         for i, m in enumerate(chosen, 1):
             status, dt, failed = run_mutant(m, scratch, args.timeout)
             rows.append((m, status, dt, failed))
+            results[m.id] = (status, dt, failed, commit)
+            write_report(results, out, time.monotonic() - t0)  # after every mutant: a kill loses nothing
             print(f"[{i}/{len(chosen)}] {m.id}: {status} ({dt:.0f} s) {failed}", flush=True)
-    write_report(rows, Path(args.out), time.monotonic() - t0)
     killed = sum(r[1] == "killed" for r in rows)
     print(f"{killed} of {len(rows)} killed; report in {args.out}/REPORT.md")
     return 0
