@@ -24,8 +24,8 @@ from svdgrad.testing import SPECTRA  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 #: A tiny grid: one mpmath-referenced size and one float64-exact-referenced size.
-TINY = ["--methods", "exact,ordinary,newton_schulz", "--sizes", "16,64", "--kappas", "0,8",
-        "--spectra", "logspaced,rank_deficient", "--seeds", "0", "--jobs", "1", "--no-progress"]
+TINY = ["--methods", "exact,ordinary,newton_schulz", "--functions", "sqrt,log", "--sizes", "16,64",
+        "--kappas", "0,8", "--spectra", "logspaced,rank_deficient", "--seeds", "0", "--jobs", "1", "--no-progress"]
 #: Not part of the comparison of two runs: timings.
 VOLATILE = {"time_ms"}
 
@@ -58,7 +58,10 @@ def test_default_grid_covers_the_issue():
     assert g.log10_kappas == tuple(range(13))
     assert set(g.spectra) == set(SPECTRA) >= {"logspaced", "clustered", "repeated", "rank_deficient"}
     assert len(g.seeds) >= 3 and len(set(g.seeds)) == len(g.seeds)
-    assert g.n_cells() == len(svdgrad.methods()) * 2 * 3 * 13 * len(SPECTRA) * len(g.seeds)
+    assert g.functions == svdgrad.functions()
+    sqrt_cells = sum(1 for m in g.methods for n in g.sizes if g.size_cap(m) is None or n <= g.size_cap(m)) \
+        * 2 * 13 * len(SPECTRA) * len(g.seeds)
+    assert g.n_cells() > sqrt_cells
     assert Grid.from_json(g.to_json()) == g
 
 
@@ -91,7 +94,7 @@ def test_methods_take_specs_with_options():
 
 
 def test_a_sweep_varies_a_methods_options(tmp_path):
-    argv = ["--methods", "taylor:degree=9,taylor", "--dtypes", "float64", "--sizes", "16", "--kappas", "6",
+    argv = ["--methods", "taylor:degree=9,taylor", "--functions", "sqrt", "--dtypes", "float64", "--sizes", "16", "--kappas", "6",
             "--spectra", "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
     assert cli.main("sweep", argv + ["--out", str(tmp_path)]) == 0
     rows = {r["method"]: r for r in read_rows(tmp_path / runner.RESULTS) if r["study"] == "method"}
@@ -133,15 +136,15 @@ def test_tiny_sweep_end_to_end(tiny_run, capsys):
     assert not [r for r in rows if r["error"]]
     by = {row_key(r): r for r in rows}
     # mpmath reference at n=16: exact float64 is accurate, ordinary is non-finite at κ = 1 (all ties).
-    r = by[("method", "exact", "", "float64", 16, 8, "logspaced", 0)]
+    r = by[("method", "sqrt", "exact", "", "float64", 16, 8, "logspaced", 0)]
     assert r["reference"] == cells.REF_MPMATH and float(r["grad_err"]) < 1e-6
-    assert float(by[("method", "ordinary", "", "float64", 16, 0, "logspaced", 0)]["nonfinite_grad"]) == 1.0
+    assert float(by[("method", "sqrt", "ordinary", "", "float64", 16, 0, "logspaced", 0)]["nonfinite_grad"]) == 1.0
     # float64 exact reference at n=64: never compared with itself, floor labelled.
-    r = by[("method", "exact", "", "float64", 64, 8, "logspaced", 0)]
+    r = by[("method", "sqrt", "exact", "", "float64", 64, 8, "logspaced", 0)]
     assert r["reference"] == cells.REF_SELF and r["grad_err"] == ""
-    r = by[("method", "exact", "", "float32", 64, 8, "logspaced", 0)]
+    r = by[("method", "sqrt", "exact", "", "float32", 64, 8, "logspaced", 0)]
     assert r["reference"] == cells.REF_EXACT64 and float(r["ref_floor"]) > 0 and r["at_floor"] == "0"
-    assert float(by[("eig", "eigvalsh", "", "float64", 16, 8, "logspaced", 0)]["kappa_reached"]) == \
+    assert float(by[("eig", "", "eigvalsh", "", "float64", 16, 8, "logspaced", 0)]["kappa_reached"]) == \
         pytest.approx(1e8, rel=1e-3)
     for name in ("REPORT.md", "approx.csv", "grid.json", "runs.jsonl", "grad_error_n16.png", "grad_error_n64.png",
                  "nonfinite.png", "blowup.png", "taylor_pade.png", "newton_schulz.png", "float32_eigenvalues.png"):
@@ -152,7 +155,7 @@ def test_tiny_sweep_end_to_end(tiny_run, capsys):
 
 
 def test_sweep_prints_the_gradient_error_table(tmp_path, capsys):
-    rc = cli.main("sweep", ["--methods", "exact,pade", "--sizes", "16", "--kappas", "0,12", "--spectra",
+    rc = cli.main("sweep", ["--methods", "exact,pade", "--functions", "sqrt", "--sizes", "16", "--kappas", "0,12", "--spectra",
                             "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report",
                             "--out", str(tmp_path)])
     assert rc == 0
@@ -177,14 +180,15 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
     def boom(*a, **k):
         raise RuntimeError("reference exploded")
 
-    monkeypatch.setattr(cells, "reference_sqrtm_grad", boom)
-    g = default_grid().narrow(methods=["exact"], sizes=[16, 64], log10_kappas=[2], spectra=["logspaced"],
-                              seeds=[0])
+    monkeypatch.setattr(cells, "reference_function_grad", boom)
+    g = default_grid().narrow(methods=["exact"], functions=["sqrt"], sizes=[16, 64], log10_kappas=[2],
+                              spectra=["logspaced"], seeds=[0])
     stats = runner.run_sweep(g, tmp_path, jobs=1, progress=False)
     rows = read_rows(tmp_path / runner.RESULTS)
     failed = [r for r in rows if r["error"]]
     assert failed and all("reference exploded" in r["error"] for r in failed)
-    assert {r["n"] for r in failed} == {"16"}  # n=64 uses float64 exact and is unaffected
+    # n=64 uses float64 exact and is unaffected (the features route has its own reference, so is unaffected too)
+    assert {r["n"] for r in failed} == {"16"} and {r["study"] for r in failed} == {"method", "option"}
     assert stats.written_rows == len(rows) == stats.planned_rows
     report.build(tmp_path)
     assert "Recorded errors" in (tmp_path / "REPORT.md").read_text()
@@ -195,7 +199,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
 # ---------------------------------------------------------------------------
 
 def test_kill_and_resume_lose_and_duplicate_nothing(tmp_path):
-    args = ["--methods", "exact,ordinary,taylor", "--sizes", "16", "--kappas", "0-12:4",
+    args = ["--methods", "exact,ordinary,taylor", "--functions", "sqrt", "--sizes", "16", "--kappas", "0-12:4",
             "--spectra", "logspaced,repeated", "--seeds", "0,1", "--jobs", "1", "--no-progress", "--no-report"]
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -237,7 +241,7 @@ def test_kill_and_resume_lose_and_duplicate_nothing(tmp_path):
 def test_store_drops_a_torn_line(tmp_path):
     store = ResultStore(tmp_path / "results.csv")
     store.reset()
-    row = cells._row(("method", "exact", "", "float64", 16, 0, "logspaced", 0), grad_err=1e-15, error="a, b")
+    row = cells._row(("method", "sqrt", "exact", "", "float64", 16, 0, "logspaced", 0), grad_err=1e-15, error="a, b")
     store.append([row])
     with open(store.path, "a") as f:
         f.write("method,ordinary")
@@ -312,8 +316,8 @@ def test_ray_backend_on_a_local_instance(tmp_path, capfd):
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(runner.THREAD_ENV)})
-        args = ["--methods", "exact,ordinary", "--sizes", "64", "--kappas", "6", "--spectra", "logspaced",
-                "--seeds", "0,1", "--no-progress", "--no-report"]
+        args = ["--methods", "exact,ordinary", "--functions", "sqrt", "--sizes", "64", "--kappas", "6",
+                "--spectra", "logspaced", "--seeds", "0,1", "--no-progress", "--no-report"]
         capfd.readouterr()  # what the test's own ray.init printed
         assert cli.main("sweep", args + ["--backend", "ray", "--jobs", "2", "--out", str(tmp_path / "ray")]) == 0
         err = capfd.readouterr().err

@@ -34,14 +34,14 @@ def tiny(tmp_path_factory):
         for k, err in by_k.items():
             for seed in (0, 1):
                 finite = math.isfinite(err)
-                rows.append(_row(("method", m, "", "float32", 16, k, sp, seed), reference=REF_MPMATH,
+                rows.append(_row(("method", "sqrt", m, "", "float32", 16, k, sp, seed), reference=REF_MPMATH,
                                  kappa_reached=10.0 ** k, fwd_err=1e-7, grad_err=err,
                                  nonfinite_out=0.0, nonfinite_grad=0.0 if finite else 1.0,
                                  blowup=1.0 if finite else math.inf, time_ms=0.1))
     for sp in ("logspaced", "repeated"):
         for k in (0, 2, 4):
             for seed in (0, 1):
-                rows.append(_row(("eig", "eigvalsh", "", "float32", 16, k, sp, seed), kappa_reached=10.0 ** k,
+                rows.append(_row(("eig", "", "eigvalsh", "", "float32", 16, k, sp, seed), kappa_reached=10.0 ** k,
                                  frac_nonpositive=0.0, frac_wrong_magnitude=0.0))
     store.append(rows)
     g = default_grid().narrow(methods=["exact", "ordinary", "taylor"], dtypes=["float32"], sizes=[16],

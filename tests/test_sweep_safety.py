@@ -31,7 +31,7 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHO
 HEADER = ",".join(COLUMNS) + "\n"
 
 #: One matrix, one method, one dtype: the cheapest sweep there is (~1 s).
-ONE = ["--methods", "exact", "--dtypes", "float64", "--sizes", "16", "--kappas", "2", "--spectra", "logspaced",
+ONE = ["--methods", "exact", "--functions", "sqrt", "--dtypes", "float64", "--sizes", "16", "--kappas", "2", "--spectra", "logspaced",
        "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
 
 
@@ -79,7 +79,7 @@ def test_finished_results_are_not_replaced_without_resume_or_overwrite(tmp_path,
     assert len(read_rows(out / "results.csv")) > 0
 
     # The README's partial-grid example, aimed at a folder with results: refused, nothing touched.
-    rc, cap = _sweep(["--methods", "exact,pade", "--dtypes", "float32", "--sizes", "16", "--kappas", "0",
+    rc, cap = _sweep(["--methods", "exact,pade", "--functions", "sqrt", "--dtypes", "float32", "--sizes", "16", "--kappas", "0",
                       "--spectra", "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress",
                       "--out", str(out)], capsys)
     assert rc == 2
@@ -101,7 +101,7 @@ def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
 
 def test_quick_writes_to_a_new_scratch_folder_not_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    narrow = ["--quick", "--methods", "exact", "--dtypes", "float64", "--kappas", "0", "--spectra", "logspaced",
+    narrow = ["--quick", "--methods", "exact", "--functions", "sqrt", "--dtypes", "float64", "--kappas", "0", "--spectra", "logspaced",
               "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
     outs = []
     for _ in range(2):  # the second smoke run neither refuses nor overwrites the first
@@ -234,7 +234,7 @@ def test_kill_9_of_the_sweep_leaves_no_worker_behind(tmp_path):
 
 def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path):
     out = tmp_path / "sweep"
-    args = ["--methods", "exact,ordinary", "--sizes", "16", "--kappas", "0-12:4", "--spectra", "logspaced",
+    args = ["--methods", "exact,ordinary", "--functions", "sqrt", "--sizes", "16", "--kappas", "0-12:4", "--spectra", "logspaced",
             "--seeds", "0,1", "--jobs", "2", "--no-progress", "--no-report"]
     # A new session, signalled as a group: what a terminal's Ctrl-C does (the workers get SIGINT too).
     proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "sweep", *args, "--out", str(out)], cwd=ROOT,
@@ -266,7 +266,9 @@ def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path):
     assert cli.main("sweep", argv[2:]) == 0
     after = read_rows(out / "results.csv")
     assert all(r in after for r in before)
-    assert len(before) < len(after) == len({row_key(r) for r in after}) == (2 * 2 + 2) * 4 * 2
+    g = cli.grid_from_args(cli._sweep_parser().parse_args(args))
+    expected = {k for n, kk, sp, s in g.matrices() for k in runner.matrix_keys(g, n, kk, sp, s)}
+    assert len(before) < len(after) == len({row_key(r) for r in after}) and {row_key(r) for r in after} == expected
 
 
 def test_resuming_a_narrower_grid_into_a_folder_keeps_its_grid_json(tmp_path):

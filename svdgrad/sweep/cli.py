@@ -1,6 +1,6 @@
 """``svdgrad sweep`` and ``svdgrad report``.
 
-    svdgrad sweep [--quick] [--methods M,..] [--dtypes D,..] [--sizes N,..]
+    svdgrad sweep [--quick] [--methods M,..] [--functions F,..] [--dtypes D,..] [--sizes N,..]
                   [--kappas K,..] [--spectra S,..] [--seeds S,..]
                   [--jobs J] [--backend loky|ray] [--ray-address ADDR]
                   [--resume | --overwrite] [--out DIR] [--no-progress] [--no-report]
@@ -129,7 +129,8 @@ def _names(axis: str, text: str, valid) -> list[str]:
 def _sweep_parser() -> argparse.ArgumentParser:
     g = default_grid()
     p = _Parser(prog="svdgrad sweep", description=(
-        "Condition-number sweep: gradient accuracy of every sqrtm method against a reference, "
+        "Condition-number sweep: gradient accuracy of every method of every matrix function (sqrt, "
+        "inverse sqrt, log, power, the features route) against a reference, "
         "float32 vs float64, over n, κ and spectrum shape. Writes results.csv, REPORT.md and figures."))
     p.add_argument("--quick", action="store_true",
                    help=f"small grid (n=16, κ=1e0,1e2,…,1e12; < 60 s on 2 cores), the smoke test; written to "
@@ -137,6 +138,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help=f"comma-separated methods from: {', '.join(g.methods)}; a method may carry "
                                      "options as a spec, e.g. taylor:degree=9 or "
                                      "newton_schulz:iterations=7,normalization=frobenius (the spec is its label)")
+    p.add_argument("--functions", help=f"subset of: {', '.join(g.functions)} (each with the methods valid for it)")
     p.add_argument("--dtypes", help=f"subset of: {', '.join(g.dtypes)}")
     p.add_argument("--sizes", help=f"subset of n: {', '.join(map(str, g.sizes))}")
     p.add_argument("--kappas", help="subset of log10 κ, e.g. 0,6,12 or 0-12:2 (default 0-12)")
@@ -179,6 +181,8 @@ def grid_from_args(args):
         if not methods:
             raise UsageError(f"--methods: expected at least one of {', '.join(base.methods)}; "
                              f"received {args.methods!r}")
+    if args.functions is not None:
+        axes["functions"] = _names("functions", args.functions, base.functions)
     if args.dtypes is not None:
         axes["dtypes"] = _names("dtypes", args.dtypes, base.dtypes)
     if args.spectra is not None:
@@ -229,8 +233,8 @@ def _sweep(argv) -> int:
 
     # After Ctrl-C joblib warns that the cells in flight were cancelled; the one-line message says it all.
     warnings.filterwarnings("ignore", message=r"\d+ tasks which were still being processed", category=UserWarning)
-    print(f"svdgrad sweep: {grid.n_cells()} cells ({len(grid.methods)} methods × {len(grid.dtypes)} dtypes × "
-          f"{len(grid.matrices())} matrices) -> {out}/{RESULTS}  [jobs={args.jobs}, backend={args.backend}"
+    print(f"svdgrad sweep: {grid.n_cells()} main cells ({len(grid.functions)} functions × {len(grid.methods)} "
+          f"methods where valid × {len(grid.dtypes)} dtypes on {len(grid.matrices())} matrices) -> {out}/{RESULTS}  [jobs={args.jobs}, backend={args.backend}"
           f"{', resume' if args.resume else ''}{', overwrite' if args.overwrite else ''}]", flush=True)
     try:
         stats = run_sweep(grid, out, jobs=args.jobs, backend=args.backend, resume=args.resume,

@@ -19,6 +19,9 @@ PLOT_CEIL = 1e3
 
 _MARKERS = "osD^v<>pP*hX"
 
+#: How each function is named in titles.
+FUNCTION_TITLES = {"sqrt": "sqrtm", "inv_sqrt": "inv_sqrtm", "log": "logm", "power": "powm"}
+
 
 def _plt():
     import matplotlib
@@ -57,7 +60,7 @@ def _layout(fig, handles=(), labels=(), ncol=6, title=""):
                         wspace=0.12, hspace=0.35)
 
 
-def fig_grad_error(cells, ax, n, path):
+def fig_grad_error(cells, ax, n, path, function="sqrt"):
     plt = _plt()
     colors = _colors(ax["methods"])
     nd, ns = len(ax["dtypes"]), len(ax["spectra"])
@@ -102,7 +105,8 @@ def fig_grad_error(cells, ax, n, path):
                 a.set_ylabel("rel. gradient error")
             a.grid(True, which="major", lw=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    _layout(fig, handles, labels, ncol=6, title=f"Gradient error vs κ, n = {n} (median over seeds; × at the top "
+    _layout(fig, handles, labels, ncol=6, title=f"{FUNCTION_TITLES.get(function, function)}: gradient error vs κ, "
+            f"n = {n} (median over seeds; × at the top "
             f"= non-finite; hollow = at the reference floor)")
     _save(fig, path)
     plt.close(fig)
@@ -327,3 +331,89 @@ def fig_eigenvalues(rows, ax, path):
     _save(fig, path)
     plt.close(fig)
 
+
+
+def fig_gram(rows, path):
+    """Features route: gradient error (w.r.t. X) against κ(X Xᵀ), one panel per n, a line per route × dtype."""
+    from .cells import GRAM_ROUTE, GRAM_VIA_SIGMA
+
+    plt = _plt()
+    gr = [r for r in rows if r["study"] == "gram" and not r["error"] and r["reference"] != REF_SELF]
+    if not gr:
+        return False
+    sizes = sorted({r["n"] for r in gr})
+    g = group(gr, "method", "dtype", "n", "log10_kappa")
+    ks = sorted({r["log10_kappa"] for r in gr})
+    kap = [10.0 ** k for k in ks]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes) + 0.8, 3.9), squeeze=False, sharey=True)
+    styles = {(GRAM_ROUTE, "float32"): ("C0", "o-"), (GRAM_ROUTE, "float64"): ("C0", "s--"),
+              (GRAM_VIA_SIGMA, "float32"): ("C3", "o-"), (GRAM_VIA_SIGMA, "float64"): ("C3", "s--")}
+    for j, n in enumerate(sizes):
+        a = axes[0][j]
+        a.plot(kap, [math.sqrt(k) * EPS32 for k in kap], "k:", lw=1, label="κ(X)·eps32")
+        a.plot(kap, [k * EPS32 for k in kap], "k-.", lw=0.8, label="κ(X Xᵀ)·eps32")
+        for (m, d), (c, st) in styles.items():
+            ys = [median([r["grad_err"] for r in g.get((m, d, n, k), [])]) for k in ks]
+            ys = [min(max(y, 1e-17), PLOT_CEIL) if math.isfinite(y) else math.nan for y in ys]
+            a.plot(kap, ys, st, color=c, ms=3, lw=1, label=f"{m}, {d}")
+        ref = {r["reference"] for r in gr if r["n"] == n}
+        a.set_title(f"n = {n}, N = {n}·columns (reference: {', '.join(sorted(ref))})", fontsize=8)
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("κ(X Xᵀ)")
+        a.grid(True, lw=0.3)
+    axes[0][0].set_ylabel("rel. error of ∂L/∂X")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    _layout(fig, handles, labels, ncol=3, title="Features route: gram_sqrtm(X) against sqrtm(X Xᵀ), median over seeds")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def fig_accuracy_cost(points, n, path):
+    """Gradient error against time for every method setting (``tables.accuracy_cost``): rows = κ band,
+    columns = dtype; one labelled point per setting, coloured by method."""
+    plt = _plt()
+    if not points:
+        return False
+    dtypes = ordered({p["dtype"] for p in points}, grid_mod.DTYPES)
+    bands = [b for b, _, _ in grid_mod.KAPPA_BANDS]
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    colors = _colors(methods)
+    fig, axes = plt.subplots(len(bands), len(dtypes), figsize=(5.2 * len(dtypes) + 0.8, 3.3 * len(bands) + 1.2),
+                             squeeze=False, sharex=True, sharey=True)
+    for i, band in enumerate(bands):
+        for j, d in enumerate(dtypes):
+            a = axes[i][j]
+            edge = a.get_xaxis_transform()
+            for p in points:
+                if p["dtype"] != d:
+                    continue
+                err, floored = p["err"].get(band, math.nan), p["floored"].get(band, False)
+                mi = methods.index(p["method"])
+                mk = _MARKERS[mi % len(_MARKERS)]
+                if math.isnan(err):
+                    continue
+                if math.isinf(err):
+                    a.plot([p["time"]], [1.0], ls="none", marker="^", ms=6, color=colors[p["method"]],
+                           transform=edge, clip_on=False)
+                    continue
+                a.plot([p["time"]], [max(err, 1e-17)], ls="none", marker=mk, ms=5, color=colors[p["method"]],
+                       mfc="none" if floored else colors[p["method"]])
+                a.annotate(p["short"], (p["time"], max(err, 1e-17)), fontsize=5.5, xytext=(3, 2),
+                           textcoords="offset points", color=colors[p["method"]])
+            a.set_xscale("log")
+            a.set_yscale("log")
+            a.set_title(f"{d}, {band}", fontsize=8)
+            if i == len(bands) - 1:
+                a.set_xlabel("median ms, forward + backward (one matrix, one thread)")
+            if j == 0:
+                a.set_ylabel("median rel. gradient error")
+            a.grid(True, which="major", lw=0.3)
+    handles = [axes[0][0].plot([], [], ls="none", marker=_MARKERS[i % len(_MARKERS)], color=colors[m])[0]
+               for i, m in enumerate(methods)]
+    _layout(fig, handles, methods, ncol=5, title=f"sqrtm: gradient error against cost, every method setting, n = {n} "
+            "(logspaced; hollow = at the float64 reference's floor; ▲ = non-finite)")
+    _save(fig, path)
+    plt.close(fig)
+    return True

@@ -18,6 +18,37 @@ from ..testing import SPECTRA
 #: Input dtypes the sweep knows, by name.
 DTYPES = ("float32", "float64")
 
+#: The function axis: names of ``svdgrad.functions()`` that the sweep measures.  Each function is run
+#: with every method of ``svdgrad.methods(function)`` that the grid lists.
+FUNCTIONS = ("sqrt", "inv_sqrt", "log", "power")
+
+#: The exponent of the ``power`` rows (``svdgrad.powm(A, POWER_P)``): a fractional power that is
+#: neither ±1/2 (those are sqrt and inv_sqrt) nor unbounded at 0.
+POWER_P = 0.25
+
+#: Functions whose value is infinite at λ = 0: the ``rank_deficient`` spectrum (exact zero
+#: eigenvalues) is undefined by construction for them and is not run.
+UNBOUNDED_AT_ZERO = ("inv_sqrt", "log")
+
+#: Baselines outside svdgrad, run as extra rows of the sqrt function when the installed torch has
+#: them (``available_baselines``), skipped otherwise (the report says which were skipped and why).
+BASELINES = ("torch.linalg.matrix_sqrth",)
+
+#: The method settings of the options study (canonical ``svdgrad.method_spec`` labels or specs):
+#: Newton–Schulz iterations 3/5/10 with the manual and the Lyapunov backward, MPA [3/3], [5/5], [8/8],
+#: MTP degree 5/10/20, power-iteration steps 3/9/19, Taylor degree 9/100.  The defaults are listed
+#: too, so that every setting is measured on the same matrices with the same timing.
+OPTION_SPECS = (
+    "newton_schulz:iterations=3", "newton_schulz", "newton_schulz:iterations=10",
+    "newton_schulz:iterations=3,backward=lyapunov", "newton_schulz:backward=lyapunov",
+    "newton_schulz:iterations=10,backward=lyapunov",
+    "mpa:num_degree=3,den_degree=3", "mpa", "mpa:num_degree=8,den_degree=8",
+    "mtp:degree=5", "mtp", "mtp:degree=20",
+    "power_iteration:iterations=3", "power_iteration", "power_iteration:iterations=19",
+    "taylor:degree=9", "taylor",
+    "exact", "ordinary", "truncated", "topn", "pade",
+)
+
 #: Largest n for which the reference is computed with mpmath.  Measured on
 #: the 2-core study machine (``reference_sqrtm_grad``, one matrix, dps 50):
 #: n=16 0.3 s, n=32 1.7 s, n=64 8.5-14 s.  At n=64 the 156 matrices of the
@@ -60,6 +91,22 @@ def undefined_by_construction(method: str, spectrum: str, log10_kappa: int) -> s
     return None
 
 
+def available_baselines() -> tuple[tuple[str, ...], dict[str, str]]:
+    """(baselines the installed torch has, {skipped baseline: why})."""
+    import torch
+
+    have, skipped = [], {}
+    for name in BASELINES:
+        obj = torch
+        for part in name.split(".")[1:]:
+            obj = getattr(obj, part, None)
+        if callable(obj):
+            have.append(name)
+        else:
+            skipped[name] = f"torch {torch.__version__} has no {name}"
+    return tuple(have), skipped
+
+
 def reference_floor(kappa: float, n: int) -> float:
     """Error level of a float64 ``exact`` reference for a matrix of condition κ and size n."""
     return REFERENCE_FLOOR_FACTOR * (kappa + n) * 2.0 ** -52
@@ -69,8 +116,19 @@ def reference_floor(kappa: float, n: int) -> float:
 class Grid:
     """Axes of the sweep and the settings of its side studies.
 
-    Main study: every (method, dtype) on every matrix (n, κ = 10**k,
-    spectrum, seed).  Side studies on the same matrices:
+    Main study: every (function, method valid for it, dtype) on every matrix
+    (n, κ = 10**k, spectrum, seed); functions other than sqrt only at
+    ``function_sizes`` and ``function_seeds`` (they multiply the cost), and
+    inv_sqrt and log not on ``rank_deficient`` (``UNBOUNDED_AT_ZERO``).
+    ``max_size`` caps n per method (power_iteration: its deflated power
+    steps cost seconds per matrix at n = 256).  The features route
+    (``gram``): ``gram_sqrtm(X)`` and ``sqrtm(X Xᵀ)`` on X =
+    ``svdgrad.testing.features(n, gram_columns·n, κ(X) = √κ)``, so that
+    κ(X Xᵀ) = κ, at ``gram_sizes`` / ``gram_seeds``, logspaced singular
+    values.  Options study: every ``option_specs`` setting of sqrt at
+    ``option_sizes`` / ``option_seeds`` on ``option_spectra``, the data of
+    the accuracy–cost figure.  Baselines (``BASELINES``) as rows of sqrt
+    when the installed torch has them.  Side studies on the same matrices:
     Newton–Schulz with ``ns_iterations`` × ``ns_normalizations`` (float64
     input, ``ns_spectra`` only), and the float32/float64 eigenvalue
     precision probe (all matrices).  The Taylor/Padé approximation study
@@ -78,6 +136,7 @@ class Grid:
     """
 
     methods: tuple[str, ...]
+    functions: tuple[str, ...] = FUNCTIONS
     dtypes: tuple[str, ...] = DTYPES
     sizes: tuple[int, ...] = (16, 64, 256)
     log10_kappas: tuple[int, ...] = tuple(range(13))
@@ -88,12 +147,27 @@ class Grid:
     ns_spectra: tuple[str, ...] = ("logspaced",)
     approx_taylor_degrees: tuple[int, ...] = (9, 25, 100, 400)
     approx_pade_degrees: tuple[tuple[int, int], ...] = ((1, 1), (5, 5), (50, 50))
-    timing_repeats: int = 3
+    function_sizes: tuple[int, ...] = (16, 64)
+    function_seeds: tuple[int, ...] = (0,)
+    max_size: tuple[tuple[str, int], ...] = (("power_iteration", 64),)
+    power_p: float = POWER_P
+    gram_sizes: tuple[int, ...] = (16, 64, 256)
+    gram_seeds: tuple[int, ...] = (0, 1, 2)
+    gram_columns: int = 2
+    option_specs: tuple[str, ...] = OPTION_SPECS
+    option_sizes: tuple[int, ...] = (16, 64)
+    option_seeds: tuple[int, ...] = (0,)
+    option_spectra: tuple[str, ...] = ("logspaced",)
+    baselines: tuple[str, ...] = BASELINES
+    #: timed calls per row after one untimed warm-up (1 since the function axis: the full grid must fit
+    #: its time budget; the accuracy–cost figure takes medians over κ, and ``svdgrad bench`` is the
+    #: timing tool)
+    timing_repeats: int = 1
     mpmath_max_n: int = MPMATH_MAX_N
     mpmath_dps: int = MPMATH_DPS
 
     #: The axes that ``narrow`` (and the CLI) can restrict.
-    AXES = ("methods", "dtypes", "sizes", "log10_kappas", "spectra", "seeds")
+    AXES = ("methods", "functions", "dtypes", "sizes", "log10_kappas", "spectra", "seeds")
 
     def matrices(self):
         """(n, log10 κ, spectrum, seed) for every matrix, heaviest (largest n) first."""
@@ -101,8 +175,42 @@ class Grid:
                 for sp in self.spectra for s in self.seeds]
 
     def n_cells(self) -> int:
-        """Main-study cells: one per (method, dtype, matrix)."""
-        return len(self.methods) * len(self.dtypes) * len(self.matrices())
+        """Main-study cells: one per (function, method, dtype, matrix) that the grid runs."""
+        return sum(len(self.pairs(n, sp, s)) for n, _, sp, s in self.matrices()) * len(self.dtypes)
+
+    def size_cap(self, method: str) -> int | None:
+        return dict(self.max_size).get(method.partition(":")[0])
+
+    def runs(self, function: str, method: str, n: int, spectrum: str, seed: int) -> bool:
+        """Whether the main study runs (function, method) on such a matrix."""
+        from .. import methods as valid
+
+        if method.partition(":")[0] not in valid(function):
+            return False
+        cap = self.size_cap(method)
+        if cap is not None and n > cap:
+            return False
+        if function != "sqrt" and (n not in self.function_sizes or seed not in self.function_seeds):
+            return False
+        return not (function in UNBOUNDED_AT_ZERO and spectrum == "rank_deficient")
+
+    def options(self, n: int, spectrum: str, seed: int) -> tuple[str, ...]:
+        """Settings of the options study on one matrix: those of ``option_specs`` whose method the grid lists."""
+        if "sqrt" not in self.functions or n not in self.option_sizes or seed not in self.option_seeds \
+                or spectrum not in self.option_spectra:
+            return ()
+        names = {m.partition(":")[0] for m in self.methods}
+        return tuple(s for s in self.option_specs if s.partition(":")[0] in names
+                     and (self.size_cap(s) is None or n <= self.size_cap(s)))
+
+    def gram(self, n: int, spectrum: str, seed: int) -> bool:
+        """Whether the features-route rows run on this matrix's (n, κ, seed) (logspaced singular values)."""
+        return ("sqrt" in self.functions and "exact" in self.methods and spectrum == "logspaced"
+                and n in self.gram_sizes and seed in self.gram_seeds)
+
+    def pairs(self, n: int, spectrum: str, seed: int) -> list[tuple[str, str]]:
+        """(function, method) of the main study on one matrix."""
+        return [(f, m) for f in self.functions for m in self.methods if self.runs(f, m, n, spectrum, seed)]
 
     def narrow(self, **axes) -> "Grid":
         """A copy restricted on the given axes; every value must be one of this grid's."""
@@ -163,8 +271,9 @@ class Grid:
 
 
 def default_grid() -> Grid:
-    """The full grid: every registered method, float32 and float64, n ∈ {16, 64, 256},
-    κ = 1e0 … 1e12 by decades, all four spectra, three seeds."""
+    """The full grid: every registered method on every function it supports, float32 and float64,
+    n ∈ {16, 64, 256}, κ = 1e0 … 1e12 by decades, all four spectra, three seeds (functions other
+    than sqrt: n ∈ {16, 64}, one seed), the features route, the options study."""
     return Grid(methods=tuple(_registered_methods()))
 
 

@@ -24,9 +24,9 @@ __all__ = ["build", "console_table", "load", "load_grid", "method_cells"]
 
 def console_table(out: Path) -> str:
     """Gradient error (median over seeds) per method and dtype against κ, at the smallest n, per spectrum."""
-    rows = load(out)
+    rows = tables.sqrt_rows(load(out))
     if not any(r["study"] == "method" for r in rows):
-        return "(no method rows)"
+        return "(no sqrt method rows)"
     ax = axes(rows, load_grid(out))
     cells = method_cells(rows)
     n = ax["sizes"][0]
@@ -43,11 +43,12 @@ def console_table(out: Path) -> str:
 def build(out: Path) -> Path:
     """Write REPORT.md and the figures into ``out`` from its results.csv / approx.csv / grid.json."""
     out = Path(out)
-    rows = load(out)
+    all_rows = load(out)
+    rows = tables.sqrt_rows(all_rows)
     g = load_grid(out)
     approx = tables.load_approx(out)
     if not any(r["study"] == "method" for r in rows):
-        raise ValueError(f"{out / RESULTS} holds no method rows; nothing to report")
+        raise ValueError(f"{out / RESULTS} holds no sqrt method rows; nothing to report")
     ax = axes(rows, g)
     cells = method_cells(rows)
     figs = {}
@@ -68,6 +69,20 @@ def build(out: Path) -> Path:
         figs["ns"] = "newton_schulz.png"
     figs["eig"] = "float32_eigenvalues.png"
     figures.fig_eigenvalues(rows, ax, out / figs["eig"])
-    text = markdown.write(rows, approx, g, ax, cells, figs, tables.load_runs(out))
+    for f in tables.functions_present(all_rows, g):
+        if f == "sqrt":
+            continue
+        frows = tables.function_rows(all_rows, f)
+        fax = axes(frows, g)
+        fcells = method_cells(frows)
+        for n in fax["sizes"]:
+            figs[f"{f}_grad_{n}"] = f"{f}_grad_error_n{n}.png"
+            figures.fig_grad_error(fcells, fax, n, out / figs[f"{f}_grad_{n}"], function=f)
+    if figures.fig_gram(all_rows, out / "gram.png"):
+        figs["gram"] = "gram.png"
+    for n in tables.option_sizes(all_rows):
+        if figures.fig_accuracy_cost(tables.accuracy_cost(all_rows, n), n, out / f"accuracy_cost_n{n}.png"):
+            figs[f"accuracy_cost_{n}"] = f"accuracy_cost_n{n}.png"
+    text = markdown.write(rows, approx, g, ax, cells, figs, tables.load_runs(out), all_rows=all_rows)
     write_atomic(out / REPORT, text)
     return out / REPORT

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .cells import COLUMNS, CellTask, ns_variant, run_cell
-from .grid import Grid
+from .cells import COLUMNS, GRAM_ROUTE, GRAM_VIA_SIGMA, CellTask, ns_variant, run_cell
+from .grid import Grid, available_baselines
 from .store import ResultStore, write_atomic, write_table
 
 #: Files of an output directory.
@@ -33,25 +33,40 @@ THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_N
                                 "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
 
 
-def matrix_keys(grid: Grid, n: int, k: int, spectrum: str, seed: int) -> list[tuple]:
-    """Every row key the grid defines on one matrix, in a fixed order."""
-    keys = [("method", m, "", d, n, k, spectrum, seed) for m in grid.methods for d in grid.dtypes]
-    if "newton_schulz" in grid.methods and "float64" in grid.dtypes and spectrum in grid.ns_spectra:
-        keys += [("ns", "newton_schulz", ns_variant(norm, it), "float64", n, k, spectrum, seed)
-                 for norm in grid.ns_normalizations for it in grid.ns_iterations]
-    keys += [("eig", "eigvalsh", "", d, n, k, spectrum, seed) for d in grid.dtypes]
+def matrix_keys(grid: Grid, n: int, k: int, spectrum: str, seed: int, baselines=None) -> list[tuple]:
+    """Every row key the grid defines on one matrix, in a fixed order.
+
+    ``baselines``: the baselines to run (default: those of ``grid.baselines`` the installed torch has).
+    """
+    if baselines is None:
+        baselines = [b for b in available_baselines()[0] if b in grid.baselines]
+    keys = [("method", f, m, "", d, n, k, spectrum, seed) for f, m in grid.pairs(n, spectrum, seed)
+            for d in grid.dtypes]
+    if "sqrt" in grid.functions:
+        keys += [("baseline", "sqrt", b, "", d, n, k, spectrum, seed) for b in baselines for d in grid.dtypes]
+        keys += [("option", "sqrt", o, "", d, n, k, spectrum, seed) for o in grid.options(n, spectrum, seed)
+                 for d in grid.dtypes]
+        if grid.gram(n, spectrum, seed):
+            keys += [("gram", "sqrt", m, "", d, n, k, spectrum, seed) for m in (GRAM_ROUTE, GRAM_VIA_SIGMA)
+                     for d in grid.dtypes]
+        if "newton_schulz" in grid.methods and "float64" in grid.dtypes and spectrum in grid.ns_spectra:
+            keys += [("ns", "sqrt", "newton_schulz", ns_variant(norm, it), "float64", n, k, spectrum, seed)
+                     for norm in grid.ns_normalizations for it in grid.ns_iterations]
+    keys += [("eig", "", "eigvalsh", "", d, n, k, spectrum, seed) for d in grid.dtypes]
     return keys
 
 
 def plan(grid: Grid, done: set[tuple] = frozenset()) -> list[CellTask]:
     """One task per matrix that still has rows missing from ``done``."""
+    baselines = [b for b in available_baselines()[0] if b in grid.baselines]
     tasks = []
     for n, k, sp, s in grid.matrices():
-        pending = tuple(key for key in matrix_keys(grid, n, k, sp, s) if key not in done)
+        pending = tuple(key for key in matrix_keys(grid, n, k, sp, s, baselines) if key not in done)
         if pending:
             tasks.append(CellTask(n=n, log10_kappa=k, spectrum=sp, seed=s, pending=pending,
                                   timing_repeats=grid.timing_repeats, mpmath_max_n=grid.mpmath_max_n,
-                                  mpmath_dps=grid.mpmath_dps))
+                                  mpmath_dps=grid.mpmath_dps, power_p=grid.power_p,
+                                  gram_columns=grid.gram_columns))
     return tasks
 
 
@@ -285,8 +300,10 @@ def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, job
     import datetime
     import json
 
+    skipped = available_baselines()[1]
     entry = {"finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
              "command": command, "jobs": jobs, "backend": backend, "resume": resume,
+             "torch": torch.__version__, "skipped_baselines": skipped,
              "cpus": os.cpu_count(), "matrices": stats.matrices, "rows_written": stats.written_rows,
              "error_rows": stats.error_rows, "seconds": round(stats.seconds, 1)}
     old = path.read_text() if (resume and path.exists()) else ""

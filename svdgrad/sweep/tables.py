@@ -314,15 +314,127 @@ def timing_table(rows, ax) -> tuple[list, list]:
 
 
 def error_messages(rows) -> list[list]:
-    """(study, method, dtype, message, count) of the recorded errors."""
+    """(study, function, method, dtype, message, count) of the recorded errors."""
     msgs = defaultdict(int)
     for r in rows:
         if r["error"]:
-            msgs[(r["study"], r["method"], r["dtype"], r["error"][:160])] += 1
-    return [[*k[:3], k[3], v] for k, v in sorted(msgs.items())]
+            msgs[(r["study"], r["function"], r["method"], r["dtype"], r["error"][:160])] += 1
+    return [[*k, v] for k, v in sorted(msgs.items())]
 
 
 def headline_size(ax, g: Grid):
     """The largest n whose reference is mpmath (every method, exact included, is measured there), or None."""
     sizes = [n for n in ax["sizes"] if n <= g.mpmath_max_n]
     return max(sizes) if sizes else None
+
+
+# ---------------------------------------------------------------------------
+# The function axis, the features route, the options study, the baselines.
+# ---------------------------------------------------------------------------
+
+
+def sqrt_rows(rows) -> list[dict]:
+    """The rows of the sqrt study (main, Newton–Schulz side study, eigenvalue probe): sections 1–5 of the report."""
+    return [r for r in rows if (r["study"] in ("method", "ns") and r["function"] == "sqrt") or r["study"] == "eig"]
+
+
+def function_rows(rows, function: str) -> list[dict]:
+    """Main-study rows of one function."""
+    return [r for r in rows if r["study"] == "method" and r["function"] == function]
+
+
+def functions_present(rows, g: Grid) -> list[str]:
+    return ordered({r["function"] for r in rows if r["study"] == "method"}, g.functions)
+
+
+def gram_table(rows) -> tuple[list, list]:
+    """Features route: median gradient error (w.r.t. X) per (route, dtype, n) and κ(X Xᵀ); cells are numbers,
+    ``"ref"`` where the row is the reference, or ``("floor", value)`` at the float64 reference's floor."""
+    from .cells import GRAM_ROUTE, GRAM_VIA_SIGMA
+
+    gr = [r for r in rows if r["study"] == "gram" and not r["error"]]
+    g = group(gr, "method", "dtype", "n", "log10_kappa")
+    ks = sorted({r["log10_kappa"] for r in gr})
+    head = ["route", "dtype", "n"] + [grid_mod.kappa_label(k) for k in ks]
+    body = []
+    for m in ordered({r["method"] for r in gr}, (GRAM_ROUTE, GRAM_VIA_SIGMA)):
+        for d in ordered({r["dtype"] for r in gr}, grid_mod.DTYPES):
+            for n in sorted({r["n"] for r in gr}):
+                cells = []
+                for k in ks:
+                    rs = g.get((m, d, n, k), [])
+                    if any(r["reference"] == REF_SELF for r in rs):
+                        cells.append("ref")
+                    else:
+                        c = Cell(rs) if rs else None
+                        cells.append(("floor", c.floor) if c is not None and c.at_floor
+                                     else (c.grad if c is not None else math.nan))
+                body.append([m, d, n] + cells)
+    return head, body
+
+
+def gram_ratio(rows) -> list[dict]:
+    """Per (dtype, n, κ): median gradient error of sqrtm(X Xᵀ) over that of gram_sqrtm (both measured)."""
+    from .cells import GRAM_ROUTE, GRAM_VIA_SIGMA
+
+    gr = [r for r in rows if r["study"] == "gram" and not r["error"] and r["reference"] != REF_SELF]
+    g = group(gr, "method", "dtype", "n", "log10_kappa")
+    out = []
+    for d, n, k in sorted({(r["dtype"], r["n"], r["log10_kappa"]) for r in gr}):
+        a = median([r["grad_err"] for r in g.get((GRAM_ROUTE, d, n, k), [])])
+        b = median([r["grad_err"] for r in g.get((GRAM_VIA_SIGMA, d, n, k), [])])
+        out.append(dict(dtype=d, n=n, log10_kappa=k, route=a, via_sigma=b))
+    return out
+
+
+def _short(label: str) -> str:
+    """'newton_schulz:iterations=3,backward=lyapunov' -> 'NS it=3 lya' (figure annotations)."""
+    name, _, opts = label.partition(":")
+    abbrev = {"newton_schulz": "NS", "power_iteration": "PI", "iterations": "it", "num_degree": "p",
+              "den_degree": "q", "degree": "deg", "backward": "", "lyapunov": "lya", "manual": "man"}
+    parts = [abbrev.get(name, name)]
+    for kv in filter(None, opts.split(",")):
+        k, _, v = kv.partition("=")
+        k, v = abbrev.get(k, k), abbrev.get(v, v)
+        parts.append(f"{k}={v}" if k else v)
+    return " ".join(parts)
+
+
+def accuracy_cost(rows, n: int) -> list[dict]:
+    """One point per (setting, dtype) of the options study at size n: median time over every κ, and per κ
+    band the median gradient error (a float64-exact reference's floor where the median row is below it)."""
+    orows = [r for r in rows if r["study"] == "option" and r["n"] == n and not r["error"]]
+    out = []
+    for (label, d), rs in group(orows, "method", "dtype").items():
+        measured = [r for r in rs if r["reference"] != REF_SELF]
+        err, floored = {}, {}
+        for band, lo, hi in grid_mod.KAPPA_BANDS:
+            b = [r for r in measured if lo <= r["log10_kappa"] <= hi]
+            if not b:
+                continue
+            vals = [(r["ref_floor"] if r["reference"] == REF_EXACT64 and r["grad_err"] <= r["ref_floor"]
+                     else r["grad_err"]) for r in b]
+            err[band] = median(vals)
+            floored[band] = sum(r["reference"] == REF_EXACT64 and r["grad_err"] <= r["ref_floor"] for r in b) * 2 \
+                >= len(b)
+        out.append(dict(label=label, method=label.partition(":")[0], short=_short(label), dtype=d, n=n,
+                        time=median([r["time_ms"] for r in rs]), err=err, floored=floored,
+                        is_reference=not measured,
+                        nonfinite=mean([float(r["nonfinite_grad"] > 0) for r in measured])))
+    return out
+
+
+def option_sizes(rows) -> list[int]:
+    return sorted({r["n"] for r in rows if r["study"] == "option"})
+
+
+def baseline_rows(rows) -> list[dict]:
+    return [r for r in rows if r["study"] == "baseline"]
+
+
+def skipped_baselines(runs) -> dict:
+    """{baseline: why} recorded by the runs that wrote results.csv (the latest run's word wins)."""
+    out = {}
+    for r in runs:
+        out.update(r.get("skipped_baselines") or {})
+    return out
