@@ -337,7 +337,7 @@ def _findings(runs, switch, judged):
           for v in (stats.HOLDS, stats.OTHER_WAY, stats.UNRESOLVED)}
     summary = (f"In short, of {len(judged)} claims (Holm-corrected as one family at 5%), {len(by[stats.HOLDS])} "
                f"{'holds' if len(by[stats.HOLDS]) == 1 else 'hold'}" + (f" ({'; '.join(by[stats.HOLDS])})" if by[stats.HOLDS] else "")
-               + f", {len(by[stats.OTHER_WAY])} go the other way"
+               + f", {len(by[stats.OTHER_WAY])} {'goes' if len(by[stats.OTHER_WAY]) == 1 else 'go'} the other way"
                + (f" ({'; '.join(by[stats.OTHER_WAY])})" if by[stats.OTHER_WAY] else "")
                + f", and {len(by[stats.UNRESOLVED])} are not resolved.")
     wide = [c for c, unit, *_ in judged if c.verdict == stats.UNRESOLVED and unit == "points"
