@@ -147,3 +147,30 @@ def test_ctrl_c_of_the_bench_prints_one_line(tmp_path):
     assert len(lines) == 1 and "Traceback" not in stderr + stdout, stderr
     assert lines[0].startswith("svdgrad bench: interrupted; start again with: svdgrad bench")
     assert lines[0].endswith(f"--out {out} --overwrite")
+
+
+def test_bench_covers_the_function_family_and_its_ratio_targets(quick_run):
+    raw = quick_run / "raw"
+    py = json.loads((raw / "pytest_benchmark_cpu.json").read_text())
+    kinds = {b["extra_info"]["kind"] for b in py["benchmarks"]}
+    assert {"sqrtm", "function", "gram", "jvp", "small"} <= kinds
+    labels = {b["extra_info"]["label"] for b in py["benchmarks"]}
+    assert {"inv_sqrt[exact]", "log[exact]", "power[exact]", "mpa", "mtp", "gram_sqrtm", "sqrtm(X X^T)"} <= labels
+    ratio = json.loads((raw / "ratio_targets_cpu.json").read_text())
+    measured = {(t["case"], t["baseline"]) for g in ratio["groups"] for t in g["targets"]}
+    assert measured == {(t.case, t.baseline) for t in grid.RATIO_TARGETS}
+    report = (quick_run / "REPORT.md").read_text()
+    assert "Speed targets of the function family" in report
+    for t in grid.RATIO_TARGETS:
+        assert t.name in report
+
+
+def test_ratio_targets_state_the_issue_limits():
+    by = {(t.case, t.baseline, t.n, t.batch): t.limit for t in grid.RATIO_TARGETS}
+    assert by[("sqrtm[exact]", "eigh_autograd", 64, 32)] == 1.0
+    assert by[("sqrtm[exact]", "eigh_autograd", 256, 32)] == 1.0
+    assert by[("sqrtm[exact]", "eigh_autograd", 16, 4096)] == 1.2
+    assert by[("gram_sqrtm", "sqrtm(X X^T)", 256, 32)] == 2.0
+    assert by[(grid.JVP_CASE, "sqrtm[exact]", 256, 32)] == 1.3
+    assert by[("sqrtm[mpa]", "sqrtm[newton_schulz[manual]]", 256, 32)] == 1.3
+    assert grid.RATIO_DTYPE == "float32"

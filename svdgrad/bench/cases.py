@@ -136,3 +136,68 @@ def pooling_case(batch: int, n: int, dtype: str, device, method: str, mode: str,
         layer(leaf).backward(gout)
         synchronize(dev)
     return run
+
+
+def function_case(inputs: Inputs, function: str, method: str):
+    """Forward + backward of the library's entry point for ``function`` (inv_sqrt, log, power) with ``method``."""
+    m = svdgrad.get_method(method)
+    call = {"sqrt": lambda a: svdgrad.sqrtm(a, m), "inv_sqrt": lambda a: svdgrad.inv_sqrtm(a, m),
+            "log": lambda a: svdgrad.logm(a, m), "power": lambda a: svdgrad.powm(a, grid.POWER_P, m)}
+    if function not in call:
+        raise ValueError(f"unknown function {function!r}; expected one of {', '.join(call)}")
+    return _forward_backward(inputs, call[function])
+
+
+class GramInputs:
+    """Features X (B, n, GRAM_COLUMNS·n) with κ(X) = √KAPPA, so κ(X Xᵀ) = KAPPA, and an incoming gradient."""
+
+    def __init__(self, batch: int, n: int, dtype: str, device, seed: int = 0):
+        self.device = torch.device(device)
+        dt = DTYPES[dtype]
+        X = testing.features(n, grid.GRAM_COLUMNS * n, grid.KAPPA ** 0.5, batch=(batch,), dtype=dt, seed=seed)
+        self.leaf = X.to(self.device).requires_grad_(True)
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.G = torch.randn(batch, n, n, generator=gen, dtype=dt).to(self.device)
+
+
+def gram_case(inputs: GramInputs, route: str):
+    """Forward + backward with respect to X: ``gram_sqrtm(X)`` or ``sqrtm(X @ X.mT)`` (exact)."""
+    if route == "gram_sqrtm":
+        f = svdgrad.gram_sqrtm
+    elif route == "sqrtm(X X^T)":
+        def f(x):
+            return svdgrad.sqrtm(x @ x.mT)
+    else:
+        raise ValueError(f"unknown route {route!r}; expected one of {grid.GRAM_CASES}")
+    return _forward_backward(inputs, f)
+
+
+def jvp_case(inputs: Inputs):
+    """``torch.func.jvp`` of ``sqrtm(·, "exact")`` at A in a fixed symmetric direction: value and tangent."""
+    A, dev = inputs.A, inputs.device
+    T = inputs.M1 + inputs.M1.mT  # (B, n, n) symmetric direction
+
+    def run():
+        torch.func.jvp(lambda a: svdgrad.sqrtm(a, "exact"), (A,), (T,))
+        synchronize(dev)
+    return run
+
+
+def ratio_cases(batch: int, n: int, dtype: str, device, names) -> dict:
+    """The named cases of the ratio targets at one shape (``grid.RatioTarget``'s names)."""
+    inputs = Inputs(batch, n, dtype, device)
+    gram = None
+    out = {}
+    for name in names:
+        if name.startswith("sqrtm[") and name.endswith("]"):
+            out[name] = sqrtm_case(inputs, name[len("sqrtm["):-1], "forward_backward")
+        elif name == "eigh_autograd":
+            out[name] = baseline_case(inputs, name)
+        elif name in grid.GRAM_CASES:
+            gram = gram or GramInputs(batch, n, dtype, device)
+            out[name] = gram_case(gram, name)
+        elif name == grid.JVP_CASE:
+            out[name] = jvp_case(inputs)
+        else:
+            raise ValueError(f"unknown ratio-target case {name!r}")
+    return out

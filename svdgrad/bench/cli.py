@@ -70,7 +70,8 @@ def scratch_out() -> Path:
 def existing_results(out: Path, device: str) -> list[Path]:
     """Raw result files in ``out`` that a run on ``device`` would replace."""
     tag = runner.device_tag(device)
-    return [p for p in (out / "raw" / f"{k}_{tag}.json" for k in ("pytest_benchmark", "targets", "memory", "run"))
+    kinds = ("pytest_benchmark", "targets", "ratio_targets", "memory", "run")
+    return [p for p in (out / "raw" / f"{k}_{tag}.json" for k in kinds)
             if p.exists()]
 
 

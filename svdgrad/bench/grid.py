@@ -45,7 +45,12 @@ VARIANTS = (
     Variant("pade", "pade"),
     Variant("newton_schulz[autograd]", "newton_schulz", {"backward": "autograd"}),
     Variant("newton_schulz[manual]", "newton_schulz", {"backward": "manual"}),
+    Variant("mpa", "mpa"),
+    Variant("mtp", "mtp"),
 )
+# power_iteration is not among the default variants: its deflated power steps cost seconds per
+# (B = 32, n = 256) call, longer than the rest of the grid together; the sweep's accuracy–cost
+# figure times it, and ``--methods power_iteration`` times it here.
 
 #: Environment variable through which ``svdgrad bench --methods`` reaches the measuring
 #: subprocesses: a JSON list of method specs.  Unset: VARIANTS.
@@ -92,6 +97,64 @@ BASELINES = ("eigh_forward", "eigh_autograd", "matmul")
 #: (B, n, POOL_HW, POOL_HW) feature maps without channel reduction.
 POOLING_METHODS = ("exact", "newton_schulz")
 POOL_HW = 14
+
+
+#: The other functions, timed forward + backward in the grid: (function, method).  Exact for each
+#: function, and the matmul-only methods of inv_sqrt.
+FUNCTION_CASES = (("inv_sqrt", "exact"), ("inv_sqrt", "newton_schulz"), ("inv_sqrt", "mpa"),
+                  ("log", "exact"), ("power", "exact"))
+#: Exponent of the power rows.
+POWER_P = 0.25
+#: The features route: X of shape (B, n, GRAM_COLUMNS·n); ``gram_sqrtm(X)`` against ``sqrtm(X @ X.mT)``.
+GRAM_COLUMNS = 2
+GRAM_CASES = ("gram_sqrtm", "sqrtm(X X^T)")
+#: Forward-mode AD: ``torch.func.jvp`` of ``sqrtm(·, "exact")`` in a symmetric direction.
+JVP_CASE = "jvp[exact]"
+#: Many small matrices (the whitening case): (n, B), exact forward + backward and eigh autograd.
+SMALL = (16, 4096)
+
+
+@dataclass(frozen=True)
+class RatioTarget:
+    """A speed target stated as t_case / t_baseline <= limit, measured interleaved at (n, batch) in
+    RATIO_DTYPE.  Case names: ``sqrtm[<variant>]``, ``eigh_autograd``, GRAM_CASES, JVP_CASE."""
+
+    name: str
+    case: str
+    baseline: str
+    limit: float
+    n: int
+    batch: int = BATCH
+
+
+#: dtype of the ratio targets (issues 9 and 10: float32, 2 threads, B = 32).
+RATIO_DTYPE = "float32"
+
+#: Speed targets of issues 9 and 10.
+RATIO_TARGETS = (
+    RatioTarget("exact sqrtm fwd+bwd vs eigh autograd", "sqrtm[exact]", "eigh_autograd", 1.0, 64),
+    RatioTarget("exact sqrtm fwd+bwd vs eigh autograd", "sqrtm[exact]", "eigh_autograd", 1.0, 256),
+    RatioTarget("many small: exact sqrtm fwd+bwd vs eigh autograd", "sqrtm[exact]", "eigh_autograd", 1.2,
+                SMALL[0], SMALL[1]),
+    RatioTarget("gram_sqrtm(X) vs sqrtm(X @ X.mT), fwd+bwd", "gram_sqrtm", "sqrtm(X X^T)", 2.0, 64),
+    RatioTarget("gram_sqrtm(X) vs sqrtm(X @ X.mT), fwd+bwd", "gram_sqrtm", "sqrtm(X X^T)", 2.0, 256),
+    RatioTarget("jvp (torch.func.jvp) vs fwd+bwd, exact", JVP_CASE, "sqrtm[exact]", 1.3, 64),
+    RatioTarget("jvp (torch.func.jvp) vs fwd+bwd, exact", JVP_CASE, "sqrtm[exact]", 1.3, 256),
+    RatioTarget("mpa fwd+bwd vs newton_schulz(5)", "sqrtm[mpa]", "sqrtm[newton_schulz[manual]]", 1.3, 256),
+    RatioTarget("mtp fwd+bwd vs newton_schulz(5)", "sqrtm[mtp]", "sqrtm[newton_schulz[manual]]", 1.3, 256),
+)
+
+
+def ratio_groups(profile) -> dict:
+    """{(n, batch): targets} of one run: the full profile measures each target at its own shape; a profile
+    that is not ``full`` measures all of them at (target_size, batch), a smoke test of the code path."""
+    groups: dict = {}
+    for t in RATIO_TARGETS:
+        shape = (t.n, t.batch) if profile.name == "full" else (profile.target_size, profile.batch)
+        same = [u for u in groups.get(shape, []) if (u.case, u.baseline, u.limit) == (t.case, t.baseline, t.limit)]
+        if not same:  # at one shared shape, targets that differ only in their shape are measured once
+            groups.setdefault(shape, []).append(t)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -144,11 +207,16 @@ class Profile:
     #: ``warmup_rounds`` (no calibration loop, so the run time is predictable)
     pedantic_rounds: int
     warmup_rounds: int
+    #: interleaved rounds (min, max) and budget (s) of each shape of the ratio targets
+    ratio_rounds: tuple = (2, 2)
+    ratio_budget_s: float = 0.5
+    #: (n, B) of the many-small-matrices rows of the grid
+    small: tuple = SMALL
 
 
 PROFILES = {
     "full": Profile("full", BATCH, SIZES, DTYPES, TARGET_SIZE, rounds=(5, 30), budget_s=120.0,
-                    pedantic_rounds=5, warmup_rounds=1),
+                    pedantic_rounds=5, warmup_rounds=1, ratio_rounds=(7, 40), ratio_budget_s=50.0, small=SMALL),
     "quick": Profile("quick", 2, (8,), ("float64",), 8, rounds=(2, 2), budget_s=0.5,
-                     pedantic_rounds=1, warmup_rounds=0),
+                     pedantic_rounds=1, warmup_rounds=0, small=(8, 4)),
 }

@@ -96,6 +96,23 @@ def target_rows(targets: dict) -> list[dict]:
     return rows
 
 
+def ratio_target_rows(ratio: dict) -> list[dict]:
+    """Each ratio target (issues 9 and 10): t_case / t_baseline, median of per-round ratios, IQR, ratio of minima."""
+    rows = []
+    for grp in ratio.get("groups", []):
+        times = grp["times"]
+        for t in grp["targets"]:
+            per = [a / b for a, b in zip(times[t["case"]], times[t["baseline"]])]
+            med, by_min = relative(times, t["case"], t["baseline"])
+            q1, q3 = _quartiles(per)
+            rows.append({**t, "n": grp["n"], "batch": grp["batch"], "dtype": grp["dtype"], "ratio": med,
+                         "ratio_min": by_min, "q1": q1, "q3": q3, "met": med <= t["limit"], "rounds": len(per),
+                         "t_case": statistics.median(times[t["case"]]),
+                         "t_baseline": statistics.median(times[t["baseline"]]),
+                         "load_before": grp.get("load_before"), "load_after": grp.get("load_after")})
+    return rows
+
+
 # ---------------------------------------------------------------------------
 # Formatting helpers.
 # ---------------------------------------------------------------------------
@@ -139,8 +156,9 @@ def _benchmarks(pyjson: dict) -> list[dict]:
 
 #: Facets of the time-against-n figure: eigen-based methods with the eigh floors, and the
 #: iterative ones with the matmul unit (eigh forward repeated there for scale).
-_FACETS = (("eigen methods", lambda label: not label.startswith(("newton_schulz", "pooling[")) and label != "matmul"),
-           ("Newton–Schulz and pooling", lambda label: label.startswith(("newton_schulz", "pooling["))
+_ITERATIVE = ("newton_schulz", "mpa", "mtp", "power_iteration", "pooling[")
+_FACETS = (("eigen methods", lambda label: not label.startswith(_ITERATIVE) and label != "matmul"),
+           ("matmul-only methods and pooling", lambda label: label.startswith(_ITERATIVE)
             or label in ("matmul", "eigh_forward")))
 
 
@@ -150,6 +168,7 @@ def figure_time_vs_n(rows, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["kind"] in ("sqrtm", "baseline", "pooling")]
     dtypes = sorted({r["dtype"] for r in rows})
     sel = [r for r in rows if r["mode"] == "forward_backward" or r["kind"] == "baseline"]
     labels = list(dict.fromkeys(r["label"] for r in sel))
@@ -315,6 +334,26 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
               + " have the limit at or above the lower quartile of their per-round ratios: the miss is "
                 "within the round-to-round spread of this machine rather than a structural excess."]
     L += ["", f"![ratios](figures/ratios_{tag}.png)", ""]
+
+    # Ratio targets of issues 9 and 10.
+    ratio_path = raw / f"ratio_targets_{tag}.json"
+    if ratio_path.exists():
+        rrows = ratio_target_rows(json.loads(ratio_path.read_text()))
+        L += ["### Speed targets of the function family (issues 9 and 10)", "",
+              "Each shape's cases run interleaved in one process (shuffled order every round); ratio = median over "
+              "rounds of t_case / t_baseline in the same round, with its interquartile range and the ratio of "
+              "the fastest rounds. Load average (1 / 5 / 15 min) before and after each shape's run.", ""]
+        rr = [[r["name"], r["dtype"], r["n"], r["batch"], f"`{r['case']}`", f"`{r['baseline']}`",
+               _ms(r["t_case"]), _ms(r["t_baseline"]), f"≤ {r['limit']:g}", f"**{_f(r['ratio'])}**",
+               f"{_f(r['q1'])}–{_f(r['q3'])}", _f(r["ratio_min"]), "met" if r["met"] else "**not met**",
+               r["rounds"], f"{_load(r['load_before'])} → {_load(r['load_after'])}"] for r in rrows]
+        L += _table(["target", "dtype", "n", "B", "case", "baseline", "case ms", "baseline ms", "limit",
+                     "measured", "per-round IQR", "ratio of minima", "status", "rounds", "load"], rr)
+        L += ["", f"{sum(r['met'] for r in rrows)} of {len(rrows)} met."]
+        if contended:
+            L += ["", "The machine was contended during this run (see the load column): the ratios are "
+                      "interleaved and so comparable, the absolute times are not."]
+        L += [""]
 
     # Absolute times of the target run.
     L += ["Median time per call in the interleaved target run (ms):", ""]

@@ -3,12 +3,14 @@
 Writes, under ``<out>/raw/``:
   pytest_benchmark_<device>.json   the raw pytest-benchmark JSON of the grid
   targets_<device>.json            per-round times of the interleaved target run
+  ratio_targets_<device>.json      per-round times of the ratio targets (issues 9 and 10), per shape
   memory_<device>.json             saved and peak bytes per variant
   run_<device>.json                machine, threads, torch, load averages
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -135,6 +137,23 @@ def run_targets(device: str, profile: grid.Profile, log) -> dict:
     return result
 
 
+def run_ratio_targets(device: str, profile: grid.Profile, log) -> dict:
+    """The ratio targets of issues 9 and 10: each shape's cases interleaved in one run (RATIO_DTYPE)."""
+    groups = []
+    for (n, batch), targets in grid.ratio_groups(profile).items():
+        names = list(dict.fromkeys(x for t in targets for x in (t.case, t.baseline)))
+        load_before = load_average()
+        fns = cases.ratio_cases(batch, n, grid.RATIO_DTYPE, device, names)
+        times = interleaved(fns, min_rounds=profile.ratio_rounds[0], max_rounds=profile.ratio_rounds[1],
+                            budget_s=profile.ratio_budget_s, seed=0)
+        groups.append({"n": n, "batch": batch, "dtype": grid.RATIO_DTYPE, "times": times,
+                       "targets": [dataclasses.asdict(t) for t in targets],
+                       "load_before": load_before, "load_after": load_average()})
+        log(f"  ratio targets n={n} B={batch}: {len(next(iter(times.values())))} interleaved rounds, "
+            f"load {load_average()}")
+    return {"groups": groups}
+
+
 def run_memory(device: str, profile: grid.Profile, log) -> dict:
     n = profile.target_size
     result = {"size": n, "batch": profile.batch, "dtypes": {}}
@@ -214,10 +233,12 @@ def measure(device: str, threads: int, profile: grid.Profile, out: Path, log=pri
     info["load"]["before_targets"] = load_average()
     targets = run_targets(device, profile, log)
     info["load"]["after_targets"] = load_average()
+    ratio = run_ratio_targets(device, profile, log)
+    info["load"]["after_ratio_targets"] = load_average()
     mem = run_memory(device, profile, log)
     info["load"]["end"] = load_average()
     info["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    for name, obj in (("targets", targets), ("memory", mem), ("run", info)):
+    for name, obj in (("targets", targets), ("ratio_targets", ratio), ("memory", mem), ("run", info)):
         write_atomic(raw / f"{name}_{tag}.json", json.dumps(obj, indent=1, sort_keys=True) + "\n")
     return 0
 

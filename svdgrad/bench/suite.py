@@ -71,3 +71,39 @@ def test_pooling(benchmark, method, mode, n, dtype):
         pytest.skip(reason)
     _info(benchmark, kind="pooling", label=f"pooling[{method}]", mode=mode, n=n, dtype=dtype)
     _run(benchmark, cases.pooling_case(PROFILE.batch, n, dtype, DEVICE, method, mode))
+
+
+@pytest.mark.parametrize("n,dtype", SIZES_DTYPES, ids=[f"n{n}-{dt}" for n, dt in SIZES_DTYPES])
+@pytest.mark.parametrize("function,method", grid.FUNCTION_CASES, ids=[f"{f}-{m}" for f, m in grid.FUNCTION_CASES])
+def test_function(benchmark, function, method, n, dtype):
+    _info(benchmark, kind="function", label=f"{function}[{method}]", mode="forward_backward", n=n, dtype=dtype)
+    _run(benchmark, cases.function_case(_inputs(n, dtype), function, method))
+
+
+@functools.lru_cache(maxsize=None)
+def _gram_inputs(n, dtype):
+    return cases.GramInputs(PROFILE.batch, n, dtype, DEVICE)
+
+
+@pytest.mark.parametrize("n,dtype", SIZES_DTYPES, ids=[f"n{n}-{dt}" for n, dt in SIZES_DTYPES])
+@pytest.mark.parametrize("route", grid.GRAM_CASES)
+def test_gram(benchmark, route, n, dtype):
+    _info(benchmark, kind="gram", label=route, mode="forward_backward", n=n, dtype=dtype)
+    _run(benchmark, cases.gram_case(_gram_inputs(n, dtype), route))
+
+
+@pytest.mark.parametrize("n,dtype", SIZES_DTYPES, ids=[f"n{n}-{dt}" for n, dt in SIZES_DTYPES])
+def test_jvp(benchmark, n, dtype):
+    _info(benchmark, kind="jvp", label=grid.JVP_CASE, mode="jvp", n=n, dtype=dtype)
+    _run(benchmark, cases.jvp_case(_inputs(n, dtype)))
+
+
+@pytest.mark.parametrize("dtype", PROFILE.dtypes)
+@pytest.mark.parametrize("label", ["exact", "eigh_autograd"])
+def test_many_small(benchmark, label, dtype):
+    n, batch = PROFILE.small
+    _info(benchmark, kind="small", label=f"{label} (B={batch})", mode="forward_backward", n=n, dtype=dtype)
+    inputs = cases.Inputs(batch, n, dtype, DEVICE)
+    run = (cases.baseline_case(inputs, "eigh_autograd") if label == "eigh_autograd"
+           else cases.sqrtm_case(inputs, label, "forward_backward"))
+    _run(benchmark, run)

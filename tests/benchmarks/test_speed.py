@@ -5,4 +5,5 @@ The tests live in the package (``svdgrad/bench/suite.py``) so that
 for ``pytest tests/benchmarks``.
 """
 
-from svdgrad.bench.suite import test_baseline, test_pooling, test_sqrtm  # noqa: F401
+from svdgrad.bench.suite import (test_baseline, test_function, test_gram, test_jvp, test_many_small,  # noqa: F401
+                                 test_pooling, test_sqrtm)
