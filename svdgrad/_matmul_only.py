@@ -184,9 +184,15 @@ def lyapunov_solve(Z: torch.Tensor, C: torch.Tensor, *, tol: float | None = None
                    what: str = "the Lyapunov backward") -> torch.Tensor:
     """X (*, n, n) with Z X + X Z = C, for SPD Z and symmetric C, by the coupled matrix-sign iteration.
 
-    Per matrix: B = Z/‖Z‖_F (eigenvalues in (0, 1]), C/‖Z‖_F; a matrix
-    leaves the batch once ‖I − B²‖_F/√n <= tol, or once that measure stops
-    halving below 1e-2 (rounding level).  Matrices still iterating after
+    Per matrix: B = Z/s, C/s with s close to λmax(Z): s = min(‖Z‖_F,
+    1.5·μ), μ the Rayleigh quotient of two power steps.  The iteration maps
+    (0, √3) to 1, and the small eigenvalues only grow by 1.5× per step, so
+    a tight s saves iterations: ‖Z‖_F alone can exceed λmax by √n.  A
+    matrix whose μ underestimated λmax by more than 1.5·√3 would converge
+    to a B with eigenvalues −1; tr(B) = n catches that, and such a matrix
+    is solved again with s = ‖Z‖_F (always safe).  A matrix leaves the
+    batch once ‖I − B²‖_F/√n <= tol, or once that measure stops halving
+    below 1e-2 (rounding level).  Matrices still iterating after
     ``max_iterations`` are reported with a ConvergenceWarning (their X is
     the last iterate).  Five matmuls per iteration (B, C and BCB are
     symmetric, so CB² = (B²C)ᵀ).
@@ -197,18 +203,43 @@ def lyapunov_solve(Z: torch.Tensor, C: torch.Tensor, *, tol: float | None = None
     if _traced(Z) or _traced(C):
         return _lyapunov_solve_masked(Z, C, tol, max_iterations).reshape(shape)
     Zf, Cf = _flat(Z), _flat(C)
-    s = torch.linalg.matrix_norm(Zf)[:, None, None].clamp_min(torch.finfo(Z.dtype).tiny)
+    X, wrong = _sign_iteration(Zf, Cf, _tight_scale(Zf), tol, max_iterations, what)
+    if bool(wrong.any()):  # the estimate was too low for these: redo them with the safe ‖Z‖_F
+        idx = torch.nonzero(wrong).flatten()
+        Zw = Zf[idx]
+        X[idx] = _sign_iteration(Zw, Cf[idx], torch.linalg.matrix_norm(Zw)[:, None, None], tol, max_iterations,
+                                 what)[0]
+    return X.reshape(shape)
+
+
+def _tight_scale(Zf: torch.Tensor) -> torch.Tensor:
+    """s (b, 1, 1) = min(‖Z‖_F, 1.5·μ), μ the Rayleigh quotient after two power steps from the largest diagonal column."""
+    tiny = torch.finfo(Zf.dtype).tiny
+    diag = Zf.diagonal(dim1=-2, dim2=-1)
+    m = diag.argmax(-1)
+    v1 = torch.gather(Zf, -1, m[:, None, None].expand(Zf.shape[:-1] + (1,)))[..., 0]  # Z e_m
+    v2 = (Zf * v1[:, None, :]).sum(-1)
+    mu = (v1 * v2).sum(-1) / (v1 * v1).sum(-1).clamp_min(tiny)  # <= λmax(Z)
+    fro = torch.linalg.matrix_norm(Zf)
+    return torch.minimum(fro, 1.5 * torch.maximum(mu, diag.amax(-1))).clamp_min(tiny)[:, None, None]
+
+
+def _sign_iteration(Zf, Cf, s, tol, max_iterations, what):
+    """The compacting sign iteration on flat (b, n, n) batches; returns (X, wrongly scaled mask)."""
+    n = Zf.shape[-1]
     B, Cc = Zf / s, Cf / s
     X = torch.empty_like(Cf)
-    active = torch.arange(Zf.shape[0], device=Z.device)
-    eye = torch.eye(n, dtype=Z.dtype, device=Z.device)
-    prev = torch.full((Zf.shape[0],), math.inf, dtype=Z.dtype, device=Z.device)
+    trace = torch.full((Zf.shape[0],), float(n), dtype=Zf.dtype, device=Zf.device)
+    active = torch.arange(Zf.shape[0], device=Zf.device)
+    eye = torch.eye(n, dtype=Zf.dtype, device=Zf.device)
+    prev = torch.full((Zf.shape[0],), math.inf, dtype=Zf.dtype, device=Zf.device)
     for _ in range(max_iterations):
         B2 = B @ B
         delta = torch.linalg.matrix_norm(eye - B2) / math.sqrt(n)  # (b,)
         done = (delta <= tol) | ((delta < 1e-2) & (delta > 0.5 * prev))
         if bool(done.any()):
             X[active[done]] = 0.5 * Cc[done]
+            trace[active[done]] = B[done].diagonal(dim1=-2, dim2=-1).sum(-1)
             keep = ~done
             active, B, B2, Cc, delta = active[keep], B[keep], B2[keep], Cc[keep], delta[keep]
             if active.numel() == 0:
@@ -223,8 +254,8 @@ def lyapunov_solve(Z: torch.Tensor, C: torch.Tensor, *, tol: float | None = None
             f"{what} did not converge in max_iterations={max_iterations} for {active.numel()} of "
             f"{Zf.shape[0]} matrices (‖I - B²‖ = {float(delta.max()):.2e} > tol = {tol:.2e}); their gradient is "
             f"the last iterate. Raise max_iterations, or use an eigen method for such ill-conditioned input."
-        ), stacklevel=3)
-    return X.reshape(shape)
+        ), stacklevel=4)
+    return X, trace < n - 0.5  # an eigenvalue of B went to −1: Z/s had one above √3
 
 
 def _lyapunov_solve_masked(Z: torch.Tensor, C: torch.Tensor, tol: float, max_iterations: int) -> torch.Tensor:

@@ -94,3 +94,15 @@ def test_large_n_needs_no_lu():
     Y = svdgrad.inv_sqrtm(A, "mpa")
     (g,) = torch.autograd.grad(Y, A, T.gradients(A.shape, seed=11, dtype=torch.float32))
     assert bool(torch.isfinite(Y).all() and torch.isfinite(g).all())
+
+
+def test_a_too_small_scale_is_caught_and_solved_again(monkeypatch):
+    """If the λmax estimate is too low (Z/s has an eigenvalue above √3, which the iteration sends to −1),
+    tr(B) = n catches it and the matrix is solved again with the safe ‖Z‖_F."""
+    Z = svdgrad.sqrtm(T.spd(8, 1e2, batch=(3,), seed=12))
+    C = T.random_symmetric(Z.shape, seed=13)
+    _, wrong = _matmul_only._sign_iteration(Z, C, torch.linalg.matrix_norm(Z)[:, None, None] / 10, 1e-12, 100, "t")
+    assert bool(wrong.all())
+    monkeypatch.setattr(_matmul_only, "_tight_scale", lambda Zf: torch.linalg.matrix_norm(Zf)[:, None, None] / 10)
+    X = _matmul_only.lyapunov_solve(Z, C)
+    assert T.rel_error(Z @ X + X @ Z, C) <= 1e-12
