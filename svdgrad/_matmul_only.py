@@ -203,12 +203,19 @@ def lyapunov_solve(Z: torch.Tensor, C: torch.Tensor, *, tol: float | None = None
     if _traced(Z) or _traced(C):
         return _lyapunov_solve_masked(Z, C, tol, max_iterations).reshape(shape)
     Zf, Cf = _flat(Z), _flat(C)
-    X, wrong = _sign_iteration(Zf, Cf, _tight_scale(Zf), tol, max_iterations, what)
+    X, wrong, (late, measure) = _sign_iteration(Zf, Cf, _tight_scale(Zf), tol, max_iterations)
     if bool(wrong.any()):  # the estimate was too low for these: redo them with the safe ‖Z‖_F
         idx = torch.nonzero(wrong).flatten()
         Zw = Zf[idx]
-        X[idx] = _sign_iteration(Zw, Cf[idx], torch.linalg.matrix_norm(Zw)[:, None, None], tol, max_iterations,
-                                 what)[0]
+        X[idx], _, (late_w, measure_w) = _sign_iteration(Zw, Cf[idx], torch.linalg.matrix_norm(Zw)[:, None, None],
+                                                         tol, max_iterations)
+        late, measure = torch.cat((late[~wrong[late]], idx[late_w])), torch.cat((measure[~wrong[late]], measure_w))
+    if late.numel():
+        warnings.warn(ConvergenceWarning(
+            f"{what} did not converge in max_iterations={max_iterations} for {late.numel()} of "
+            f"{Zf.shape[0]} matrices (‖I - B²‖ = {float(measure.max()):.2e} > tol = {tol:.2e}); their gradient is "
+            f"the last iterate. Raise max_iterations, or use an eigen method for such ill-conditioned input."
+        ), stacklevel=3)
     return X.reshape(shape)
 
 
@@ -224,22 +231,33 @@ def _tight_scale(Zf: torch.Tensor) -> torch.Tensor:
     return torch.minimum(fro, 1.5 * torch.maximum(mu, diag.amax(-1))).clamp_min(tiny)[:, None, None]
 
 
-def _sign_iteration(Zf, Cf, s, tol, max_iterations, what):
-    """The compacting sign iteration on flat (b, n, n) batches; returns (X, wrongly scaled mask)."""
+def _sign_iteration(Zf, Cf, s, tol, max_iterations):
+    """The compacting sign iteration on flat (b, n, n) batches.
+
+    Returns (X, wrong, unconverged): ``wrong`` marks matrices whose Z/s had
+    an eigenvalue above √3 (the iteration then ends at eigenvalues −1, so
+    tr(B) != n, or escapes: ‖I − B²‖/√n > 2.5, impossible from (0, √3));
+    ``unconverged`` those still iterating at the cap, with their measure.
+    """
     n = Zf.shape[-1]
     B, Cc = Zf / s, Cf / s
-    X = torch.empty_like(Cf)
+    X = torch.zeros_like(Cf)
     trace = torch.full((Zf.shape[0],), float(n), dtype=Zf.dtype, device=Zf.device)
     active = torch.arange(Zf.shape[0], device=Zf.device)
     eye = torch.eye(n, dtype=Zf.dtype, device=Zf.device)
     prev = torch.full((Zf.shape[0],), math.inf, dtype=Zf.dtype, device=Zf.device)
-    for _ in range(max_iterations):
+    unconverged = (active[:0], prev[:0])
+    for it in range(max_iterations + 1):
         B2 = B @ B
         delta = torch.linalg.matrix_norm(eye - B2) / math.sqrt(n)  # (b,)
-        done = (delta <= tol) | ((delta < 1e-2) & (delta > 0.5 * prev))
+        escaped = ~(delta <= 2.5)  # also NaN
+        done = (delta <= tol) | ((delta < 1e-2) & (delta > 0.5 * prev)) | escaped
+        if it == max_iterations:
+            done = torch.ones_like(done)
+            unconverged = (active[~escaped & (delta > tol)], delta[~escaped & (delta > tol)])
         if bool(done.any()):
             X[active[done]] = 0.5 * Cc[done]
-            trace[active[done]] = B[done].diagonal(dim1=-2, dim2=-1).sum(-1)
+            trace[active[done]] = torch.where(escaped[done], torch.nan, B[done].diagonal(dim1=-2, dim2=-1).sum(-1))
             keep = ~done
             active, B, B2, Cc, delta = active[keep], B[keep], B2[keep], Cc[keep], delta[keep]
             if active.numel() == 0:
@@ -248,14 +266,8 @@ def _sign_iteration(Zf, Cf, s, tol, max_iterations, what):
         B2C = B2 @ Cc
         Cc = 0.5 * (3.0 * Cc - B2C - B2C.mT + (B @ Cc) @ B)
         B = 0.5 * (B @ (3.0 * eye - B2))
-    else:
-        X[active] = 0.5 * Cc
-        warnings.warn(ConvergenceWarning(
-            f"{what} did not converge in max_iterations={max_iterations} for {active.numel()} of "
-            f"{Zf.shape[0]} matrices (‖I - B²‖ = {float(delta.max()):.2e} > tol = {tol:.2e}); their gradient is "
-            f"the last iterate. Raise max_iterations, or use an eigen method for such ill-conditioned input."
-        ), stacklevel=4)
-    return X, trace < n - 0.5  # an eigenvalue of B went to −1: Z/s had one above √3
+    wrong = ~((trace - n).abs() < 0.5)  # NaN (escaped) counts as wrong
+    return X, wrong, unconverged
 
 
 def _lyapunov_solve_masked(Z: torch.Tensor, C: torch.Tensor, tol: float, max_iterations: int) -> torch.Tensor:

@@ -101,7 +101,7 @@ def test_a_too_small_scale_is_caught_and_solved_again(monkeypatch):
     tr(B) = n catches it and the matrix is solved again with the safe ‖Z‖_F."""
     Z = svdgrad.sqrtm(T.spd(8, 1e2, batch=(3,), seed=12))
     C = T.random_symmetric(Z.shape, seed=13)
-    _, wrong = _matmul_only._sign_iteration(Z, C, torch.linalg.matrix_norm(Z)[:, None, None] / 10, 1e-12, 100, "t")
+    _, wrong, _ = _matmul_only._sign_iteration(Z, C, torch.linalg.matrix_norm(Z)[:, None, None] / 10, 1e-12, 100)
     assert bool(wrong.all())
     monkeypatch.setattr(_matmul_only, "_tight_scale", lambda Zf: torch.linalg.matrix_norm(Zf)[:, None, None] / 10)
     X = _matmul_only.lyapunov_solve(Z, C)
