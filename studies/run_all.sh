@@ -8,3 +8,4 @@ PY=.venv/bin/python
 $PY -m svdgrad sweep --resume          # reports/condition_sweep/ (adds only missing rows; --overwrite recomputes all)
 $PY -m svdgrad study hybrid            # reports/hybrid_protocol/
 $PY -m svdgrad bench --overwrite       # reports/performance/ (timings are always measured again)
+$PY studies/which_method.py            # README: the "Which method should I use?" block from the reports above

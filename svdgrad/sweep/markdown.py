@@ -187,8 +187,10 @@ def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None) -> str
     head, body = timing_table(rows, ax)
     add(table(head, [[m] + [f"{t:.2f}" for t in ts] for m, *ts in body], True))
     add("")
-    add("Timings come from a shared 2-core machine with two workers and are noisy; they are the only "
-        "numbers here that change between runs.")
+    jobs = sorted({r.get("jobs") for r in runs if r.get("jobs")})
+    add("Timings come from a shared machine" + (f" ({', '.join(map(str, jobs))} worker(s), one thread each; "
+        "see the runs table for the machine)" if jobs else "") + " and are noisy; they are the only numbers here "
+        "that change between runs.")
     add("")
     for i, f in enumerate([f for f in fns if f != "sqrt"]):
         L.extend(_function_section(6 + i, f, function_rows(all_rows, f), g, figs))
@@ -250,7 +252,7 @@ def _function_section(num, f, rows, g: Grid, figs) -> list[str]:
 
 def _gram_section(num, rows, g: Grid, figs) -> list[str]:
     head, body = gram_table(rows)
-    fmt = lambda c: "ref" if c == "ref" else (f"≤floor" if isinstance(c, tuple) else _e(c))  # noqa: E731
+    fmt = lambda c: "ref" if c == "ref" else ("≤floor" if isinstance(c, tuple) else _e(c))  # noqa: E731
     L = [f"## {num}. The features route: `gram_sqrtm(X)` against `sqrtm(X Xᵀ)`", ""]
     L += [f"X = `svdgrad.testing.features(n, {g.gram_columns}·n, √κ)` (log-spaced singular values, κ(X Xᵀ) = κ); "
           "the loss ⟨G, (X Xᵀ)^{1/2}⟩ is differentiated with respect to X. `gram_sqrtm` works from the SVD of X; "
