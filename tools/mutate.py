@@ -10,6 +10,7 @@ construction); a survivor is a meaning no test pins.
     python tools/mutate.py --only floor    # mutants whose id contains "floor"
     python tools/mutate.py --out runs/mut  # write the report elsewhere
     python tools/mutate.py --fresh         # drop the rows of the earlier report first
+    python tools/mutate.py --pending       # only the mutants not yet killed (after a kill, or new tests)
 
 Run time: a few minutes on 2 cores (a killed mutant stops at its first
 failing test; a survivor runs the whole core suite, about 2 minutes).
@@ -267,10 +268,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "reports" / "mutation"), help="report folder")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
     p.add_argument("--fresh", action="store_true", help="forget the rows of an earlier report")
+    p.add_argument("--pending", action="store_true", help="run only mutants that the report does not list as killed")
     args = p.parse_args(argv)
-    chosen = [m for m in MUTANTS if args.only in m.id]
     out = Path(args.out)
     results = {} if args.fresh else read_report(out / "REPORT.md")
+    chosen = [m for m in MUTANTS if args.only in m.id
+              and not (args.pending and results.get(m.id, ("",))[0] == "killed")]
     commit = _commit()
     rows = []
     t0 = time.monotonic()
