@@ -357,7 +357,7 @@ def fig_gram(rows, path):
             ys = [min(max(y, 1e-17), PLOT_CEIL) if math.isfinite(y) else math.nan for y in ys]
             a.plot(kap, ys, st, color=c, ms=3, lw=1, label=f"{m}, {d}")
         ref = {r["reference"] for r in gr if r["n"] == n}
-        a.set_title(f"n = {n}, N = {n}·columns (reference: {', '.join(sorted(ref))})", fontsize=8)
+        a.set_title(f"n = {n} (reference: {', '.join(sorted(ref))})", fontsize=8)
         a.set_xscale("log")
         a.set_yscale("log")
         a.set_xlabel("κ(X Xᵀ)")

@@ -91,10 +91,11 @@ def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None) -> str
         "with Haar Q. The float32 input is that float64 matrix cast to float32; the float32 results are "
         "compared with the reference computed for the float64 matrix, so their error includes the rounding of "
         "the input.")
-    add(f"- **Loss.** ⟨G, sqrtm(A)⟩ with G = `svdgrad.testing.gradients((n, n), seed={GRAD_SEED} + s)`, "
+    add(f"- **Loss.** ⟨G, f(A)⟩ (f = sqrtm in sections 1–5) with G = `svdgrad.testing.gradients((n, n), seed={GRAD_SEED} + s)`, "
         "a fixed non-symmetric random matrix per seed. Gradients are compared through their symmetric parts.")
     add(f"- **Reference.** n ≤ {g.mpmath_max_n}: mpmath at {g.mpmath_dps} digits "
-        "(`svdgrad.testing.reference_sqrtm_grad`). Larger n: float64 `exact` (Daleckii–Krein). Where the "
+        "(`svdgrad.testing.reference_function_grad`, one reference per function). Larger n: float64 `exact` of "
+        "the same function (Daleckii–Krein). Where the "
         "reference is float64 `exact`, a gradient error below "
         f"{grid_mod.REFERENCE_FLOOR_FACTOR:g}·(κ + n)·eps64 is reported as **≤floor** (\"at the float64 floor\") "
         "and not as a number, and the float64 `exact` row itself is the reference (**ref**), never compared "
