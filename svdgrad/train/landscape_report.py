@@ -317,7 +317,9 @@ def write_report(out: str) -> str:
         "## Verdicts",
         "",
         f"All claims below form one family: Welch's t-test across seeds, 95% confidence intervals, Holm's "
-        f"correction; {n_hold} hold, {n_other} go the other way, {len(judged) - n_hold - n_other} are not resolved.",
+        f"correction; {n_hold} {'holds' if n_hold == 1 else 'hold'}, {n_other} "
+        f"{'goes' if n_other == 1 else 'go'} the other way, {len(judged) - n_hold - n_other} "
+        f"{'is' if len(judged) - n_hold - n_other == 1 else 'are'} not resolved.",
         "",
         "## Loss Lipschitzness and gradient predictiveness (CVPR20 eqs. 3-4)",
         "",
