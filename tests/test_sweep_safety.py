@@ -234,8 +234,10 @@ def test_kill_9_of_the_sweep_leaves_no_worker_behind(tmp_path):
 
 def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path):
     out = tmp_path / "sweep"
-    args = ["--methods", "exact,ordinary", "--functions", "sqrt", "--sizes", "16", "--kappas", "0-12:4", "--spectra", "logspaced",
-            "--seeds", "0,1", "--jobs", "2", "--no-progress", "--no-report"]
+    # Enough matrices (7 κ × 3 seeds) that work is always left when Ctrl-C lands: with 8 the sweep
+    # could finish first on an idle machine.
+    args = ["--methods", "exact,ordinary", "--functions", "sqrt", "--sizes", "16", "--kappas", "0-12:2", "--spectra", "logspaced",
+            "--seeds", "0,1,2", "--jobs", "2", "--no-progress", "--no-report"]
     # A new session, signalled as a group: what a terminal's Ctrl-C does (the workers get SIGINT too).
     proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "sweep", *args, "--out", str(out)], cwd=ROOT,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

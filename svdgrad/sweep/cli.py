@@ -233,6 +233,11 @@ def _sweep(argv) -> int:
 
     # After Ctrl-C joblib warns that the cells in flight were cancelled; the one-line message says it all.
     warnings.filterwarnings("ignore", message=r"\d+ tasks which were still being processed", category=UserWarning)
+    # loky's resource tracker is a child process that shares stderr and is started with this
+    # environment; after Ctrl-C it reports the killed workers' semaphores as "leaked" at its own
+    # shutdown (seen in CI: four lines after the one-line message). Nothing is lost; silence it.
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        w for w in (os.environ.get("PYTHONWARNINGS"), "ignore:resource_tracker:UserWarning") if w)
     print(f"svdgrad sweep: {grid.n_cells()} main cells ({len(grid.functions)} functions × {len(grid.methods)} "
           f"methods where valid × {len(grid.dtypes)} dtypes on {len(grid.matrices())} matrices) -> {out}/{RESULTS}  [jobs={args.jobs}, backend={args.backend}"
           f"{', resume' if args.resume else ''}{', overwrite' if args.overwrite else ''}]", flush=True)
