@@ -63,9 +63,9 @@ class SpectralFunction(abc.ABC):
     def dfdp(self, L: torch.Tensor, p) -> torch.Tensor:
         raise SvdgradError(f"{self.name} has no parameter p.")
 
+    @abc.abstractmethod
     def rescale(self, F: torch.Tensor, k: torch.Tensor, p=None) -> torch.Tensor:
         """f(4^k·Â) from F = f(Â), k (*) per matrix."""
-        raise NotImplementedError
 
     def loewner(self, L: torch.Tensor, p=None) -> torch.Tensor:
         """D (*, n, n) for ascending eigenvalues L (*, n)."""
@@ -197,6 +197,9 @@ class UserFunction(SpectralFunction):
 
     def df(self, L, p=None):
         return self.dfn(L)
+
+    def rescale(self, F, k, p=None):
+        return F  # not scalable: the entry point never scales A for a user's f (k = 0)
 
     def dd(self, Li, Lj, p=None):
         if self.divided is not None:

@@ -127,6 +127,34 @@ def condition_number(A: torch.Tensor) -> torch.Tensor:
 # High-precision reference.
 # ---------------------------------------------------------------------------
 
+def _mp_floored_eig(A: torch.Tensor, G: torch.Tensor, floor: float, what: str):
+    """(Q, floored eigenvalues, sym(G)) of sym(A) in mpmath at the caller's working precision.
+
+    Shared by the references: A and G are symmetrized exactly in mpmath,
+    eigenvalues below ``floor`` are raised to it, and a singular result
+    (the gradient would be infinite) is refused.
+    """
+    import mpmath
+
+    n = A.shape[-1]
+    a = A.detach().to(torch.float64).cpu().numpy()
+    g = G.detach().to(torch.float64).cpu().numpy()
+    Am = mpmath.matrix(n, n)
+    Gs = mpmath.matrix(n, n)
+    for i in range(n):
+        for j in range(n):
+            Am[i, j] = (mpmath.mpf(a[i, j]) + mpmath.mpf(a[j, i])) / 2
+            Gs[i, j] = (mpmath.mpf(g[i, j]) + mpmath.mpf(g[j, i])) / 2
+    E, Q = mpmath.eigsy(Am)
+    lam = [max(E[i], mpmath.mpf(floor)) for i in range(n)]
+    if min(lam) <= 0:
+        raise SvdgradError(
+            f"The {what} gradient is infinite at a singular matrix (λmin={mpmath.nstr(min(E), 5)}); "
+            f"pass floor=... to take it at the floored matrix."
+        )
+    return Q, lam, Gs
+
+
 def reference_sqrtm_grad(A: torch.Tensor, G: torch.Tensor, *, dps: int = 50, floor: float = 0.0):
     """(Z, gA) for one matrix, at ``dps`` decimal digits with mpmath (small n).
 
@@ -141,22 +169,8 @@ def reference_sqrtm_grad(A: torch.Tensor, G: torch.Tensor, *, dps: int = 50, flo
     if A.dim() != 2:
         raise SvdgradError(f"reference_sqrtm_grad takes one matrix (n, n); received shape={tuple(A.shape)}.")
     n = A.shape[-1]
-    a = A.detach().to(torch.float64).cpu().numpy()
-    g = G.detach().to(torch.float64).cpu().numpy()
     with mpmath.workdps(dps):
-        Am = mpmath.matrix(n, n)
-        Gs = mpmath.matrix(n, n)
-        for i in range(n):
-            for j in range(n):
-                Am[i, j] = (mpmath.mpf(a[i, j]) + mpmath.mpf(a[j, i])) / 2
-                Gs[i, j] = (mpmath.mpf(g[i, j]) + mpmath.mpf(g[j, i])) / 2
-        E, Q = mpmath.eigsy(Am)
-        lam = [max(E[i], mpmath.mpf(floor)) for i in range(n)]
-        if min(lam) <= 0:
-            raise SvdgradError(
-                f"The sqrtm gradient is infinite at a singular matrix (λmin={mpmath.nstr(min(E), 5)}); "
-                f"pass floor=... to take it at the floored matrix."
-            )
+        Q, lam, Gs = _mp_floored_eig(A, G, floor, "sqrtm")
         s = [mpmath.sqrt(x) for x in lam]
         Z = Q * mpmath.diag(s) * Q.T
         M = Q.T * Gs * Q
@@ -219,23 +233,9 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
             raise SvdgradError(f"Expected a function name or a pair (f, df); received {function!r}.") from None
         f_, df_ = (lambda m, x, p: fu(x)), (lambda m, x, p: dfu(x))
     n = A.shape[-1]
-    a = A.detach().to(torch.float64).cpu().numpy()
-    g = G.detach().to(torch.float64).cpu().numpy()
     pf = None if p is None else float(p.detach() if isinstance(p, torch.Tensor) else p)
     with mpmath.workdps(dps):
-        Am = mpmath.matrix(n, n)
-        Gs = mpmath.matrix(n, n)
-        for i in range(n):
-            for j in range(n):
-                Am[i, j] = (mpmath.mpf(a[i, j]) + mpmath.mpf(a[j, i])) / 2
-                Gs[i, j] = (mpmath.mpf(g[i, j]) + mpmath.mpf(g[j, i])) / 2
-        E, Q = mpmath.eigsy(Am)
-        lam = [max(E[i], mpmath.mpf(floor)) for i in range(n)]
-        if min(lam) <= 0:
-            raise SvdgradError(
-                f"The {function if isinstance(function, str) else 'function'} gradient is infinite at a "
-                f"singular matrix (λmin={mpmath.nstr(min(E), 5)}); pass floor=... to take it at the floored matrix."
-            )
+        Q, lam, Gs = _mp_floored_eig(A, G, floor, function if isinstance(function, str) else "function")
         pm = None if pf is None else mpmath.mpf(pf)
         fl = [f_(mpmath, x, pm) for x in lam]
         F = Q * mpmath.diag(fl) * Q.T
