@@ -329,4 +329,27 @@ def test_quick_study_writes_the_report(tmp_path, keep_threads):
     t0 = time.perf_counter()
     study.run(quick=True, out=out, resume=True, echo=lambda m: None)
     assert time.perf_counter() - t0 < 20
+    # The switch point is an axis: the early hybrid switches at the first decay, the others at the last,
+    # and the report judges the two switch points paired by seed.
+    early = {r["summary"]["switch_epoch"] for r in runs[study.EARLY]}
+    late = {r["summary"]["switch_epoch"] for r in runs["hybrid-exact"]}
+    assert early == {2} and late == {3}, (early, late)  # quick: 3 epochs, decays at epochs 2 and 3
+    assert "beats switching at the first (epoch 2)" in text
+    # A grid that grew since (a protocol added) is completed by --resume, running only the new protocol...
+    with open(os.path.join(out, "study.json")) as f:
+        saved = json.load(f)
+    del saved["protocols"][study.EARLY]
+    with open(os.path.join(out, "study.json"), "w") as f:
+        json.dump(saved, f)
+    shutil.rmtree(os.path.join(out, "runs", study.EARLY))
+    said = []
+    study.run(quick=True, out=out, resume=True, echo=said.append)
+    assert any("running 1 " in m for m in said), said
+    assert set(study.load_runs(out)) == set(study.PROTOCOLS)
+    # ... but a protocol whose settings changed would mix two grids, and is refused.
+    saved["protocols"] = dict(study.PROTOCOLS, ns={"protocol": "ns", "ns_iterations": 9})
+    with open(os.path.join(out, "study.json"), "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(SvdgradError, match="other settings \\(ns differ"):
+        study.run(quick=True, out=out, resume=True, echo=lambda m: None)
     shutil.rmtree(out)

@@ -20,11 +20,19 @@ PROTOCOLS: dict[str, dict] = {
     "hybrid-ordinary": {"protocol": "hybrid", "svd_method": "ordinary"},
     "hybrid-pade": {"protocol": "hybrid", "svd_method": "pade"},
     "hybrid-exact": {"protocol": "hybrid", "svd_method": "exact"},
+    # The switch point as an axis (issue 11): the hybrids above switch at the last lr decay; this one at
+    # the first, chosen by --switch-lr (the first epoch whose lr is below 0.05 is the first decay).
+    "hybrid-exact-first": {"protocol": "hybrid", "svd_method": "exact", "switch_lr": 0.05},
 }
+#: The hybrids that switch at the schedule's last decay (the ICCV21 protocol); they define "the switch".
+HYBRIDS = ("hybrid-ordinary", "hybrid-pade", "hybrid-exact")
+#: The same hybrid, switching at the first decay instead: compared with ``hybrid-exact`` paired by seed.
+EARLY = "hybrid-exact-first"
 LABELS = {
     "gap": "GAP (first order)", "ns": "NS only (iSQRT-COV)", "svd-ordinary": "SVD ordinary (MPN-COV)",
     "svd-pade": "SVD Padé", "svd-taylor": "SVD Taylor", "svd-exact": "SVD exact (Daleckii-Krein)",
     "hybrid-ordinary": "NS → ordinary", "hybrid-pade": "NS → Padé", "hybrid-exact": "NS → exact",
+    "hybrid-exact-first": "NS → exact, first decay",
 }
 
 #: Shared settings of the full study (TrainConfig fields).  Sized for about

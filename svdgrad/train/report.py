@@ -12,7 +12,7 @@ import math
 import os
 
 from . import stats
-from .grid import LABELS, PROTOCOLS
+from .grid import EARLY, HYBRIDS, LABELS, PROTOCOLS
 
 COV = [p for p in PROTOCOLS if p != "gap"]
 
@@ -160,6 +160,12 @@ def _style(p):
     return "--" if p.startswith("hybrid") else ":" if p == "gap" else "-"
 
 
+def switch_of(rs) -> int | None:
+    """The switch epoch of a hybrid protocol's runs (the same for every seed), None for the others."""
+    sws = {r["summary"]["switch_epoch"] for r in rs} - {None}
+    return min(sws) if sws else None
+
+
 def _curves_figure(runs, out, switch, plt):
     """Curves with the seed range as a band, split into two families so that no panel has more than
     four lines; identical protocols as one line; final values per seed on the right."""
@@ -179,15 +185,16 @@ def _curves_figure(runs, out, switch, plt):
                 ax.plot(e, m, color="0.6", lw=1, label=LABELS["ns"])
             for p in members:
                 e, m, lo, hi = _band(runs[p], key)
-                if p.startswith("hybrid") and switch is not None:  # before the switch these are the NS runs
-                    keep = [i for i, x in enumerate(e) if x >= switch - 1]
+                sw = switch_of(runs[p])
+                if sw is not None:  # before its switch a hybrid is the NS run
+                    keep = [i for i, x in enumerate(e) if x >= sw - 1]
                     e, m, lo, hi = ([seq[i] for i in keep] for seq in (e, m, lo, hi))
                 ax.plot(e, m, _style(p), color=colors[p], marker=".", label=_group_label(lead[p]))
                 if n_seeds > 1:
                     ax.fill_between(e, lo, hi, color=colors[p], alpha=0.15, lw=0)
-            if switch is not None:
-                ax.axvline(switch - 0.5, color="k", lw=0.8, alpha=0.6)
-                ax.text(switch - 0.45, 1, " switch", va="top", fontsize=8, transform=ax.get_xaxis_transform())
+            for sw in sorted({switch_of(runs[p]) for p in members} - {None}):
+                ax.axvline(sw - 0.5, color="k", lw=0.8, alpha=0.6)
+                ax.text(sw - 0.45, 1, " switch", va="top", fontsize=8, transform=ax.get_xaxis_transform())
             ax.set_xlabel("epoch")
             ax.set_ylabel(name)
             ax.set_title(f"{title}", fontsize=10)
@@ -291,6 +298,12 @@ def claims(runs, switch) -> list[tuple[stats.Comparison, str, float, int]]:
         out.append((_compare(runs, g[0], "ns", f"{_group_label(g)} beats NS alone (ICCV21's hybrid table; "
                              f"paired by seed, the runs are the same until the switch)", paired=True),
                     "points", 100.0, 1))
+    if EARLY in runs and "hybrid-exact" in runs:
+        early = switch_of(runs[EARLY])
+        out.append((_compare(runs, "hybrid-exact", EARLY, f"switching to exact at the last lr decay (epoch {switch}) "
+                             f"beats switching at the first (epoch {early}) (ICCV21: switch once the lr is small and "
+                             f"Σ better conditioned; paired by seed, the runs are the same until epoch {early})",
+                             paired=True), "points", 100.0, 1))
     out.append((_compare(runs, "ns", "gap", "covariance pooling beats global average pooling (CVPR20)"),
                 "points", 100.0, 1))
     if switch is not None and "ns" in runs:
@@ -446,7 +459,7 @@ def write_report(out: str) -> str:
     with open(os.path.join(out, "study.json")) as f:
         study = json.load(f)
     settings = study["settings"]
-    switches = {r["summary"]["switch_epoch"] for p, rs in runs.items() if p.startswith("hybrid") for r in rs}
+    switches = {switch_of(rs) for p, rs in runs.items() if p in HYBRIDS} - {None}
     switch = min(switches) if switches else None
     if runs:
         _figures(runs, out, switch)
@@ -489,7 +502,9 @@ def write_report(out: str) -> str:
         f"{s['reduced_channels']}) or `GlobalAveragePooling`.",
         f"- Training: SGD, lr {s['lr']}, momentum {s['momentum']}, weight decay {s['weight_decay']}, batch "
         f"{s['batch_size']}, {s['epochs']} epochs, `{s['schedule']}` schedule with the default milestones; the "
-        f"hybrid runs switch at the last lr decay, epoch {switch}. Newton-Schulz: {s['ns_iterations']} "
+        f"hybrid runs switch at the last lr decay, epoch {switch}"
+        + (f", and `{EARLY}` at the first, epoch {switch_of(runs[EARLY])} (`--switch-lr "
+           f"{PROTOCOLS[EARLY]['switch_lr']:g}`)" if runs.get(EARLY) else "") + f". Newton-Schulz: {s['ns_iterations']} "
         f"iterations; eigen methods computed in float64.",
         f"- {study['seeds']} seed(s) per protocol planned, {n_runs} runs finished (see What ran), {total_time / 60:.1f} minutes of run time in "
         f"all, so about {total_time / 60 / study['jobs']:.0f} minutes of wall time with {study['jobs']} parallel "
@@ -519,9 +534,9 @@ def write_report(out: str) -> str:
         "",
         "![accuracy and loss curves](curves.png)",
         "",
-        "Left and middle: mean over seeds, with the range over the seeds as a band; the vertical line marks the "
-        "switch of the hybrid runs (NS before it, the SVD method from it on), and the hybrid lines start just "
-        "before it, since until then they are the NS runs. Right: the final value of every seed. "
+        "Left and middle: mean over seeds, with the range over the seeds as a band; a vertical line marks a "
+        "switch of the hybrid runs (NS before it, the SVD method from it on), and each hybrid line starts just "
+        "before its switch, since until then it is the NS run. Right: the final value of every seed. "
         + _identical_sentence(runs),
         "",
         *_claim_lines(judged, accuracy=True),

@@ -20,7 +20,7 @@ import tempfile
 from .._errors import SvdgradError
 from .._io import write_atomic
 from . import runner
-from .grid import DEFAULT_OUT, FULL, FULL_SEEDS, LABELS, PROTOCOLS, QUICK, QUICK_SEEDS  # noqa: F401 (re-exported)
+from .grid import DEFAULT_OUT, EARLY, FULL, FULL_SEEDS, HYBRIDS, LABELS, PROTOCOLS, QUICK, QUICK_SEEDS  # noqa: F401 (re-exported)
 from .report import load_runs, mean_std, write_report  # noqa: F401 (re-exported)
 
 
@@ -82,14 +82,17 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
     if os.path.exists(study_path):
         with open(study_path) as f:
             before = json.load(f)
-        if before.get("settings") != study_settings or before.get("protocols") != PROTOCOLS:
+        old_protocols = before.get("protocols", {})
+        changed_protocols = sorted(k for k in old_protocols if PROTOCOLS.get(k) != old_protocols[k])
+        if before.get("settings") != study_settings or changed_protocols:
             changed = sorted(k for k in set(study_settings) | set(before.get("settings", {}))
                              if before.get("settings", {}).get(k) != study_settings.get(k))
             raise SvdgradError(
-                f"{out} holds a study with other settings ({', '.join(changed) or 'protocols'} differ"
+                f"{out} holds a study with other settings ({', '.join(changed or changed_protocols)} differ"
                 f"{'; it is a --quick study' if before.get('quick') else ''}{'; this is --quick' if quick else ''}). "
                 f"Its runs would be mixed with these. Pass a new --out, or delete {out} to start over.")
         seeds = max(seeds, int(before.get("seeds", seeds)))  # the report reads every seed in runs/
+        # A protocol added to the grid since (the grid only grows) is run by --resume like any missing run.
     grid = [(n, s_, c) for n, s_, c in configs(settings, seeds, out)]
     for _, _, c in grid:
         c.device = device
