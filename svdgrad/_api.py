@@ -15,7 +15,7 @@ import torch
 from ._errors import SvdgradError, describe
 from ._functions import Eigh, GramOp
 from ._guard import guard
-from ._kernels import scale_exponent, sym, times_pow2
+from ._kernels import scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
 from ._spectral import InvSqrt, Log, Power, SpectralFunction, Sqrt, UserFunction, functions
 from ._validate import HALF_DTYPES, check_matrix, check_psd, check_values, is_traced, max_abs, psd_violations
@@ -44,22 +44,36 @@ def _psd_tol(method: Method, in_dtype, cdtype) -> float:
     return math.sqrt(max(torch.finfo(in_dtype).eps, torch.finfo(cdtype).eps))
 
 
-def _prepare(A, m: Method, *, scale: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.dtype, torch.dtype]:
-    """Checks, then A/4^k symmetrized in the compute dtype.
+def _half_scaled(work: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """work·2^(-2k-1): A/4^k halved, so that T + Tᵀ = sym(A)/4^k exactly (a power of two costs no rounding).
 
-    Returns (Ac, k, input dtype, compute dtype); k (*) is the per-matrix
-    power-of-two exponent (``_kernels.scale_exponent``); k = 0 without ``scale``.
+    One multiplication when every 2^(-2k-1) is a normal number of the dtype, else two
+    factors 2^-k and 2^(-k-1) (float32 with max|A| below 2^-62, or float64 below 2^-1020).
+    """
+    e = -2.0 * k - 1.0
+    info = torch.finfo(work.dtype)
+    if not is_traced(work) and bool(((e >= math.log2(info.tiny)) & (e < math.log2(info.max))).all()):
+        return times_pow2(work, e)
+    return times_pow2(times_pow2(work, -k), -k - 1)
+
+
+def _prepare(A, m: Method, *, scale: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.dtype, torch.dtype]:
+    """Checks, then T = A/(2·4^k) in the compute dtype: T + Tᵀ = sym(A)/4^k.
+
+    Returns (T, k, input dtype, compute dtype); k (*) is the per-matrix
+    power-of-two exponent (``_kernels.scale_exponent``); k = 0 without
+    ``scale``.  The methods take T and symmetrize it themselves (``Method.apply``).
     """
     check_matrix(A)
     work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
     with torch.no_grad():
         amax = max_abs(work.detach())  # (*)
     k = scale_exponent(amax) if scale else torch.zeros_like(amax)
-    scaled = times_pow2(times_pow2(work, -k), -k) if scale else work  # two factors 2^-k: 4^-k may not be representable
+    T = _half_scaled(work, k) if scale else work * 0.5
     if m.check:  # the symmetry check's norms are taken of the scaled matrix: no overflow, no extra pass
-        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=scaled if scale else None)
+        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None)
     cdtype = _compute_dtype(A, m)
-    return sym(scaled.to(cdtype)), k, A.dtype, cdtype
+    return T.to(cdtype), k, A.dtype, cdtype
 
 
 def _unsupported(fn: SpectralFunction, m: Method, entry: str) -> SvdgradError:
@@ -78,25 +92,30 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         raise _unsupported(fn, m, entry)
     if isinstance(p, torch.Tensor) and not m.has_eigenvalues and p.requires_grad:
         raise SvdgradError(f"The gradient with respect to p needs an eigen method; received {m.name!r}.")
-    Ac, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable)
-    if Ac.numel() == 0:
-        return Ac.to(in_dtype)
+    T, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable)  # T + Tᵀ = sym(A)/4^k
+    if T.numel() == 0:
+        return T.to(in_dtype)
     if isinstance(p, torch.Tensor):
         p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
-    if m.check and not m.has_eigenvalues and not is_traced(Ac):
-        bad = psd_violations(Ac.detach(), tol)
+    if m.check and not m.has_eigenvalues and not is_traced(T):
+        Ac = sym2(T.detach())
+        bad = psd_violations(Ac, tol)
         if bool(bad.any()):
             idx = tuple(torch.nonzero(bad)[0].tolist()) if bad.dim() else ()
-            L = torch.linalg.eigvalsh(Ac[idx].detach())
+            L = torch.linalg.eigvalsh(Ac[idx])
             check_psd(L, psd_tol=tol, A=A, batch_index=idx, scale_exponent=k)
     if not m.double_differentiable:
-        Ac = guard(Ac, m.name)
-    F, L = m.apply(Ac, fn, p)
+        T = guard(T, m.name)
+    # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
+    # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
+    narrower = torch.finfo(cdtype).bits < torch.finfo(_work_dtype(in_dtype)).bits
+    pow2 = fn.output_pow2(k) if (fn.scalable and m.folds_output_scale and not narrower) else None
+    F, L = m.apply(T, fn, p, pow2) if pow2 is not None else m.apply(T, fn, p)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
     F = F.to(_work_dtype(in_dtype))
-    if fn.scalable:
+    if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
     return F.to(in_dtype)
 
@@ -243,8 +262,8 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     the dtype (|λ| up to n·max|A|) raise SvdgradError.
     """
     rule = get_k_rule(backward, **options)
-    Ac, k, in_dtype, cdtype = _prepare(A, rule)
-    L, U = Eigh.apply(Ac, rule)
+    T, k, in_dtype, cdtype = _prepare(A, rule)
+    L, U = Eigh.apply(sym2(T), rule)
     if rule.check and rule.needs_positive:
         check_psd(L.detach(), psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A, scale_exponent=k,
                   why=f"The {rule.name!r} K-rule expands 1/(λi-λj) in the ratio λmin/λmax, which needs "

@@ -38,30 +38,38 @@ def _tangent_or_zero(t, like):
 
 
 class SpectralOp(torch.autograd.Function):
-    """F = U φ(Λ) Uᵀ for an eigen method and a spectral function (``_spectral``).
+    """F = 2^pow2·U φ(Λ) Uᵀ with A = T + Tᵀ = U Λ Uᵀ, for an eigen method and a spectral function (``_spectral``).
 
-    Inputs (A, p, method, fn): p is the power's exponent (a float, a 0-dim
-    tensor, or None).  The vjp and the jvp are the method's Loewner map;
-    when p is a tensor, ∂F/∂p = U diag(∂φ/∂p) Uᵀ enters both.
+    Inputs (T, p, method, fn, pow2): p is the power's exponent (a float, a
+    0-dim tensor, or None); pow2 (*) an integer-valued exponent per matrix
+    or None.  The entry points pass T = A/(2·4^k), so the symmetrization and
+    the power-of-two scaling cost one pass over A in the forward and none
+    in the backward: the output factor 2^pow2 multiplies φ (a vector), and
+    the vjp with respect to T is the method's Loewner map of G + Gᵀ (that is
+    2·sym(G) taken through A = T + Tᵀ), the jvp that of dT + dTᵀ.  When p is
+    a tensor, ∂F/∂p = U diag(∂φ/∂p) Uᵀ enters both.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(A, p, method, fn):
-        L, U = eigh_or_raise(A)
-        Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(A.dtype)))  # (*, n)
+    def forward(T, p, method, fn, pow2):
+        L, U = eigh_or_raise(_kernels.sym2(T))
+        Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(T.dtype)))  # (*, n)
         phi = method.spectrum(fn, Lf, p)
+        if pow2 is not None:
+            phi = _kernels.pow2_vector(phi, pow2)
         F = (U * phi[..., None, :]) @ U.mT
         return F, L, U, Lf
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, p, method, fn = inputs
+        _, p, method, fn, pow2 = inputs
         _, L, U, Lf = output
         ctx.mark_non_differentiable(L, U, Lf)
         ctx.p_tensor = isinstance(p, torch.Tensor)
-        saved = (U, Lf, p) if ctx.p_tensor else (U, Lf)
+        ctx.has_pow2 = pow2 is not None
+        saved = (U, Lf) + ((p,) if ctx.p_tensor else ()) + ((pow2,) if ctx.has_pow2 else ())
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
         ctx.p = None if ctx.p_tensor else p
@@ -72,29 +80,33 @@ class SpectralOp(torch.autograd.Function):
     @staticmethod
     def _saved(ctx):
         U, Lf, *rest = ctx.saved_tensors
-        return U, Lf, (rest[0] if ctx.p_tensor else ctx.p)
+        p = rest.pop(0) if ctx.p_tensor else ctx.p
+        return U, Lf, p, (rest[0] if ctx.has_pow2 else None)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gF, _gL, _gU, _gLf):
         if gF is None:
-            return None, None, None, None
-        U, Lf, p = SpectralOp._saved(ctx)
+            return None, None, None, None, None
+        U, Lf, p, pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            gA = ctx.method.backward_rule(ctx.fn, Lf, U, gF, p)
+            gT = ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2)
             gp = None
             if ctx.p_tensor and ctx.needs_input_grad[1]:
                 Mdiag = ((U.mT @ gF) * U.mT).sum(-1)  # diag(Uᵀ G U), (*, n)
-                gp = (Mdiag * ctx.method.spectrum_dp(ctx.fn, Lf, p)).sum()
-        return gA, gp, None, None
+                dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p)
+                gp = (Mdiag * (dphi if pow2 is None else _kernels.pow2_vector(dphi, pow2))).sum()
+        return gT, gp, None, None, None
 
     @staticmethod
-    def jvp(ctx, dA, dp, _method, _fn):
-        U, Lf, p = SpectralOp._saved(ctx)
+    def jvp(ctx, dT, dp, _method, _fn, _pow2):
+        U, Lf, p, pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            dF = ctx.method.jvp_rule(ctx.fn, Lf, U, _tangent_or_zero(dA, U), p)
+            dF = ctx.method.jvp_rule(ctx.fn, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, pow2)
             if dp is not None and ctx.p_tensor:
                 dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p) * dp
+                if pow2 is not None:
+                    dphi = _kernels.pow2_vector(dphi, pow2)
                 dF = dF + (U * dphi[..., None, :]) @ U.mT
         return dF, None, None, None
 

@@ -20,6 +20,11 @@ def sym(X: torch.Tensor) -> torch.Tensor:
     return (X + X.mT).mul_(0.5)
 
 
+def sym2(X: torch.Tensor) -> torch.Tensor:
+    """X + X^T: what the spectral Functions take apart (their input T stands for A = T + T^T)."""
+    return X + X.mT
+
+
 def scale_exponent(amax: torch.Tensor) -> torch.Tensor:
     """k (*) such that A·4^-k has its largest |entry| of order 1 ([1/4, 4)), from amax = max|A| (*).
 
@@ -35,6 +40,11 @@ def scale_exponent(amax: torch.Tensor) -> torch.Tensor:
     # miscompiles under torch.compile's CPU backend in torch 2.13.)
     k = torch.floor(torch.log2(amax) * 0.5)
     return torch.where(torch.isfinite(amax) & (amax > 0), k, torch.zeros_like(k))
+
+
+def pow2_vector(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """v·2^k for v (*, n) and an integer-valued exponent k (*) per matrix; exact barring over/underflow."""
+    return v * torch.exp2(k.to(v.dtype))[..., None]
 
 
 def times_pow2(X: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -191,15 +201,16 @@ def eigh_jvp(L: torch.Tensor, U: torch.Tensor, dA: torch.Tensor, K: torch.Tensor
     return dL, U @ (K.mT * M)
 
 
-def loewner_map(U: torch.Tensor, X: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """U[(U^T sym(X) U) ∘ D]U^T: the Fréchet derivative of A -> U f(Λ) U^T (Daleckii–Krein).
+def loewner_map(U: torch.Tensor, S: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """U[(U^T S U) ∘ D]U^T for symmetric S: the Fréchet derivative of A -> U f(Λ) U^T (Daleckii–Krein).
 
     With D the Loewner matrix of f (``SpectralFunction.loewner``) this is
     the exact derivative, valid at ties because D is.  D is symmetric for
-    every rule here, so the same map is the vjp (X = G) and the jvp
-    (X = dA).  Four matmuls.
+    every rule here, so the same map is the vjp (S = sym(G)) and the jvp
+    (S = dA).  The spectral Functions take T with A = T + T^T and pass
+    S = G + G^T (vjp with respect to T) or dT + dT^T (jvp).  Four matmuls.
     """
-    M = U.mT @ sym(X) @ U  # (*, n, n)
+    M = U.mT @ S @ U  # (*, n, n)
     return U @ M.mul_(D) @ U.mT
 
 
@@ -217,17 +228,18 @@ def k_rule_loewner(fL: torch.Tensor, dfL: torch.Tensor, K: torch.Tensor) -> torc
     return D
 
 
-def sqrtm_backward_exact(s: torch.Tensor, U: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Daleckii–Krein for the square root: gA = U [(U^T sym(G) U) ∘ D] U^T, D_ij = 1/(s_i + s_j).
+def sqrtm_backward_exact(s: torch.Tensor, U: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """Daleckii–Krein for the square root: U [(U^T S U) ∘ D] U^T, D_ij = 1/(s_i + s_j), S symmetric.
 
     The fast path of ``loewner_map`` for sqrt: M ∘ D as M / (s_i + s_j) in
     place (one temporary, one rounding fewer).  D is the divided
     difference of sqrt, (sqrt λi - sqrt λj)/(λi - λj), with no eigenvalue
     difference left in it, so ties are harmless; s > 0 is guaranteed by
     the eigenvalue floor.  Equivalently the solution X of the Lyapunov
-    equation Z X + X Z = sym(G).  Four matmuls.
+    equation Z X + X Z = S.  A factor c on the result is a factor 1/c on
+    s (``SpectralOp``'s output scale costs no pass over a matrix).  Four matmuls.
     """
-    M = U.mT @ sym(G) @ U  # (*, n, n)
+    M = U.mT @ S @ U  # (*, n, n)
     return U @ M.div_(s[..., :, None] + s[..., None, :]) @ U.mT
 
 
@@ -266,17 +278,17 @@ def topn_loewner(fn, L: torch.Tensor, keep: int, p=None) -> torch.Tensor:
     return torch.cat((torch.cat((Ddd, Dcross.mT), -1), torch.cat((Dcross, Dkk), -1)), -2)
 
 
-def topn_map(fn, L: torch.Tensor, U: torch.Tensor, X: torch.Tensor, keep: int, p=None, *, adjoint: bool) -> torch.Tensor:
-    """Derivative of A -> U φ(Λ) U^T for TopN: the Loewner part plus the moving floor.
+def topn_map(fn, L: torch.Tensor, U: torch.Tensor, S: torch.Tensor, keep: int, p=None, *, adjoint: bool) -> torch.Tensor:
+    """Derivative of A -> U φ(Λ) U^T for TopN at a symmetric S: the Loewner part plus the moving floor.
 
     The floor λ_k is itself an eigenvalue of A, so every dropped output
     f(λ_k) moves with it: dλ_k = u_k^T dA u_k.  In the eigenbasis
-    (M = U^T sym(X) U) the vjp (``adjoint=True``) adds f′(λk)·Σ_{dropped j}
+    (M = U^T S U) the vjp (``adjoint=True``) adds f′(λk)·Σ_{dropped j}
     M_jj at (k, k); the jvp adds f′(λk)·M_kk at every dropped (j, j).
     """
     n = L.shape[-1]
     k = n - keep
-    M = U.mT @ sym(X) @ U  # (*, n, n)
+    M = U.mT @ S @ U  # (*, n, n)
     inner = M * topn_loewner(fn, L, keep, p)
     if k > 0:
         dfk = fn.df(L[..., k], p)  # (*)

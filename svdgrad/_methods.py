@@ -109,9 +109,18 @@ class Method(abc.ABC):
     def floor_eps(self, dtype: torch.dtype) -> float:
         return torch.finfo(dtype).eps if self.eps is None else self.eps
 
+    #: Whether ``apply`` can fold an output factor 2^pow2 into the spectrum (eigen methods: a
+    #: vector operation instead of a pass over F and one over the gradient).
+    folds_output_scale: ClassVar[bool] = False
+
     @abc.abstractmethod
-    def apply(self, A: torch.Tensor, fn: SpectralFunction, p=None):
-        """f(A) for symmetric A in the compute dtype; returns (F, eigenvalues or None)."""
+    def apply(self, T: torch.Tensor, fn: SpectralFunction, p=None, pow2=None):
+        """2^pow2·f(A) for A = T + Tᵀ in the compute dtype; returns (F, eigenvalues of A or None).
+
+        The entry points pass T = A/(2·4^k) (``_api._prepare``): the symmetrization is
+        part of the method, so the eigen methods' backward forms G + Gᵀ once and nothing
+        else.  ``pow2`` (*) is passed only to methods with ``folds_output_scale``.
+        """
 
 
 # ---------------------------------------------------------------------------
@@ -138,16 +147,22 @@ class _EigenMethod(Method):
     def loewner(self, fn: SpectralFunction, L: torch.Tensor, p=None) -> torch.Tensor:
         """D (*, n, n), symmetric: the method's stand-in for f[λi, λj]."""
 
-    def backward_rule(self, fn, L, U, G, p=None):
-        """gA from floored eigenvalues L, eigenvectors U and the incoming gradient G."""
-        return _kernels.loewner_map(U, G, self.loewner(fn, L, p))
+    folds_output_scale: ClassVar[bool] = True
 
-    def jvp_rule(self, fn, L, U, dA, p=None):
-        """dF for the input tangent dA: the same map (D is symmetric)."""
-        return self.backward_rule(fn, L, U, dA, p)
+    def backward_rule(self, fn, L, U, S, p=None, pow2=None):
+        """The map for floored eigenvalues L, eigenvectors U and a symmetric S, times 2^pow2 (*) if given.
 
-    def apply(self, A, fn, p=None):
-        F, L, _, _ = SpectralOp.apply(A, p, self, fn)
+        ``SpectralOp`` passes S = G + Gᵀ (the vjp with respect to T, A = T + Tᵀ).
+        """
+        D = self.loewner(fn, L, p)
+        return _kernels.loewner_map(U, S, D if pow2 is None else _kernels.times_pow2(D, pow2))
+
+    def jvp_rule(self, fn, L, U, S, p=None, pow2=None):
+        """dF for the symmetric tangent S = dT + dTᵀ: the same map (D is symmetric)."""
+        return self.backward_rule(fn, L, U, S, p, pow2)
+
+    def apply(self, T, fn, p=None, pow2=None):
+        F, L, _, _ = SpectralOp.apply(T, p, self, fn, pow2)
         return F, L
 
 
@@ -166,10 +181,11 @@ class Exact(_EigenMethod):
     def loewner(self, fn, L, p=None):
         return fn.loewner(L, p)
 
-    def backward_rule(self, fn, L, U, G, p=None):
-        if isinstance(fn, Sqrt):  # fast path: one in-place division
-            return _kernels.sqrtm_backward_exact(L.sqrt(), U, G)
-        return super().backward_rule(fn, L, U, G, p)
+    def backward_rule(self, fn, L, U, S, p=None, pow2=None):
+        if isinstance(fn, Sqrt):  # fast path: one in-place division; the factor 2^pow2 divides s
+            s = L.sqrt()
+            return _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, S)
+        return super().backward_rule(fn, L, U, S, p, pow2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,11 +329,15 @@ class TopN(_EigenMethod):
     def loewner(self, fn, L, p=None):
         return _kernels.topn_loewner(fn, L, self.kept(L.shape[-1]), p)
 
-    def backward_rule(self, fn, L, U, G, p=None):
-        return _kernels.topn_map(fn, L, U, G, self.kept(L.shape[-1]), p, adjoint=True)
+    def backward_rule(self, fn, L, U, S, p=None, pow2=None):
+        return _scaled(_kernels.topn_map(fn, L, U, S, self.kept(L.shape[-1]), p, adjoint=True), pow2)
 
-    def jvp_rule(self, fn, L, U, dA, p=None):
-        return _kernels.topn_map(fn, L, U, dA, self.kept(L.shape[-1]), p, adjoint=False)
+    def jvp_rule(self, fn, L, U, S, p=None, pow2=None):
+        return _scaled(_kernels.topn_map(fn, L, U, S, self.kept(L.shape[-1]), p, adjoint=False), pow2)
+
+
+def _scaled(X: torch.Tensor, pow2) -> torch.Tensor:
+    return X if pow2 is None else _kernels.times_pow2(X, pow2)
 
 
 # ---------------------------------------------------------------------------
@@ -392,7 +412,8 @@ class NewtonSchulz(Method):
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)
         return _matmul_only._spd_inverse_apply(F, eye), F
 
-    def apply(self, A, fn, p=None):
+    def apply(self, T, fn, p=None, pow2=None):
+        A = _kernels.sym2(T)
         inverse = isinstance(fn, InvSqrt)
         if self.backward == "lyapunov":
             return LyapunovRoot.apply(A, self, inverse)[0], None
@@ -453,8 +474,8 @@ class _MatmulRoot(Method):
     def root(self, A, inverse):
         """(Z ≈ A^{1/2}, F = Z or Z^{-1}) without a graph."""
 
-    def apply(self, A, fn, p=None):
-        return LyapunovRoot.apply(A, self, isinstance(fn, InvSqrt))[0], None
+    def apply(self, T, fn, p=None, pow2=None):
+        return LyapunovRoot.apply(_kernels.sym2(T), self, isinstance(fn, InvSqrt))[0], None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -523,7 +544,8 @@ class PowerIteration(Method):
     def backward_is_derivative(self) -> bool:
         return False
 
-    def apply(self, A, fn, p=None):
+    def apply(self, T, fn, p=None, pow2=None):
+        A = _kernels.sym2(T)
         # Constants: detach() also drops forward-mode tangents, which no_grad() would let through
         # (and the jvp would then be eigh's exact derivative, not the power iteration's).
         L, U = (t.detach() for t in eigh_or_raise(A.detach()))

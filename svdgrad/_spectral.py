@@ -67,6 +67,11 @@ class SpectralFunction(abc.ABC):
     def rescale(self, F: torch.Tensor, k: torch.Tensor, p=None) -> torch.Tensor:
         """f(4^k·Â) from F = f(Â), k (*) per matrix."""
 
+    def output_pow2(self, k: torch.Tensor) -> torch.Tensor | None:
+        """The exponent e (*) with f(4^k·Â) = 2^e·f(Â) when the law is that factor and 2^e is exact
+        for every k the entry points produce (eigen methods fold it into the spectrum); else None."""
+        return None
+
     def loewner(self, L: torch.Tensor, p=None) -> torch.Tensor:
         """D (*, n, n) for ascending eigenvalues L (*, n)."""
         return self.dd(L[..., :, None], L[..., None, :], p)
@@ -91,6 +96,9 @@ class Sqrt(SpectralFunction):
     def rescale(self, F, k, p=None):
         return times_pow2(F, k)
 
+    def output_pow2(self, k):
+        return k
+
 
 @dataclass(frozen=True)
 class InvSqrt(SpectralFunction):
@@ -111,6 +119,9 @@ class InvSqrt(SpectralFunction):
 
     def rescale(self, F, k, p=None):
         return times_pow2(F, -k)
+
+    def output_pow2(self, k):
+        return -k
 
 
 @dataclass(frozen=True)
