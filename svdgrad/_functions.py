@@ -201,7 +201,11 @@ class NewtonSchulzManual(torch.autograd.Function):
 class GramOp(torch.autograd.Function):
     """F = (X Xᵀ)^{±1/2} from the SVD X = U S Vᵀ: F = U f(S) Uᵀ with f(σ) = σ or 1/σ.
 
-    Σ = X Xᵀ is never formed, so κ(X) (not κ(X)²) sets the accuracy.
+    Σ = X Xᵀ is never formed, so κ(X) (not κ(X)²) sets the accuracy.  For
+    N > d the SVD is taken of the d×d factor R of Xᵀ = Q R (X = Rᵀ Qᵀ,
+    Rᵀ = U S Wᵀ, V = Q W): Householder QR and the SVD are both backward
+    stable, so U S Vᵀ is as close to X as a direct SVD's, at 0.6-0.8× its
+    cost for N = 2d (LAPACK's own QR step would form more than we need).
     Singular values are floored at eps·σmax (``_kernels.singular_value_floor``).
     """
 
@@ -210,8 +214,13 @@ class GramOp(torch.autograd.Function):
     @staticmethod
     def forward(X, eps, inverse):
         d, N = X.shape[-2], X.shape[-1]
-        try:  # d > N: the full U spans the null space of X Xᵀ too
-            U, S, Vh = torch.linalg.svd(X, full_matrices=d > N)
+        try:
+            if N > d:  # X = Rᵀ Qᵀ and Rᵀ = U S Wᵀ: X = U S (Q W)ᵀ, with the SVD of a d×d matrix only
+                Q, R = torch.linalg.qr(X.mT)  # (*, N, d), (*, d, d)
+                U, S, Wh = torch.linalg.svd(R.mT)
+                Vh = Wh @ Q.mT  # (*, d, N)
+            else:  # d > N: the full U spans the null space of X Xᵀ too
+                U, S, Vh = torch.linalg.svd(X, full_matrices=d > N)
         except torch.linalg.LinAlgError as exc:
             raise SvdgradError(f"The SVD failed ({describe(X)}): {str(exc).splitlines()[0]} Expected finite "
                                f"input; run with check=True, or compute in torch.float64.") from None

@@ -147,6 +147,8 @@ MUTANTS = [
     # Scaling and checks.
     Mutant("prescale-one-factor", "svdgrad/_api.py", "        return times_pow2(work, e)\n",
            "        return times_pow2(work, -k - 1)\n", "input scaled by 2^-k but output by 2^k (wrong undo)"),
+    Mutant("gram-qr-right-vectors", "svdgrad/_functions.py", "Vh = Wh @ Q.mT  # (*, d, N)",
+           "Vh = Wh.mT @ Q.mT  # (*, d, N)", "features route: V = Q Wᵀ instead of Q W"),
     Mutant("prescale-two-factors-wrong", "svdgrad/_api.py", "return times_pow2(times_pow2(work, -k), -k - 1)",
            "return times_pow2(times_pow2(work, -k), -k)", "the two-factor prescale (tiny float32 input) not halved"),
     Mutant("sqrt-fold-exponent", "svdgrad/_spectral.py", "    def output_pow2(self, k):\n        return k\n",
