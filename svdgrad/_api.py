@@ -8,12 +8,13 @@ costs no rounding, so sqrtm(c·A) = √c·sqrtm(A) within the rounding of c·A.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, GramOp
+from ._functions import Eigh, GramOp, apply
 from ._guard import guard
 from ._kernels import scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
@@ -50,19 +51,29 @@ def _half_scaled(work: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     One multiplication when every 2^(-2k-1) is a normal number of the dtype, else two
     factors 2^-k and 2^(-k-1) (float32 with max|A| below 2^-62, or float64 below 2^-1020).
     """
-    e = -2.0 * k - 1.0
-    info = torch.finfo(work.dtype)
-    if not is_traced(work) and bool(((e >= math.log2(info.tiny)) & (e < math.log2(info.max))).all()):
-        return times_pow2(work, e)
+    if not is_traced(work) and k.numel():
+        k_low, k_high = _one_factor_range(work.dtype)
+        kmin, kmax = k.aminmax()
+        if k_low <= float(kmin) and float(kmax) <= k_high:
+            return times_pow2(work, -2.0 * k - 1.0)
     return times_pow2(times_pow2(work, -k), -k - 1)
 
 
-def _prepare(A, m: Method, *, scale: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.dtype, torch.dtype]:
+@functools.lru_cache(maxsize=None)
+def _one_factor_range(dtype: torch.dtype) -> tuple[float, float]:
+    """The k for which 2^(-2k-1) is a normal number of ``dtype``: log2(tiny) <= -2k-1 < log2(max)."""
+    info = torch.finfo(dtype)
+    return (-1.0 - math.log2(info.max)) / 2 + 0.5, (-1.0 - math.log2(info.tiny)) / 2
+
+
+def _prepare(A, m: Method, *, scale: bool = True):
     """Checks, then T = A/(2·4^k) in the compute dtype: T + Tᵀ = sym(A)/4^k.
 
-    Returns (T, k, input dtype, compute dtype); k (*) is the per-matrix
+    Returns (T, S, k, input dtype, compute dtype); k (*) is the per-matrix
     power-of-two exponent (``_kernels.scale_exponent``); k = 0 without
-    ``scale``.  The methods take T and symmetrize it themselves (``Method.apply``).
+    ``scale``.  The methods take T and symmetrize it themselves
+    (``Method.apply``); S = T + Tᵀ without a graph when the checks formed it
+    (they take the asymmetry from it), else None.
     """
     check_matrix(A)
     work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
@@ -70,10 +81,18 @@ def _prepare(A, m: Method, *, scale: bool = True) -> tuple[torch.Tensor, torch.T
         amax = max_abs(work.detach())  # (*)
     k = scale_exponent(amax) if scale else torch.zeros_like(amax)
     T = _half_scaled(work, k) if scale else work * 0.5
-    if m.check:  # the symmetry check's norms are taken of the scaled matrix: no overflow, no extra pass
+    S = None
+    if m.check and scale and T.numel() and not is_traced(T):
+        # The symmetry check's norms are taken of the scaled matrix (no overflow), its asymmetry from
+        # S = T + Tᵀ, which the eigen methods then use as their input (one transposed pass, not three).
+        with torch.no_grad():
+            S = sym2(T.detach())
+        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T, scaled_sym2=S,
+                     scaled_amax=(amax * torch.exp2(-k)) * torch.exp2(-k - 1))  # max|T|, exactly
+    elif m.check:
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None)
     cdtype = _compute_dtype(A, m)
-    return T.to(cdtype), k, A.dtype, cdtype
+    return T.to(cdtype), (None if S is None else S.to(cdtype)), k, A.dtype, cdtype
 
 
 def _unsupported(fn: SpectralFunction, m: Method, entry: str) -> SvdgradError:
@@ -92,14 +111,14 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         raise _unsupported(fn, m, entry)
     if isinstance(p, torch.Tensor) and not m.has_eigenvalues and p.requires_grad:
         raise SvdgradError(f"The gradient with respect to p needs an eigen method; received {m.name!r}.")
-    T, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable)  # T + Tᵀ = sym(A)/4^k
+    T, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable)  # T + Tᵀ = S = sym(A)/4^k
     if T.numel() == 0:
         return T.to(in_dtype)
     if isinstance(p, torch.Tensor):
         p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
     if m.check and not m.has_eigenvalues and not is_traced(T):
-        Ac = sym2(T.detach())
+        Ac = sym2(T.detach()) if S is None else S
         bad = psd_violations(Ac, tol)
         if bool(bad.any()):
             idx = tuple(torch.nonzero(bad)[0].tolist()) if bad.dim() else ()
@@ -111,7 +130,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
     narrower = torch.finfo(cdtype).bits < torch.finfo(_work_dtype(in_dtype)).bits
     pow2 = fn.output_pow2(k) if (fn.scalable and m.folds_output_scale and not narrower) else None
-    F, L = m.apply(T, fn, p, pow2) if pow2 is not None else m.apply(T, fn, p)
+    F, L = m.apply(T, fn, p, pow2, S)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
     F = F.to(_work_dtype(in_dtype))
@@ -215,7 +234,7 @@ def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=T
                            f"({describe(X)}). Check the layer that produced X.")
     k = scale_exponent(amax)  # X/4^k has entries of order 1; (X Xᵀ)^{±1/2} scales by 4^{±k}
     Xs = times_pow2(times_pow2(work, -k), -k).to(_compute_dtype(X, opts))
-    F = GramOp.apply(Xs, opts.floor_eps(Xs.dtype), inverse)[0].to(work.dtype)
+    F = apply(GramOp, Xs, opts.floor_eps(Xs.dtype), inverse)[0].to(work.dtype)
     k = -k if inverse else k
     return times_pow2(times_pow2(F, k), k).to(X.dtype)
 
@@ -262,8 +281,8 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     the dtype (|λ| up to n·max|A|) raise SvdgradError.
     """
     rule = get_k_rule(backward, **options)
-    T, k, in_dtype, cdtype = _prepare(A, rule)
-    L, U = Eigh.apply(sym2(T), rule)
+    T, _, k, in_dtype, cdtype = _prepare(A, rule)
+    L, U = apply(Eigh, sym2(T), rule)
     if rule.check and rule.needs_positive:
         check_psd(L.detach(), psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A, scale_exponent=k,
                   why=f"The {rule.name!r} K-rule expands 1/(λi-λj) in the ratio λmin/λmax, which needs "

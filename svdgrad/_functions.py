@@ -33,6 +33,21 @@ def eigh_or_raise(A: torch.Tensor):
         ) from None
 
 
+def apply(cls, *args):
+    """``cls.apply(*args)`` without torch's per-call ``inspect.signature``.
+
+    ``Function.apply`` binds the arguments to ``forward``'s signature on every
+    call (to fill defaults for ``setup_context``): about 40 µs, a sixth of a
+    small sqrtm.  Our forwards have no defaults and are always called with
+    every argument, so outside torch.compile and functorch transforms this
+    goes straight to the C entry, as ``Function.apply`` itself does after
+    binding; under them the full path runs.
+    """
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return cls.apply(*args)
+    return super(torch.autograd.Function, cls).apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
+
+
 def _tangent_or_zero(t, like):
     return torch.zeros_like(like) if t is None else t
 
@@ -40,9 +55,9 @@ def _tangent_or_zero(t, like):
 class SpectralOp(torch.autograd.Function):
     """F = 2^pow2·U φ(Λ) Uᵀ with A = T + Tᵀ = U Λ Uᵀ, for an eigen method and a spectral function (``_spectral``).
 
-    Inputs (T, p, method, fn, pow2): p is the power's exponent (a float, a
+    Inputs (T, p, method, fn, pow2, S): p is the power's exponent (a float, a
     0-dim tensor, or None); pow2 (*) an integer-valued exponent per matrix
-    or None.  The entry points pass T = A/(2·4^k), so the symmetrization and
+    or None; S = T + Tᵀ without a graph if the caller formed it, else None.  The entry points pass T = A/(2·4^k), so the symmetrization and
     the power-of-two scaling cost one pass over A in the forward and none
     in the backward: the output factor 2^pow2 multiplies φ (a vector), and
     the vjp with respect to T is the method's Loewner map of G + Gᵀ (that is
@@ -53,8 +68,8 @@ class SpectralOp(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(T, p, method, fn, pow2):
-        L, U = eigh_or_raise(_kernels.sym2(T))
+    def forward(T, p, method, fn, pow2, S):
+        L, U = eigh_or_raise(_kernels.sym2(T) if S is None else S)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(T.dtype)))  # (*, n)
         phi = method.spectrum(fn, Lf, p)
         if pow2 is not None:
@@ -64,7 +79,7 @@ class SpectralOp(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, p, method, fn, pow2 = inputs
+        _, p, method, fn, pow2, _ = inputs
         _, L, U, Lf = output
         ctx.mark_non_differentiable(L, U, Lf)
         ctx.p_tensor = isinstance(p, torch.Tensor)
@@ -87,7 +102,7 @@ class SpectralOp(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gF, _gL, _gU, _gLf):
         if gF is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         U, Lf, p, pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
             gT = ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2)
@@ -96,10 +111,10 @@ class SpectralOp(torch.autograd.Function):
                 Mdiag = ((U.mT @ gF) * U.mT).sum(-1)  # diag(Uᵀ G U), (*, n)
                 dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p)
                 gp = (Mdiag * (dphi if pow2 is None else _kernels.pow2_vector(dphi, pow2))).sum()
-        return gT, gp, None, None, None
+        return gT, gp, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dT, dp, _method, _fn, _pow2):
+    def jvp(ctx, dT, dp, _method, _fn, _pow2, _S):
         U, Lf, p, pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
             dF = ctx.method.jvp_rule(ctx.fn, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, pow2)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ._functions import apply
+
 
 class _RaiseOnBackward(torch.autograd.Function):
     generate_vmap_rule = True
@@ -63,4 +65,4 @@ def guard(A: torch.Tensor, method_name: str) -> torch.Tensor:
     msg = (f"svdgrad: double backward through method={method_name!r} is not supported: its "
            f"backward rule is not itself differentiable. Use method='newton_schulz' with "
            f"backward='autograd' if you need second derivatives.")
-    return _Guard.apply(A, msg)
+    return apply(_Guard, A, msg)

@@ -38,8 +38,8 @@ def scale_exponent(amax: torch.Tensor) -> torch.Tensor:
     # exact; log2's rounding near a power of two only moves the scaled
     # maximum within [1/4, 4].  (frexp's integer exponent would be exact but
     # miscompiles under torch.compile's CPU backend in torch 2.13.)
-    k = torch.floor(torch.log2(amax) * 0.5)
-    return torch.where(torch.isfinite(amax) & (amax > 0), k, torch.zeros_like(k))
+    k = torch.floor(torch.log2(amax) * 0.5)  # -inf at 0, +inf at inf, NaN at NaN
+    return torch.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def pow2_vector(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -68,10 +68,9 @@ def eigenvalue_floor(L: torch.Tensor, eps: float) -> torch.Tensor:
     scale A to entries of order 1 first (``scale_exponent``), so the floor
     is relative over the whole float range.
     """
-    info = torch.finfo(L.dtype)
+    tiny = torch.finfo(L.dtype).tiny
     lmax = L[..., -1:]
-    relative = (eps * lmax).clamp_min(info.tiny)
-    return torch.where(lmax > 0, relative, torch.full_like(relative, info.tiny ** 0.5))
+    return torch.where(lmax > 0, (eps * lmax).clamp_min(tiny), tiny ** 0.5)
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 
 from . import _kernels, _matmul_only, _newton_schulz
 from ._errors import SvdgradError
-from ._functions import LyapunovRoot, NewtonSchulzManual, SpectralOp, eigh_or_raise
+from ._functions import LyapunovRoot, NewtonSchulzManual, SpectralOp, apply, eigh_or_raise
 from ._spectral import InvSqrt, SpectralFunction, Sqrt
 from ._pade import pade_coefficients
 
@@ -114,12 +114,14 @@ class Method(abc.ABC):
     folds_output_scale: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def apply(self, T: torch.Tensor, fn: SpectralFunction, p=None, pow2=None):
+    def apply(self, T: torch.Tensor, fn: SpectralFunction, p=None, pow2=None, S=None):
         """2^pow2·f(A) for A = T + Tᵀ in the compute dtype; returns (F, eigenvalues of A or None).
 
         The entry points pass T = A/(2·4^k) (``_api._prepare``): the symmetrization is
         part of the method, so the eigen methods' backward forms G + Gᵀ once and nothing
-        else.  ``pow2`` (*) is passed only to methods with ``folds_output_scale``.
+        else.  ``pow2`` (*) is used only by methods with ``folds_output_scale`` (the
+        entry points pass None to the others).  ``S`` is T + Tᵀ without a graph if the
+        caller has it (the eigen methods use its values and T's graph), else None.
         """
 
 
@@ -161,8 +163,8 @@ class _EigenMethod(Method):
         """dF for the symmetric tangent S = dT + dTᵀ: the same map (D is symmetric)."""
         return self.backward_rule(fn, L, U, S, p, pow2)
 
-    def apply(self, T, fn, p=None, pow2=None):
-        F, L, _, _ = SpectralOp.apply(T, p, self, fn, pow2)
+    def apply(self, T, fn, p=None, pow2=None, S=None):
+        F, L, _, _ = apply(SpectralOp, T, p, self, fn, pow2, S)
         return F, L
 
 
@@ -412,13 +414,13 @@ class NewtonSchulz(Method):
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)
         return _matmul_only._spd_inverse_apply(F, eye), F
 
-    def apply(self, T, fn, p=None, pow2=None):
+    def apply(self, T, fn, p=None, pow2=None, S=None):
         A = _kernels.sym2(T)
         inverse = isinstance(fn, InvSqrt)
         if self.backward == "lyapunov":
-            return LyapunovRoot.apply(A, self, inverse)[0], None
+            return apply(LyapunovRoot, A, self, inverse)[0], None
         if self.backward == "manual":
-            F = NewtonSchulzManual.apply(A, self.iterations, self.normalization, inverse)[0]
+            F = apply(NewtonSchulzManual, A, self.iterations, self.normalization, inverse)[0]
         else:
             F = _newton_schulz.forward(A, self.iterations, self.normalization, inverse)[0]
         return F, None
@@ -474,8 +476,8 @@ class _MatmulRoot(Method):
     def root(self, A, inverse):
         """(Z ≈ A^{1/2}, F = Z or Z^{-1}) without a graph."""
 
-    def apply(self, T, fn, p=None, pow2=None):
-        return LyapunovRoot.apply(_kernels.sym2(T), self, isinstance(fn, InvSqrt))[0], None
+    def apply(self, T, fn, p=None, pow2=None, S=None):
+        return apply(LyapunovRoot, _kernels.sym2(T), self, isinstance(fn, InvSqrt))[0], None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -544,7 +546,7 @@ class PowerIteration(Method):
     def backward_is_derivative(self) -> bool:
         return False
 
-    def apply(self, T, fn, p=None, pow2=None):
+    def apply(self, T, fn, p=None, pow2=None, S=None):
         A = _kernels.sym2(T)
         # Constants: detach() also drops forward-mode tangents, which no_grad() would let through
         # (and the jvp would then be eigh's exact derivative, not the power iteration's).
@@ -685,6 +687,8 @@ def get_method(method="exact", **options) -> Method:
     override those of the spec or object.
     """
     if isinstance(method, Method):
+        if not options:
+            return method  # frozen: nothing to copy
         cls = type(method)
         base = method
     elif isinstance(method, str):

@@ -62,14 +62,19 @@ def max_abs(A: torch.Tensor) -> torch.Tensor:
 
 
 def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A",
-                 amax: torch.Tensor | None = None, scaled: torch.Tensor | None = None) -> None:
+                 amax: torch.Tensor | None = None, scaled: torch.Tensor | None = None,
+                 scaled_sym2: torch.Tensor | None = None, scaled_amax: torch.Tensor | None = None) -> None:
     """Finite entries and symmetry within ``symmetry_tol`` (relative, Frobenius).
 
     Both norms are taken of a copy of A with entries of order 1 (``scaled``,
     A times any per-matrix factor, if the caller has one; else A/max|A|),
     so they cannot overflow (entries of 1e154 and above squared overflow
     float64, 1e20 float32) or underflow, whatever the scale of A.  ``amax``
-    is ``max_abs(A)`` if the caller has it.
+    is ``max_abs(A)`` if the caller has it.  A caller that has formed
+    ``scaled_sym2`` = scaled + scaledᵀ gets the asymmetry from it without a
+    second transposed read, and one that knows ``scaled_amax`` = max|scaled|
+    (a lower bound of the Frobenius norm) skips that norm when the
+    asymmetry is below tol·max|scaled| everywhere.
     """
     if A.numel() == 0 or is_traced(A):
         return
@@ -88,9 +93,15 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
         if scaled is None:
             scaled = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
         scaled = scaled.detach()
-        scale = torch.linalg.matrix_norm(scaled)  # (*)
-        asym = torch.linalg.matrix_norm(scaled - scaled.mT)
+        if scaled_sym2 is None:
+            asym = torch.linalg.matrix_norm(scaled - scaled.mT)
+        else:  # scaled − scaledᵀ = 2·(scaled − sym2/2), a read without a transpose
+            asym = 2.0 * torch.linalg.matrix_norm(torch.sub(scaled, scaled_sym2.detach(), alpha=0.5))
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
+    if scaled_amax is not None and bool((asym <= tol * scaled_amax).all()):
+        return  # ‖scaled‖_F >= max|scaled|: symmetric enough everywhere
+    with torch.no_grad():
+        scale = torch.linalg.matrix_norm(scaled)  # (*)
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):
         idx = torch.nonzero(bad_mask)[0].tolist() if batch else []
