@@ -93,15 +93,18 @@ def pade_roots(num_degree: int, den_degree: int) -> tuple[tuple[float, ...], tup
     return out[0], out[1]
 
 
-def _factored(Zt: torch.Tensor, roots) -> torch.Tensor:
-    """Π_i (I − Z̃/r_i): len(roots) − 1 matmuls."""
-    n = Zt.shape[-1]
-    eye = torch.eye(n, dtype=Zt.dtype, device=Zt.device)
+def _factored(A: torch.Tensor, s: torch.Tensor, roots) -> torch.Tensor:
+    """Π_i (I − Z̃/r_i) with Z̃ = I − A/s: len(roots) − 1 matmuls.
+
+    Each factor is (1 − 1/r)·I + A/(s·r): one pass over A and a diagonal update.
+    """
+    n = A.shape[-1]
     out = None
     for r in roots:
-        F = eye - Zt / r
+        F = A * (1.0 / (s * r))
+        F.diagonal(dim1=-2, dim2=-1).add_(1.0 - 1.0 / r)
         out = F if out is None else out @ F
-    return eye.expand_as(Zt).clone() if out is None else out
+    return torch.eye(n, dtype=A.dtype, device=A.device).expand_as(A).clone() if out is None else out
 
 
 def _poly(coeffs, powers):
@@ -137,9 +140,14 @@ def _spd_inverse_apply(M: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     return torch.cholesky_solve(R, L)
 
 
+def _norm_scale(A: torch.Tensor) -> torch.Tensor:
+    """s = ‖A‖_F per matrix (*, 1, 1); the zero matrix gets √tiny."""
+    return torch.linalg.matrix_norm(A)[..., None, None].clamp_min(torch.finfo(A.dtype).tiny ** 0.5)
+
+
 def normalize(A: torch.Tensor):
     """(Z̃ = I − A/s, s) with s = ‖A‖_F per matrix (*, 1, 1); the zero matrix keeps s = √tiny."""
-    s = torch.linalg.matrix_norm(A)[..., None, None].clamp_min(torch.finfo(A.dtype).tiny ** 0.5)
+    s = _norm_scale(A)
     n = A.shape[-1]
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
     return eye - A / s, s
@@ -157,11 +165,15 @@ def mtp_root(A: torch.Tensor, degree: int, inverse: bool):
 
 
 def mpa_root(A: torch.Tensor, num_degree: int, den_degree: int, inverse: bool):
-    """(Z ≈ A^{1/2}, F): the [M/N] Padé approximant P Q^{-1} of √(1 − z); P and Q commute."""
-    Zt, s = normalize(A)
+    """(Z ≈ A^{1/2}, F): the [M/N] Padé approximant P Q^{-1} of √(1 − z); P and Q commute.
+
+    P and Q are symmetric up to rounding and are not symmetrized: the
+    Cholesky factorization reads Q's lower triangle only, and the result
+    is symmetrized once.
+    """
+    s = _norm_scale(A)
     rp, rq = pade_roots(num_degree, den_degree)
-    P, Q = _factored(Zt, rp), _factored(Zt, rq)  # polynomials in Z̃: symmetric, commuting
-    P, Q = 0.5 * (P + P.mT), 0.5 * (Q + Q.mT)
+    P, Q = _factored(A, s, rp), _factored(A, s, rq)  # polynomials in Z̃ = I − A/s: commuting
     root = _spd_inverse_apply(Q, P)  # Q^{-1} P = P Q^{-1}, symmetric up to rounding
     root = 0.5 * (root + root.mT)
     Z = root * s.sqrt()
@@ -255,6 +267,12 @@ def _sign_iteration(Zf, Cf, s, tol, max_iterations):
     low = None  # the lower end l of [l, 1] the scaled steps assume, from the second step on
     for it in range(max_iterations + 1):
         B2 = B @ B
+        if low is not None and it < max_iterations and not bool((low >= _CHECK_FROM).any()):
+            # Every spectrum is still within [l, 1] with l < 0.9 (l overestimates λmin): none has converged.
+            prev = torch.full_like(prev, math.inf)
+            alpha, low = _scaled_step(low)
+            B, Cc = _sign_step(B, B2, Cc, alpha)
+            continue
         delta = torch.linalg.matrix_norm(eye - B2) / math.sqrt(n)  # (b,)
         escaped = ~(delta <= 2.5)  # also NaN
         done = (delta <= tol) | ((delta < 1e-2) & (delta > 0.5 * prev)) | escaped
@@ -274,12 +292,27 @@ def _sign_iteration(Zf, Cf, s, tol, max_iterations):
             low = _smallest_eigenvalue_estimate(B)
         if low is not None:
             alpha, low = _scaled_step(low)
-        a = alpha[:, None, None]
-        B2C = B2 @ Cc
-        Cc = (0.5 * a) * (3.0 * Cc - (a * a) * (B2C + B2C.mT - (B @ Cc) @ B))
-        B = (0.5 * a) * (B @ (3.0 * eye - (a * a) * B2))
+        B, Cc = _sign_step(B, B2, Cc, alpha)
     wrong = ~((trace - n).abs() < 0.5)  # NaN (escaped) counts as wrong
     return X, wrong, unconverged
+
+
+#: The convergence measure is computed only once the assumed lower end l reaches this (or at the
+#: cap): below it ‖I − B²‖_F/√n >= 1 − l² > tol for every matrix, so nothing can have converged.
+_CHECK_FROM = 0.9
+
+
+def _sign_step(B, B2, Cc, alpha):
+    """One scaled step on M = [[B, C], [0, −B]]: M ← (α/2)(3M − α²M³), with B2 = B² given.
+
+    B ← 1.5α·B − 0.5α³·B³ and C ← 1.5α·C − 0.5α³·(B²C + CB² − BCB) (B, C, BCB symmetric, so
+    CB² = (B²C)ᵀ).  Five matmuls; the subtraction of BCB rides on its matmul (baddbmm).
+    """
+    a = alpha[:, None, None]
+    c3 = -0.5 * a * a * a
+    B2C = B2 @ Cc
+    W = torch.baddbmm(torch.add(B2C, B2C.mT), B @ Cc, B, alpha=-1.0)
+    return torch.addcmul(B * (1.5 * a), B @ B2, c3), torch.addcmul(Cc * (1.5 * a), W, c3)
 
 
 #: The smallest lower end the scaled steps assume: α <= √(3/(1 + 1e-3)), so αx < √3 for every x <= 1
