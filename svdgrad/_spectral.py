@@ -181,7 +181,7 @@ class Power(SpectralFunction):
 
     def rescale(self, F, k, p=None):
         # 4^(k·p) = 2^(2kp); differentiable in p when p is a tensor that requires grad
-        return F * torch.exp2(2.0 * k.to(F.dtype) * p)[..., None, None]
+        return torch.exp2(2.0 * k.to(F.dtype) * p)[..., None, None] * F
 
 
 @dataclass(frozen=True)
