@@ -57,3 +57,31 @@ def test_elpv_missing_package_names_the_extra(monkeypatch):
     with pytest.raises(SvdgradError, match=r"\.\[elpv\]"):
         data.load("elpv", 16)
     data.elpv.cache_clear()
+
+
+def test_hybrid_study_on_elpv_has_its_own_folder_and_says_how_to_complete(monkeypatch, tmp_path):
+    """`svdgrad study hybrid --dataset elpv`: the same grid on elpv (a stand-in here), its report names the
+    data and the command that completes it, and a textures study cannot be mixed into its folder."""
+    from svdgrad.train import study
+
+    rng = np.random.default_rng(1)
+    probs = np.array([0.0] * 40 + [1 / 3] * 20 + [2 / 3] * 20 + [1.0] * 40)
+    imgs = rng.integers(0, 255, size=(len(probs), 24, 24)).astype(np.uint8)
+    fake = types.ModuleType("elpv_dataset.utils")
+    fake.load_dataset = lambda: (imgs, probs, np.array(["mono"] * len(probs)))
+    monkeypatch.setitem(sys.modules, "elpv_dataset", types.ModuleType("elpv_dataset"))
+    monkeypatch.setitem(sys.modules, "elpv_dataset.utils", fake)
+    data.elpv.cache_clear()
+    assert study.default_out(False, "elpv") == "reports/hybrid_protocol_elpv"
+    out = str(tmp_path / "elpv")
+    try:
+        study.run(quick=True, out=out, dataset="elpv", echo=lambda m: None)
+        text = open(f"{out}/REPORT.md").read()
+        assert "svdgrad study hybrid --quick --dataset elpv" in text  # the Written-by line and the completion command
+        assert "electroluminescence" in text
+        with pytest.raises(SvdgradError, match="other settings .*dataset"):
+            study.run(quick=True, out=out, dataset="textures", resume=True, echo=lambda m: None)
+        with pytest.raises(SvdgradError, match="Unknown --dataset"):
+            study.run(quick=True, out=str(tmp_path / "x"), dataset="imagenet", echo=lambda m: None)
+    finally:
+        data.elpv.cache_clear()

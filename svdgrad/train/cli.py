@@ -241,6 +241,10 @@ def study_parser(name: str = "hybrid") -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=None, help="launch no run after M minutes of wall time; "
                    "the report says which part ran and --resume completes it")
     p.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and figures from the saved logs")
+    if name == "hybrid":
+        p.add_argument("--dataset", choices=("textures", "elpv"), default="textures",
+                       help="textures (default; reports/hybrid_protocol) or elpv (needs the elpv extra; "
+                            "reports/hybrid_protocol_elpv)")
     return p
 
 
@@ -263,10 +267,11 @@ def run_study(argv: list[str]) -> int:
     else:
         from .landscape import default_out, run
     ns = study_parser(name).parse_args(rest)
-    out = ns.out or default_out(ns.quick)
+    extra = {"dataset": ns.dataset} if name == "hybrid" else {}
+    out = ns.out or default_out(ns.quick, **extra)
     try:
         out = run(quick=ns.quick, out=out, seeds=ns.seeds, jobs=ns.jobs, report_only=ns.report_only,
-                  resume=ns.resume, backend=ns.backend, device=ns.device, max_minutes=ns.max_minutes)
+                  resume=ns.resume, backend=ns.backend, device=ns.device, max_minutes=ns.max_minutes, **extra)
     except SvdgradError as exc:
         print(f"svdgrad study: error: {exc}", file=sys.stderr)
         return 2

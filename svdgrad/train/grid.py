@@ -52,3 +52,10 @@ QUICK_SEEDS = 1
 #: Where the full study writes (regenerating the committed report is its purpose);
 #: the quick one writes to a new scratch folder (``study.default_out``).
 DEFAULT_OUT = os.path.join("reports", "hybrid_protocol")
+#: The datasets the hybrid study runs on (``--dataset``); each has its own report folder.
+DATASETS = ("textures", "elpv")
+
+
+def default_out_for(dataset: str) -> str:
+    """reports/hybrid_protocol for textures, reports/hybrid_protocol_<dataset> for another dataset."""
+    return DEFAULT_OUT if dataset == "textures" else f"{DEFAULT_OUT}_{dataset}"

@@ -379,7 +379,9 @@ def _what_ran(runs, study) -> list[str]:
             lack = [k for k in range(seeds) if k not in have]
             if lack:
                 missing.append(f"{p}: seeds {', '.join(map(str, lack))}")
-        cmd = ("svdgrad study hybrid" + (" --quick" if study.get("quick") else "") + f" --seeds {seeds} --resume")
+        dataset = study.get("settings", {}).get("dataset", "textures")
+        cmd = ("svdgrad study hybrid" + (" --quick" if study.get("quick") else "")
+               + (f" --dataset {dataset}" if dataset != "textures" else "") + f" --seeds {seeds} --resume")
         lines += ["", "**This report covers part of the grid.** Missing: " + "; ".join(missing) + f". Complete it "
                   f"with `{cmd}` (finished runs are kept, an interrupted run continues from its last epoch, and "
                   f"this report is rewritten)."]
@@ -454,6 +456,16 @@ def _identical_sentence(runs) -> str:
               f"relative), so each such group is drawn as one line; their differences cannot rank them.")
 
 
+def _data_line(s) -> str:
+    if s["dataset"] == "elpv":
+        return (f"- Data: `elpv` (the elpv-dataset package: 2,624 electroluminescence images of solar cells, 4 "
+                f"classes of defect probability, CC BY-NC-SA 4.0), resized to {s['image_size']} px, stratified "
+                f"80/20 split into training and validation images.")
+    return (f"- Data: `{s['dataset']}`, {s['image_size']} px grayscale patches, {s['train_per_class']} training "
+            f"and {s['val_per_class']} validation patches per class; training and validation patches come from "
+            f"disjoint parts of each photograph.")
+
+
 def write_report(out: str) -> str:
     runs = load_runs(out)
     with open(os.path.join(out, "study.json")) as f:
@@ -488,15 +500,14 @@ def write_report(out: str) -> str:
     lines = [
         "# Hybrid protocol study: Newton-Schulz, SVD, and NS → SVD",
         "",
-        "Written by `svdgrad study hybrid" + (" --quick" if study["quick"] else "") + "` from the run logs in "
+        "Written by `svdgrad study hybrid" + (" --quick" if study["quick"] else "")
+        + (f" --dataset {s['dataset']}" if s["dataset"] != "textures" else "") + "` from the run logs in "
         "`runs/`; every number below is computed from those logs. Run the command again to regenerate "
         "(finished runs are reused; `--report-only` only redraws).",
         "",
         "## Setup",
         "",
-        f"- Data: `{s['dataset']}`, {s['image_size']} px grayscale patches, {s['train_per_class']} training "
-        f"and {s['val_per_class']} validation patches per class; training and validation patches come from "
-        f"disjoint parts of each photograph.",
+        _data_line(s),
         f"- Network: `svdgrad.nn.SmallResNet`, widths {tuple(s['widths'])}, last stage without stride, head "
         f"`CovariancePooling` with d = {s['reduced_channels']} (so Σ is {s['reduced_channels']}×"
         f"{s['reduced_channels']}) or `GlobalAveragePooling`.",
@@ -549,7 +560,7 @@ def write_report(out: str) -> str:
         "",
         *_other_findings(runs, switch, s['reduced_channels']),
         "",
-        "This is a small network on a small texture problem trained for a few epochs on a CPU, not ResNet-50 on "
+        "This is a small network on a small image problem trained for a few epochs on a CPU, not ResNet-50 on "
         "ImageNet: agreement or disagreement here is evidence about this setting only.",
         "",
         "## Files",

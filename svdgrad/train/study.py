@@ -20,7 +20,8 @@ import tempfile
 from .._errors import SvdgradError
 from .._io import write_atomic
 from . import runner
-from .grid import DEFAULT_OUT, EARLY, FULL, FULL_SEEDS, HYBRIDS, LABELS, PROTOCOLS, QUICK, QUICK_SEEDS  # noqa: F401 (re-exported)
+from .grid import DATASETS, DEFAULT_OUT, EARLY, FULL, FULL_SEEDS, HYBRIDS, LABELS, PROTOCOLS, QUICK, QUICK_SEEDS  # noqa: F401 (re-exported)
+from .grid import default_out_for
 from .report import load_runs, mean_std, write_report  # noqa: F401 (re-exported)
 
 
@@ -39,11 +40,12 @@ def _complete(cfg) -> bool:
     return runner.complete(cfg)
 
 
-def default_out(quick: bool) -> str:
-    """reports/hybrid_protocol for the full study; a new scratch folder for the quick smoke test."""
+def default_out(quick: bool, dataset: str = "textures") -> str:
+    """reports/hybrid_protocol (textures) or reports/hybrid_protocol_<dataset> for the full study; a new
+    scratch folder for the quick smoke test."""
     if quick:
         return os.path.join(tempfile.mkdtemp(prefix="svdgrad-study-"), "hybrid_protocol_quick")
-    return DEFAULT_OUT
+    return default_out_for(dataset)
 
 
 def _run_one(cfg_dict: dict) -> dict:
@@ -52,7 +54,7 @@ def _run_one(cfg_dict: dict) -> dict:
 
 def run(quick: bool = False, out: str | None = None, seeds: int | None = None, jobs: int | None = None,
         report_only: bool = False, echo=print, *, resume: bool = False, backend: str = "joblib",
-        device: str = "cpu", max_minutes: float | None = None) -> str:
+        device: str = "cpu", max_minutes: float | None = None, dataset: str = "textures") -> str:
     """Run the missing runs of the grid, then write the report.  Returns the output folder.
 
     A folder that already holds this study is completed only with ``resume=True`` (finished runs
@@ -60,12 +62,14 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
     """
     import torch
 
-    settings = QUICK if quick else FULL
+    if dataset not in DATASETS:
+        raise SvdgradError(f"Unknown --dataset {dataset!r} for the hybrid study. Expected one of {', '.join(DATASETS)}.")
+    settings = dict(QUICK if quick else FULL, dataset=dataset)
     seeds = seeds if seeds is not None else (QUICK_SEEDS if quick else FULL_SEEDS)
     if seeds < 1:
         raise SvdgradError(f"Expected --seeds >= 1; received {seeds}.")
     if out is None:
-        out = default_out(quick)
+        out = default_out(quick, dataset)
     jobs = 1 if (quick and jobs is None) else runner.bounded_jobs(jobs)
     if backend not in runner.BACKENDS:
         raise SvdgradError(f"Unknown --backend {backend!r}. Expected one of {', '.join(runner.BACKENDS)}.")
