@@ -220,7 +220,8 @@ def cost_section(perf: Path) -> list[str]:
     L += [""]
     pypath = raw / "pytest_benchmark_cpu.json"
     if pypath.exists():
-        bench = bench_report._benchmarks(json.loads(pypath.read_text()))
+        pyjson = json.loads(pypath.read_text())
+        bench = bench_report._benchmarks(pyjson)
         eigh = {(r["n"], r["dtype"]): r["median"] for r in bench if r["label"] == "eigh_autograd"}
         others = [r for r in bench if r["kind"] in ("function", "gram", "jvp") and (r["n"], r["dtype"]) in eigh]
         if others:
@@ -229,8 +230,13 @@ def cost_section(perf: Path) -> list[str]:
             cols = [(n, d) for n in sizes for d in dts]
             by = {(r["label"], r["n"], r["dtype"]): r["median"] / eigh[(r["n"], r["dtype"])] for r in others}
             labels = list(dict.fromkeys(r["label"] for r in others))
+            when, finished = str(pyjson.get("datetime", "?"))[:16], str(run.get("finished", "?"))[:16]
+            same = when[:13] == finished[:13]
             L += ["The other functions, the features route and forward mode, from the sequential pytest-benchmark "
-                  "grid of the same run (median time over eigh autograd's at the same n and dtype; the "
+                  + ("grid of the same run" if same else f"grid of {when} UTC (the interleaved measurements here "
+                     f"are from {finished} UTC; `svdgrad bench --no-pytest` keeps the older grid, and the code "
+                     f"has changed in between)")
+                  + " (median time over eigh autograd's at the same n and dtype; the "
                   "features route's X has twice as many columns as rows):", "",
                   "| case | " + " | ".join(f"n={n} {d}" for n, d in cols) + " |", "|---|" + "---|" * len(cols)]
             for lab in labels:
