@@ -43,9 +43,22 @@ def apply(cls, *args):
     goes straight to the C entry, as ``Function.apply`` itself does after
     binding; under them the full path runs.
     """
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if _FAST_APPLY is None or torch.compiler.is_compiling() or _FAST_APPLY[0]():
         return cls.apply(*args)
-    return super(torch.autograd.Function, cls).apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
+    return super(torch.autograd.Function, cls).apply(*_FAST_APPLY[1](args))
+
+
+def _fast_apply_hooks():
+    """(transforms active?, unwrap dead wrappers) from torch's internals, or None (then ``apply`` is the plain one)."""
+    try:
+        from torch._functorch.utils import unwrap_dead_wrappers
+
+        return torch._C._are_functorch_transforms_active, unwrap_dead_wrappers
+    except (ImportError, AttributeError):  # a torch without them: no shortcut
+        return None
+
+
+_FAST_APPLY = _fast_apply_hooks()
 
 
 def _tangent_or_zero(t, like):
