@@ -14,7 +14,7 @@ import math
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, GramOp, apply
+from ._functions import Eigh, GramOp, NarrowIn, NarrowOut, apply
 from ._guard import guard
 from ._kernels import scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
@@ -67,7 +67,7 @@ def _one_factor_range(dtype: torch.dtype) -> tuple[float, float]:
 
 
 def _prepare(A, m: Method, *, scale: bool = True):
-    """Checks, then T = A/(2·4^k) in the compute dtype: T + Tᵀ = sym(A)/4^k.
+    """Checks, then T = A/(2·4^k) in the working dtype (the caller casts it): T + Tᵀ = sym(A)/4^k.
 
     Returns (T, S, k, input dtype, compute dtype); k (*) is the per-matrix
     power-of-two exponent (``_kernels.scale_exponent``); k = 0 without
@@ -92,7 +92,7 @@ def _prepare(A, m: Method, *, scale: bool = True):
     elif m.check:
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None)
     cdtype = _compute_dtype(A, m)
-    return T.to(cdtype), (None if S is None else S.to(cdtype)), k, A.dtype, cdtype
+    return T, (None if S is None else S.to(cdtype)), k, A.dtype, cdtype
 
 
 def _unsupported(fn: SpectralFunction, m: Method, entry: str) -> SvdgradError:
@@ -114,6 +114,14 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     T, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable)  # T + Tᵀ = S = sym(A)/4^k
     if T.numel() == 0:
         return T.to(in_dtype)
+    # A compute dtype narrower than the input's (float64 computed in float32): the scaling law's factor on
+    # every derivative is applied on the wide side of the cast (NarrowIn/NarrowOut), where it fits.
+    wide = _work_dtype(in_dtype)
+    narrow_e = None
+    if (torch.finfo(cdtype).bits < torch.finfo(wide).bits and fn.scalable and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_batchedtensor(T)):  # (vmap: the closure below would capture a batch)
+        narrow_e = fn.gradient_pow2(k, p)
+    T = apply(NarrowIn, T, narrow_e.to(wide), cdtype) if narrow_e is not None else T.to(cdtype)
     if isinstance(p, torch.Tensor):
         p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
@@ -128,12 +136,14 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         T = guard(T, m.name)
     # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
-    narrower = torch.finfo(cdtype).bits < torch.finfo(_work_dtype(in_dtype)).bits
+    narrower = torch.finfo(cdtype).bits < torch.finfo(wide).bits
     pow2 = fn.output_pow2(k) if (fn.scalable and m.folds_output_scale and not narrower) else None
     F, L = m.apply(T, fn, p, pow2, S)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
-    F = F.to(_work_dtype(in_dtype))
+    if narrow_e is not None:
+        return apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p)).to(in_dtype)
+    F = F.to(wide)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
     return F.to(in_dtype)
@@ -282,7 +292,7 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     """
     rule = get_k_rule(backward, **options)
     T, _, k, in_dtype, cdtype = _prepare(A, rule)
-    L, U = apply(Eigh, sym2(T), rule)
+    L, U = apply(Eigh, sym2(T.to(cdtype)), rule)
     if rule.check and rule.needs_positive:
         check_psd(L.detach(), psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A, scale_exponent=k,
                   why=f"The {rule.name!r} K-rule expands 1/(λi-λj) in the ratio λmin/λmax, which needs "

@@ -355,3 +355,68 @@ class _no_tf32:
 
     def __exit__(self, *exc):
         torch.backends.cuda.matmul.allow_tf32 = self._prev
+
+
+def _pow2(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """X·2^e, e (*) per matrix, in two factors (2^e alone may not be representable)."""
+    h = torch.floor(e * 0.5)
+    return _kernels.times_pow2(_kernels.times_pow2(X, h), e - h)
+
+
+class NarrowIn(torch.autograd.Function):
+    """The cast of the scaled input T to a narrower compute dtype (float64 input computed in float32).
+
+    Forward: T.to(dtype).  The output's scaling law multiplies every derivative
+    by 2^e (``SpectralFunction.gradient_pow2``); applied after the cast back,
+    as the plain chain does, that factor (up to 2^511 for the square root of
+    a float64 1e300) overflows the float32 gradient.  So this pair moves it to
+    the wide side: the vjp is g.to(wide)·2^e and the jvp (dT·2^e).to(dtype),
+    while ``NarrowOut``'s vjp and jvp are plain casts.  The composition is
+    the exact derivative (every map in between is linear in the tangent).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(T, e, dtype):
+        return T.to(dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        T, e, dtype = inputs
+        ctx.save_for_backward(e)
+        ctx.save_for_forward(e)
+        ctx.wide, ctx.narrow = T.dtype, dtype
+
+    @staticmethod
+    def backward(ctx, g):
+        (e,) = ctx.saved_tensors
+        return _pow2(g.to(ctx.wide), e), None, None
+
+    @staticmethod
+    def jvp(ctx, dT, _de, _ddtype):  # tangents of (T, e, dtype)
+        (e,) = ctx.saved_tensors
+        return _pow2(dT, e).to(ctx.narrow)
+
+
+class NarrowOut(torch.autograd.Function):
+    """rescale(F.to(wide)) with a plain cast as its vjp and jvp: the scale factor's derivative is
+    carried by ``NarrowIn`` (see there)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(F, wide, rescale):
+        return rescale(F.to(wide))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.narrow, ctx.wide = inputs[0].dtype, inputs[1]
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.to(ctx.narrow), None, None
+
+    @staticmethod
+    def jvp(ctx, dF, _dwide, _drescale):  # tangents of (F, wide, rescale)
+        return dF.to(ctx.wide)

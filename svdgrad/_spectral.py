@@ -72,6 +72,11 @@ class SpectralFunction(abc.ABC):
         for every k the entry points produce (eigen methods fold it into the spectrum); else None."""
         return None
 
+    def gradient_pow2(self, k: torch.Tensor, p=None) -> torch.Tensor | None:
+        """e (*) with d(rescale(F̂)) = 2^e·dF̂: the factor the output's scaling law puts on a derivative
+        (None where it depends on a tensor p)."""
+        return None
+
     def loewner(self, L: torch.Tensor, p=None) -> torch.Tensor:
         """D (*, n, n) for ascending eigenvalues L (*, n)."""
         return self.dd(L[..., :, None], L[..., None, :], p)
@@ -99,6 +104,9 @@ class Sqrt(SpectralFunction):
     def output_pow2(self, k):
         return k
 
+    def gradient_pow2(self, k, p=None):
+        return k
+
 
 @dataclass(frozen=True)
 class InvSqrt(SpectralFunction):
@@ -121,6 +129,9 @@ class InvSqrt(SpectralFunction):
         return times_pow2(F, -k)
 
     def output_pow2(self, k):
+        return -k
+
+    def gradient_pow2(self, k, p=None):
         return -k
 
 
@@ -146,6 +157,9 @@ class Log(SpectralFunction):
         tie = delta == 0
         safe = torch.where(tie, torch.ones_like(delta), delta)
         return torch.where(tie, lo.reciprocal(), torch.log1p(safe / lo) / safe)
+
+    def gradient_pow2(self, k, p=None):
+        return torch.zeros_like(k)  # log(4^k·Â) = log Â + k·log 4·I: the derivative is unscaled
 
     def rescale(self, F, k, p=None):
         eye = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device)
@@ -178,6 +192,9 @@ class Power(SpectralFunction):
 
     def dfdp(self, L, p):
         return L.pow(p) * L.log()
+
+    def gradient_pow2(self, k, p=None):
+        return None if isinstance(p, torch.Tensor) else 2.0 * k * p
 
     def rescale(self, F, k, p=None):
         # 4^(k·p) = 2^(2kp); differentiable in p when p is a tensor that requires grad

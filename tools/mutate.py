@@ -155,6 +155,8 @@ MUTANTS = [
            "sign step adds BCB instead of subtracting it"),
     Mutant("lyapunov-scale-formula", "svdgrad/_matmul_only.py", "alpha = torch.sqrt(3.0 / q)", "alpha = torch.sqrt(3.2 / q)",
            "scaled sign step with α above the safe √(3/(1 + l + l²))"),
+    Mutant("narrow-cast-no-factor", "svdgrad/_functions.py", "return _pow2(g.to(ctx.wide), e), None, None",
+           "return g.to(ctx.wide), None, None", "float64 input computed in float32: gradient without the scaling law's factor"),
     Mutant("prescale-two-factors-wrong", "svdgrad/_api.py", "return times_pow2(times_pow2(work, -k), -k - 1)",
            "return times_pow2(times_pow2(work, -k), -k)", "the two-factor prescale (tiny float32 input) not halved"),
     Mutant("sqrt-fold-exponent", "svdgrad/_spectral.py", "    def output_pow2(self, k):\n        return k\n",
