@@ -14,7 +14,7 @@ import math
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, GramOp, NarrowIn, NarrowOut, apply
+from ._functions import Eigh, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
 from ._guard import guard
 from ._kernels import scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
@@ -121,7 +121,8 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     if (torch.finfo(cdtype).bits < torch.finfo(wide).bits and fn.scalable and not torch.compiler.is_compiling()
             and not torch._C._functorch.is_batchedtensor(T)):  # (vmap: the closure below would capture a batch)
         narrow_e = fn.gradient_pow2(k, p)
-    T = apply(NarrowIn, T, narrow_e.to(wide), cdtype) if narrow_e is not None else T.to(cdtype)
+    scales = NarrowScales()
+    T = apply(NarrowIn, T, narrow_e.to(wide), cdtype, scales) if narrow_e is not None else T.to(cdtype)
     if isinstance(p, torch.Tensor):
         p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
@@ -142,7 +143,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
     if narrow_e is not None:
-        return apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p)).to(in_dtype)
+        return apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p), scales).to(in_dtype)
     F = F.to(wide)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)

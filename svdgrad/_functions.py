@@ -363,6 +363,25 @@ def _pow2(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return _kernels.times_pow2(_kernels.times_pow2(X, h), e - h)
 
 
+def _to_order_one(X: torch.Tensor, dtype: torch.dtype):
+    """(X·2^-s cast to ``dtype``, s): s (*) per matrix makes max|X| of order 1, so the cast neither
+    overflows nor underflows; s = 0 for a zero or non-finite matrix."""
+    with torch.no_grad():
+        s = _kernels.scale_exponent(X.detach().abs().amax(dim=(-2, -1))) * 2.0  # 4^k: max|X|·2^-s in [1/4, 4)
+    return _pow2(X, -s).to(dtype), s
+
+
+class NarrowScales:
+    """The per-matrix exponents a tangent or a cotangent was scaled by at the narrow side of one call,
+    shared by its ``NarrowIn`` and ``NarrowOut`` (forward mode: NarrowIn sets, NarrowOut reads; reverse
+    mode: the other way round)."""
+
+    __slots__ = ("tangent", "cotangent")
+
+    def __init__(self):
+        self.tangent = self.cotangent = None
+
+
 class NarrowIn(torch.autograd.Function):
     """The cast of the scaled input T to a narrower compute dtype (float64 input computed in float32).
 
@@ -370,53 +389,61 @@ class NarrowIn(torch.autograd.Function):
     by 2^e (``SpectralFunction.gradient_pow2``); applied after the cast back,
     as the plain chain does, that factor (up to 2^511 for the square root of
     a float64 1e300) overflows the float32 gradient.  So this pair moves it to
-    the wide side: the vjp is g.to(wide)·2^e and the jvp (dT·2^e).to(dtype),
-    while ``NarrowOut``'s vjp and jvp are plain casts.  The composition is
-    the exact derivative (every map in between is linear in the tangent).
+    the wide side, and each tangent or cotangent crosses the cast scaled to
+    entries of order 1 (a tangent dA/4^k of a 1e300 matrix would underflow
+    float32): the vjp is g.to(wide)·2^(e + s) with s the exponent ``NarrowOut``
+    scaled the cotangent by, the jvp (dT·2^e·2^-s).to(dtype), undone by
+    ``NarrowOut``.  The composition is the exact derivative (every map in
+    between is linear in the tangent).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(T, e, dtype):
+    def forward(T, e, dtype, scales):
         return T.to(dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        T, e, dtype = inputs
+        T, e, dtype, scales = inputs
         ctx.save_for_backward(e)
         ctx.save_for_forward(e)
-        ctx.wide, ctx.narrow = T.dtype, dtype
+        ctx.wide, ctx.narrow, ctx.scales = T.dtype, dtype, scales
 
     @staticmethod
     def backward(ctx, g):
         (e,) = ctx.saved_tensors
-        return _pow2(g.to(ctx.wide), e), None, None
+        s = ctx.scales.cotangent
+        return _pow2(g.to(ctx.wide), e if s is None else e + s), None, None, None
 
     @staticmethod
-    def jvp(ctx, dT, _de, _ddtype):  # tangents of (T, e, dtype)
+    def jvp(ctx, dT, _de, _ddtype, _dscales):  # tangents of (T, e, dtype, scales)
         (e,) = ctx.saved_tensors
-        return _pow2(dT, e).to(ctx.narrow)
+        out, ctx.scales.tangent = _to_order_one(_pow2(dT, e), ctx.narrow)
+        return out
 
 
 class NarrowOut(torch.autograd.Function):
-    """rescale(F.to(wide)) with a plain cast as its vjp and jvp: the scale factor's derivative is
-    carried by ``NarrowIn`` (see there)."""
+    """rescale(F.to(wide)); its vjp and jvp are casts at order-one scale, the scaling law's
+    derivative factor being carried by ``NarrowIn`` (see there)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(F, wide, rescale):
+    def forward(F, wide, rescale, scales):
         return rescale(F.to(wide))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.narrow, ctx.wide = inputs[0].dtype, inputs[1]
+        ctx.narrow, ctx.wide, ctx.scales = inputs[0].dtype, inputs[1], inputs[3]
 
     @staticmethod
     def backward(ctx, g):
-        return g.to(ctx.narrow), None, None
+        out, ctx.scales.cotangent = _to_order_one(g, ctx.narrow)
+        return out, None, None, None
 
     @staticmethod
-    def jvp(ctx, dF, _dwide, _drescale):  # tangents of (F, wide, rescale)
-        return dF.to(ctx.wide)
+    def jvp(ctx, dF, _dwide, _drescale, _dscales):  # tangents of (F, wide, rescale, scales)
+        s = ctx.scales.tangent
+        dF = dF.to(ctx.wide)
+        return dF if s is None else _pow2(dF, s)
