@@ -117,12 +117,15 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     # A compute dtype narrower than the input's (float64 computed in float32): the scaling law's factor on
     # every derivative is applied on the wide side of the cast (NarrowIn/NarrowOut), where it fits.
     wide = _work_dtype(in_dtype)
+    narrower = torch.finfo(cdtype).bits < torch.finfo(wide).bits
     narrow_e = None
-    if (torch.finfo(cdtype).bits < torch.finfo(wide).bits and fn.scalable and not torch.compiler.is_compiling()
-            and not torch._C._functorch.is_batchedtensor(T)):  # (vmap: the closure below would capture a batch)
-        narrow_e = fn.gradient_pow2(k, p)
-    scales = NarrowScales()
-    T = apply(NarrowIn, T, narrow_e.to(wide), cdtype, scales) if narrow_e is not None else T.to(cdtype)
+    if narrower and fn.scalable and not torch.compiler.is_compiling() and not torch._C._functorch.is_batchedtensor(T):
+        narrow_e = fn.gradient_pow2(k, p)  # (not under vmap: NarrowOut's closure would capture a batch)
+    if narrow_e is not None:
+        scales = NarrowScales()
+        T = apply(NarrowIn, T, narrow_e.to(wide), cdtype, scales)
+    else:
+        T = T.to(cdtype)
     if isinstance(p, torch.Tensor):
         p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
@@ -137,7 +140,6 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         T = guard(T, m.name)
     # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
-    narrower = torch.finfo(cdtype).bits < torch.finfo(wide).bits
     pow2 = fn.output_pow2(k) if (fn.scalable and m.folds_output_scale and not narrower) else None
     F, L = m.apply(T, fn, p, pow2, S)
     if m.check and L is not None:

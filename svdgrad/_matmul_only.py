@@ -288,7 +288,7 @@ def _sign_iteration(Zf, Cf, s, tol, max_iterations):
             # Every spectrum is still within [l, 1] with l < 0.9 (l overestimates λmin): none has converged.
             prev = torch.full_like(prev, math.inf)
             alpha, low = _scaled_step(low)
-            B, Cc = _sign_step(B, B2, Cc, alpha, bufs.step_out(B, Cc))
+            B, Cc = _sign_step(B, B2, Cc, alpha, bufs.step_out())
             continue
         delta = torch.linalg.matrix_norm(eye - B2) / math.sqrt(n)  # (b,)
         escaped = ~(delta <= 2.5)  # also NaN
@@ -311,7 +311,7 @@ def _sign_iteration(Zf, Cf, s, tol, max_iterations):
             alpha, low = _scaled_step(low)
         if bufs.shape != B.shape:  # some matrices left the batch
             bufs = _Buffers(B)
-        B, Cc = _sign_step(B, B2, Cc, alpha, bufs.step_out(B, Cc))
+        B, Cc = _sign_step(B, B2, Cc, alpha, bufs.step_out())
     wrong = ~((trace - n).abs() < 0.5)  # NaN (escaped) counts as wrong
     return X, wrong, unconverged
 
@@ -354,14 +354,11 @@ class _Buffers:
         self.tmp = tuple(pairs[4:7])
         self.turn = 0
 
-    def step_out(self, B, Cc):
-        """Output buffers for the next step: the pair that holds neither B nor Cc."""
-        pair = self.pairs[self.turn]
-        if any(x.data_ptr() in (B.data_ptr(), Cc.data_ptr()) for x in pair):
-            self.turn ^= 1
-            pair = self.pairs[self.turn]
+    def step_out(self):
+        """Output buffers for the next step.  The pairs take turns, so a step never writes the pair its
+        input came from (new buffers are made whenever the batch shrinks, and its B, C are then fresh)."""
         self.turn ^= 1
-        return pair + self.tmp
+        return self.pairs[self.turn] + self.tmp
 
 
 #: The smallest lower end the scaled steps assume: α <= √(3/(1 + 1e-3)), so αx < √3 for every x <= 1

@@ -72,20 +72,11 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
     import torch
 
     seeds = seeds if seeds is not None else (QUICK_SEEDS if quick else SEEDS)
-    if seeds < 1:
-        raise SvdgradError(f"Expected --seeds >= 1; received {seeds}.")
     out = out or default_out(quick)
-    jobs = 1 if (quick and jobs is None) else runner.bounded_jobs(jobs)
-    if backend not in runner.BACKENDS:
-        raise SvdgradError(f"Unknown --backend {backend!r}. Expected one of {', '.join(runner.BACKENDS)}.")
-    runner.check_device(device)
-    study_path = os.path.join(out, "study.json")
+    jobs = runner.check_study_options(seeds=seeds, jobs=jobs, backend=backend, device=device, quick=quick)
     if report_only:
-        if not os.path.exists(study_path):
-            raise SvdgradError(f"Expected {study_path} for --report-only (it redraws the report of a study "
-                               f"already run); it does not exist. Run the study into {out} first.")
-        write_report(out)
-        return out
+        return runner.redraw(out, write_report)
+    study_path = os.path.join(out, "study.json")
     grid_id = {"quick": quick, "base": {k: list(v) if isinstance(v, tuple) else v
                                         for k, v in (QUICK if quick else BASE).items()},
                "parts": json.loads(json.dumps(PARTS))}

@@ -37,6 +37,27 @@ def check_device(device: str) -> None:
                            f"which picks cuda only where it is available).")
 
 
+def check_study_options(*, seeds: int, jobs: int | None, backend: str, device: str, quick: bool) -> int:
+    """The options every study shares, checked; returns the number of jobs (1 for a quick study by default)."""
+    if seeds < 1:
+        raise SvdgradError(f"Expected --seeds >= 1; received {seeds}.")
+    jobs = 1 if (quick and jobs is None) else bounded_jobs(jobs)
+    if backend not in BACKENDS:
+        raise SvdgradError(f"Unknown --backend {backend!r}. Expected one of {', '.join(BACKENDS)}.")
+    check_device(device)
+    return jobs
+
+
+def redraw(out: str, write_report) -> str:
+    """``--report-only``: rewrite the report of a study already in ``out`` from its logs."""
+    study_path = os.path.join(out, "study.json")
+    if not os.path.exists(study_path):
+        raise SvdgradError(f"Expected {study_path} for --report-only (it redraws the report of a study "
+                           f"already run); it does not exist. Run the study into {out} first.")
+    write_report(out)
+    return out
+
+
 def complete(cfg) -> bool:
     path = os.path.join(cfg.out, "summary.json")
     if not os.path.exists(path):
