@@ -50,6 +50,31 @@ def test_the_time_budget_stops_launching_and_the_rest_runs_later(tmp_path, keep_
     assert [lab for lab, c in todo if not runner.complete(c)] == ["run1"]
 
 
+def test_the_time_budget_also_holds_with_parallel_jobs(tmp_path, keep_threads):
+    todo = _todo(tmp_path, 3)
+    assert runner.run_all(todo, jobs=2, echo=lambda m: None, max_minutes=0) == []
+    assert not any(os.path.exists(c.out) for _, c in todo)
+
+
+def test_the_seed_plan_goes_where_asked_and_only_grows():
+    from svdgrad.train.study import PROTOCOLS, seed_plan
+
+    assert seed_plan(None, None, {}, 8) == {p: 8 for p in PROTOCOLS}
+    assert seed_plan(3, None, {}, 8) == {p: 3 for p in PROTOCOLS}  # a new study may plan fewer
+    fresh = seed_plan(30, ["ns", "svd-exact"], {}, 8)
+    assert fresh == dict({p: 8 for p in PROTOCOLS}, ns=30, **{"svd-exact": 30})
+    old = {"seeds": 8, "protocols": {p: {} for p in PROTOCOLS}}  # a study.json from before per-protocol plans
+    assert seed_plan(None, None, old, 1) == {p: 8 for p in PROTOCOLS}
+    grown = seed_plan(12, ["gap"], dict(old, seeds_by_protocol=fresh), 8)
+    assert grown == dict(fresh, gap=12)
+    assert seed_plan(4, None, dict(old, seeds_by_protocol=fresh), 8) == fresh  # never drops finished seeds
+    with pytest.raises(SvdgradError, match="Unknown protocol.*'nss'.*Expected names from gap, ns"):
+        seed_plan(3, ["nss"], {}, 8)
+    with pytest.raises(SvdgradError, match="Expected --seeds N with --protocols"):
+        seed_plan(None, ["ns"], {}, 8)
+    assert cli_main("study", ["hybrid", "--protocols", "ns", "--out", "/nonexistent/x"]) == 2
+
+
 def test_ray_backend_on_a_local_instance(tmp_path, keep_threads):
     pytest.importorskip("ray")
     todo = _todo(tmp_path, 1)

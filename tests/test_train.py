@@ -339,6 +339,7 @@ def test_quick_study_writes_the_report(tmp_path, keep_threads):
     with open(os.path.join(out, "study.json")) as f:
         saved = json.load(f)
     del saved["protocols"][study.EARLY]
+    del saved["seeds_by_protocol"]  # as an older study.json, with one number of seeds for every protocol
     with open(os.path.join(out, "study.json"), "w") as f:
         json.dump(saved, f)
     shutil.rmtree(os.path.join(out, "runs", study.EARLY))
@@ -346,6 +347,18 @@ def test_quick_study_writes_the_report(tmp_path, keep_threads):
     study.run(quick=True, out=out, resume=True, echo=said.append)
     assert any("running 1 " in m for m in said), said
     assert set(study.load_runs(out)) == set(study.PROTOCOLS)
+    # Seeds go where the claims need them: --seeds N --protocols ns runs only ns's new seed, the plan is
+    # kept in study.json (a later --resume keeps it), and the report states it.
+    said = []
+    study.run(quick=True, out=out, seeds=2, protocols=["ns"], resume=True, echo=said.append)
+    assert any("running 1 " in m for m in said), said
+    assert [r["seed"] for r in study.load_runs(out)["ns"]] == [0, 1]
+    with open(os.path.join(out, "study.json")) as f:
+        saved = json.load(f)
+    assert saved["seeds_by_protocol"] == dict({p: 1 for p in study.PROTOCOLS}, ns=2)
+    text = open(os.path.join(out, "REPORT.md")).read()
+    assert f"2 seeds of ns; 1 seeds of {', '.join(p for p in study.PROTOCOLS if p != 'ns')}" in text
+    assert f"{len(study.PROTOCOLS) + 1} of the {len(study.PROTOCOLS) + 1} planned runs" in text
     # ... but a protocol whose settings changed would mix two grids, and is refused.
     saved["protocols"] = dict(study.PROTOCOLS, ns={"protocol": "ns", "ns_iterations": 9})
     with open(os.path.join(out, "study.json"), "w") as f:

@@ -213,7 +213,8 @@ STUDIES = {"hybrid": "NS / SVD / NS -> SVD training protocols on textures, sever
            "landscape": "CVPR20 probes (eqs. 3-4), gradient smoothness, data precision, fast schedules, "
                         "robustness, the second-order dataset; writes REPORT.md"}
 STUDY_USAGE = ("usage: svdgrad study {" + ",".join(STUDIES) + "} [--quick] [--out OUT] [--seeds N] [--jobs N] "
-               "[--backend joblib|ray] [--device cpu|cuda] [--resume] [--max-minutes M] [--report-only]")
+               "[--backend joblib|ray] [--device cpu|cuda] [--resume] [--max-minutes M] [--report-only] "
+               "[--protocols a,b (hybrid)]")
 
 
 def study_parser(name: str = "hybrid") -> argparse.ArgumentParser:
@@ -242,6 +243,9 @@ def study_parser(name: str = "hybrid") -> argparse.ArgumentParser:
                    "the report says which part ran and --resume completes it")
     p.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and figures from the saved logs")
     if name == "hybrid":
+        p.add_argument("--protocols", default=None, type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+                       help="comma-separated protocols that get --seeds N (default: all); the others keep their "
+                            "planned seeds, so the seeds go where the claims need them")
         p.add_argument("--dataset", choices=("textures", "elpv"), default="textures",
                        help="textures (default; reports/hybrid_protocol) or elpv (needs the elpv extra; "
                             "reports/hybrid_protocol_elpv)")
@@ -269,6 +273,8 @@ def run_study(argv: list[str]) -> int:
     ns = study_parser(name).parse_args(rest)
     extra = {"dataset": ns.dataset} if name == "hybrid" else {}
     out = ns.out or default_out(ns.quick, **extra)
+    if name == "hybrid":
+        extra["protocols"] = ns.protocols
     try:
         out = run(quick=ns.quick, out=out, seeds=ns.seeds, jobs=ns.jobs, report_only=ns.report_only,
                   resume=ns.resume, backend=ns.backend, device=ns.device, max_minutes=ns.max_minutes, **extra)

@@ -366,25 +366,41 @@ def _claim_lines(judged, accuracy: bool):
             for c, unit, scale, digits in judged if (unit == "points") == accuracy]
 
 
+def seed_plan_of(study) -> dict[str, int]:
+    """protocol -> seeds planned, from study.json (older studies planned one number for every protocol)."""
+    return study.get("seeds_by_protocol") or {p: int(study["seeds"]) for p in PROTOCOLS}
+
+
+def describe_plan(plan: dict[str, int]) -> str:
+    """'8 seeds × 10 protocols', or '30 seeds of ns, svd-exact; 8 of gap' where the plan differs by protocol."""
+    by: dict[int, list[str]] = {}
+    for p, n in plan.items():
+        by.setdefault(n, []).append(p)
+    if len(by) == 1:
+        (n, ps), = by.items()
+        return f"{n} seeds × {len(ps)} protocols"
+    return "; ".join(f"{n} seeds of {', '.join(ps)}" for n, ps in sorted(by.items(), reverse=True))
+
+
 def _what_ran(runs, study) -> list[str]:
     """Finished against planned runs, and the command that completes the grid."""
-    seeds = study["seeds"]
-    planned = study.get("planned_runs", seeds * len(PROTOCOLS))
-    done = sum(len(rs) for rs in runs.values())
-    lines = [f"{done} of the {planned} planned runs ({seeds} seeds × {len(PROTOCOLS)} protocols) are finished."]
+    plan = seed_plan_of(study)
+    planned = sum(plan.values())
+    done = sum(len([r for r in runs.get(p, []) if r["seed"] < n]) for p, n in plan.items())
+    lines = [f"{done} of the {planned} planned runs ({describe_plan(plan)}) are finished."]
     if done < planned:
         missing = []
-        for p in PROTOCOLS:
+        for p, n in plan.items():
             have = {r["seed"] for r in runs.get(p, [])}
-            lack = [k for k in range(seeds) if k not in have]
+            lack = [k for k in range(n) if k not in have]
             if lack:
                 missing.append(f"{p}: seeds {', '.join(map(str, lack))}")
         dataset = study.get("settings", {}).get("dataset", "textures")
         cmd = ("svdgrad study hybrid" + (" --quick" if study.get("quick") else "")
-               + (f" --dataset {dataset}" if dataset != "textures" else "") + f" --seeds {seeds} --resume")
+               + (f" --dataset {dataset}" if dataset != "textures" else "") + " --resume")
         lines += ["", "**This report covers part of the grid.** Missing: " + "; ".join(missing) + f". Complete it "
-                  f"with `{cmd}` (finished runs are kept, an interrupted run continues from its last epoch, and "
-                  f"this report is rewritten)."]
+                  f"with `{cmd}` (the plan is kept in study.json; finished runs are kept, an interrupted run "
+                  f"continues from its last epoch, and this report is rewritten)."]
     return lines
 
 
@@ -517,7 +533,7 @@ def write_report(out: str) -> str:
         + (f", and `{EARLY}` at the first, epoch {switch_of(runs[EARLY])} (`--switch-lr "
            f"{PROTOCOLS[EARLY]['switch_lr']:g}`)" if runs.get(EARLY) else "") + f". Newton-Schulz: {s['ns_iterations']} "
         f"iterations; eigen methods computed in float64.",
-        f"- {study['seeds']} seed(s) per protocol planned, {n_runs} runs finished (see What ran), {total_time / 60:.1f} minutes of run time in "
+        f"- Planned: {describe_plan(seed_plan_of(study))}; {n_runs} runs finished (see What ran), {total_time / 60:.1f} minutes of run time in "
         f"all, so about {total_time / 60 / study['jobs']:.0f} minutes of wall time with {study['jobs']} parallel "
         f"job(s) of one thread each ({study['cpu_count']} cores shared with other work, torch {study['torch']}).",
         "",

@@ -121,15 +121,18 @@ def run_all(todo: list[tuple[str, object]], *, jobs: int = 1, backend: str = "jo
         return done
     from joblib import Parallel, delayed
 
-    # Waves of `jobs` runs, so that the time budget is checked between them.
-    with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered",
-                  inner_max_num_threads=1) as par:
-        for k in range(0, len(items), jobs):
+    def launches():
+        for label, d in items:
             if out_of_time():
-                break
-            wave = items[k:k + jobs]
-            for label in par(delayed(_labelled)(fn, label, d) for label, d in wave):
-                note(label)
+                return
+            yield delayed(_labelled)(fn, label, d)
+
+    # A run is launched when a worker is free (pre_dispatch = jobs, one run per batch), so the time budget is
+    # checked at each launch and no worker waits for the slowest run of a wave.
+    with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", inner_max_num_threads=1,
+                  pre_dispatch="n_jobs", batch_size=1) as par:
+        for label in par(launches()):
+            note(label)
     return done
 
 

@@ -25,13 +25,42 @@ from .grid import default_out_for
 from .report import load_runs, mean_std, write_report  # noqa: F401 (re-exported)
 
 
-def configs(settings: dict, seeds: int, out: str):
-    """(protocol, seed, TrainConfig) for every run of the grid, seed by seed."""
+def seed_plan(seeds: int | None, protocols: list[str] | None, before: dict, default: int) -> dict[str, int]:
+    """protocol -> seeds planned for it.
+
+    ``--seeds N`` sets N for the protocols named by ``--protocols`` (all by default), so the seeds can go
+    where the claims need them (a Welch comparison needs several times the seeds of a paired one).  A
+    study already on disk keeps its plan and only grows: a smaller N never drops finished seeds.
+    """
+    if protocols and seeds is None:
+        raise SvdgradError("Expected --seeds N with --protocols (it names the protocols that get N seeds); "
+                           "received --protocols alone.")
+    unknown = [p for p in protocols or () if p not in PROTOCOLS]
+    if unknown:
+        raise SvdgradError(f"Unknown protocol(s) {', '.join(map(repr, unknown))} for --protocols. Expected names "
+                           f"from {', '.join(PROTOCOLS)}, separated by commas.")
+    old = (before or {}).get("seeds_by_protocol", {})
+    if before and not old:  # a study written before plans were per protocol: one number for all
+        default = int(before.get("seeds", default))
+    plan = {p: int(old.get(p, default)) for p in PROTOCOLS}
+    if seeds is not None:
+        for p in protocols or PROTOCOLS:
+            plan[p] = max(plan[p], seeds) if before else seeds
+    return plan
+
+
+def configs(settings: dict, seeds: int | dict[str, int], out: str):
+    """(protocol, seed, TrainConfig) for every run of the grid, seed by seed.
+
+    ``seeds`` is one number for every protocol or a ``seed_plan`` (protocol -> seeds)."""
     from .trainer import TrainConfig
 
+    plan = seeds if isinstance(seeds, dict) else {p: seeds for p in PROTOCOLS}
     # Seed-major: an interrupted study has whole seeds of every protocol, so its report can compare them.
-    for seed in range(seeds):
+    for seed in range(max(plan.values(), default=0)):
         for name, over in PROTOCOLS.items():
+            if seed >= plan.get(name, 0):
+                continue
             yield name, seed, TrainConfig(**settings, **over, seed=seed, threads=1, progress=False, resume=True,
                                           out=os.path.join(out, "runs", name, f"seed{seed}"))
 
@@ -54,21 +83,24 @@ def _run_one(cfg_dict: dict) -> dict:
 
 def run(quick: bool = False, out: str | None = None, seeds: int | None = None, jobs: int | None = None,
         report_only: bool = False, echo=print, *, resume: bool = False, backend: str = "joblib",
-        device: str = "cpu", max_minutes: float | None = None, dataset: str = "textures") -> str:
+        device: str = "cpu", max_minutes: float | None = None, dataset: str = "textures",
+        protocols: list[str] | None = None) -> str:
     """Run the missing runs of the grid, then write the report.  Returns the output folder.
 
     A folder that already holds this study is completed only with ``resume=True`` (finished runs
-    are skipped, interrupted ones continue from their checkpoints).
+    are skipped, interrupted ones continue from their checkpoints).  ``seeds`` applies to
+    ``protocols`` (default: all of them); see ``seed_plan``.
     """
     import torch
 
     if dataset not in DATASETS:
         raise SvdgradError(f"Unknown --dataset {dataset!r} for the hybrid study. Expected one of {', '.join(DATASETS)}.")
     settings = dict(QUICK if quick else FULL, dataset=dataset)
-    seeds = seeds if seeds is not None else (QUICK_SEEDS if quick else FULL_SEEDS)
+    default_seeds = QUICK_SEEDS if quick else FULL_SEEDS
     if out is None:
         out = default_out(quick, dataset)
-    jobs = runner.check_study_options(seeds=seeds, jobs=jobs, backend=backend, device=device, quick=quick)
+    jobs = runner.check_study_options(seeds=default_seeds if seeds is None else seeds, jobs=jobs, backend=backend,
+                                      device=device, quick=quick)
     if report_only:
         return runner.redraw(out, write_report)
     study_path = os.path.join(out, "study.json")
@@ -86,9 +118,9 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                 f"{out} holds a study with other settings ({', '.join(changed or changed_protocols)} differ"
                 f"{'; it is a --quick study' if before.get('quick') else ''}{'; this is --quick' if quick else ''}). "
                 f"Its runs would be mixed with these. Pass a new --out, or delete {out} to start over.")
-        seeds = max(seeds, int(before.get("seeds", seeds)))  # the report reads every seed in runs/
         # A protocol added to the grid since (the grid only grows) is run by --resume like any missing run.
-    grid = [(n, s_, c) for n, s_, c in configs(settings, seeds, out)]
+    plan = seed_plan(seeds, protocols, before, default_seeds)  # the report reads every seed in runs/
+    grid = [(n, s_, c) for n, s_, c in configs(settings, plan, out)]
     for _, _, c in grid:
         c.device = device
     todo = [(f"{n} seed {s_}", c) for n, s_, c in grid if not _complete(c)]
@@ -97,7 +129,8 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
             f"{out} holds this study with {len(grid) - len(todo)} of {len(grid)} runs finished. Pass --resume to "
             f"run the {len(todo)} missing ones (finished runs are kept), or --report-only to redraw the report.")
     os.makedirs(out, exist_ok=True)
-    study = {"settings": study_settings, "seeds": seeds, "quick": quick, "protocols": PROTOCOLS, "jobs": jobs,
+    study = {"settings": study_settings, "seeds": max(plan.values()), "seeds_by_protocol": plan, "quick": quick,
+             "protocols": PROTOCOLS, "jobs": jobs,
              "backend": backend, "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
              "torch": torch.__version__, "planned_runs": len(grid)}
     write_atomic(study_path, json.dumps(study, indent=1))  # first, so --resume and --report-only find it
