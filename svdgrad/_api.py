@@ -14,7 +14,7 @@ import math
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
+from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
 from ._guard import guard
 from ._kernels import scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
@@ -295,7 +295,10 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     """
     rule = get_k_rule(backward, **options)
     T, _, k, in_dtype, cdtype = _prepare(A, rule)
-    L, U = apply(Eigh, sym2(T.to(cdtype)), rule)
+    if torch.finfo(cdtype).bits < torch.finfo(_work_dtype(in_dtype)).bits:  # float64 computed in float32:
+        L, U = apply(EighNarrow, sym2(T), rule, cdtype)  # derivatives on the wide side (see EighNarrow)
+    else:
+        L, U = apply(Eigh, sym2(T.to(cdtype)), rule)
     if rule.check and rule.needs_positive:
         check_psd(L.detach(), psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A, scale_exponent=k,
                   why=f"The {rule.name!r} K-rule expands 1/(λi-λj) in the ratio λmin/λmax, which needs "

@@ -173,6 +173,44 @@ class Eigh(torch.autograd.Function):
             return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), ctx.rule.K(L))
 
 
+class EighNarrow(Eigh):
+    """``Eigh`` of a wide A (float64) computed in a narrower ``dtype`` (float32), differentiated on the wide side.
+
+    The eigenpairs come from ``eigh(A.to(dtype))`` and are returned cast back to A's dtype; the K-rule
+    is evaluated on the narrow eigenvalues (its epsilons are the compute dtype's), and the backward
+    and jvp run in A's dtype.  So the scaling law's factor 4^k on the eigenvalues' cotangent, and
+    cotangents or tangents of any size, never pass through the narrow dtype (a float32 cotangent
+    overflows above 3e38 and underflows below 1e-38; a float64 eigenvalue of 1e300 has one).
+    """
+
+    @staticmethod
+    def forward(A, rule, dtype):
+        L, U = eigh_or_raise(A.to(dtype))
+        return L.to(A.dtype), U.to(A.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        Eigh.setup_context(ctx, inputs[:2], output)
+        ctx.narrow = inputs[2]
+
+    @staticmethod
+    def _K(ctx, L):
+        return ctx.rule.K(L.to(ctx.narrow)).to(L.dtype)  # L holds narrow values exactly
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gL, gU):
+        L, U = ctx.saved_tensors
+        with _no_tf32():
+            return _kernels.eigh_backward(L, U, gL, gU, EighNarrow._K(ctx, L)), None, None
+
+    @staticmethod
+    def jvp(ctx, dA, _rule, _dtype):
+        L, U = ctx.saved_tensors
+        with _no_tf32():
+            return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), EighNarrow._K(ctx, L))
+
+
 class NewtonSchulzManual(torch.autograd.Function):
     """Newton–Schulz forward with the hand-written backward (seed 002 eqs. 9-12) and its jvp.
 

@@ -218,8 +218,18 @@ def _scaled_rel(x, y):
     return float(((x.detach() - y.detach()) / m).norm() / (y.detach() / m).norm())
 
 
+def _eigenvalues(A, **o):
+    return torch.diag_embed(svdgrad.eigh(A, **o)[0])
+
+
+def _eigenvectors(A, **o):
+    U = svdgrad.eigh(A, **o)[1]
+    return U * torch.sign(U[..., :1, :]).detach()  # one sign per vector, so float32 and float64 agree
+
+
 FUNCTIONS_P = [("sqrtm", svdgrad.sqrtm), ("inv_sqrtm", svdgrad.inv_sqrtm), ("logm", svdgrad.logm),
-               ("powm", lambda A, **o: svdgrad.powm(A, 0.7, **o))]
+               ("powm", lambda A, **o: svdgrad.powm(A, 0.7, **o)),
+               ("eigh values", _eigenvalues), ("eigh vectors", _eigenvectors)]
 
 
 @pytest.mark.parametrize("name, f", FUNCTIONS_P)
