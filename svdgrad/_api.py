@@ -16,6 +16,7 @@ import torch
 from ._errors import SvdgradError, describe
 from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
 from ._guard import guard
+from . import _kernels
 from ._kernels import scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
 from ._spectral import InvSqrt, Log, Power, SpectralFunction, Sqrt, UserFunction, functions
@@ -121,9 +122,14 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     narrow_e = None
     if narrower and fn.scalable and not torch.compiler.is_compiling() and not torch._C._functorch.is_batchedtensor(T):
         narrow_e = fn.gradient_pow2(k, p)  # (not under vmap: NarrowOut's closure would capture a batch)
+    p_wide = None
     if narrow_e is not None:
         scales = NarrowScales()
+        T_wide = T
         T = apply(NarrowIn, T, narrow_e.to(wide), cdtype, scales)
+        if isinstance(p, torch.Tensor) and _varies(p):
+            # p's derivative cannot cross the cast per matrix: it is added on the wide side (_narrow_dp)
+            p_wide, p = p, p.detach()
     else:
         T = T.to(cdtype)
     if isinstance(p, torch.Tensor):
@@ -145,11 +151,45 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
     if narrow_e is not None:
-        return apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p), scales).to(in_dtype)
+        F = apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p), scales)
+        if p_wide is not None:
+            F = F + _narrow_dp(T_wide, S, k, p_wide, m, fn, cdtype)
+        return F.to(in_dtype)
     F = F.to(wide)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
     return F.to(in_dtype)
+
+
+def _varies(p: torch.Tensor) -> bool:
+    """Whether a derivative with respect to p may be asked for (reverse or forward mode, or a transform)."""
+    return p.requires_grad or is_traced(p) or torch.autograd.forward_ad.unpack_dual(p).tangent is not None
+
+
+def _narrow_dp(T, S, k, p, m: Method, fn: SpectralFunction, cdtype) -> torch.Tensor:
+    """(p − p.detach())·∂F/∂p, computed on the wide side: zero in value, and exactly p's derivative term.
+
+    With a compute dtype narrower than the input's, a cotangent crosses the cast scaled per matrix
+    (``NarrowOut``), so p's derivative, a sum over the batch, cannot be taken inside.  Here
+    ∂F/∂p = 4^(kp)·U diag(∂φ/∂p + 2k·ln2·φ) Uᵀ from the method's spectrum at the eigenpairs of A/4^k
+    (computed in the compute dtype, combined in the wide one), for the reverse and the forward mode.
+    Costs one more eigendecomposition, only in this mode.
+    """
+    with torch.no_grad():
+        A = (sym2(T) if S is None else S).detach().to(cdtype)
+        L, U = torch.linalg.eigh(A)
+        Lf = L.clamp_min(_kernels.eigenvalue_floor(L, m.floor_eps(cdtype)))
+        pc = p.detach().to(cdtype)
+        wide = T.dtype
+        kk = k.to(wide)[..., None]  # (*, 1)
+        pw = p.detach().to(wide)
+        phi, dphi = ((m.spectrum(fn, Lf, pc), m.spectrum_dp(fn, Lf, pc)) if hasattr(m, "spectrum_dp")
+                     else (fn.f(Lf, pc), fn.dfdp(Lf, pc)))  # power_iteration: the exact eigenpairs' values
+        w = dphi.to(wide) + (2.0 * math.log(2.0)) * kk * phi.to(wide)
+        w = w * torch.exp2(2.0 * kk * pw)
+        Uw = U.to(wide)
+        D = (Uw * w[..., None, :]) @ Uw.mT
+    return (p.to(wide) - pw) * D
 
 
 _COMMON = """

@@ -74,7 +74,7 @@ class SpectralFunction(abc.ABC):
 
     def gradient_pow2(self, k: torch.Tensor, p=None) -> torch.Tensor | None:
         """e (*) with d(rescale(F̂)) = 2^e·dF̂: the factor the output's scaling law puts on a derivative
-        (None where it depends on a tensor p)."""
+        with respect to A (a tensor p is held fixed), or None."""
         return None
 
     def loewner(self, L: torch.Tensor, p=None) -> torch.Tensor:
@@ -194,7 +194,9 @@ class Power(SpectralFunction):
         return L.pow(p) * L.log()
 
     def gradient_pow2(self, k, p=None):
-        return None if isinstance(p, torch.Tensor) else 2.0 * k * p
+        # 4^(k·p): the factor on a derivative with respect to A (p held fixed; a tensor p's own derivative
+        # is taken elsewhere, see ``_api._narrow_dp``)
+        return 2.0 * k * (p.detach().to(k.dtype) if isinstance(p, torch.Tensor) else p)
 
     def rescale(self, F, k, p=None):
         # 4^(k·p) = 2^(2kp); differentiable in p when p is a tensor that requires grad

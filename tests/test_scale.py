@@ -269,3 +269,32 @@ def test_float64_input_computed_in_float32_jvp_and_extreme_cotangents(name, f, c
             continue  # the float64 result itself over/underflows here
         assert bool(torch.isfinite(x32).all())
         assert _scaled_rel(x32, x64) <= 1e3 * torch.finfo(torch.float32).eps
+
+
+@pytest.mark.parametrize("method", ["exact", "topn", "power_iteration"])
+@pytest.mark.parametrize("c", [1e300, 1e40, 1.0, 1e-40, 1e-290])
+@pytest.mark.parametrize("t", [1.0, 1e-300, 1e300])
+def test_float64_input_computed_in_float32_powm_with_a_tensor_p(method, c, t):
+    """powm(A, p) with p a tensor that requires grad, float64 computed in float32: the derivative in p (a
+    sum over the batch) is taken on the wide side (_api._narrow_dp), the one in A crosses the cast
+    scaled; both, and the jvp in p, agree with the float64 computation at every scale and for
+    cotangents of any size.  (Through the plain cast they were NaN above about 1e38 and 0 below.)"""
+    B = torch.tensor([[[2.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 0.7]],
+                      [[1.0, 0.1, 0.0], [0.1, 3.0, 0.4], [0.0, 0.4, 0.5]]], dtype=torch.float64)
+    B = B * torch.tensor([c, c * 1e3 if c < 1e300 else c], dtype=torch.float64)[:, None, None]  # two scales
+    G = torch.tensor([[1.0, 0.3, -0.2], [0.2, -0.5, 0.4], [0.1, 0.0, 0.9]], dtype=torch.float64) * t
+    p0 = torch.tensor(0.3, dtype=torch.float64)
+    out = {}
+    for cd in (torch.float32, None):
+        A, p = B.clone().requires_grad_(), p0.clone().requires_grad_()
+        F = svdgrad.powm(A, p, method=method, compute_dtype=cd)
+        gA, gp = torch.autograd.grad(F, (A, p), G.expand_as(F))
+        jp = torch.func.jvp(lambda q: svdgrad.powm(B, q, method=method, compute_dtype=cd), (p0,),
+                            (torch.tensor(t, dtype=torch.float64),))[1]
+        out[cd] = (F, gA, gp, jp)
+    tol = 1e3 * torch.finfo(torch.float32).eps
+    for x32, x64 in zip(out[torch.float32], out[None]):
+        if not bool(torch.isfinite(x64).all()) or x64.abs().max() == 0:
+            continue  # the float64 result itself over/underflows here
+        assert bool(torch.isfinite(x32).all())
+        assert _scaled_rel(x32, x64) <= tol
