@@ -58,6 +58,12 @@ def _baddbmm_(C: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, alpha: float = 
     return C.baddbmm_(X, Y, alpha=alpha)
 
 
+def _dot(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Σ X∘Y per matrix, (*, 1, 1), as a batched dot product: no (*, n, n) temporary."""
+    n2 = X.shape[-1] * X.shape[-2]
+    return torch.bmm(X.reshape(-1, 1, n2), Y.reshape(-1, n2, 1)).reshape(X.shape[:-2] + (1, 1))
+
+
 def iterate(A_tilde: torch.Tensor, iterations: int, inverse: bool = False):
     """Run the coupled iteration.  Returns (Y_J, Z_J, Ys, Zs, Ts).
 
@@ -115,14 +121,18 @@ def backward(G, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: boo
     J = len(Ts)
     shape = G.shape
     sc = c.sqrt()
+    # The sweep is linear in its start, so it starts from G itself and the factor w = √c (square root) or
+    # 1/√c (inverse) on dL/dY_J or dL/dZ_J multiplies its result (g̃ below) in the final in-place pass.
     if inverse:  # F = Z_J / √c
+        w = sc.reciprocal()
         gY = None  # dL/dY_J = 0
-        gZ = _flat(G / sc)
-        g_c = -(G * ZJ).sum((-2, -1), keepdim=True) / (2.0 * sc * c)
+        gZ = _flat(G)
+        g_c = -_dot(G, ZJ) / (2.0 * sc * c)
     else:  # F = √c·Y_J, eq. 9
-        gY = _flat(sc * G)
+        w = sc
+        gY = _flat(G)
         gZ = None  # dL/dZ_J = 0
-        g_c = (G * YJ).sum((-2, -1), keepdim=True) / (2.0 * sc)
+        g_c = _dot(G, YJ) / (2.0 * sc)
     # The sums and the -½ of eq. 10 are fused into baddbmm (beta = 1), so the
     # 6 products per step need no elementwise passes of their own.
     for k in range(J - 1, 0, -1):
@@ -152,10 +162,10 @@ def backward(G, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: boo
         g_tilde = torch.bmm(gY, _flat(Ts[0]).mT).add_(gT, alpha=-0.5).reshape(shape)
     else:
         g_tilde = (gT * -0.5).reshape(shape)
-    # eq. 12: pre-normalization Ã = A / c, plus the post-compensation term.
-    g_c = g_c - (g_tilde * A).sum((-2, -1), keepdim=True) / (c * c)
+    # eq. 12: pre-normalization Ã = A / c, plus the post-compensation term (dL/dÃ = w·g̃).
+    g_c = g_c - w * _dot(g_tilde, A) / (c * c)
     g_c = torch.where(live, g_c, torch.zeros_like(g_c))
-    gA = g_tilde.div_(c)
+    gA = g_tilde.mul_(w / c)
     if normalization == "trace":  # dc/dA = I: only the diagonal moves
         gA.diagonal(dim1=-2, dim2=-1).add_(g_c[..., 0])
     else:  # dc/dA = A / c

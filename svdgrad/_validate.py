@@ -148,7 +148,6 @@ def psd_violations(A: torch.Tensor, psd_tol: float) -> torch.Tensor:
             return (v * Av).sum(-1) / (v * v).sum(-1).clamp_min(tiny)
 
         lower = torch.maximum(diag.amax(-1), torch.maximum(rayleigh(v1, v2), rayleigh(v2, v3)))  # <= λmax
-        upper = torch.minimum(A.abs().sum(-1).amax(-1), torch.linalg.matrix_norm(A))  # >= |λ|max
 
         def factorizes(mu: torch.Tensor) -> torch.Tensor:
             M = A.clone()
@@ -158,6 +157,7 @@ def psd_violations(A: torch.Tensor, psd_tol: float) -> torch.Tensor:
         ok = factorizes(lower.clamp_min(0))
         if bool(ok.all()):
             return ~ok
+        upper = torch.minimum(A.abs().sum(-1).amax(-1), torch.linalg.matrix_norm(A))  # >= |λ|max
         bad = ~ok & ~factorizes(upper)
         unsure = ~ok & ~bad
         if bool(unsure.any()):
