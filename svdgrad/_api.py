@@ -142,7 +142,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
             idx = tuple(torch.nonzero(bad)[0].tolist()) if bad.dim() else ()
             L = torch.linalg.eigvalsh(Ac[idx])
             check_psd(L, psd_tol=tol, A=A, batch_index=idx, scale_exponent=k)
-    if not m.double_differentiable:
+    if not m.differentiable_twice(fn):
         T = guard(T, m.name)
     # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)

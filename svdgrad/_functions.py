@@ -139,6 +139,95 @@ class SpectralOp(torch.autograd.Function):
         return dF, None, None, None
 
 
+class ExactSqrtOp(SpectralOp):
+    """``SpectralOp`` for ``exact``'s square root, differentiable twice.
+
+    The same forward, jvp and (first) backward; under ``create_graph=True`` the
+    backward is ``ExactSqrtVJP`` of (T, G + Gᵀ), whose own derivative is the
+    second-order Daleckii–Krein formula (``_kernels.sqrtm_second_derivative``),
+    finite and exact at ties.  T is saved as well, to tie the gradient to it.
+    """
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        T, _, method, fn, pow2, _ = inputs
+        _, L, U, Lf = output
+        ctx.mark_non_differentiable(L, U, Lf)
+        ctx.p_tensor, ctx.p, ctx.has_pow2 = False, None, pow2 is not None
+        saved = (U, Lf) + ((pow2,) if ctx.has_pow2 else ()) + (T,)  # SpectralOp._saved reads the front
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.method, ctx.fn = method, fn
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, gF, _gL, _gU, _gLf):
+        if gF is None:
+            return None, None, None, None, None, None
+        U, Lf, _, pow2 = SpectralOp._saved(ctx)
+        T = ctx.saved_tensors[-1]
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative may follow
+            from ._guard import guard  # (imports this module)
+
+            # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
+            anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
+            gT = apply(ExactSqrtVJP, anchor, _kernels.sym2(gF), Lf.sqrt(), U, pow2)
+        else:
+            with _no_tf32():
+                gT = ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), None, pow2)
+        return gT, None, None, None, None, None
+
+
+class ExactSqrtVJP(torch.autograd.Function):
+    """y = 2^pow2·U[(Uᵀ S U) ∘ D]Uᵀ, D_ij = 1/(s_i + s_j): the exact square root's vjp with respect to T
+    (A = T + Tᵀ = U diag(s²) Uᵀ, S = G + Gᵀ), as a function of T and S.
+
+    vjp for a cotangent V: with respect to S the same map of V (it is self-adjoint); with respect to T
+    2^pow2·D²√(A)[V + Vᵀ, S].  The jvp is 2^pow2·(D²√(A)[dT + dTᵀ, S] + the map of dS).
+    T itself is only the anchor of the graph: U and s stand for it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(T, S, s, U, pow2):
+        with _no_tf32():
+            return _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, S)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, S, s, U, pow2 = inputs
+        ctx.has_pow2 = pow2 is not None
+        saved = (S, s, U) + ((pow2,) if ctx.has_pow2 else ())
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+
+    @staticmethod
+    def _terms(ctx, dA, dS):
+        """2^pow2·(D²√[dA, S] + the first-order map of dS); either may be None."""
+        S, s, U, *rest = ctx.saved_tensors
+        pow2 = rest[0] if rest else None
+        out = None
+        with _no_tf32():
+            if dA is not None:
+                W = _kernels.sqrtm_second_derivative(s, U, dA, S)
+                out = W if pow2 is None else _kernels.times_pow2(W, pow2)
+            if dS is not None:
+                first = _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, dS)
+                out = first if out is None else out + first
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, V):
+        return ExactSqrtVJP._terms(ctx, _kernels.sym2(V), None), ExactSqrtVJP._terms(ctx, None, V), None, None, None
+
+    @staticmethod
+    def jvp(ctx, dT, dS, _ds, _dU, _dpow2):
+        out = ExactSqrtVJP._terms(ctx, None if dT is None else _kernels.sym2(dT), dS)
+        return out if out is not None else torch.zeros_like(ctx.saved_tensors[0])
+
+
 class Eigh(torch.autograd.Function):
     """(L, U) = eigh(A) with the eigen backward using a method's K-rule."""
 

@@ -59,10 +59,15 @@ class _Guard(torch.autograd.Function):
         return dA  # forward mode is the identity: only reverse-over-reverse is guarded
 
 
-def guard(A: torch.Tensor, method_name: str) -> torch.Tensor:
+def guard(A: torch.Tensor, method_name: str, *, order: int = 2) -> torch.Tensor:
+    """A, tied so that derivative number ``order`` through ``method_name`` raises instead of being wrong."""
     if not A.requires_grad:
         return A
-    msg = (f"svdgrad: double backward through method={method_name!r} is not supported: its "
-           f"backward rule is not itself differentiable. Use method='newton_schulz' with "
-           f"backward='autograd' if you need second derivatives.")
+    if order == 2:
+        msg = (f"svdgrad: double backward through method={method_name!r} is not supported: its "
+               f"backward rule is not itself differentiable. Use method='newton_schulz' with "
+               f"backward='autograd' if you need second derivatives.")
+    else:
+        msg = (f"svdgrad: a third derivative through method={method_name!r} is not supported: its second "
+               f"derivative (the second-order Daleckii–Krein formula) is not differentiated again.")
     return apply(_Guard, A, msg)

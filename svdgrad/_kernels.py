@@ -244,6 +244,25 @@ def sqrtm_backward_exact(s: torch.Tensor, U: torch.Tensor, S: torch.Tensor) -> t
     return U @ M.div_(s[..., :, None] + s[..., None, :]) @ U.mT
 
 
+def sqrtm_second_derivative(s: torch.Tensor, U: torch.Tensor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """D²√(A)[X, Y] for A = U diag(s²) Uᵀ and symmetric X, Y: U M Uᵀ, tie-stable.
+
+    The second-order Daleckii–Krein formula M_ij = Σ_k f[λi, λk, λj]·(X̂_ik Ŷ_kj + Ŷ_ik X̂_kj)
+    (X̂ = Uᵀ X U) with the second divided difference of √ in closed form,
+    f[a, b, c] = −D_ab·D_bc·D_ac, D_ij = 1/(s_i + s_j): no eigenvalue
+    difference anywhere, so ties (the identity) are exact.  Then
+    M = −D ∘ [(D∘X̂)(D∘Ŷ) + (D∘Ŷ)(D∘X̂)]: eight matmuls, no n³ tensor.
+    The map is symmetric in X and Y and, as the third derivative of
+    tr(A^{3/2})·2/3, ⟨V, D²√[X, Y]⟩ = ⟨D²√[V, Y], X⟩ for symmetric V, X, Y.
+    """
+    D = (s[..., :, None] + s[..., None, :]).reciprocal()
+    Xh = (U.mT @ X @ U).mul_(D)
+    Yh = (U.mT @ Y @ U).mul_(D)
+    P = Xh @ Yh
+    M = (P + P.mT).mul_(D).neg_()  # (D∘Ŷ)(D∘X̂) = ((D∘X̂)(D∘Ŷ))ᵀ for symmetric X̂, Ŷ
+    return U @ M @ U.mT
+
+
 def topn_clamp(L: torch.Tensor, keep: int) -> torch.Tensor:
     """max(L, λ_k) for ascending L (*, n), λ_k the smallest of the ``keep`` largest: the TopN spectrum."""
     n = L.shape[-1]

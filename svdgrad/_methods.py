@@ -16,7 +16,7 @@ import torch
 
 from . import _kernels, _matmul_only, _newton_schulz
 from ._errors import SvdgradError
-from ._functions import LyapunovRoot, NewtonSchulzManual, SpectralOp, apply, eigh_or_raise
+from ._functions import ExactSqrtOp, LyapunovRoot, NewtonSchulzManual, SpectralOp, apply, eigh_or_raise
 from ._spectral import InvSqrt, SpectralFunction, Sqrt
 from ._pade import pade_coefficients
 
@@ -79,8 +79,12 @@ class Method(abc.ABC):
 
     @property
     def double_differentiable(self) -> bool:
-        """Whether the backward itself can be differentiated (else double backward raises)."""
+        """Whether the backward itself can be differentiated for every function (else double backward raises)."""
         return False
+
+    def differentiable_twice(self, fn) -> bool:
+        """Whether the backward of ``fn`` (a function name or object) can be differentiated once more."""
+        return self.double_differentiable
 
     #: Whether ``apply`` returns the eigenvalues (then the PSD check uses them;
     #: otherwise ``_validate.psd_violations`` decides the same rule by Cholesky).
@@ -182,6 +186,15 @@ class Exact(_EigenMethod):
 
     def loewner(self, fn, L, p=None):
         return fn.loewner(L, p)
+
+    def differentiable_twice(self, fn) -> bool:
+        return (fn == "sqrt") if isinstance(fn, str) else isinstance(fn, Sqrt)
+
+    def apply(self, T, fn, p=None, pow2=None, S=None):
+        if isinstance(fn, Sqrt):  # differentiable twice (the second-order Daleckii–Krein formula)
+            F, L, _, _ = apply(ExactSqrtOp, T, p, self, fn, pow2, S)
+            return F, L
+        return super().apply(T, fn, p, pow2, S)
 
     def backward_rule(self, fn, L, U, S, p=None, pow2=None):
         if isinstance(fn, Sqrt):  # fast path: one in-place division; the factor 2^pow2 divides s

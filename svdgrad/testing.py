@@ -183,6 +183,43 @@ def reference_sqrtm_grad(A: torch.Tensor, G: torch.Tensor, *, dps: int = 50, flo
     return torch.from_numpy(Zn), torch.from_numpy(gn)
 
 
+def reference_sqrtm_grad_derivative(A: torch.Tensor, G: torch.Tensor, H: torch.Tensor, *, dps: int = 50):
+    """d/dt gA(A + tH) at t = 0, gA the gradient of ⟨G, sqrtm(A)⟩, for one matrix at ``dps`` digits (small n).
+
+    The second derivative (a Hessian-vector product) by a central difference of the
+    Daleckii–Krein gradient in mpmath with step t = 10^(−2·dps/5): truncation t² and
+    rounding 10^−dps/t are both far below float64, and nothing here uses a second
+    divided difference, so it checks ``sqrtm_second_derivative`` independently.
+    A, G and the symmetric part of H are taken as exact.  Returns a float64 tensor.
+    """
+    import mpmath
+
+    if A.dim() != 2:
+        raise SvdgradError(f"reference_sqrtm_grad_derivative takes one matrix (n, n); received shape="
+                           f"{tuple(A.shape)}.")
+    n = A.shape[-1]
+    with mpmath.workdps(dps):
+        Q, lam, Gs = _mp_floored_eig(A, G, 0.0, "sqrtm")
+        Am = Q * mpmath.diag(lam) * Q.T
+        _, _, Hs = _mp_floored_eig(A, H, 0.0, "sqrtm")  # (the symmetrized H)
+        t = mpmath.mpf(10) ** (-(2 * dps) // 5)
+
+        def grad_at(M):
+            E, U = mpmath.eigsy(M)
+            if min(E) <= 0:
+                raise SvdgradError("Expected a positive definite A for the second-derivative reference.")
+            sq = [mpmath.sqrt(x) for x in E]
+            W = U.T * Gs * U
+            for i in range(n):
+                for j in range(n):
+                    W[i, j] = W[i, j] / (sq[i] + sq[j])
+            return U * W * U.T
+
+        D = (grad_at(Am + t * Hs) - grad_at(Am - t * Hs)) / (2 * t)
+        out = np.array(D.tolist(), dtype=float)
+    return torch.from_numpy(out)
+
+
 #: mpmath forms (f, f′) of the spectral functions of ``svdgrad.functions()``;
 #: the power takes p as a second argument.
 _MP_FUNCTIONS = {
@@ -440,6 +477,6 @@ def gradients(G_shape, *, seed: int = 0, dtype=torch.float64, symmetric: bool = 
 
 __all__ = [
     "SPECTRA", "CLUSTER_GAP", "eigenvalues", "spd", "features", "haar_orthogonal", "condition_number",
-    "reference_sqrtm_grad", "reference_function_grad", "reference_gram_grad", "random_symmetric",
+    "reference_sqrtm_grad", "reference_sqrtm_grad_derivative", "reference_function_grad", "reference_gram_grad", "random_symmetric",
     "vjp_fd_error", "jvp_fd_error", "rel_error", "sym_part", "spd_matrices", "gradients",
 ]

@@ -35,7 +35,8 @@ CORE_TESTS = [
     "tests/test_meanings.py", "tests/test_scale.py", "tests/test_contract.py", "tests/test_errors.py",
     "tests/test_eigh.py", "tests/test_accuracy.py", "tests/test_newton_schulz.py", "tests/test_pade.py",
     "tests/test_testing.py", "tests/test_functions.py", "tests/test_functions_contract.py",
-    "tests/test_functions_gram.py", "tests/test_nn.py", "tests/test_nn_features.py", "tests/test_whitening.py",
+    "tests/test_functions_gram.py", "tests/test_double_backward.py", "tests/test_nn.py",
+    "tests/test_nn_features.py", "tests/test_whitening.py",
 ]
 
 
@@ -65,6 +66,13 @@ MUTANTS = [
     Mutant("symmetry-tol-100x", "svdgrad/_validate.py", "return math.sqrt(torch.finfo(dtype).eps)",
            "return 100 * math.sqrt(torch.finfo(dtype).eps)", "symmetry tolerance 100x looser"),
     # Backward rules.
+    Mutant("exact-second-derivative-sign", "svdgrad/_kernels.py", "M = (P + P.mT).mul_(D).neg_()",
+           "M = (P + P.mT).mul_(D)", "exact sqrt double backward: f[a, b, c] without its minus sign"),
+    Mutant("exact-second-derivative-one-order", "svdgrad/_kernels.py", "M = (P + P.mT).mul_(D).neg_()",
+           "M = (P + P).mul_(D).neg_()", "exact sqrt double backward: (D∘Ŷ)(D∘X̂) taken as (D∘X̂)(D∘Ŷ)"),
+    Mutant("exact-vjp-second-order-symmetrization", "svdgrad/_functions.py",
+           "return ExactSqrtVJP._terms(ctx, _kernels.sym2(V), None)",
+           "return ExactSqrtVJP._terms(ctx, V, None)", "exact sqrt double backward: cotangent not symmetrized"),
     Mutant("exact-D-wrong", "svdgrad/_kernels.py", "M.div_(s[..., :, None] + s[..., None, :])",
            "M.div_(2 * s[..., :, None])", "Daleckii–Krein D_ij = 1/(2 s_i) instead of 1/(s_i + s_j)"),
     Mutant("ordinary-K-diagonal", "svdgrad/_kernels.py",
