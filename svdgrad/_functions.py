@@ -310,13 +310,13 @@ class NewtonSchulzManual(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(A, iterations, normalization, inverse):
-        F, c, live, YJ, ZJ, Ys, Zs, Ts = _newton_schulz.forward(A, iterations, normalization, inverse)
-        return (F, c, live, YJ, ZJ, *Ys, *Zs, *Ts)
+    def forward(A, iterations, normalization, inverse, pow2=None):
+        F, c, live, post, YJ, ZJ, Ys, Zs, Ts = _newton_schulz.forward(A, iterations, normalization, inverse, pow2)
+        return (F, c, live, post, YJ, ZJ, *Ys, *Zs, *Ts)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        A, iterations, normalization, inverse = inputs
+        A, iterations, normalization, inverse, _ = inputs
         ctx.mark_non_differentiable(*output[1:])
         ctx.save_for_backward(A, *output[1:])
         ctx.save_for_forward(A, *output[1:])
@@ -329,28 +329,28 @@ class NewtonSchulzManual(torch.autograd.Function):
 
     @staticmethod
     def _saved(ctx):
-        A, c, live, YJ, ZJ, *rest = ctx.saved_tensors
+        A, c, live, post, YJ, ZJ, *rest = ctx.saved_tensors
         J = ctx.iterations
         nz = len(rest) - 2 * J  # Z_1..Z_{J-1}, and Z_J too for the inverse
-        return A, c, live, YJ, ZJ, rest[:J], rest[J : J + nz], rest[J + nz :]
+        return A, c, live, post, YJ, ZJ, rest[:J], rest[J : J + nz], rest[J + nz :]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gF, *_):
         if gF is None:
-            return None, None, None, None
-        A, c, live, YJ, ZJ, Ys, Zs, Ts = NewtonSchulzManual._saved(ctx)
+            return None, None, None, None, None
+        A, c, live, post, YJ, ZJ, Ys, Zs, Ts = NewtonSchulzManual._saved(ctx)
         with _no_tf32():
-            gA = _newton_schulz.backward(gF, A, c, live, YJ, ZJ, Ys, Zs, Ts, ctx.normalization, ctx.inverse)
-        return gA, None, None, None
+            gA = _newton_schulz.backward(gF, A, c, live, post, YJ, ZJ, Ys, Zs, Ts, ctx.normalization, ctx.inverse)
+        return gA, None, None, None, None
 
     @staticmethod
     def jvp(ctx, dA, *_):
-        A, c, live, YJ, ZJ, Ys, Zs, Ts = NewtonSchulzManual._saved(ctx)
+        A, c, live, post, YJ, ZJ, Ys, Zs, Ts = NewtonSchulzManual._saved(ctx)
         with _no_tf32():
-            dF = _newton_schulz.jvp(_tangent_or_zero(dA, A), A, c, live, YJ, ZJ, Ys, Zs, Ts, ctx.normalization,
-                                    ctx.inverse)
-        return (dF,) + (None,) * (4 + len(Ys) + len(Zs) + len(Ts))
+            dF = _newton_schulz.jvp(_tangent_or_zero(dA, A), A, c, live, post, YJ, ZJ, Ys, Zs, Ts,
+                                    ctx.normalization, ctx.inverse)
+        return (dF,) + (None,) * (5 + len(Ys) + len(Zs) + len(Ts))
 
 
 class GramOp(torch.autograd.Function):

@@ -113,8 +113,9 @@ class Method(abc.ABC):
     def floor_eps(self, dtype: torch.dtype) -> float:
         return torch.finfo(dtype).eps if self.eps is None else self.eps
 
-    #: Whether ``apply`` can fold an output factor 2^pow2 into the spectrum (eigen methods: a
-    #: vector operation instead of a pass over F and one over the gradient).
+    #: Whether ``apply`` can fold an output factor 2^pow2 into what it computes anyway (eigen methods:
+    #: the spectrum; newton_schulz: its post-compensation factor), instead of a pass over F and one
+    #: over the gradient.
     folds_output_scale: ClassVar[bool] = False
 
     @abc.abstractmethod
@@ -427,15 +428,19 @@ class NewtonSchulz(Method):
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)
         return _matmul_only._spd_inverse_apply(F, eye), F
 
+    # The output's power of two joins the post-compensation factor (no pass of its own).
+    folds_output_scale: ClassVar[bool] = True
+
     def apply(self, T, fn, p=None, pow2=None, S=None):
         A = _kernels.sym2(T)
         inverse = isinstance(fn, InvSqrt)
         if self.backward == "lyapunov":
-            return apply(LyapunovRoot, A, self, inverse)[0], None
+            F = apply(LyapunovRoot, A, self, inverse)[0]
+            return (F if pow2 is None else _kernels.times_pow2(F, pow2)), None
         if self.backward == "manual":
-            F = apply(NewtonSchulzManual, A, self.iterations, self.normalization, inverse)[0]
+            F = apply(NewtonSchulzManual, A, self.iterations, self.normalization, inverse, pow2)[0]
         else:
-            F = _newton_schulz.forward(A, self.iterations, self.normalization, inverse)[0]
+            F = _newton_schulz.forward(A, self.iterations, self.normalization, inverse, pow2)[0]
         return F, None
 
 

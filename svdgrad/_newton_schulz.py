@@ -100,16 +100,23 @@ def iterate(A_tilde: torch.Tensor, iterations: int, inverse: bool = False):
     return Y.reshape(shape), ZJ, unflat(Ys), unflat(Zs), unflat(Ts)
 
 
-def forward(A: torch.Tensor, iterations: int, normalization: str, inverse: bool = False):
-    """F ≈ A^{1/2} (or A^{-1/2} for ``inverse``).  Returns (F, c, live, Y_J, Z_J, Ys, Zs, Ts) for the backward."""
+def forward(A: torch.Tensor, iterations: int, normalization: str, inverse: bool = False, pow2=None):
+    """F ≈ 2^pow2·A^{1/2} (or 2^pow2·A^{-1/2} for ``inverse``); pow2 (*) or None (no factor).
+
+    Returns (F, c, live, post, Y_J, Z_J, Ys, Zs, Ts) for the backward: post (*, 1, 1) is
+    the output's factor on Y_J (2^pow2·√c) or on Z_J (2^pow2/√c), so the entry point's
+    power-of-two output scale costs no pass of its own (``Method.folds_output_scale``).
+    """
     c, live = normalizer(A, normalization)
     YJ, ZJ, Ys, Zs, Ts = iterate(A / c, iterations, inverse)
-    sc = c.sqrt()
-    F = ZJ / sc if inverse else sc * YJ
-    return F, c, live, YJ, ZJ, Ys, Zs, Ts
+    post = c.rsqrt() if inverse else c.sqrt()
+    if pow2 is not None:
+        post = post * torch.exp2(pow2.to(post.dtype))[..., None, None]
+    F = post * (ZJ if inverse else YJ)
+    return F, c, live, post, YJ, ZJ, Ys, Zs, Ts
 
 
-def backward(G, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: bool = False) -> torch.Tensor:
+def backward(G, A, c, live, post, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: bool = False) -> torch.Tensor:
     """Hand-written backward, seed 002 eqs. 9-12 with the transposes kept.
 
     The paper writes eq. 10 for symmetric matrices and drops transposes;
@@ -120,19 +127,18 @@ def backward(G, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: boo
     """
     J = len(Ts)
     shape = G.shape
-    sc = c.sqrt()
-    # The sweep is linear in its start, so it starts from G itself and the factor w = √c (square root) or
-    # 1/√c (inverse) on dL/dY_J or dL/dZ_J multiplies its result (g̃ below) in the final in-place pass.
-    if inverse:  # F = Z_J / √c
-        w = sc.reciprocal()
+    # The sweep is linear in its start, so it starts from G itself and the output's factor w = post
+    # (2^pow2·√c, or 2^pow2/√c for the inverse) on dL/dY_J or dL/dZ_J multiplies its result (g̃ below) in
+    # the final in-place pass.  d(post)/dc = ±post/(2c).
+    w = post
+    if inverse:  # F = post·Z_J
         gY = None  # dL/dY_J = 0
         gZ = _flat(G)
-        g_c = -_dot(G, ZJ) / (2.0 * sc * c)
-    else:  # F = √c·Y_J, eq. 9
-        w = sc
+        g_c = -post * _dot(G, ZJ) / (2.0 * c)
+    else:  # F = post·Y_J, eq. 9
         gY = _flat(G)
         gZ = None  # dL/dZ_J = 0
-        g_c = _dot(G, YJ) / (2.0 * sc)
+        g_c = post * _dot(G, YJ) / (2.0 * c)
     # The sums and the -½ of eq. 10 are fused into baddbmm (beta = 1), so the
     # 6 products per step need no elementwise passes of their own.
     for k in range(J - 1, 0, -1):
@@ -173,12 +179,12 @@ def backward(G, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: boo
     return gA
 
 
-def jvp(dA, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: bool = False) -> torch.Tensor:
+def jvp(dA, A, c, live, post, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: bool = False) -> torch.Tensor:
     """Forward-mode derivative through the same iteration, from the saved iterates.
 
     dc = tr(dA) or ⟨A, dA⟩/‖A‖; dÃ = dA/c − Ã·dc/c; then
     dT = −½(dZ Y + Z dY), dY' = dY T + Y dT, dZ' = dT Z + T dZ per step, and
-    the output's d(√c·Y_J) or d(Z_J/√c).  The adjoint of ``backward``.
+    the output's d(post·Y_J) or d(post·Z_J).  The adjoint of ``backward``.
     """
     J = len(Ts)
     shape = A.shape
@@ -198,7 +204,6 @@ def jvp(dA, A, c, live, YJ, ZJ, Ys, Zs, Ts, normalization: str, inverse: bool = 
         if k < J - 1 or inverse:
             dZ = torch.bmm(dT, Z).add_(torch.bmm(T, dZ))
         dY = torch.bmm(dY, T).add_(torch.bmm(Y, dT))
-    sc = c.sqrt()
     if inverse:
-        return dZ.reshape(shape) / sc - ZJ * (dc / (2.0 * sc * c))
-    return sc * dY.reshape(shape) + YJ * (dc / (2.0 * sc))
+        return post * dZ.reshape(shape) - ZJ * (post * dc / (2.0 * c))
+    return post * dY.reshape(shape) + YJ * (post * dc / (2.0 * c))
