@@ -40,10 +40,12 @@ LABELS = {
 FULL = dict(dataset="textures", image_size=32, train_per_class=400, val_per_class=100, widths=(8, 16, 32),
             reduced_channels=32, epochs=12, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
             schedule="step", ns_iterations=5)
-#: Seeds per protocol, chosen from the spread measured on the first seeds (the report's "Seeds" line
-#: recomputes it): the paired hybrid − NS differences need about 8 for a 95% interval of ±0.5 points;
-#: the Welch comparisons between independent protocols would need several times more.  72 runs do not
-#: fit one sitting on 2 shared cores: run with --max-minutes and complete with --resume.
+#: Seeds per protocol of a new study (the report's "Seeds" line recomputes the need from the measured
+#: spread): the paired hybrid − NS differences need about 8 for a 95% interval of ±0.5 points; the
+#: Welch comparisons between independent protocols need about 30, which ``--seeds N --protocols a,b``
+#: gives to the protocols of those claims only (the committed report: 30 for the seven protocols of
+#: the Welch claims, 16 for the early switch).  A grid that does not fit one sitting on 2 shared cores
+#: runs with --max-minutes and is completed with --resume.
 FULL_SEEDS = 8
 #: The quick variant for the tests: the same grid on tiny data and a tiny net.
 QUICK = dict(FULL, image_size=16, train_per_class=24, val_per_class=12, widths=(4, 8, 8), reduced_channels=8,
