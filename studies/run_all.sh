@@ -16,7 +16,8 @@ if $PY -c "import elpv_dataset" 2>/dev/null; then  # the elpv extra: pip install
   # reports/hybrid_protocol_elpv/ (its plan, too, is in its study.json)
   $PY -m svdgrad study hybrid --dataset elpv --seeds 20 --jobs 2 --resume \
     --protocols gap,ns,svd-ordinary,svd-pade,svd-exact,hybrid-ordinary,hybrid-pade,hybrid-exact
-  $PY -m svdgrad study hybrid --dataset elpv --seeds 26 --protocols ns,svd-exact,hybrid-exact --jobs 2 --resume
+  $PY -m svdgrad study hybrid --dataset elpv --seeds 26 --jobs 2 --resume \
+    --protocols ns,svd-exact,hybrid-exact,svd-ordinary,hybrid-ordinary
 fi
 $PY -m svdgrad bench --overwrite       # reports/performance/ (timings are always measured again)
 $PY studies/which_method.py            # README: the "Which method should I use?" block from the reports above
