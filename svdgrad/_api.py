@@ -183,8 +183,7 @@ def _narrow_dp(T, S, k, p, m: Method, fn: SpectralFunction, cdtype) -> torch.Ten
         wide = T.dtype
         kk = k.to(wide)[..., None]  # (*, 1)
         pw = p.detach().to(wide)
-        phi, dphi = ((m.spectrum(fn, Lf, pc), m.spectrum_dp(fn, Lf, pc)) if hasattr(m, "spectrum_dp")
-                     else (fn.f(Lf, pc), fn.dfdp(Lf, pc)))  # power_iteration: the exact eigenpairs' values
+        phi, dphi = m.spectrum(fn, Lf, pc), m.spectrum_dp(fn, Lf, pc)
         w = dphi.to(wide) + (2.0 * math.log(2.0)) * kk * phi.to(wide)
         w = w * torch.exp2(2.0 * kk * pw)
         Uw = U.to(wide)

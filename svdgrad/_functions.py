@@ -190,9 +190,14 @@ class ExactSqrtVJP(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    def _first(s, U, S, pow2):
+        """The first-order map 2^pow2·U[(Uᵀ S U) ∘ D]Uᵀ, the factor folded into s."""
+        return _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, S)
+
+    @staticmethod
     def forward(T, S, s, U, pow2):
         with _no_tf32():
-            return _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, S)
+            return ExactSqrtVJP._first(s, U, S, pow2)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -213,7 +218,7 @@ class ExactSqrtVJP(torch.autograd.Function):
                 W = _kernels.sqrtm_second_derivative(s, U, dA, S)
                 out = W if pow2 is None else _kernels.times_pow2(W, pow2)
             if dS is not None:
-                first = _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, dS)
+                first = ExactSqrtVJP._first(s, U, dS, pow2)
                 out = first if out is None else out + first
         return out
 

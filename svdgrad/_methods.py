@@ -113,6 +113,14 @@ class Method(abc.ABC):
     def floor_eps(self, dtype: torch.dtype) -> float:
         return torch.finfo(dtype).eps if self.eps is None else self.eps
 
+    def spectrum(self, fn: SpectralFunction, L: torch.Tensor, p=None) -> torch.Tensor:
+        """φ(λ) from floored ascending eigenvalues L (*, n) (TopN clamps them first)."""
+        return fn.f(L, p)
+
+    def spectrum_dp(self, fn: SpectralFunction, L: torch.Tensor, p) -> torch.Tensor:
+        """∂φ/∂p (*, n) for a parametrized function (the power)."""
+        return fn.dfdp(L, p)
+
     #: Whether ``apply`` can fold an output factor 2^pow2 into what it computes anyway (eigen methods:
     #: the spectrum; newton_schulz: its post-compensation factor), instead of a pass over F and one
     #: over the gradient.
@@ -141,14 +149,6 @@ class _EigenMethod(Method):
     Every rule here has a symmetric D, so the vjp and the jvp are the same
     map (``_kernels.loewner_map``), which makes them adjoint by construction.
     """
-
-    def spectrum(self, fn: SpectralFunction, L: torch.Tensor, p=None) -> torch.Tensor:
-        """φ(λ) from floored ascending eigenvalues L (*, n)."""
-        return fn.f(L, p)
-
-    def spectrum_dp(self, fn: SpectralFunction, L: torch.Tensor, p) -> torch.Tensor:
-        """∂φ/∂p (*, n) for a parametrized function (the power)."""
-        return fn.dfdp(L, p)
 
     @abc.abstractmethod
     def loewner(self, fn: SpectralFunction, L: torch.Tensor, p=None) -> torch.Tensor:
