@@ -264,7 +264,27 @@ matrix_function.__doc__ = """U f(Λ) Uᵀ for a user's spectral function: ``f`` 
 """ + _COMMON
 
 
-def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=True) -> torch.Tensor:
+#: ``algorithm`` of gram_sqrtm/gram_inv_sqrtm (``_functions.GramOp``): "auto" is "gram64" for a
+#: compute dtype narrower than float64 on a device with float64 (not MPS), else "svd".
+GRAM_ALGORITHMS = ("auto", "svd", "gram64")
+
+
+def _gram_algorithm(algorithm, cdtype: torch.dtype, device: torch.device, entry: str) -> str:
+    if algorithm not in GRAM_ALGORITHMS:
+        raise SvdgradError(f"Expected algorithm to be one of {', '.join(map(repr, GRAM_ALGORITHMS))} for {entry}; "
+                           f"received {algorithm!r}. Leave it at 'auto' unless you want a particular route.")
+    wide_ok = cdtype != torch.float64 and device.type != "mps"
+    if algorithm == "auto":
+        return "gram64" if wide_ok else "svd"
+    if algorithm == "gram64" and not wide_ok:
+        raise SvdgradError(f"algorithm='gram64' forms X Xᵀ in float64, which must be wider than the compute "
+                           f"dtype and available on the device; received compute dtype {cdtype} on "
+                           f"{device.type}. Use algorithm='svd' (or 'auto', which picks it here).")
+    return algorithm
+
+
+def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=True,
+          algorithm="auto") -> torch.Tensor:
     opts = Exact(eps=eps, compute_dtype=compute_dtype, check=check)  # validates the shared options
     if not isinstance(X, torch.Tensor) or X.dim() < 2:
         raise SvdgradError(f"Expected features X of shape (*, d, N) with at least 2 dimensions for {entry}; "
@@ -272,6 +292,8 @@ def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=T
     if X.dtype.is_complex or not X.dtype.is_floating_point:
         raise SvdgradError(f"Expected a real floating dtype for X in {entry}; received {describe(X)}. "
                            f"Cast with X.to(torch.float32).")
+    cdtype = _compute_dtype(X, opts)
+    algorithm = _gram_algorithm(algorithm, cdtype, X.device, entry)
     work = X.to(_work_dtype(X.dtype))
     d = X.shape[-2]
     if X.numel() == 0 and (d == 0 or math.prod(X.shape[:-2]) == 0):
@@ -285,8 +307,8 @@ def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=T
         raise SvdgradError(f"Expected finite entries in X; received NaN or Inf at batch index {tuple(bad)} "
                            f"({describe(X)}). Check the layer that produced X.")
     k = scale_exponent(amax)  # X/4^k has entries of order 1; (X Xᵀ)^{±1/2} scales by 4^{±k}
-    Xs = times_pow2(times_pow2(work, -k), -k).to(_compute_dtype(X, opts))
-    F = apply(GramOp, Xs, opts.floor_eps(Xs.dtype), inverse)[0].to(work.dtype)
+    Xs = times_pow2(times_pow2(work, -k), -k).to(cdtype)
+    F = apply(GramOp, Xs, opts.floor_eps(Xs.dtype), inverse, algorithm)[0].to(work.dtype)
     k = -k if inverse else k
     return times_pow2(times_pow2(F, k), k).to(X.dtype)
 
@@ -303,8 +325,19 @@ def gram_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
 
     Options: ``eps`` (floor on singular values, relative: σ >= eps·σmax, so
     λ = σ² >= eps²·λmax; default the compute dtype's machine epsilon),
-    ``compute_dtype``, ``check`` (finite entries).  X is scaled by an exact
-    power of two first, so any finite X works.
+    ``compute_dtype``, ``check`` (finite entries), ``algorithm``:
+
+    - ``"svd"``: the SVD of X (through the QR of Xᵀ when N > d) in the
+      compute dtype; σ carries errors of about eps·σmax.
+    - ``"gram64"``: for a float32 (or half) compute dtype only, X Xᵀ formed
+      and eigendecomposed in float64, where float32 products are exact.
+      σ = √λ then carries at most √eps64·σmax = 1e-8·σmax, below float32's
+      SVD; gradients measured 10–1000× closer to the 50-digit reference,
+      at 0.6× the SVD route's time (reports/performance).
+    - ``"auto"`` (default): ``"gram64"`` where it applies (compute dtype
+      narrower than float64, a device with float64), else ``"svd"``.
+
+    X is scaled by an exact power of two first, so any finite X works.
     """
     return _gram(X, False, "gram_sqrtm", **options)
 

@@ -359,71 +359,113 @@ class NewtonSchulzManual(torch.autograd.Function):
 
 
 class GramOp(torch.autograd.Function):
-    """F = (X Xᵀ)^{±1/2} from the SVD X = U S Vᵀ: F = U f(S) Uᵀ with f(σ) = σ or 1/σ.
+    """F = (X Xᵀ)^{±1/2} = U f(S) Uᵀ for X = U S Vᵀ, with f(σ) = σ or 1/σ, never from Σ = X Xᵀ rounded
+    in X's dtype: κ(X), not κ(X)², sets the accuracy.  Two algorithms (``_api.GRAM_ALGORITHMS``):
 
-    Σ = X Xᵀ is never formed, so κ(X) (not κ(X)²) sets the accuracy.  For
-    N > d the SVD is taken of the d×d factor R of Xᵀ = Q R (X = Rᵀ Qᵀ,
-    Rᵀ = U S Wᵀ, V = Q W): Householder QR and the SVD are both backward
-    stable, so U S Vᵀ is as close to X as a direct SVD's, at 0.6-0.8× its
-    cost for N = 2d (LAPACK's own QR step would form more than we need).
-    Singular values are floored at eps·σmax (``_kernels.singular_value_floor``).
+    ``"svd"``: the SVD of X in its own dtype.  For N > d it is taken of the
+    d×d factor R of Xᵀ = Q R (X = Rᵀ Qᵀ, Rᵀ = U S Wᵀ, V = Q W): Householder
+    QR and the SVD are both backward stable, so U S Vᵀ is as close to X as
+    a direct SVD's.  Its errors are about eps·σmax in σ.
+
+    ``"gram64"`` (float32 X): Σ = X Xᵀ formed and eigendecomposed in
+    float64.  Products of float32 numbers are exact in float64, and the
+    float64 eigenvalue errors, about eps64·λmax, move σ = √λ by at most
+    √eps64·σmax = 1e-8·σmax, below the float32 SVD's eps32·σmax = 1.2e-7·σmax;
+    its eigenvectors are better by eps64/eps32·σmax/(σi + σj).  P = S Vᵀ =
+    UᵀX, which the backward needs row-accurate relative to σj, is formed in
+    float64 too (error eps64·σmax, below the floor's eps32·σmax), then
+    rounded.  On this machine it costs 0.6× the float32 SVD route
+    (reports/performance).
+
+    Singular values are floored at eps·σmax (``_kernels.singular_value_floor``)
+    either way.  Outputs: F, then U (compute dtype), Sf (floored σ, the
+    eigenbasis order), and the factors the backward needs (P or its pieces).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(X, eps, inverse):
+    def forward(X, eps, inverse, algorithm):
         d, N = X.shape[-2], X.shape[-1]
-        try:
-            if N > d:  # X = Rᵀ Qᵀ and Rᵀ = U S Wᵀ: X = U S (Q W)ᵀ, with the SVD of a d×d matrix only
-                Q, R = torch.linalg.qr(X.mT)  # (*, N, d), (*, d, d)
-                U, S, Wh = torch.linalg.svd(R.mT)
-                Vh = Wh @ Q.mT  # (*, d, N)
-            else:  # d > N: the full U spans the null space of X Xᵀ too
-                U, S, Vh = torch.linalg.svd(X, full_matrices=d > N)
-        except torch.linalg.LinAlgError as exc:
-            raise SvdgradError(f"The SVD failed ({describe(X)}): {str(exc).splitlines()[0]} Expected finite "
-                               f"input; run with check=True, or compute in torch.float64.") from None
-        floor = _kernels.singular_value_floor(S, eps)  # (*, 1)
-        Sf = S.clamp_min(floor)  # (*, r), descending
-        if d > N:  # the null space of X Xᵀ gets the floor as well
-            Sf = torch.cat((Sf, floor.expand(Sf.shape[:-1] + (d - N,))), -1)
+        if algorithm == "gram64":
+            Xw = X.to(torch.float64)
+            L, Uw = eigh_or_raise(Xw @ Xw.mT)  # ascending
+            S = L.clamp_min(0).sqrt()
+            Sf = S.clamp_min(_kernels.singular_value_floor(S[..., -1:], eps, X.dtype)).to(X.dtype)
+            U = Uw.to(X.dtype)
+            saved = (Uw,)
+        else:
+            U, S, Vh = _svd_of_features(X)
+            floor = _kernels.singular_value_floor(S, eps)  # (*, 1)
+            Sf = S.clamp_min(floor)  # (*, r), descending
+            if d > N:  # the null space of X Xᵀ gets the floor as well
+                Sf = torch.cat((Sf, floor.expand(Sf.shape[:-1] + (d - N,))), -1)
+            saved = (S, Vh)
         phi = Sf.reciprocal() if inverse else Sf
         F = (U * phi[..., None, :]) @ U.mT
-        return F, U, S, Vh, Sf
+        return (F, U, Sf) + saved
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, _, inverse = inputs
-        _, U, S, Vh, Sf = output
-        ctx.mark_non_differentiable(U, S, Vh, Sf)
-        ctx.save_for_backward(U, S, Vh, Sf)
-        ctx.save_for_forward(U, S, Vh, Sf)
+        X, _, inverse, algorithm = inputs
+        _, U, Sf, *saved = output
+        ctx.mark_non_differentiable(U, Sf, *saved)
+        # gram64 keeps X (an input: no copy) to form P = UᵀX in float64 when it is needed
+        tensors = (U, Sf, X) + tuple(saved) if algorithm == "gram64" else (U, Sf) + tuple(saved)
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
         ctx.inverse = inverse
+        ctx.algorithm = algorithm
+        ctx.n_outputs = len(output)
         ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def factors(ctx):
+        """U, P = S Vᵀ (rows accurate relative to σj) and D for ``_kernels.gram_backward``/``gram_jvp``."""
+        if ctx.algorithm == "gram64":
+            U, Sf, X, Uw = ctx.saved_tensors
+            P = (Uw.mT @ X.to(torch.float64)).to(X.dtype)
+        else:
+            U, Sf, S, Vh = ctx.saved_tensors
+            P = S[..., :, None] * Vh
+        return U, P, _kernels.gram_loewner(Sf, ctx.inverse)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gF, *_):
         if gF is None:
-            return None, None, None
-        U, S, Vh, Sf = ctx.saved_tensors
+            return None, None, None, None
+        U, P, D = GramOp.factors(ctx)
         with _no_tf32():
-            return _kernels.gram_backward(U, S, Vh, gF, _kernels.gram_loewner(Sf, ctx.inverse)), None, None
+            return _kernels.gram_backward(U, P, gF, D), None, None, None
 
     @staticmethod
-    def jvp(ctx, dX, _eps, _inverse):
-        U, S, Vh, Sf = ctx.saved_tensors
+    def jvp(ctx, dX, _eps, _inverse, _algorithm):
+        U, P, D = GramOp.factors(ctx)
         with _no_tf32():
-            dF = _kernels.gram_jvp(U, S, Vh, _zeros_like_input(dX, U, Vh), _kernels.gram_loewner(Sf, ctx.inverse))
-        return dF, None, None, None, None
+            dF = _kernels.gram_jvp(U, P, _zeros_like_input(dX, U, P), D)
+        return (dF,) + (None,) * (ctx.n_outputs - 1)
 
 
-def _zeros_like_input(dX, U, Vh):
+def _svd_of_features(X):
+    """U (*, d, d), S (*, r) descending, Vh (*, r, N) with r = min(d, N): X = U[:, :r] S Vh."""
+    d, N = X.shape[-2], X.shape[-1]
+    try:
+        if N > d:  # X = Rᵀ Qᵀ and Rᵀ = U S Wᵀ: X = U S (Q W)ᵀ, with the SVD of a d×d matrix only
+            Q, R = torch.linalg.qr(X.mT)  # (*, N, d), (*, d, d)
+            U, S, Wh = torch.linalg.svd(R.mT)
+            return U, S, Wh @ Q.mT  # (*, d, N)
+        return torch.linalg.svd(X, full_matrices=d > N)  # d > N: the full U spans X Xᵀ's null space too
+    except torch.linalg.LinAlgError as exc:
+        raise SvdgradError(f"The SVD failed ({describe(X)}): {str(exc).splitlines()[0]} Expected finite "
+                           f"input; run with check=True, or compute in torch.float64.") from None
+
+
+def _zeros_like_input(dX, U, P):
     """The tangent of X (*, d, N), zeros if it has none."""
     if dX is not None:
         return dX
-    return U.new_zeros(U.shape[:-1] + (Vh.shape[-1],))
+    return U.new_zeros(U.shape[:-1] + (P.shape[-1],))
 
 
 class LyapunovRoot(torch.autograd.Function):

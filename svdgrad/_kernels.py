@@ -324,8 +324,9 @@ def topn_map(fn, L: torch.Tensor, U: torch.Tensor, S: torch.Tensor, keep: int, p
 # The features route: (X Xᵀ)^{±1/2} from the SVD of X.
 # ---------------------------------------------------------------------------
 
-def singular_value_floor(S: torch.Tensor, eps: float) -> torch.Tensor:
-    """Floor eps·σmax for descending singular values S (*, r) -> (*, 1).
+def singular_value_floor(S: torch.Tensor, eps: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Floor eps·σmax for descending singular values S (*, r) -> (*, 1), for σ kept in ``dtype``
+    (default S's own; the float64 eigenvalues of ``GramOp``'s gram64 are kept in float32).
 
     The SVD's backward error is about eps·σmax, so this is the relative
     floor of the features route: λ = σ² keeps values down to eps²·λmax,
@@ -333,7 +334,7 @@ def singular_value_floor(S: torch.Tensor, eps: float) -> torch.Tensor:
     Never below √tiny, so σ² stays a normal number; the zero matrix gets
     tiny^(1/4), which matches ``eigenvalue_floor``'s √tiny for λ.
     """
-    info = torch.finfo(S.dtype)
+    info = torch.finfo(S.dtype if dtype is None else dtype)
     smax = S[..., :1]
     relative = (eps * smax).clamp_min(info.tiny ** 0.5)
     return torch.where(smax > 0, relative, torch.full_like(relative, info.tiny ** 0.25))
@@ -346,24 +347,27 @@ def gram_loewner(Sf: torch.Tensor, inverse: bool) -> torch.Tensor:
     return D.div_(-(si * sj)) if inverse else D
 
 
-def gram_backward(U, S, Vh, G, D) -> torch.Tensor:
-    """gX = 2U[(Uᵀ sym(G) U) ∘ D] S Vᵀ for F = f(X Xᵀ), X = U S Vᵀ (U square, S (*, r), Vh (*, r, N)).
+def gram_backward(U, P, G, D) -> torch.Tensor:
+    """gX = 2U[(Uᵀ sym(G) U) ∘ D]P for F = f(X Xᵀ), X = U P with P = S Vᵀ (*, r, N), U (*, d, d).
 
     dL/dΣ = U[(Uᵀ sym(G) U) ∘ D]Uᵀ (Daleckii–Krein at Σ = X Xᵀ) and
-    dΣ = dX Xᵀ + X dXᵀ give dL/dX = 2·(dL/dΣ)·X.  For the square root
-    |D_ij·σj| <= 1, so the gradient is bounded by 2‖G‖ even for
-    rank-deficient X.  Only the first r columns of the eigenbasis meet S.
+    dΣ = dX Xᵀ + X dXᵀ give dL/dX = 2·(dL/dΣ)·X = 2U[(Uᵀ sym(G) U) ∘ D]UᵀX.
+    Row j of P = UᵀX is σj·vjᵀ; for the square root |D_ij·σj| <= 1, so the
+    gradient is bounded by 2‖G‖ even for rank-deficient X, provided row j of
+    P is accurate relative to σj (not to σmax): P must come from the SVD, or
+    from UᵀX formed in a wider dtype (``GramOp``).  The columns of the
+    eigenbasis beyond r (X's null space) do not meet P.
     """
-    r = S.shape[-1]
+    r = P.shape[-2]
     M = U.mT @ sym(G) @ U  # (*, d, d)
-    inner = (M.mul_(D))[..., :, :r] * S[..., None, :]  # (*, d, r)
-    return 2.0 * (U @ inner @ Vh)
+    return 2.0 * ((U @ M.mul_(D)[..., :, :r]) @ P)
 
 
-def gram_jvp(U, S, Vh, dX, D) -> torch.Tensor:
-    """dF for the tangent dX: Uᵀ dΣ U = P S + (P S)ᵀ with P = Uᵀ dX V, then U[(·) ∘ D]Uᵀ."""
-    d, r = U.shape[-1], S.shape[-1]
-    PS = (U.mT @ dX @ Vh.mT) * S[..., None, :]  # (*, d, r)
+def gram_jvp(U, P, dX, D) -> torch.Tensor:
+    """dF for the tangent dX, P = S Vᵀ as in ``gram_backward``: Uᵀ dΣ U = T + Tᵀ with T = Uᵀ dX Pᵀ,
+    then U[(·) ∘ D]Uᵀ."""
+    d, r = U.shape[-1], P.shape[-2]
+    T = (U.mT @ dX) @ P.mT  # (*, d, r)
     if r < d:
-        PS = torch.cat((PS, PS.new_zeros(PS.shape[:-1] + (d - r,))), -1)
-    return U @ (PS + PS.mT).mul_(D) @ U.mT
+        T = torch.cat((T, T.new_zeros(T.shape[:-1] + (d - r,))), -1)
+    return U @ (T + T.mT).mul_(D) @ U.mT
