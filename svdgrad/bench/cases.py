@@ -161,9 +161,12 @@ class GramInputs:
 
 
 def gram_case(inputs: GramInputs, route: str):
-    """Forward + backward with respect to X: ``gram_sqrtm(X)`` or ``sqrtm(X @ X.mT)`` (exact)."""
+    """Forward + backward with respect to X: ``gram_sqrtm(X)``, its SVD route, or ``sqrtm(X @ X.mT)`` (exact)."""
     if route == "gram_sqrtm":
         f = svdgrad.gram_sqrtm
+    elif route == "gram_sqrtm[svd]":
+        def f(x):
+            return svdgrad.gram_sqrtm(x, algorithm="svd")
     elif route == "sqrtm(X X^T)":
         def f(x):
             return svdgrad.sqrtm(x @ x.mT)

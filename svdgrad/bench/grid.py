@@ -105,9 +105,10 @@ FUNCTION_CASES = (("inv_sqrt", "exact"), ("inv_sqrt", "newton_schulz"), ("inv_sq
                   ("log", "exact"), ("power", "exact"))
 #: Exponent of the power rows.
 POWER_P = 0.25
-#: The features route: X of shape (B, n, GRAM_COLUMNS·n); ``gram_sqrtm(X)`` against ``sqrtm(X @ X.mT)``.
+#: The features route: X of shape (B, n, GRAM_COLUMNS·n); ``gram_sqrtm(X)`` (its default, in float32 the
+#: float64 Gram matrix) and ``gram_sqrtm(X, algorithm="svd")`` against ``sqrtm(X @ X.mT)``.
 GRAM_COLUMNS = 2
-GRAM_CASES = ("gram_sqrtm", "sqrtm(X X^T)")
+GRAM_CASES = ("gram_sqrtm", "gram_sqrtm[svd]", "sqrtm(X X^T)")
 #: Forward-mode AD: ``torch.func.jvp`` of ``sqrtm(·, "exact")`` in a symmetric direction.
 JVP_CASE = "jvp[exact]"
 #: Many small matrices (the whitening case): (n, B), exact forward + backward and eigh autograd.
@@ -138,6 +139,10 @@ RATIO_TARGETS = (
                 SMALL[0], SMALL[1]),
     RatioTarget("gram_sqrtm(X) vs sqrtm(X @ X.mT), fwd+bwd", "gram_sqrtm", "sqrtm(X X^T)", 2.0, 64),
     RatioTarget("gram_sqrtm(X) vs sqrtm(X @ X.mT), fwd+bwd", "gram_sqrtm", "sqrtm(X X^T)", 2.0, 256),
+    RatioTarget("gram_sqrtm(X, algorithm='svd') vs sqrtm(X @ X.mT), fwd+bwd", "gram_sqrtm[svd]", "sqrtm(X X^T)",
+                2.0, 64),
+    RatioTarget("gram_sqrtm(X, algorithm='svd') vs sqrtm(X @ X.mT), fwd+bwd", "gram_sqrtm[svd]", "sqrtm(X X^T)",
+                2.0, 256),
     RatioTarget("jvp (torch.func.jvp) vs fwd+bwd, exact", JVP_CASE, "sqrtm[exact]", 1.3, 64),
     RatioTarget("jvp (torch.func.jvp) vs fwd+bwd, exact", JVP_CASE, "sqrtm[exact]", 1.3, 256),
     RatioTarget("mpa fwd+bwd vs newton_schulz(5)", "sqrtm[mpa]", "sqrtm[newton_schulz[manual]]", 1.3, 256),

@@ -18,8 +18,10 @@ Conventions (stated in the report too):
   ``exact`` of the same function above (its own float64 row is then the
   reference, ``is-reference``).
 - Features route (study ``gram``): X = ``svdgrad.testing.features(n,
-  columns·n, √κ, seed=s)``, so κ(X Xᵀ) = κ; rows ``gram_sqrtm`` (the SVD of
-  X) and ``sqrtm(X X^T)`` (Σ formed in the input dtype, then ``exact``),
+  columns·n, √κ, seed=s)``, so κ(X Xᵀ) = κ; rows ``gram_sqrtm`` (its
+  default: in float32 the float64 Gram matrix, in float64 the SVD of X),
+  ``gram_sqrtm[svd]`` (float32: the SVD of X in float32) and
+  ``sqrtm(X X^T)`` (Σ formed in the input dtype, then ``exact``),
   loss ⟨G, (X Xᵀ)^{1/2}⟩, gradient with respect to X.  Reference
   ``svdgrad.testing.reference_gram_grad`` (mpmath, Σ formed exactly) for
   n <= 32, float64 ``gram_sqrtm`` above.
@@ -64,6 +66,7 @@ REF_SELF = "is-reference"
 
 #: Method labels of the features-route rows (study ``gram``).
 GRAM_ROUTE = "gram_sqrtm"
+GRAM_SVD = "gram_sqrtm[svd]"  # float32 rows only: in float64 it is GRAM_ROUTE's own algorithm
 GRAM_VIA_SIGMA = "sqrtm(X X^T)"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -271,11 +274,16 @@ def _gram_via_sigma(X: torch.Tensor) -> torch.Tensor:
     return sqrtm(X @ X.mT)
 
 
+def _gram_svd(X: torch.Tensor) -> torch.Tensor:
+    """gram_sqrtm through the SVD of X in X's dtype (the default in float32 forms X Xᵀ in float64)."""
+    return gram_sqrtm(X, algorithm="svd")
+
+
 def _gram_row(m: _Matrix, key, method: str, dtype) -> dict:
     X, F, gX, label, t_ref = m.gram()
     if label == REF_GRAM64 and method == GRAM_ROUTE and dtype == torch.float64:
         return _row(key, reference=REF_SELF, kappa_reached=m.kappa, time_ms=t_ref)
-    fn = gram_sqrtm if method == GRAM_ROUTE else _gram_via_sigma
+    fn = {GRAM_ROUTE: gram_sqrtm, GRAM_SVD: _gram_svd, GRAM_VIA_SIGMA: _gram_via_sigma}[method]
     Z, g, t = timed(fn, X.to(dtype), m.G, m.task.timing_repeats)
     S = torch.linalg.svdvals(X.to(dtype).double())
     out = {"reference": label, "kappa_reached": float((S[0] / S[-1]) ** 2) if S[-1] > 0 else math.inf,

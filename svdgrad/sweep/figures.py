@@ -335,7 +335,7 @@ def fig_eigenvalues(rows, ax, path):
 
 def fig_gram(rows, path):
     """Features route: gradient error (w.r.t. X) against κ(X Xᵀ), one panel per n, a line per route × dtype."""
-    from .cells import GRAM_ROUTE, GRAM_VIA_SIGMA
+    from .cells import GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA
 
     plt = _plt()
     gr = [r for r in rows if r["study"] == "gram" and not r["error"] and r["reference"] != REF_SELF]
@@ -347,6 +347,7 @@ def fig_gram(rows, path):
     kap = [10.0 ** k for k in ks]
     fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes) + 0.8, 3.9), squeeze=False, sharey=True)
     styles = {(GRAM_ROUTE, "float32"): ("C0", "o-"), (GRAM_ROUTE, "float64"): ("C0", "s--"),
+              (GRAM_SVD, "float32"): ("C2", "^-"),
               (GRAM_VIA_SIGMA, "float32"): ("C3", "o-"), (GRAM_VIA_SIGMA, "float64"): ("C3", "s--")}
     for j, n in enumerate(sizes):
         a = axes[0][j]

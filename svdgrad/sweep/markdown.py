@@ -256,8 +256,9 @@ def _gram_section(num, rows, g: Grid, figs) -> list[str]:
     fmt = lambda c: "ref" if c == "ref" else ("≤floor" if isinstance(c, tuple) else _e(c))  # noqa: E731
     L = [f"## {num}. The features route: `gram_sqrtm(X)` against `sqrtm(X Xᵀ)`", ""]
     L += [f"X = `svdgrad.testing.features(n, {g.gram_columns}·n, √κ)` (log-spaced singular values, κ(X Xᵀ) = κ); "
-          "the loss ⟨G, (X Xᵀ)^{1/2}⟩ is differentiated with respect to X. `gram_sqrtm` works from the SVD of X; "
-          "`sqrtm(X X^T)` forms Σ in the input dtype, then runs `exact`. Reference: "
+          "the loss ⟨G, (X Xᵀ)^{1/2}⟩ is differentiated with respect to X. `gram_sqrtm` is the default route: in float32 it forms X Xᵀ and its "
+          "eigendecomposition in float64 (`algorithm=\"gram64\"`), in float64 it works from the SVD of X; "
+          "`gram_sqrtm[svd]` is the SVD of X in float32 (`algorithm=\"svd\"`); `sqrtm(X X^T)` forms Σ in the input dtype, then runs `exact`. Reference: "
           "`svdgrad.testing.reference_gram_grad` (mpmath, Σ formed exactly) for n ≤ "
           f"{g.mpmath_max_n}; float64 `gram_sqrtm` above (its error scales with κ(X) = √κ, so results under "
           f"{grid_mod.REFERENCE_FLOOR_FACTOR:g}·(√κ + n)·eps64 show as ≤floor).", ""]
@@ -268,8 +269,13 @@ def _gram_section(num, rows, g: Grid, figs) -> list[str]:
     if ratios:
         worst = max(ratios, key=lambda r: r["route"] if math.isfinite(r["route"]) else math.inf)
         L += [f"float32: the largest median error of `gram_sqrtm` is {_e(worst['route'])} (n = {worst['n']}, "
-              f"κ = {grid_mod.kappa_label(worst['log10_kappa'])}), where `sqrtm(X X^T)` has {_e(worst['via_sigma'])}.",
-              ""]
+              f"κ = {grid_mod.kappa_label(worst['log10_kappa'])}), where `sqrtm(X X^T)` has {_e(worst['via_sigma'])}"
+              f" and `gram_sqrtm[svd]` {_e(worst['svd'])}.", ""]
+        pairs = [r for r in ratios if math.isfinite(r["route"]) and math.isfinite(r["svd"]) and r["route"] > 0]
+        if pairs:
+            q = sorted(r["svd"] / r["route"] for r in pairs)
+            L += [f"float32, `gram_sqrtm[svd]` over `gram_sqrtm` (median errors, per n and κ): from {q[0]:.2g} to "
+                  f"{q[-1]:.2g}, median {q[len(q) // 2]:.2g}, over {len(q)} cells.", ""]
     return L
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .cells import COLUMNS, GRAM_ROUTE, GRAM_VIA_SIGMA, CellTask, ns_variant, run_cell
+from .cells import COLUMNS, GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA, CellTask, ns_variant, run_cell
 from .grid import Grid, available_baselines
 from .store import ResultStore, write_atomic, write_table
 
@@ -49,6 +49,7 @@ def matrix_keys(grid: Grid, n: int, k: int, spectrum: str, seed: int, baselines=
         if grid.gram(n, spectrum, seed):
             keys += [("gram", "sqrt", m, "", d, n, k, spectrum, seed) for m in (GRAM_ROUTE, GRAM_VIA_SIGMA)
                      for d in grid.dtypes]
+            keys += [("gram", "sqrt", GRAM_SVD, "", "float32", n, k, spectrum, seed)] * ("float32" in grid.dtypes)
         if "newton_schulz" in grid.methods and "float64" in grid.dtypes and spectrum in grid.ns_spectra:
             keys += [("ns", "sqrt", "newton_schulz", ns_variant(norm, it), "float64", n, k, spectrum, seed)
                      for norm in grid.ns_normalizations for it in grid.ns_iterations]

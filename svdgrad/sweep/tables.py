@@ -350,15 +350,15 @@ def functions_present(rows, g: Grid) -> list[str]:
 def gram_table(rows) -> tuple[list, list]:
     """Features route: median gradient error (w.r.t. X) per (route, dtype, n) and κ(X Xᵀ); cells are numbers,
     ``"ref"`` where the row is the reference, or ``("floor", value)`` at the float64 reference's floor."""
-    from .cells import GRAM_ROUTE, GRAM_VIA_SIGMA
+    from .cells import GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA
 
     gr = [r for r in rows if r["study"] == "gram" and not r["error"]]
     g = group(gr, "method", "dtype", "n", "log10_kappa")
     ks = sorted({r["log10_kappa"] for r in gr})
     head = ["route", "dtype", "n"] + [grid_mod.kappa_label(k) for k in ks]
     body = []
-    for m in ordered({r["method"] for r in gr}, (GRAM_ROUTE, GRAM_VIA_SIGMA)):
-        for d in ordered({r["dtype"] for r in gr}, grid_mod.DTYPES):
+    for m in ordered({r["method"] for r in gr}, (GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA)):
+        for d in ordered({r["dtype"] for r in gr if r["method"] == m}, grid_mod.DTYPES):
             for n in sorted({r["n"] for r in gr}):
                 cells = []
                 for k in ks:
@@ -374,8 +374,8 @@ def gram_table(rows) -> tuple[list, list]:
 
 
 def gram_ratio(rows) -> list[dict]:
-    """Per (dtype, n, κ): median gradient error of sqrtm(X Xᵀ) over that of gram_sqrtm (both measured)."""
-    from .cells import GRAM_ROUTE, GRAM_VIA_SIGMA
+    """Per (dtype, n, κ): median gradient errors of gram_sqrtm, its SVD route (float32) and sqrtm(X Xᵀ)."""
+    from .cells import GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA
 
     gr = [r for r in rows if r["study"] == "gram" and not r["error"] and r["reference"] != REF_SELF]
     g = group(gr, "method", "dtype", "n", "log10_kappa")
@@ -383,7 +383,8 @@ def gram_ratio(rows) -> list[dict]:
     for d, n, k in sorted({(r["dtype"], r["n"], r["log10_kappa"]) for r in gr}):
         a = median([r["grad_err"] for r in g.get((GRAM_ROUTE, d, n, k), [])])
         b = median([r["grad_err"] for r in g.get((GRAM_VIA_SIGMA, d, n, k), [])])
-        out.append(dict(dtype=d, n=n, log10_kappa=k, route=a, via_sigma=b))
+        c = median([r["grad_err"] for r in g.get((GRAM_SVD, d, n, k), [])])
+        out.append(dict(dtype=d, n=n, log10_kappa=k, route=a, via_sigma=b, svd=c))
     return out
 
 
