@@ -140,8 +140,10 @@ def features_section(rows) -> list[str]:
     return ["### Covariance of features: use `gram_sqrtm(X)`", "",
             f"In float32 at κ(X Xᵀ) = 1e{worst['log10_kappa']} (n = {worst['n']}, against mpmath), "
             f"`gram_sqrtm(X)` has a median gradient error of {_e(worst['route'])}, `sqrtm(X @ X.mT)` "
-            f"{_e(worst['via_sigma'])}: forming Σ squares the condition number. "
-            "Section \"features route\" of the sweep report has every κ and n.", ""]
+            f"{_e(worst['via_sigma'])}: forming Σ in float32 squares the condition number. "
+            + (f"Its SVD route (`algorithm=\"svd\"`, float32 throughout) has {_e(worst['svd'])}. "
+               if math.isfinite(worst.get("svd", math.nan)) else "")
+            + "Section \"features route\" of the sweep report has every κ and n.", ""]
 
 
 def failure_section(rows, g) -> list[str]:

@@ -321,7 +321,7 @@ def topn_map(fn, L: torch.Tensor, U: torch.Tensor, S: torch.Tensor, keep: int, p
 
 
 # ---------------------------------------------------------------------------
-# The features route: (X Xᵀ)^{±1/2} from the SVD of X.
+# The features route: (X Xᵀ)^{±1/2} from X = U S Vᵀ (the SVD of X, or float64 eigh of X Xᵀ).
 # ---------------------------------------------------------------------------
 
 def singular_value_floor(S: torch.Tensor, eps: float, dtype: torch.dtype | None = None) -> torch.Tensor:

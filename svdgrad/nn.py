@@ -31,9 +31,10 @@ Choices, and why:
   takes ``svdgrad.sqrtm(Σ + floor·I)`` with any method.  ``route="features"``
   never forms Σ: with Y = X̄/√N (Σ = Y Yᵀ) it takes
   ``svdgrad.gram_sqrtm([Y, √floor·I])``, the square root of
-  Y Yᵀ + floor·I = Σ + floor·I exactly, from the SVD of the (d, N + d)
-  matrix.  Forming Σ squares the condition number; the SVD keeps κ(Y) =
-  √κ(Σ), so float32 suffices where the covariance route needs float64
+  Y Yᵀ + floor·I = Σ + floor·I exactly, from the (d, N + d) matrix: in
+  float32 through its Gram matrix formed in float64, in float64 through its
+  SVD (``gram_sqrtm``'s ``algorithm="auto"``).  Forming Σ in float32 squares
+  the condition number; both routes keep κ(Y) = √κ(Σ), so float32 suffices where the covariance route needs float64
   (ICCV21's "data precision" argument).  The appended columns make the
   floor exact without touching Σ; the dead-sample rule is the same.
 - **Vectorization.**  The upper triangle with the diagonal, row by row,
@@ -100,14 +101,14 @@ def _check_channels(name: str, value, allow_none: bool) -> None:
 
 
 #: The routes of CovariancePooling, and the methods the features route has
-#: (the SVD of the features gives the exact square root, with its own
-#: D = 1/(σi + σj) backward: there is no K-rule or iteration to choose).
+#: (gram_sqrtm gives the exact square root, with its own D = 1/(σi + σj)
+#: backward: there is no K-rule or iteration to choose).
 ROUTES = ("covariance", "features")
 _FEATURE_METHODS = ("exact",)
 
 
 def _gram_sqrtm(Y: torch.Tensor, method) -> torch.Tensor:
-    """(Y Yᵀ)^{1/2} from the SVD of Y (*, d, N), with the method's shared options."""
+    """(Y Yᵀ)^{1/2} by ``gram_sqrtm`` (*, d, N), with the method's shared options."""
     opts = {k: getattr(method, k) for k in ("eps", "compute_dtype", "check") if getattr(method, k) is not None}
     return gram_sqrtm(Y, **opts)
 
@@ -212,7 +213,7 @@ class CovariancePooling(nn.Module):
     def _check_route(route: str, m: _methods.Method) -> None:
         if route == "features" and m.name not in _FEATURE_METHODS:
             raise SvdgradError(
-                f"Expected method 'exact' for route='features' (the SVD of the features gives the exact square "
+                f"Expected method 'exact' for route='features' (gram_sqrtm gives the exact square "
                 f"root; there is no K-rule or iteration to choose); received method {m.name!r}. Use "
                 f"route='covariance' for {m.name!r}."
             )

@@ -1,4 +1,6 @@
-"""The features route: gram_sqrtm(X) = (X Xᵀ)^{1/2} and gram_inv_sqrtm(X) = (X Xᵀ)^{-1/2} from the SVD of X.
+"""The features route: gram_sqrtm(X) = (X Xᵀ)^{1/2} and gram_inv_sqrtm(X) = (X Xᵀ)^{-1/2} without Σ = X Xᵀ
+rounded in X's dtype: from the SVD of X (algorithm="svd"), or in float32 from X Xᵀ formed and decomposed in
+float64 (algorithm="gram64", the float32 default).  ROUTES runs both wherever float32 applies.
 
 Condition numbers, in κ = κ(X) = σmax/σmin (κ(X Xᵀ) = κ²), for the bound
 C·(κ_f + n)·eps of tests/helpers.py, n = max(d, N):

@@ -1,4 +1,4 @@
-"""CovariancePooling(route="features"): Σ^{1/2} from the SVD of the centred features, never forming Σ."""
+"""CovariancePooling(route="features"): Σ^{1/2} by gram_sqrtm of the centred features, never forming Σ in its dtype."""
 
 import math
 
@@ -75,7 +75,7 @@ def test_floor_columns_give_sigma_plus_floor_exactly():
 
 
 def test_float32_is_closer_to_float64_than_the_covariance_route():
-    """At κ(Σ) = 1e8 in float32 the SVD of X keeps κ(X) = 1e4; forming Σ loses it to κ(Σ)·eps32."""
+    """At κ(Σ) = 1e8 in float32 gram_sqrtm keeps κ(X) = 1e4; forming Σ in float32 loses it to κ(Σ)·eps32."""
     floor = 1e-10
     x64 = feature_map(4, 8, (8, 8), kappa=1e8, seed=2)
     x32 = x64.float()

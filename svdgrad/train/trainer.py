@@ -173,10 +173,10 @@ class TrainConfig:
         if self.head == "cov" and self.pool_route == "features":
             if self.protocol == "ns":
                 raise SvdgradError("Expected --protocol svd or hybrid with --pool-route features: the features route "
-                                   "computes the exact root by an SVD of the features (gram_sqrtm), there is no "
+                                   "computes the exact root from the features (gram_sqrtm), there is no "
                                    "Newton-Schulz on it. Use --pool-route covariance for --protocol ns.")
             if m.name != "exact":
-                raise SvdgradError(f"Expected --svd-method exact with --pool-route features (the SVD of the features "
+                raise SvdgradError(f"Expected --svd-method exact with --pool-route features (gram_sqrtm of the features "
                                    f"gives the exact root; there is no K-rule to choose); received "
                                    f"{self.svd_method!r}. Pass --svd-method exact, or --pool-route covariance.")
         if self.protocol == "hybrid" and isinstance(m, _methods.NewtonSchulz):
