@@ -88,8 +88,8 @@ def _prepare(A, m: Method, *, scale: bool = True):
         # S = T + Tᵀ, which the eigen methods then use as their input (one transposed pass, not three).
         with torch.no_grad():
             S = sym2(T.detach())
-        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T, scaled_sym2=S,
-                     scaled_amax=(amax * torch.exp2(-k)) * torch.exp2(-k - 1))  # max|T|, exactly
+        # max|T| = max|A|·2^(-2k-1) lies in [1/8, 2] for every nonzero A (scale_exponent)
+        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T, scaled_sym2=S, scaled_lower=0.125)
     elif m.check:
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None)
     cdtype = _compute_dtype(A, m)
