@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from svdgrad.bench import cli, grid, runner
+from svdgrad.bench import report as bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -163,6 +164,14 @@ def test_bench_covers_the_function_family_and_its_ratio_targets(quick_run):
     assert "Speed targets of the function family" in report
     for t in grid.RATIO_TARGETS:
         assert t.name in report
+    # every svdgrad.sqrtm case also ran with check=False, and only those get the column's ratio
+    times = {name for g in ratio["groups"] for name in g["times"]}
+    assert {t.case + grid.NO_CHECK for t in grid.RATIO_TARGETS if t.case.startswith("sqrtm[")} <= times
+    rows = bench_report.ratio_target_rows(ratio)
+    for r in rows:
+        assert (r["ratio_nocheck"] is not None) == r["case"].startswith("sqrtm["), r
+        if r["baseline"].startswith("sqrtm["):  # both sides unchecked: mpa against NS, not against checked NS
+            assert r["baseline"] + grid.NO_CHECK in times
 
 
 def test_ratio_targets_state_the_issue_limits():

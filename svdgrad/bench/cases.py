@@ -187,13 +187,15 @@ def jvp_case(inputs: Inputs):
 
 
 def ratio_cases(batch: int, n: int, dtype: str, device, names) -> dict:
-    """The named cases of the ratio targets at one shape (``grid.RatioTarget``'s names)."""
+    """The named cases of the ratio targets at one shape (``grid.RatioTarget``'s names); a ``sqrtm[...]``
+    name with the suffix ``grid.NO_CHECK`` is that case with ``check=False``."""
     inputs = Inputs(batch, n, dtype, device)
     gram = None
     out = {}
     for name in names:
-        if name.startswith("sqrtm[") and name.endswith("]"):
-            out[name] = sqrtm_case(inputs, name[len("sqrtm["):-1], "forward_backward")
+        base, nocheck = (name[:-len(grid.NO_CHECK)], True) if name.endswith(grid.NO_CHECK) else (name, False)
+        if base.startswith("sqrtm[") and base.endswith("]"):
+            out[name] = sqrtm_case(inputs, base[len("sqrtm["):-1], "forward_backward", check=not nocheck)
         elif name == "eigh_autograd":
             out[name] = baseline_case(inputs, name)
         elif name in grid.GRAM_CASES:

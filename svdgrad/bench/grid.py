@@ -130,6 +130,13 @@ class RatioTarget:
 
 #: dtype of the ratio targets (issues 9 and 10: float32, 2 threads, B = 32).
 RATIO_DTYPE = "float32"
+#: Suffix of a ``sqrtm[...]`` ratio case run with ``check=False`` beside it (what the value checks cost).
+NO_CHECK = "|check=False"
+
+
+def with_unchecked(names) -> list:
+    """``names`` and, for each ``sqrtm[...]`` case among them, the same case with ``check=False``."""
+    return list(names) + [x + NO_CHECK for x in names if x.startswith("sqrtm[")]
 
 #: Speed targets of issues 9 and 10.
 RATIO_TARGETS = (

@@ -141,7 +141,7 @@ def run_ratio_targets(device: str, profile: grid.Profile, log) -> dict:
     """The ratio targets of issues 9 and 10: each shape's cases interleaved in one run (RATIO_DTYPE)."""
     groups = []
     for (n, batch), targets in grid.ratio_groups(profile).items():
-        names = list(dict.fromkeys(x for t in targets for x in (t.case, t.baseline)))
+        names = grid.with_unchecked(dict.fromkeys(x for t in targets for x in (t.case, t.baseline)))
         load_before = load_average()
         fns = cases.ratio_cases(batch, n, grid.RATIO_DTYPE, device, names)
         times = interleaved(fns, min_rounds=profile.ratio_rounds[0], max_rounds=profile.ratio_rounds[1],
