@@ -191,9 +191,12 @@ WATCHDOG_PERIOD_S = 0.5
 #: ``getppid()`` means the sweep died (the worker was re-parented).  Polling works on every POSIX
 #: system, unlike PR_SET_PDEATHSIG, which also fires when the *thread* that started the worker ends.
 #: It runs through ``exec`` (a builtin, so unpickling it imports nothing): the watchdog starts
-#: before the worker spends seconds importing torch and svdgrad.
+#: before the worker spends seconds importing torch and svdgrad.  The worker also ignores SIGINT:
+#: a terminal's Ctrl-C reaches the whole process group, the sweep itself handles it (one line with
+#: the command that resumes, then the pool is shut down), and a worker that took it while idle
+#: would print "Process LokyProcess-N:" and a traceback (seen once in CI, a timing race).
 WATCHDOG_SOURCE = """
-import os, threading, time
+import os, signal, threading, time
 
 def _watch():
     while True:
@@ -202,6 +205,7 @@ def _watch():
         time.sleep(PERIOD)
 
 if os.getpid() != PARENT:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch, name="svdgrad-parent-watchdog", daemon=True).start()
 """
 
