@@ -34,7 +34,8 @@ Choices, and why:
   Y Yᵀ + floor·I = Σ + floor·I exactly, from the (d, N + d) matrix: in
   float32 through its Gram matrix formed in float64, in float64 through its
   SVD (``gram_sqrtm``'s ``algorithm="auto"``).  Forming Σ in float32 squares
-  the condition number; both routes keep κ(Y) = √κ(Σ), so float32 suffices where the covariance route needs float64
+  the condition number; both routes keep κ(Y) = √κ(Σ), so float32
+  suffices where the covariance route needs float64
   (ICCV21's "data precision" argument).  The appended columns make the
   floor exact without touching Σ; the dead-sample rule is the same.
 - **Vectorization.**  The upper triangle with the diagonal, row by row,

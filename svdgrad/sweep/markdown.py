@@ -256,9 +256,10 @@ def _gram_section(num, rows, g: Grid, figs) -> list[str]:
     fmt = lambda c: "ref" if c == "ref" else ("≤floor" if isinstance(c, tuple) else _e(c))  # noqa: E731
     L = [f"## {num}. The features route: `gram_sqrtm(X)` against `sqrtm(X Xᵀ)`", ""]
     L += [f"X = `svdgrad.testing.features(n, {g.gram_columns}·n, √κ)` (log-spaced singular values, κ(X Xᵀ) = κ); "
-          "the loss ⟨G, (X Xᵀ)^{1/2}⟩ is differentiated with respect to X. `gram_sqrtm` is the default route: in float32 it forms X Xᵀ and its "
-          "eigendecomposition in float64 (`algorithm=\"gram64\"`), in float64 it works from the SVD of X; "
-          "`gram_sqrtm[svd]` is the SVD of X in float32 (`algorithm=\"svd\"`); `sqrtm(X X^T)` forms Σ in the input dtype, then runs `exact`. Reference: "
+          "the loss ⟨G, (X Xᵀ)^{1/2}⟩ is differentiated with respect to X. `gram_sqrtm` is the default route: "
+          "in float32 it forms X Xᵀ and its eigendecomposition in float64 (`algorithm=\"gram64\"`), in float64 "
+          "it works from the SVD of X; `gram_sqrtm[svd]` is the SVD of X in float32 (`algorithm=\"svd\"`); "
+          "`sqrtm(X X^T)` forms Σ in the input dtype, then runs `exact`. Reference: "
           "`svdgrad.testing.reference_gram_grad` (mpmath, Σ formed exactly) for n ≤ "
           f"{g.mpmath_max_n}; float64 `gram_sqrtm` above (its error scales with κ(X) = √κ, so results under "
           f"{grid_mod.REFERENCE_FLOOR_FACTOR:g}·(√κ + n)·eps64 show as ≤floor).", ""]
