@@ -67,20 +67,40 @@ def _one_factor_range(dtype: torch.dtype) -> tuple[float, float]:
     return (-1.0 - math.log2(info.max)) / 2 + 0.5, (-1.0 - math.log2(info.tiny)) / 2
 
 
-def _prepare(A, m: Method, *, scale: bool = True):
-    """Checks, then T = A/(2·4^k) in the working dtype (the caller casts it): T + Tᵀ = sym(A)/4^k.
+def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
+    """Checks, then the method's input: T = A/(2·4^k) in the working dtype (the caller casts it), T + Tᵀ = sym(A)/4^k.
 
-    Returns (T, S, k, input dtype, compute dtype); k (*) is the per-matrix
+    Returns (X, e, S, k, input dtype, compute dtype); k (*) is the per-matrix
     power-of-two exponent (``_kernels.scale_exponent``); k = 0 without
-    ``scale``.  The methods take T and symmetrize it themselves
-    (``Method.apply``); S = T + Tᵀ without a graph when the checks formed it
-    (they take the asymmetry from it), else None.
+    ``scale``.  Usually X = T and e = None: the methods take T and
+    symmetrize it themselves (``Method.apply``); S = T + Tᵀ without a graph
+    when the checks formed it (they take the asymmetry from it), else None.
+
+    With ``fold`` and ``scale`` (a method with ``folds_input_scale``, the
+    compute dtype not narrower than A's), T is not formed when that is exact: X is A in
+    the working dtype, e (*) = −2k−1 and S = 2^e·(X + Xᵀ) = T + Tᵀ, one
+    pass with no graph.  The method applies the factor 2^e to its vjp and
+    jvp, which saves a pass and a graph node each way.  Not when X + Xᵀ could
+    overflow (max|A| above a quarter of the dtype's largest number) or 2^e
+    is not a normal number, nor under torch.func transforms: there X = T.
     """
     check_matrix(A)
     work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
     with torch.no_grad():
         amax = max_abs(work.detach())  # (*)
     k = scale_exponent(amax) if scale else torch.zeros_like(amax)
+    cdtype = _compute_dtype(A, m)
+    fold = fold and torch.finfo(cdtype).bits >= torch.finfo(work.dtype).bits
+    if fold and scale and work.numel() and not is_traced(work) and _foldable(amax, k, work.dtype):
+        e = -2.0 * k - 1.0
+        with torch.no_grad():
+            factor = torch.exp2(e)[..., None, None]  # (*, 1, 1)
+            S = work.detach() + work.detach().mT
+            S.mul_(factor)
+        if m.check:
+            # max|T| = max|A|·2^(-2k-1) lies in [1/8, 2] for every nonzero A (scale_exponent)
+            check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, factor=factor, scaled_sym2=S, scaled_lower=0.125)
+        return work, e, S.to(cdtype), k, A.dtype, cdtype
     T = _half_scaled(work, k) if scale else work * 0.5
     S = None
     if m.check and scale and T.numel() and not is_traced(T):
@@ -92,8 +112,19 @@ def _prepare(A, m: Method, *, scale: bool = True):
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T, scaled_sym2=S, scaled_lower=0.125)
     elif m.check:
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None)
-    cdtype = _compute_dtype(A, m)
-    return T, (None if S is None else S.to(cdtype)), k, A.dtype, cdtype
+    return T, None, (None if S is None else S.to(cdtype)), k, A.dtype, cdtype
+
+
+def _foldable(amax: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether 2^(-2k-1)·(A + Aᵀ) is exactly T + Tᵀ for every matrix: no overflow in A + Aᵀ, a normal factor.
+
+    (A NaN or Inf in A fails the first test; the checks then report it.)
+    """
+    if not float(amax.max()) <= torch.finfo(dtype).max / 4:
+        return False
+    k_low, k_high = _one_factor_range(dtype)
+    kmin, kmax = k.aminmax()
+    return k_low <= float(kmin) and float(kmax) <= k_high
 
 
 def _unsupported(fn: SpectralFunction, m: Method, entry: str) -> SvdgradError:
@@ -112,7 +143,8 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         raise _unsupported(fn, m, entry)
     if isinstance(p, torch.Tensor) and not m.has_eigenvalues and p.requires_grad:
         raise SvdgradError(f"The gradient with respect to p needs an eigen method; received {m.name!r}.")
-    T, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable)  # T + Tᵀ = S = sym(A)/4^k
+    # T + Tᵀ = S = sym(A)/4^k; or (eigen methods) T = A and S = 2^e·(A + Aᵀ), the same S
+    T, e, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable, fold=m.folds_input_scale)
     if T.numel() == 0:
         return T.to(in_dtype)
     # A compute dtype narrower than the input's (float64 computed in float32): the scaling law's factor on
@@ -147,7 +179,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
     pow2 = fn.output_pow2(k) if (fn.scalable and m.folds_output_scale and not narrower) else None
-    F, L = m.apply(T, fn, p, pow2, S)
+    F, L = m.apply(T, fn, p, pow2, S) if e is None else m.apply(T, fn, p, pow2, S, in_pow2=e)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
     if narrow_e is not None:
@@ -372,7 +404,7 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     the dtype (|λ| up to n·max|A|) raise SvdgradError.
     """
     rule = get_k_rule(backward, **options)
-    T, _, k, in_dtype, cdtype = _prepare(A, rule)
+    T, _, _, k, in_dtype, cdtype = _prepare(A, rule)
     if torch.finfo(cdtype).bits < torch.finfo(_work_dtype(in_dtype)).bits:  # float64 computed in float32:
         L, U = apply(EighNarrow, sym2(T), rule, cdtype)  # derivatives on the wide side (see EighNarrow)
     else:

@@ -76,12 +76,17 @@ class SpectralOp(torch.autograd.Function):
     the vjp with respect to T is the method's Loewner map of G + Gᵀ (that is
     2·sym(G) taken through A = T + Tᵀ), the jvp that of dT + dTᵀ.  When p is
     a tensor, ∂F/∂p = U diag(∂φ/∂p) Uᵀ enters both.
+
+    ``in_pow2`` (*) or None: when given, the input is A itself and
+    A/4^k = 2^in_pow2·(T + Tᵀ) = S (``_api._prepare`` formed S without a
+    graph); the vjp and the jvp then carry the factor 2^in_pow2, applied in
+    place to the rule's fresh result (or tangent), so T is never formed.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(T, p, method, fn, pow2, S):
+    def forward(T, p, method, fn, pow2, S, in_pow2):
         L, U = eigh_or_raise(_kernels.sym2(T) if S is None else S)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(T.dtype)))  # (*, n)
         phi = method.spectrum(fn, Lf, p)
@@ -92,12 +97,14 @@ class SpectralOp(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, p, method, fn, pow2, _ = inputs
+        _, p, method, fn, pow2, _, in_pow2 = inputs
         _, L, U, Lf = output
         ctx.mark_non_differentiable(L, U, Lf)
         ctx.p_tensor = isinstance(p, torch.Tensor)
         ctx.has_pow2 = pow2 is not None
-        saved = (U, Lf) + ((p,) if ctx.p_tensor else ()) + ((pow2,) if ctx.has_pow2 else ())
+        ctx.has_in_pow2 = in_pow2 is not None
+        saved = (U, Lf) + ((p,) if ctx.p_tensor else ()) + ((pow2,) if ctx.has_pow2 else ()) + (
+            (in_pow2,) if ctx.has_in_pow2 else ())
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
         ctx.p = None if ctx.p_tensor else p
@@ -107,36 +114,49 @@ class SpectralOp(torch.autograd.Function):
 
     @staticmethod
     def _saved(ctx):
+        """(U, Lf, p, pow2, in_pow2) from the front of the saved tensors."""
         U, Lf, *rest = ctx.saved_tensors
         p = rest.pop(0) if ctx.p_tensor else ctx.p
-        return U, Lf, p, (rest[0] if ctx.has_pow2 else None)
+        pow2 = rest.pop(0) if ctx.has_pow2 else None
+        return U, Lf, p, pow2, (rest[0] if ctx.has_in_pow2 else None)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gF, _gL, _gU, _gLf):
         if gF is None:
-            return None, None, None, None, None, None
-        U, Lf, p, pow2 = SpectralOp._saved(ctx)
+            return None, None, None, None, None, None, None
+        U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            gT = ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2)
+            gT = _input_scaled(ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2), in_pow2)
             gp = None
             if ctx.p_tensor and ctx.needs_input_grad[1]:
                 Mdiag = ((U.mT @ gF) * U.mT).sum(-1)  # diag(Uᵀ G U), (*, n)
                 dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p)
                 gp = (Mdiag * (dphi if pow2 is None else _kernels.pow2_vector(dphi, pow2))).sum()
-        return gT, gp, None, None, None, None
+        return gT, gp, None, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dT, dp, _method, _fn, _pow2, _S):
-        U, Lf, p, pow2 = SpectralOp._saved(ctx)
+    def jvp(ctx, dT, dp, _method, _fn, _pow2, _S, _in_pow2):
+        U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            dF = ctx.method.jvp_rule(ctx.fn, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, pow2)
+            # (the factor last, as in the vjp: a jvp that overflows is inf, not the NaN of inf inside a matmul)
+            dF = _input_scaled(ctx.method.jvp_rule(ctx.fn, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, pow2),
+                               in_pow2)
             if dp is not None and ctx.p_tensor:
                 dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p) * dp
                 if pow2 is not None:
                     dphi = _kernels.pow2_vector(dphi, pow2)
                 dF = dF + (U * dphi[..., None, :]) @ U.mT
         return dF, None, None, None
+
+
+def _input_scaled(X: torch.Tensor, in_pow2) -> torch.Tensor:
+    """X·2^in_pow2 in place (X a fresh temporary of the caller's), or X if in_pow2 is None.
+
+    In place under torch.func transforms too: the factor then is a batched
+    tensor like X, and vmap's in-place rule applies.
+    """
+    return X if in_pow2 is None else X.mul_(torch.exp2(in_pow2)[..., None, None])
 
 
 class ExactSqrtOp(SpectralOp):
@@ -150,12 +170,12 @@ class ExactSqrtOp(SpectralOp):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        T, _, method, fn, pow2, _ = inputs
+        T, _, method, fn, pow2, _, in_pow2 = inputs
         _, L, U, Lf = output
         ctx.mark_non_differentiable(L, U, Lf)
-        ctx.p_tensor, ctx.p, ctx.has_pow2 = False, None, pow2 is not None
-        saved = (U, Lf) + ((pow2,) if ctx.has_pow2 else ()) + (T,)  # SpectralOp._saved reads the front
-        ctx.save_for_backward(*saved)
+        ctx.p_tensor, ctx.p, ctx.has_pow2, ctx.has_in_pow2 = False, None, pow2 is not None, in_pow2 is not None
+        saved = (U, Lf) + ((pow2,) if ctx.has_pow2 else ()) + ((in_pow2,) if ctx.has_in_pow2 else ()) + (T,)
+        ctx.save_for_backward(*saved)  # SpectralOp._saved reads the front
         ctx.save_for_forward(*saved)
         ctx.method, ctx.fn = method, fn
         ctx.set_materialize_grads(False)
@@ -163,27 +183,30 @@ class ExactSqrtOp(SpectralOp):
     @staticmethod
     def backward(ctx, gF, _gL, _gU, _gLf):
         if gF is None:
-            return None, None, None, None, None, None
-        U, Lf, _, pow2 = SpectralOp._saved(ctx)
+            return None, None, None, None, None, None, None
+        U, Lf, _, pow2, in_pow2 = SpectralOp._saved(ctx)
         T = ctx.saved_tensors[-1]
         if torch.is_grad_enabled():  # create_graph=True: a second derivative may follow
             from ._guard import guard  # (imports this module)
 
             # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
             anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
-            gT = apply(ExactSqrtVJP, anchor, _kernels.sym2(gF), Lf.sqrt(), U, pow2)
+            gT = apply(ExactSqrtVJP, anchor, _kernels.sym2(gF), Lf.sqrt(), U, pow2, in_pow2)
+            if in_pow2 is not None:
+                gT = _kernels.times_pow2(gT, in_pow2)
         else:
             with _no_tf32():
-                gT = ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), None, pow2)
-        return gT, None, None, None, None, None
+                gT = _input_scaled(ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), None, pow2), in_pow2)
+        return gT, None, None, None, None, None, None
 
 
 class ExactSqrtVJP(torch.autograd.Function):
     """y = 2^pow2·U[(Uᵀ S U) ∘ D]Uᵀ, D_ij = 1/(s_i + s_j): the exact square root's vjp with respect to T
-    (A = T + Tᵀ = U diag(s²) Uᵀ, S = G + Gᵀ), as a function of T and S.
+    (A = c·(T + Tᵀ) = U diag(s²) Uᵀ, c = 2^in_pow2 or 1, S = G + Gᵀ), as a function of T and S; the vjp
+    with respect to T is c·y (the caller applies c).
 
     vjp for a cotangent V: with respect to S the same map of V (it is self-adjoint); with respect to T
-    2^pow2·D²√(A)[V + Vᵀ, S].  The jvp is 2^pow2·(D²√(A)[dT + dTᵀ, S] + the map of dS).
+    2^pow2·D²√(A)[c·(V + Vᵀ), S].  The jvp is 2^pow2·(D²√(A)[c·(dT + dTᵀ), S] + the map of dS).
     T itself is only the anchor of the graph: U and s stand for it.
     """
 
@@ -195,28 +218,30 @@ class ExactSqrtVJP(torch.autograd.Function):
         return _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, S)
 
     @staticmethod
-    def forward(T, S, s, U, pow2):
+    def forward(T, S, s, U, pow2, in_pow2):
         with _no_tf32():
             return ExactSqrtVJP._first(s, U, S, pow2)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, S, s, U, pow2 = inputs
-        ctx.has_pow2 = pow2 is not None
-        saved = (S, s, U) + ((pow2,) if ctx.has_pow2 else ())
+        _, S, s, U, pow2, in_pow2 = inputs
+        ctx.has_pow2, ctx.has_in_pow2 = pow2 is not None, in_pow2 is not None
+        saved = (S, s, U) + ((pow2,) if ctx.has_pow2 else ()) + ((in_pow2,) if ctx.has_in_pow2 else ())
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
 
     @staticmethod
-    def _terms(ctx, dA, dS):
-        """2^pow2·(D²√[dA, S] + the first-order map of dS); either may be None."""
+    def _terms(ctx, dT2, dS):
+        """2^pow2·(D²√[c·dT2, S] + the first-order map of dS) for dT2 = dT + dTᵀ; either may be None."""
         S, s, U, *rest = ctx.saved_tensors
-        pow2 = rest[0] if rest else None
+        pow2 = rest.pop(0) if ctx.has_pow2 else None
+        in_pow2 = rest[0] if ctx.has_in_pow2 else None
         out = None
         with _no_tf32():
-            if dA is not None:
-                W = _kernels.sqrtm_second_derivative(s, U, dA, S)
-                out = W if pow2 is None else _kernels.times_pow2(W, pow2)
+            if dT2 is not None:  # D²√ is linear in dA: c joins 2^pow2, one exponent of moderate size
+                W = _kernels.sqrtm_second_derivative(s, U, dT2, S)
+                e = pow2 if in_pow2 is None else (in_pow2 if pow2 is None else pow2 + in_pow2)
+                out = W if e is None else _kernels.times_pow2(W, e)
             if dS is not None:
                 first = ExactSqrtVJP._first(s, U, dS, pow2)
                 out = first if out is None else out + first
@@ -225,10 +250,11 @@ class ExactSqrtVJP(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, V):
-        return ExactSqrtVJP._terms(ctx, _kernels.sym2(V), None), ExactSqrtVJP._terms(ctx, None, V), None, None, None
+        gT, gS = ExactSqrtVJP._terms(ctx, _kernels.sym2(V), None), ExactSqrtVJP._terms(ctx, None, V)
+        return gT, gS, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dT, dS, _ds, _dU, _dpow2):
+    def jvp(ctx, dT, dS, _ds, _dU, _dpow2, _din_pow2):
         out = ExactSqrtVJP._terms(ctx, None if dT is None else _kernels.sym2(dT), dS)
         return out if out is not None else torch.zeros_like(ctx.saved_tensors[0])
 

@@ -126,6 +126,11 @@ class Method(abc.ABC):
     #: over the gradient.
     folds_output_scale: ClassVar[bool] = False
 
+    #: Whether ``apply`` takes ``in_pow2`` (then the entry points may pass A itself with its scale
+    #: 2^in_pow2 instead of forming T, ``_api._prepare``): the factor joins the vjp and the jvp, which
+    #: saves a pass over A forward and one over the gradient backward.
+    folds_input_scale: ClassVar[bool] = False
+
     @abc.abstractmethod
     def apply(self, T: torch.Tensor, fn: SpectralFunction, p=None, pow2=None, S=None):
         """2^pow2·f(A) for A = T + Tᵀ in the compute dtype; returns (F, eigenvalues of A or None).
@@ -135,6 +140,8 @@ class Method(abc.ABC):
         else.  ``pow2`` (*) is used only by methods with ``folds_output_scale`` (the
         entry points pass None to the others).  ``S`` is T + Tᵀ without a graph if the
         caller has it (the eigen methods use its values and T's graph), else None.
+        Methods with ``folds_input_scale`` take a keyword ``in_pow2`` (*) as well: then
+        A = 2^in_pow2·(T + Tᵀ), and S (given) is that matrix.
         """
 
 
@@ -155,6 +162,7 @@ class _EigenMethod(Method):
         """D (*, n, n), symmetric: the method's stand-in for f[λi, λj]."""
 
     folds_output_scale: ClassVar[bool] = True
+    folds_input_scale: ClassVar[bool] = True
 
     def backward_rule(self, fn, L, U, S, p=None, pow2=None):
         """The map for floored eigenvalues L, eigenvectors U and a symmetric S, times 2^pow2 (*) if given.
@@ -168,8 +176,8 @@ class _EigenMethod(Method):
         """dF for the symmetric tangent S = dT + dTᵀ: the same map (D is symmetric)."""
         return self.backward_rule(fn, L, U, S, p, pow2)
 
-    def apply(self, T, fn, p=None, pow2=None, S=None):
-        F, L, _, _ = apply(SpectralOp, T, p, self, fn, pow2, S)
+    def apply(self, T, fn, p=None, pow2=None, S=None, in_pow2=None):
+        F, L, _, _ = apply(SpectralOp, T, p, self, fn, pow2, S, in_pow2)
         return F, L
 
 
@@ -191,11 +199,11 @@ class Exact(_EigenMethod):
     def differentiable_twice(self, fn) -> bool:
         return (fn == "sqrt") if isinstance(fn, str) else isinstance(fn, Sqrt)
 
-    def apply(self, T, fn, p=None, pow2=None, S=None):
+    def apply(self, T, fn, p=None, pow2=None, S=None, in_pow2=None):
         if isinstance(fn, Sqrt):  # differentiable twice (the second-order Daleckii–Krein formula)
-            F, L, _, _ = apply(ExactSqrtOp, T, p, self, fn, pow2, S)
+            F, L, _, _ = apply(ExactSqrtOp, T, p, self, fn, pow2, S, in_pow2)
             return F, L
-        return super().apply(T, fn, p, pow2, S)
+        return super().apply(T, fn, p, pow2, S, in_pow2)
 
     def backward_rule(self, fn, L, U, S, p=None, pow2=None):
         if isinstance(fn, Sqrt):  # fast path: one in-place division; the factor 2^pow2 divides s

@@ -63,7 +63,8 @@ def max_abs(A: torch.Tensor) -> torch.Tensor:
 
 def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A",
                  amax: torch.Tensor | None = None, scaled: torch.Tensor | None = None,
-                 scaled_sym2: torch.Tensor | None = None, scaled_lower: float | None = None) -> None:
+                 factor: torch.Tensor | None = None, scaled_sym2: torch.Tensor | None = None,
+                 scaled_lower: float | None = None) -> None:
     """Finite entries and symmetry within ``symmetry_tol`` (relative, Frobenius).
 
     Both norms are taken of a copy of A with entries of order 1 (``scaled``,
@@ -72,7 +73,9 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
     float64, 1e20 float32) or underflow, whatever the scale of A.  ``amax``
     is ``max_abs(A)`` if the caller has it.  A caller that has formed
     ``scaled_sym2`` = scaled + scaledᵀ gets the asymmetry from it without a
-    second transposed read, and one that knows a lower bound ``scaled_lower``
+    second transposed read; with it, ``factor`` (*, 1, 1) may stand for
+    scaled = factor·A, which is then not formed (the asymmetry is one fused
+    pass, ‖2·factor·A − scaled_sym2‖).  One that knows a lower bound ``scaled_lower``
     of max|scaled| (so of its Frobenius norm) for every nonzero matrix skips
     that norm when the asymmetry is below tol·scaled_lower everywhere (a zero
     matrix has no asymmetry, so passes too).
@@ -90,17 +93,23 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
                 f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
                 f"here usually comes from an earlier overflow."
             )
-        if scaled is None:
-            scaled = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
-        scaled = scaled.detach()
-        if scaled_sym2 is None:
-            asym = torch.linalg.matrix_norm(scaled - scaled.mT)
-        else:  # scaled − scaledᵀ = 2·(scaled − sym2/2), a read without a transpose
-            asym = 2.0 * torch.linalg.matrix_norm(torch.sub(scaled, scaled_sym2.detach(), alpha=0.5))
+        if factor is not None and scaled_sym2 is not None:  # scaled − scaledᵀ = −(sym2 − 2·factor·A)
+            asym = torch.linalg.matrix_norm(torch.addcmul(scaled_sym2.detach(), Af.detach(), factor, value=-2.0))
+        else:
+            if scaled is None:
+                scaled = Af * factor if factor is not None else (
+                    Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None])  # entries in [-1, 1]
+            scaled = scaled.detach()
+            if scaled_sym2 is None:
+                asym = torch.linalg.matrix_norm(scaled - scaled.mT)
+            else:  # scaled − scaledᵀ = 2·(scaled − sym2/2), a read without a transpose
+                asym = 2.0 * torch.linalg.matrix_norm(torch.sub(scaled, scaled_sym2.detach(), alpha=0.5))
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
     if scaled_lower is not None and float(asym.max()) <= tol * scaled_lower:
         return  # ‖scaled‖_F >= max|scaled| >= scaled_lower: symmetric enough everywhere
     with torch.no_grad():
+        if scaled is None:
+            scaled = Af.detach() * factor
         scale = torch.linalg.matrix_norm(scaled)  # (*)
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):

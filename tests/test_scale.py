@@ -298,3 +298,95 @@ def test_float64_input_computed_in_float32_powm_with_a_tensor_p(method, c, t):
             continue  # the float64 result itself over/underflows here
         assert bool(torch.isfinite(x32).all())
         assert _scaled_rel(x32, x64) <= tol
+
+
+# ---------------------------------------------------------------------------
+# The eigen methods take A itself with its scale 2^e (``_api._prepare``'s fold) instead of T = A/(2·4^k).
+# It must change no bit of the value, the vjp, the jvp or the second derivative.
+# ---------------------------------------------------------------------------
+
+EIGEN_METHODS = [m for m in METHODS if svdgrad.get_method(m).folds_input_scale]
+FOLD_FUNCTIONS = {
+    "sqrtm": svdgrad.sqrtm,
+    "inv_sqrtm": svdgrad.inv_sqrtm,
+    "logm": svdgrad.logm,
+    "powm": lambda A, m: svdgrad.powm(A, -0.3, m),
+}
+
+#: Far out, yet where every function's derivative (up to c^(-3/2), the inverse root's) is a normal number.
+FOLD_SCALES = {torch.float32: (1e-20, 1.0, 1e20), torch.float64: (1e-200, 1.0, 1e200)}
+
+
+def _value_vjp_jvp(f, A, G, dA, method):
+    A1 = A.detach().clone().requires_grad_(True)
+    Z = f(A1, method)
+    (gA,) = torch.autograd.grad(Z, A1, G)
+    with torch.autograd.forward_ad.dual_level():
+        dZ = torch.autograd.forward_ad.unpack_dual(f(torch.autograd.forward_ad.make_dual(A, dA), method)).tangent
+    return Z.detach(), gA, dZ
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fname", sorted(FOLD_FUNCTIONS))
+@pytest.mark.parametrize("method", EIGEN_METHODS)
+def test_folded_input_scale_changes_no_bit(method, fname, dtype, monkeypatch):
+    """The same bits with the fold as with T formed, at scales from the bottom to the top of the range."""
+    from svdgrad import _api
+
+    f = FOLD_FUNCTIONS[fname]
+    A0 = T.spd(6, 1e3, batch=(3,), seed=41)
+    G = T.gradients(A0.shape, seed=42, dtype=dtype)
+    dA = T.gradients(A0.shape, seed=43, dtype=dtype)
+    for c in FOLD_SCALES[dtype]:
+        A = (A0 * c).to(dtype)
+        assert _api._foldable(A.abs().amax((-2, -1)), _kernels.scale_exponent(A.abs().amax((-2, -1))), dtype)
+        folded = _value_vjp_jvp(f, A, G, dA, method)
+        with monkeypatch.context() as mp:
+            mp.setattr(_api, "_foldable", lambda *a: False)
+            formed = _value_vjp_jvp(f, A, G, dA, method)
+        for x, y, what in zip(folded, formed, ("value", "vjp", "jvp")):
+            assert torch.equal(x, y), (what, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_folded_second_derivative_changes_no_bit(dtype, monkeypatch):
+    """exact's sqrt: the Hessian-vector product through the fold is that through T, bit for bit."""
+    from svdgrad import _api
+
+    A0 = T.spd(5, 1e2, batch=(2,), seed=44)
+    G = T.gradients(A0.shape, seed=45, dtype=dtype)
+    H = T.gradients(A0.shape, seed=46, dtype=dtype)
+
+    def hvp(A):
+        A1 = A.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(svdgrad.sqrtm(A1), A1, G, create_graph=True)
+        (h,) = torch.autograd.grad(g, A1, H)
+        return g.detach(), h
+
+    for c in (SCALES[dtype][0], 1.0, SCALES[dtype][-4]):  # (sqrt's second derivative: c^(-3/2))
+        A = (A0 * c).to(dtype)
+        folded = hvp(A)
+        with monkeypatch.context() as mp:
+            mp.setattr(_api, "_foldable", lambda *a: False)
+            formed = hvp(A)
+        assert torch.equal(folded[0], formed[0]) and torch.equal(folded[1], formed[1]), c
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", EIGEN_METHODS)
+def test_powers_of_four_across_the_fold_limit(method, dtype):
+    """Above max/4, A + Aᵀ could overflow, so T is formed there: the bits still follow 4^j exactly."""
+    from svdgrad import _api
+
+    A = T.spd(5, 1e2, seed=47).to(dtype)
+    A = A * (1.5 / float(A.abs().max()))  # max|A| = 1.5, so 1.5·4^j passes max/4 before max
+    G = T.gradients(A.shape, seed=48, dtype=dtype)
+    maxexp = math.frexp(torch.finfo(dtype).max)[1]  # max < 2^maxexp
+    j = (maxexp - 2) // 2  # 1.5·4^j = 1.5·2^(maxexp-2): 3/8 of 2^maxexp
+    Aj = A * 4.0 ** j
+    assert float(Aj.abs().max()) > torch.finfo(dtype).max / 4 and bool(torch.isfinite(Aj).all())
+    assert not _api._foldable(Aj.abs().amax((-2, -1)), _kernels.scale_exponent(Aj.abs().amax((-2, -1))), dtype)
+    Z, g = grad_of(A, G, method)
+    Zj, gj = grad_of(Aj, G, method)
+    assert torch.equal(Zj, Z * 2.0 ** j)
+    assert torch.equal(gj, g * 2.0 ** -j)
