@@ -77,12 +77,14 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     when the checks formed it (they take the asymmetry from it), else None.
 
     With ``fold`` and ``scale`` (a method with ``folds_input_scale``, the
-    compute dtype not narrower than A's), T is not formed when that is exact: X is A in
-    the working dtype, e (*) = −2k−1 and S = 2^e·(X + Xᵀ) = T + Tᵀ, one
-    pass with no graph.  The method applies the factor 2^e to its vjp and
-    jvp, which saves a pass and a graph node each way.  Not when X + Xᵀ could
-    overflow (max|A| above a quarter of the dtype's largest number) or 2^e
-    is not a normal number, nor under torch.func transforms: there X = T.
+    compute dtype not narrower than A's), T is not formed: X is A in the
+    working dtype, e (*) = −2k−1 and S = 2^e·(X + Xᵀ) = T + Tᵀ without a
+    graph.  The method applies the factor 2^e to its vjp and jvp, which
+    saves a pass and a graph node each way (under torch.func.jvp, four: the
+    tangent of T is never formed).  S is one pass over A where that is
+    exact (``_foldable``), else T + Tᵀ of a T without a graph (max|A| above
+    a quarter of the dtype's largest number, 2^e not a normal number, or
+    under torch.func transforms, where nothing may be synchronized).
     """
     check_matrix(A)
     work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
@@ -90,16 +92,21 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
         amax = max_abs(work.detach())  # (*)
     k = scale_exponent(amax) if scale else torch.zeros_like(amax)
     cdtype = _compute_dtype(A, m)
-    fold = fold and torch.finfo(cdtype).bits >= torch.finfo(work.dtype).bits
-    if fold and scale and work.numel() and not is_traced(work) and _foldable(amax, k, work.dtype):
+    if fold and scale and work.numel() and torch.finfo(cdtype).bits >= torch.finfo(work.dtype).bits:
         e = -2.0 * k - 1.0
+        T0 = factor = None
         with torch.no_grad():
-            factor = torch.exp2(e)[..., None, None]  # (*, 1, 1)
-            S = work.detach() + work.detach().mT
-            S.mul_(factor)
+            if not is_traced(work) and _foldable(amax, k, work.dtype):
+                factor = torch.exp2(e)[..., None, None]  # (*, 1, 1)
+                S = work.detach() + work.detach().mT
+                S.mul_(factor)
+            else:
+                T0 = _half_scaled(work.detach(), k)
+                S = sym2(T0)
         if m.check:
             # max|T| = max|A|·2^(-2k-1) lies in [1/8, 2] for every nonzero A (scale_exponent)
-            check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, factor=factor, scaled_sym2=S, scaled_lower=0.125)
+            check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T0, factor=factor, scaled_sym2=S,
+                         scaled_lower=0.125)
         return work, e, S.to(cdtype), k, A.dtype, cdtype
     T = _half_scaled(work, k) if scale else work * 0.5
     S = None
@@ -117,6 +124,8 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
 
 def _foldable(amax: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether 2^(-2k-1)·(A + Aᵀ) is exactly T + Tᵀ for every matrix: no overflow in A + Aᵀ, a normal factor.
+
+    Synchronizes (three scalars): not under torch.func transforms.
 
     (A NaN or Inf in A fails the first test; the checks then report it.)
     """

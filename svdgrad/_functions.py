@@ -153,10 +153,16 @@ class SpectralOp(torch.autograd.Function):
 def _input_scaled(X: torch.Tensor, in_pow2) -> torch.Tensor:
     """X·2^in_pow2 in place (X a fresh temporary of the caller's), or X if in_pow2 is None.
 
-    In place under torch.func transforms too: the factor then is a batched
-    tensor like X, and vmap's in-place rule applies.
+    In two exact factors 2^h and 2^(e−h), h = trunc(e/2): 2^e itself need
+    not be a normal number (e = −2k−1 reaches −127 in float32), and both
+    factors move X the same way, so no intermediate over- or underflows
+    where the result does not.  In place under torch.func transforms too:
+    the factors then are batched like X, and vmap's in-place rule applies.
     """
-    return X if in_pow2 is None else X.mul_(torch.exp2(in_pow2)[..., None, None])
+    if in_pow2 is None:
+        return X
+    h = torch.trunc(in_pow2 * 0.5)
+    return X.mul_(torch.exp2(h)[..., None, None]).mul_(torch.exp2(in_pow2 - h)[..., None, None])
 
 
 class ExactSqrtOp(SpectralOp):
@@ -192,8 +198,9 @@ class ExactSqrtOp(SpectralOp):
             # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
             anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
             gT = apply(ExactSqrtVJP, anchor, _kernels.sym2(gF), Lf.sqrt(), U, pow2, in_pow2)
-            if in_pow2 is not None:
-                gT = _kernels.times_pow2(gT, in_pow2)
+            if in_pow2 is not None:  # (two factors, as in _input_scaled; differentiable)
+                h = torch.trunc(in_pow2 * 0.5)
+                gT = _kernels.times_pow2(_kernels.times_pow2(gT, h), in_pow2 - h)
         else:
             with _no_tf32():
                 gT = _input_scaled(ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), None, pow2), in_pow2)
@@ -240,8 +247,10 @@ class ExactSqrtVJP(torch.autograd.Function):
         with _no_tf32():
             if dT2 is not None:  # D²√ is linear in dA: c joins 2^pow2, one exponent of moderate size
                 W = _kernels.sqrtm_second_derivative(s, U, dT2, S)
-                e = pow2 if in_pow2 is None else (in_pow2 if pow2 is None else pow2 + in_pow2)
-                out = W if e is None else _kernels.times_pow2(W, e)
+                if pow2 is not None and in_pow2 is not None:  # (the entry points pass both: −k−1 for sqrt)
+                    out = _kernels.times_pow2(W, pow2 + in_pow2)
+                else:
+                    out = _input_scaled(W if pow2 is None else _kernels.times_pow2(W, pow2), in_pow2)
             if dS is not None:
                 first = ExactSqrtVJP._first(s, U, dS, pow2)
                 out = first if out is None else out + first

@@ -302,7 +302,7 @@ def test_float64_input_computed_in_float32_powm_with_a_tensor_p(method, c, t):
 
 # ---------------------------------------------------------------------------
 # The eigen methods take A itself with its scale 2^e (``_api._prepare``'s fold) instead of T = A/(2·4^k).
-# It must change no bit of the value, the vjp, the jvp or the second derivative.
+# It must change no bit of the value, the vjp, the jvp or the second derivative, whichever way S is formed.
 # ---------------------------------------------------------------------------
 
 EIGEN_METHODS = [m for m in METHODS if svdgrad.get_method(m).folds_input_scale]
@@ -317,20 +317,36 @@ FOLD_FUNCTIONS = {
 FOLD_SCALES = {torch.float32: (1e-20, 1.0, 1e20), torch.float64: (1e-200, 1.0, 1e200)}
 
 
+def _unfolded(mp):
+    """Every eigen method forms T = A/(2·4^k) with its graph, as before the fold."""
+    import svdgrad._methods as M
+
+    mp.setattr(M._EigenMethod, "folds_input_scale", False)
+
+
+def _s_from_t(mp):
+    """The fold, with S formed as T + Tᵀ from a T without a graph (the path above max/4 and under torch.func)."""
+    from svdgrad import _api
+
+    mp.setattr(_api, "_foldable", lambda *a: False)
+
+
 def _value_vjp_jvp(f, A, G, dA, method):
     A1 = A.detach().clone().requires_grad_(True)
     Z = f(A1, method)
     (gA,) = torch.autograd.grad(Z, A1, G)
     with torch.autograd.forward_ad.dual_level():
         dZ = torch.autograd.forward_ad.unpack_dual(f(torch.autograd.forward_ad.make_dual(A, dA), method)).tangent
-    return Z.detach(), gA, dZ
+    fjvp = torch.func.jvp(lambda a: f(a, method), (A,), (dA,))[1]  # (under the transform: S from T)
+    return Z.detach(), gA, dZ, fjvp
 
 
+@pytest.mark.parametrize("other", [_unfolded, _s_from_t])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("fname", sorted(FOLD_FUNCTIONS))
 @pytest.mark.parametrize("method", EIGEN_METHODS)
-def test_folded_input_scale_changes_no_bit(method, fname, dtype, monkeypatch):
-    """The same bits with the fold as with T formed, at scales from the bottom to the top of the range."""
+def test_folded_input_scale_changes_no_bit(method, fname, dtype, other, monkeypatch):
+    """The same bits with the fold (S in one pass) as with T formed, or S formed from T, far out in the range."""
     from svdgrad import _api
 
     f = FOLD_FUNCTIONS[fname]
@@ -342,17 +358,16 @@ def test_folded_input_scale_changes_no_bit(method, fname, dtype, monkeypatch):
         assert _api._foldable(A.abs().amax((-2, -1)), _kernels.scale_exponent(A.abs().amax((-2, -1))), dtype)
         folded = _value_vjp_jvp(f, A, G, dA, method)
         with monkeypatch.context() as mp:
-            mp.setattr(_api, "_foldable", lambda *a: False)
+            other(mp)
             formed = _value_vjp_jvp(f, A, G, dA, method)
-        for x, y, what in zip(folded, formed, ("value", "vjp", "jvp")):
+        for x, y, what in zip(folded, formed, ("value", "vjp", "jvp", "torch.func.jvp")):
             assert torch.equal(x, y), (what, c)
 
 
+@pytest.mark.parametrize("other", [_unfolded, _s_from_t])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_folded_second_derivative_changes_no_bit(dtype, monkeypatch):
+def test_folded_second_derivative_changes_no_bit(dtype, other, monkeypatch):
     """exact's sqrt: the Hessian-vector product through the fold is that through T, bit for bit."""
-    from svdgrad import _api
-
     A0 = T.spd(5, 1e2, batch=(2,), seed=44)
     G = T.gradients(A0.shape, seed=45, dtype=dtype)
     H = T.gradients(A0.shape, seed=46, dtype=dtype)
@@ -367,7 +382,7 @@ def test_folded_second_derivative_changes_no_bit(dtype, monkeypatch):
         A = (A0 * c).to(dtype)
         folded = hvp(A)
         with monkeypatch.context() as mp:
-            mp.setattr(_api, "_foldable", lambda *a: False)
+            other(mp)
             formed = hvp(A)
         assert torch.equal(folded[0], formed[0]) and torch.equal(folded[1], formed[1]), c
 
@@ -375,7 +390,7 @@ def test_folded_second_derivative_changes_no_bit(dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("method", EIGEN_METHODS)
 def test_powers_of_four_across_the_fold_limit(method, dtype):
-    """Above max/4, A + Aᵀ could overflow, so T is formed there: the bits still follow 4^j exactly."""
+    """Above max/4, A + Aᵀ could overflow, so S is formed from T there: the bits still follow 4^j exactly."""
     from svdgrad import _api
 
     A = T.spd(5, 1e2, seed=47).to(dtype)
