@@ -14,7 +14,7 @@ import math
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
+from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, _pow2, apply
 from ._guard import guard
 from . import _kernels
 from ._kernels import scale_exponent, sym2, times_pow2
@@ -76,9 +76,8 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     symmetrize it themselves (``Method.apply``); S = T + Tᵀ without a graph
     when the checks formed it (they take the asymmetry from it), else None.
 
-    With ``fold`` and ``scale`` (a method with ``folds_input_scale``, the
-    compute dtype not narrower than A's), T is not formed: X is A in the
-    working dtype, e (*) = −2k−1 and S = 2^e·(X + Xᵀ) = T + Tᵀ without a
+    With ``fold`` and ``scale`` (a method with ``folds_input_scale``), T is
+    not formed: X is A in the working dtype, e (*) = −2k−1 and S = 2^e·(X + Xᵀ) = T + Tᵀ without a
     graph.  The method applies the factor 2^e to its vjp and jvp, which
     saves a pass and a graph node each way (under torch.func.jvp, four: the
     tangent of T is never formed).  S is one pass over A where that is
@@ -92,7 +91,7 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
         amax = max_abs(work.detach())  # (*)
     k = scale_exponent(amax) if scale else torch.zeros_like(amax)
     cdtype = _compute_dtype(A, m)
-    if fold and scale and work.numel() and torch.finfo(cdtype).bits >= torch.finfo(work.dtype).bits:
+    if fold and scale and work.numel():
         e = -2.0 * k - 1.0
         T0 = factor = None
         with torch.no_grad():
@@ -167,10 +166,14 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     if narrow_e is not None:
         scales = NarrowScales()
         T_wide = T
-        T = apply(NarrowIn, T, narrow_e.to(wide), cdtype, scales)
+        # (with the fold, NarrowIn forms T and carries its factor 2^e too: one exponent on the wide side)
+        T = apply(NarrowIn, T, narrow_e.to(wide), e, cdtype, scales)
+        e = None
         if isinstance(p, torch.Tensor) and _varies(p):
             # p's derivative cannot cross the cast per matrix: it is added on the wide side (_narrow_dp)
             p_wide, p = p, p.detach()
+    elif narrower and e is not None:  # (under vmap or torch.compile: T formed with its graph, as without the fold)
+        T, e = _pow2(T, e).to(cdtype), None
     else:
         T = T.to(cdtype)
     if isinstance(p, torch.Tensor):

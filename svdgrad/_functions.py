@@ -127,7 +127,7 @@ class SpectralOp(torch.autograd.Function):
             return None, None, None, None, None, None, None
         U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            gT = _input_scaled(ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2), in_pow2)
+            gT = _at_order_one(ctx.method.backward_rule, ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2, in_pow2)
             gp = None
             if ctx.p_tensor and ctx.needs_input_grad[1]:
                 Mdiag = ((U.mT @ gF) * U.mT).sum(-1)  # diag(Uᵀ G U), (*, n)
@@ -139,8 +139,7 @@ class SpectralOp(torch.autograd.Function):
     def jvp(ctx, dT, dp, _method, _fn, _pow2, _S, _in_pow2):
         U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            # (the factor last, as in the vjp: a jvp that overflows is inf, not the NaN of inf inside a matmul)
-            dF = _input_scaled(ctx.method.jvp_rule(ctx.fn, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, pow2),
+            dF = _at_order_one(ctx.method.jvp_rule, ctx.fn, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, pow2,
                                in_pow2)
             if dp is not None and ctx.p_tensor:
                 dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p) * dp
@@ -148,6 +147,26 @@ class SpectralOp(torch.autograd.Function):
                     dphi = _kernels.pow2_vector(dphi, pow2)
                 dF = dF + (U * dphi[..., None, :]) @ U.mT
         return dF, None, None, None
+
+
+def _at_order_one(rule, fn, Lf, U, S, p, pow2, in_pow2) -> torch.Tensor:
+    """2^pow2·2^in_pow2·rule(S) for a fresh symmetric S (G + Gᵀ or dT + dTᵀ), taken at order one.
+
+    S is scaled in place by 2^-s to entries of order 1, the rule runs
+    without a factor, and the one exponent s + pow2 + in_pow2 is applied to
+    its result in two exact factors.  So nothing in between over- or
+    underflows where the result does not: with 2^pow2 on D first, a
+    cotangent of 1e300 into the square root of a 1e300 float64 matrix gave
+    NaN (D·2^pow2·S overflowed in a matmul), one of 1e-300 at 1e-290 gave 0,
+    while both gradients (1e150, 1e-155) are representable.  Two passes over
+    S and one over the result more than the factor on D: not on exact's
+    square root, whose one exponent −k−1 is moderate (``ExactSqrtOp._map``).
+    """
+    with torch.no_grad():
+        s = 2.0 * _kernels.scale_exponent(S.abs().amax(dim=(-2, -1)))  # (*): max|S|·2^-s in [1/4, 4)
+    R = rule(fn, Lf, U, _input_scaled(S, -s), p, None)
+    e = s if pow2 is None else s + pow2
+    return _input_scaled(R, e if in_pow2 is None else e + in_pow2)
 
 
 def _input_scaled(X: torch.Tensor, in_pow2) -> torch.Tensor:
@@ -203,8 +222,29 @@ class ExactSqrtOp(SpectralOp):
                 gT = _kernels.times_pow2(_kernels.times_pow2(gT, h), in_pow2 - h)
         else:
             with _no_tf32():
-                gT = _input_scaled(ctx.method.backward_rule(ctx.fn, Lf, U, _kernels.sym2(gF), None, pow2), in_pow2)
+                gT = ExactSqrtOp._map(ctx, Lf, U, _kernels.sym2(gF), pow2, in_pow2)
         return gT, None, None, None, None, None, None
+
+    @staticmethod
+    def _map(ctx, Lf, U, S, pow2, in_pow2):
+        """The first-order map of S (the vjp's and the jvp's: exact's is self-adjoint) times 2^pow2·2^in_pow2.
+
+        Both factors are folded into s where they come together.
+
+        From the entry points pow2 = k and in_pow2 = −2k−1, so the one
+        exponent −k−1 is moderate (s·2^(k+1) and D = 1/(s_i + s_j) are far
+        from over- and underflow) and costs no pass over a matrix: the same
+        bits as the two factors applied one after the other.
+        """
+        if pow2 is not None and in_pow2 is not None:
+            return ctx.method.backward_rule(ctx.fn, Lf, U, S, None, pow2 + in_pow2)
+        return _input_scaled(ctx.method.backward_rule(ctx.fn, Lf, U, S, None, pow2), in_pow2)
+
+    @staticmethod
+    def jvp(ctx, dT, _dp, _method, _fn, _pow2, _S, _in_pow2):
+        U, Lf, _, pow2, in_pow2 = SpectralOp._saved(ctx)
+        with _no_tf32():
+            return ExactSqrtOp._map(ctx, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), pow2, in_pow2), None, None, None
 
 
 class ExactSqrtVJP(torch.autograd.Function):
@@ -604,17 +644,23 @@ class NarrowIn(torch.autograd.Function):
     scaled the cotangent by, the jvp (dT·2^e·2^-s).to(dtype), undone by
     ``NarrowOut``.  The composition is the exact derivative (every map in
     between is linear in the tangent).
+
+    With ``e_in`` (*) the input is A itself (``_api._prepare``'s fold) and T =
+    A·2^e_in is formed here: its factor joins the same exponent, which a
+    separate multiplication after this vjp could not take (g·2^(e + s) may
+    lie below the float64 range where g·2^(e + s + e_in) does not).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(T, e, dtype, scales):
-        return T.to(dtype)
+    def forward(T, e, e_in, dtype, scales):
+        return (T if e_in is None else _pow2(T, e_in)).to(dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        T, e, dtype, scales = inputs
+        T, e, e_in, dtype, scales = inputs
+        e = e if e_in is None else e + e_in
         ctx.save_for_backward(e)
         ctx.save_for_forward(e)
         ctx.wide, ctx.narrow, ctx.scales = T.dtype, dtype, scales
@@ -623,10 +669,10 @@ class NarrowIn(torch.autograd.Function):
     def backward(ctx, g):
         (e,) = ctx.saved_tensors
         s = ctx.scales.cotangent
-        return _pow2(g.to(ctx.wide), e if s is None else e + s), None, None, None
+        return _pow2(g.to(ctx.wide), e if s is None else e + s), None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dT, _de, _ddtype, _dscales):  # tangents of (T, e, dtype, scales)
+    def jvp(ctx, dT, _de, _de_in, _ddtype, _dscales):  # tangents of (T, e, e_in, dtype, scales)
         (e,) = ctx.saved_tensors
         out, ctx.scales.tangent = _to_order_one(_pow2(dT, e), ctx.narrow)
         return out

@@ -16,7 +16,7 @@ from svdgrad import _kernels
 from svdgrad import testing as T
 from svdgrad._validate import psd_violations
 
-from .helpers import EPS, grad_of
+from .helpers import EPS, finite, grad_of
 
 METHODS = svdgrad.methods()
 
@@ -405,3 +405,44 @@ def test_powers_of_four_across_the_fold_limit(method, dtype):
     Zj, gj = grad_of(Aj, G, method)
     assert torch.equal(Zj, Z * 2.0 ** j)
     assert torch.equal(gj, g * 2.0 ** -j)
+
+
+#: Powers of two (matrix scale 4^j, cotangent 2^i) far out in each dtype's range.
+EXTREME = {torch.float32: ((-30, -15, 15, 30), (-120, -60, 60, 120)),
+           torch.float64: ((-240, -120, 120, 240), (-990, -500, 500, 990))}
+EXPONENT = {"sqrtm": 0.5, "inv_sqrtm": -0.5, "logm": 0.0, "powm": -0.3}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fname", sorted(FOLD_FUNCTIONS))
+@pytest.mark.parametrize("method", EIGEN_METHODS)
+def test_extreme_cotangents_follow_the_scale_law(method, fname, dtype):
+    """vjp and jvp at (4^j·A, 2^i·G) are 2^i·4^(j(p−1)) times those at (A, G) wherever that is a normal number.
+
+    A cotangent of 1e300 into the square root of a 1e300 float64 matrix gave NaN, and one of 1e-300 at
+    1e-290 gave 0, under every eigen method but exact (2^pow2 was applied to D before the cotangent met it).
+    """
+    f, p = FOLD_FUNCTIONS[fname], EXPONENT[fname]
+    A = T.spd(5, 1e2, seed=49).to(dtype)
+    G = T.gradients(A.shape, seed=50, dtype=dtype)
+    g1, j1 = _value_vjp_jvp(f, A, G, G, method)[1:3]
+    lo, hi = math.log2(torch.finfo(dtype).tiny) + 30, math.log2(torch.finfo(dtype).max) - 30
+
+    def tol(j):
+        # Every factor is an exact power of two, but powm's 4^(kp) = exp2(2kp) is not: rounding its
+        # argument 2kp (k grows by j) costs about |2jp|·ln2 ulps, in the value as in the derivatives.
+        return 8 + (2 * abs(2 * j * p) if fname == "powm" else 0)
+
+    checked = 0
+    for j in EXTREME[dtype][0]:
+        for i in EXTREME[dtype][1]:
+            law = i + 2 * j * (p - 1)  # log2 of the factor
+            if not lo < law + math.log2(float(g1.abs().max())) < hi:
+                continue  # the result itself is not a normal number of the dtype
+            g, jv = _value_vjp_jvp(f, A * 4.0 ** j, G * 2.0 ** i, G * 2.0 ** i, method)[1:3]
+            for x, x1, what in ((g, g1, "vjp"), (jv, j1, "jvp")):
+                assert finite(x), (what, j, i)
+                err = float((x.double() * 2.0 ** -law - x1.double()).abs().max() / x1.double().abs().max())
+                assert err <= tol(j) * EPS[dtype], (what, j, i, err)
+            checked += 1
+    assert checked >= 8
