@@ -81,9 +81,9 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     graph.  The method applies the factor 2^e to its vjp and jvp, which
     saves a pass and a graph node each way (under torch.func.jvp, four: the
     tangent of T is never formed).  S is one pass over A where that is
-    exact (``_foldable``), else T + Tᵀ of a T without a graph (max|A| above
-    a quarter of the dtype's largest number, 2^e not a normal number, or
-    under torch.func transforms, where nothing may be synchronized).
+    exact (``_foldable``), else T + Tᵀ of a T without a graph (2^e not a
+    normal number: max|A| near either end of the range; or under torch.func
+    transforms, where nothing may be synchronized).
     """
     check_matrix(A)
     work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
@@ -95,7 +95,7 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
         e = -2.0 * k - 1.0
         T0 = factor = None
         with torch.no_grad():
-            if not is_traced(work) and _foldable(amax, k, work.dtype):
+            if not is_traced(work) and _foldable(k, work.dtype):
                 factor = torch.exp2(e)[..., None, None]  # (*, 1, 1)
                 S = work.detach() + work.detach().mT
                 S.mul_(factor)
@@ -121,15 +121,14 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     return T, None, (None if S is None else S.to(cdtype)), k, A.dtype, cdtype
 
 
-def _foldable(amax: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Whether 2^(-2k-1)·(A + Aᵀ) is exactly T + Tᵀ for every matrix: no overflow in A + Aᵀ, a normal factor.
+def _foldable(k: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether 2^(-2k-1)·(A + Aᵀ) is exactly T + Tᵀ for every matrix: 2^(-2k-1) a normal number.
 
-    Synchronizes (three scalars): not under torch.func transforms.
-
-    (A NaN or Inf in A fails the first test; the checks then report it.)
+    That also keeps A + Aᵀ finite: -2k-1 >= log2(tiny) bounds k, and max|A| < 4^(k+1)
+    (``scale_exponent``) is then below a quarter of the largest number (2^126 in
+    float32, 2^1022 in float64).  A NaN or Inf in A gives k = 0 and a non-finite S,
+    which the checks report.  Synchronizes (two scalars): not under torch.func transforms.
     """
-    if not float(amax.max()) <= torch.finfo(dtype).max / 4:
-        return False
     k_low, k_high = _one_factor_range(dtype)
     kmin, kmax = k.aminmax()
     return k_low <= float(kmin) and float(kmax) <= k_high
