@@ -84,8 +84,9 @@ def test_default_psd_tol_comes_from_the_coarser_dtype():
         svdgrad.sqrtm(B.float(), "exact")
 
 
+@pytest.mark.parametrize("method", ["exact", "newton_schulz"])  # the check on the fold's S, and on T
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_symmetry_tolerance_boundary(dtype):
+def test_symmetry_tolerance_boundary(dtype, method):
     """Default symmetry_tol = √eps of the input dtype: just inside is accepted, just outside rejected."""
     tol = math.sqrt(EPS[dtype])
     A = T.spd(4, 10.0, seed=7)
@@ -97,10 +98,10 @@ def test_symmetry_tolerance_boundary(dtype):
         rel = float(torch.linalg.matrix_norm((B - B.mT).double()) / torch.linalg.matrix_norm(B.double()))
         assert (rel <= tol) == ok
         if ok:
-            svdgrad.sqrtm(B)
+            svdgrad.sqrtm(B, method)
         else:
             with pytest.raises(svdgrad.SvdgradError, match="symmetric"):
-                svdgrad.sqrtm(B)
+                svdgrad.sqrtm(B, method)
 
 
 @pytest.mark.parametrize("method", svdgrad.methods())
