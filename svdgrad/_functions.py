@@ -87,7 +87,9 @@ class SpectralOp(torch.autograd.Function):
 
     @staticmethod
     def forward(T, p, method, fn, pow2, S, in_pow2):
-        L, U = eigh_or_raise(_kernels.sym2(T) if S is None else S)
+        # S is symmetric bit for bit, so its transposed view is the same matrix: LAPACK's column-major copy
+        # of it is then a plain copy, not the transposing one a row-major S costs (the same L and U).
+        L, U = eigh_or_raise((_kernels.sym2(T) if S is None else S).mT)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(T.dtype)))  # (*, n)
         phi = method.spectrum(fn, Lf, p)
         if pow2 is not None:
