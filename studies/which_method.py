@@ -233,7 +233,8 @@ def cost_section(perf: Path) -> list[str]:
             by = {(r["label"], r["n"], r["dtype"]): r["median"] / eigh[(r["n"], r["dtype"])] for r in others}
             labels = list(dict.fromkeys(r["label"] for r in others))
             when, finished = str(pyjson.get("datetime", "?"))[:16], str(run.get("finished", "?"))[:16]
-            same = when[:13] == finished[:13]
+            # the same run when the grid was written between the run's start and finish (ISO times sort as text)
+            same = str(run.get("started", "~"))[:16] <= when <= finished
             L += ["The other functions, the features route and forward mode, from the sequential pytest-benchmark "
                   + ("grid of the same run" if same else f"grid of {when} UTC (the interleaved measurements here "
                      f"are from {finished} UTC; `svdgrad bench --no-pytest` keeps the older grid, and the code "
