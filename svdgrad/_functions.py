@@ -68,19 +68,19 @@ def _tangent_or_zero(t, like):
 class SpectralOp(torch.autograd.Function):
     """F = 2^pow2·U φ(Λ) Uᵀ with A = T + Tᵀ = U Λ Uᵀ, for an eigen method and a spectral function (``_spectral``).
 
-    Inputs (T, p, method, fn, pow2, S): p is the power's exponent (a float, a
-    0-dim tensor, or None); pow2 (*) an integer-valued exponent per matrix
-    or None; S = T + Tᵀ without a graph if the caller formed it, else None.  The entry points pass T = A/(2·4^k), so the symmetrization and
-    the power-of-two scaling cost one pass over A in the forward and none
-    in the backward: the output factor 2^pow2 multiplies φ (a vector), and
-    the vjp with respect to T is the method's Loewner map of G + Gᵀ (that is
-    2·sym(G) taken through A = T + Tᵀ), the jvp that of dT + dTᵀ.  When p is
-    a tensor, ∂F/∂p = U diag(∂φ/∂p) Uᵀ enters both.
+    Inputs (T, p, method, fn, pow2, S, in_pow2): p is the power's exponent (a
+    float, a 0-dim tensor, or None); pow2 (*) an integer-valued exponent per
+    matrix or None; S = T + Tᵀ without a graph if the caller formed it, else
+    None.  The output factor 2^pow2 multiplies φ (a vector), and the vjp
+    with respect to T is the method's Loewner map of G + Gᵀ (that is 2·sym(G)
+    taken through A = T + Tᵀ), the jvp that of dT + dTᵀ, both taken at order
+    one (``_at_order_one``).  When p is a tensor, ∂F/∂p = U diag(∂φ/∂p) Uᵀ
+    enters both.
 
-    ``in_pow2`` (*) or None: when given, the input is A itself and
-    A/4^k = 2^in_pow2·(T + Tᵀ) = S (``_api._prepare`` formed S without a
-    graph); the vjp and the jvp then carry the factor 2^in_pow2, applied in
-    place to the rule's fresh result (or tangent), so T is never formed.
+    ``in_pow2`` (*) or None: when given (the entry points' fold), the input
+    is A itself and A/4^k = 2^in_pow2·(T + Tᵀ) = S (``_api._prepare`` formed
+    S without a graph); the vjp and the jvp then carry the factor
+    2^in_pow2 in the same final exponent, so T is never formed.
     """
 
     generate_vmap_rule = True

@@ -167,7 +167,7 @@ class _EigenMethod(Method):
     def backward_rule(self, fn, L, U, S, p=None, pow2=None):
         """The map for floored eigenvalues L, eigenvectors U and a symmetric S, times 2^pow2 (*) if given.
 
-        ``SpectralOp`` passes S = G + Gᵀ (the vjp with respect to T, A = T + Tᵀ).
+        ``SpectralOp`` passes S = G + Gᵀ (the vjp with respect to T, A = T + Tᵀ), scaled to order one.
         """
         D = self.loewner(fn, L, p)
         return _kernels.loewner_map(U, S, D if pow2 is None else _kernels.times_pow2(D, pow2))
