@@ -14,7 +14,7 @@ import math
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, _pow2, apply
+from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
 from ._guard import guard
 from . import _kernels
 from ._kernels import scale_exponent, sym2, times_pow2
@@ -172,7 +172,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
             # p's derivative cannot cross the cast per matrix: it is added on the wide side (_narrow_dp)
             p_wide, p = p, p.detach()
     elif narrower and e is not None:  # (under vmap or torch.compile: T formed with its graph, as without the fold)
-        T, e = _pow2(T, e).to(cdtype), None
+        T, e = _kernels.times_pow2_halves(T, e).to(cdtype), None
     else:
         T = T.to(cdtype)
     if isinstance(p, torch.Tensor):
@@ -380,8 +380,8 @@ def gram_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
       float32 SVD's in reports/condition_sweep (n = 16–256, κ(X Xᵀ) up to
       1e12, against the float64 X, whose rounding to float32 counts too);
       2–1800× against the reference of the float32 X itself (d = 8,
-      N = 16).  Time: 0.57× (n = 64) and 0.80× (n = 256) the SVD route's,
-      forward + backward (reports/performance).
+      N = 16).  Also faster than the SVD route, forward + backward (the
+      ratio targets in reports/performance).
     - ``"auto"`` (default): ``"gram64"`` where it applies (compute dtype
       narrower than float64, a device with float64), else ``"svd"``.
 

@@ -174,16 +174,10 @@ def _at_order_one(rule, fn, Lf, U, S, p, pow2, in_pow2) -> torch.Tensor:
 def _input_scaled(X: torch.Tensor, in_pow2) -> torch.Tensor:
     """X·2^in_pow2 in place (X a fresh temporary of the caller's), or X if in_pow2 is None.
 
-    In two exact factors 2^h and 2^(e−h), h = trunc(e/2): 2^e itself need
-    not be a normal number (e = −2k−1 reaches −127 in float32), and both
-    factors move X the same way, so no intermediate over- or underflows
-    where the result does not.  In place under torch.func transforms too:
-    the factors then are batched like X, and vmap's in-place rule applies.
+    In two exact halves (``_kernels.times_pow2_halves``): 2^e itself need not
+    be a normal number (e = −2k−1 reaches −127 in float32).
     """
-    if in_pow2 is None:
-        return X
-    h = torch.trunc(in_pow2 * 0.5)
-    return X.mul_(torch.exp2(h)[..., None, None]).mul_(torch.exp2(in_pow2 - h)[..., None, None])
+    return X if in_pow2 is None else _kernels.times_pow2_halves(X, in_pow2, inplace=True)
 
 
 class ExactSqrtOp(SpectralOp):
@@ -219,9 +213,8 @@ class ExactSqrtOp(SpectralOp):
             # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
             anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
             gT = apply(ExactSqrtVJP, anchor, _kernels.sym2(gF), Lf.sqrt(), U, pow2, in_pow2)
-            if in_pow2 is not None:  # (two factors, as in _input_scaled; differentiable)
-                h = torch.trunc(in_pow2 * 0.5)
-                gT = _kernels.times_pow2(_kernels.times_pow2(gT, h), in_pow2 - h)
+            if in_pow2 is not None:  # (differentiable, out of place)
+                gT = _kernels.times_pow2_halves(gT, in_pow2)
         else:
             with _no_tf32():
                 gT = ExactSqrtOp._map(ctx, Lf, U, _kernels.sym2(gF), pow2, in_pow2)
@@ -608,18 +601,12 @@ class _no_tf32:
         torch.backends.cuda.matmul.allow_tf32 = self._prev
 
 
-def _pow2(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """X·2^e, e (*) per matrix, in two factors (2^e alone may not be representable)."""
-    h = torch.floor(e * 0.5)
-    return _kernels.times_pow2(_kernels.times_pow2(X, h), e - h)
-
-
 def _to_order_one(X: torch.Tensor, dtype: torch.dtype):
     """(X·2^-s cast to ``dtype``, s): s (*) per matrix makes max|X| of order 1, so the cast neither
     overflows nor underflows; s = 0 for a zero or non-finite matrix."""
     with torch.no_grad():
         s = _kernels.scale_exponent(X.detach().abs().amax(dim=(-2, -1))) * 2.0  # 4^k: max|X|·2^-s in [1/4, 4)
-    return _pow2(X, -s).to(dtype), s
+    return _kernels.times_pow2_halves(X, -s).to(dtype), s
 
 
 class NarrowScales:
@@ -657,7 +644,7 @@ class NarrowIn(torch.autograd.Function):
 
     @staticmethod
     def forward(T, e, e_in, dtype, scales):
-        return (T if e_in is None else _pow2(T, e_in)).to(dtype)
+        return (T if e_in is None else _kernels.times_pow2_halves(T, e_in)).to(dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -671,12 +658,12 @@ class NarrowIn(torch.autograd.Function):
     def backward(ctx, g):
         (e,) = ctx.saved_tensors
         s = ctx.scales.cotangent
-        return _pow2(g.to(ctx.wide), e if s is None else e + s), None, None, None, None
+        return _kernels.times_pow2_halves(g.to(ctx.wide), e if s is None else e + s), None, None, None, None
 
     @staticmethod
     def jvp(ctx, dT, _de, _de_in, _ddtype, _dscales):  # tangents of (T, e, e_in, dtype, scales)
         (e,) = ctx.saved_tensors
-        out, ctx.scales.tangent = _to_order_one(_pow2(dT, e), ctx.narrow)
+        out, ctx.scales.tangent = _to_order_one(_kernels.times_pow2_halves(dT, e), ctx.narrow)
         return out
 
 
@@ -703,4 +690,4 @@ class NarrowOut(torch.autograd.Function):
     def jvp(ctx, dF, _dwide, _drescale, _dscales):  # tangents of (F, wide, rescale, scales)
         s = ctx.scales.tangent
         dF = dF.to(ctx.wide)
-        return dF if s is None else _pow2(dF, s)
+        return dF if s is None else _kernels.times_pow2_halves(dF, s)

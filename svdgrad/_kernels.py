@@ -59,6 +59,21 @@ def times_pow2(X: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.exp2(k.to(X.dtype))[..., None, None] * X
 
 
+def times_pow2_halves(X: torch.Tensor, e: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """X·2^e for an exponent e (*) per matrix whose 2^e alone need not be a normal number.
+
+    Two exact factors 2^h and 2^(e−h), h = floor(e/2): each is normal for
+    any |e| up to twice the dtype's exponent range, and both move X the same
+    way, so no intermediate over- or underflows where the result does not.
+    ``inplace`` scales X itself (a fresh temporary of the caller's); that
+    works under vmap too, the factors being batched like X.
+    """
+    h = torch.floor(e * 0.5)
+    if inplace:
+        return X.mul_(torch.exp2(h.to(X.dtype))[..., None, None]).mul_(torch.exp2((e - h).to(X.dtype))[..., None, None])
+    return times_pow2(times_pow2(X, h), e - h)
+
+
 def eigenvalue_floor(L: torch.Tensor, eps: float) -> torch.Tensor:
     """Floor eps·λmax for ascending eigenvalues L (*, n) -> (*, 1).
 
@@ -226,7 +241,7 @@ def _conjugated(U: torch.Tensor, S: torch.Tensor, inner_) -> torch.Tensor:
     """
     X = U.mT @ S  # (*, n, n)
     M = inner_(X @ U)
-    if (X.shape != M.shape or X.requires_grad or M.requires_grad or torch.compiler.is_compiling()
+    if (X.requires_grad or M.requires_grad or torch.compiler.is_compiling()
             or torch._C._functorch.is_functorch_wrapped_tensor(M)):
         return U @ M @ U.mT
     return torch.matmul(torch.matmul(U, M, out=X), U.mT, out=M)

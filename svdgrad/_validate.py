@@ -73,7 +73,7 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
     float64, 1e20 float32) or underflow, whatever the scale of A.  ``amax``
     is ``max_abs(A)`` if the caller has it.  A caller that has formed
     ``scaled_sym2`` = scaled + scaledᵀ gets the asymmetry from it without a
-    second transposed read; with it, ``factor`` (*, 1, 1) may stand for
+    second transposed read; with it (only), ``factor`` (*, 1, 1) may stand for
     scaled = factor·A, which is then not formed (the asymmetry is one fused
     pass, ‖2·factor·A − scaled_sym2‖).  One that knows a lower bound ``scaled_lower``
     of max|scaled| (so of its Frobenius norm) for every nonzero matrix skips
@@ -97,8 +97,7 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
             asym = torch.linalg.matrix_norm(torch.addcmul(scaled_sym2.detach(), Af.detach(), factor, value=-2.0))
         else:
             if scaled is None:
-                scaled = Af * factor if factor is not None else (
-                    Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None])  # entries in [-1, 1]
+                scaled = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
             scaled = scaled.detach()
             if scaled_sym2 is None:
                 asym = torch.linalg.matrix_norm(scaled - scaled.mT)
