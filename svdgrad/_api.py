@@ -17,7 +17,7 @@ from ._errors import SvdgradError, describe
 from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
 from ._guard import guard
 from . import _kernels
-from ._kernels import scale_exponent, sym2, times_pow2
+from ._kernels import cast, scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
 from ._spectral import InvSqrt, Log, Power, SpectralFunction, Sqrt, UserFunction, functions
 from ._validate import HALF_DTYPES, check_matrix, check_psd, check_values, is_traced, max_abs, psd_violations
@@ -86,27 +86,29 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     transforms, where nothing may be synchronized).
     """
     check_matrix(A)
-    work = A.to(_work_dtype(A.dtype))  # scale before any cast that could overflow
-    with torch.no_grad():
-        amax = max_abs(work.detach())  # (*)
-    k = scale_exponent(amax) if scale else torch.zeros_like(amax)
+    work = cast(A, _work_dtype(A.dtype))  # scale before any cast that could overflow
     cdtype = _compute_dtype(A, m)
     if fold and scale and work.numel():
-        e = -2.0 * k - 1.0
-        T0 = factor = None
         with torch.no_grad():
+            w = work.detach()
+            amax = max_abs(w)  # (*)
+            k = scale_exponent(amax)
+            e = torch.rsub(k, -1.0, alpha=2.0)  # −2k−1 (rsub: other − alpha·input, one op)
+            T0 = factor = None
             if not is_traced(work) and _foldable(k, work.dtype):
-                factor = torch.exp2(e)[..., None, None]  # (*, 1, 1)
-                S = work.detach() + work.detach().mT
-                S.mul_(factor)
+                factor = torch.exp2(e).view(e.shape + (1, 1))  # (*, 1, 1)
+                S = (w + w.mT).mul_(factor)
             else:
-                T0 = _half_scaled(work.detach(), k)
+                T0 = _half_scaled(w, k)
                 S = sym2(T0)
         if m.check:
             # max|T| = max|A|·2^(-2k-1) lies in [1/8, 2] for every nonzero A (scale_exponent)
             check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T0, factor=factor, scaled_sym2=S,
                          scaled_lower=0.125)
-        return work, e, S.to(cdtype), k, A.dtype, cdtype
+        return work, e, cast(S, cdtype), k, A.dtype, cdtype
+    with torch.no_grad():
+        amax = max_abs(work.detach())  # (*)
+    k = scale_exponent(amax) if scale else torch.zeros_like(amax)
     T = _half_scaled(work, k) if scale else work * 0.5
     S = None
     if m.check and scale and T.numel() and not is_traced(T):
@@ -118,7 +120,7 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T, scaled_sym2=S, scaled_lower=0.125)
     elif m.check:
         check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None)
-    return T, None, (None if S is None else S.to(cdtype)), k, A.dtype, cdtype
+    return T, None, (None if S is None else cast(S, cdtype)), k, A.dtype, cdtype
 
 
 def _foldable(k: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -174,7 +176,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     elif narrower and e is not None:  # (under vmap or torch.compile: T formed with its graph, as without the fold)
         T, e = _kernels.times_pow2_halves(T, e).to(cdtype), None
     else:
-        T = T.to(cdtype)
+        T = cast(T, cdtype)
     if isinstance(p, torch.Tensor):
         p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
@@ -198,10 +200,10 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         if p_wide is not None:
             F = F + _narrow_dp(T_wide, S, k, p_wide, m, fn, cdtype)
         return F.to(in_dtype)
-    F = F.to(wide)
+    F = cast(F, wide)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
-    return F.to(in_dtype)
+    return cast(F, in_dtype)
 
 
 def _varies(p: torch.Tensor) -> bool:

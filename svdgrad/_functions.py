@@ -87,15 +87,20 @@ class SpectralOp(torch.autograd.Function):
 
     @staticmethod
     def forward(T, p, method, fn, pow2, S, in_pow2):
+        F, L, U, Lf, _, _ = SpectralOp._decomposed(T, p, method, fn, pow2, S)
+        return F, L, U, Lf
+
+    @staticmethod
+    def _decomposed(T, p, method, fn, pow2, S):
+        """(F, L, U, Lf, φ(Lf), 2^pow2·φ(Lf)): the forward and the spectra it forms on the way."""
         # S is symmetric bit for bit, so its transposed view is the same matrix: LAPACK's column-major copy
         # of it is then a plain copy, not the transposing one a row-major S costs (the same L and U).
         L, U = eigh_or_raise((_kernels.sym2(T) if S is None else S).mT)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(T.dtype)))  # (*, n)
-        phi = method.spectrum(fn, Lf, p)
-        if pow2 is not None:
-            phi = _kernels.pow2_vector(phi, pow2)
-        F = (U * phi[..., None, :]) @ U.mT
-        return F, L, U, Lf
+        phi0 = method.spectrum(fn, Lf, p)
+        phi = phi0 if pow2 is None else _kernels.pow2_vector(phi0, pow2)
+        F = _kernels.mm(U * phi[..., None, :], U.mT)
+        return F, L, U, Lf, phi0, phi
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -162,7 +167,7 @@ def _at_order_one(rule, fn, Lf, U, S, p, pow2, in_pow2) -> torch.Tensor:
     NaN (D·2^pow2·S overflowed in a matmul), one of 1e-300 at 1e-290 gave 0,
     while both gradients (1e150, 1e-155) are representable.  Two passes over
     S and one over the result more than the factor on D: not on exact's
-    square root, whose one exponent −k−1 is moderate (``ExactSqrtOp._map``).
+    square root, whose one exponent −k−1 is moderate (its saved spectrum sb, ``ExactSqrtOp``).
     """
     with torch.no_grad():
         s = 2.0 * _kernels.scale_exponent(S.abs().amax(dim=(-2, -1)))  # (*): max|S|·2^-s in [1/4, 4)
@@ -187,26 +192,51 @@ class ExactSqrtOp(SpectralOp):
     backward is ``ExactSqrtVJP`` of (T, G + Gᵀ), whose own derivative is the
     second-order Daleckii–Krein formula (``_kernels.sqrtm_second_derivative``),
     finite and exact at ties.  T is saved as well, to tie the gradient to it.
+
+    The first-order map (the vjp's and the jvp's: exact's is self-adjoint)
+    is U[(Uᵀ S U) ∘ D]Uᵀ with D_ij = 1/(sb_i + sb_j), where sb = √Lf·2^-(pow2+in_pow2)
+    carries both factors (no pass over a matrix).  The forward returns sb as
+    a fifth output.  ``in_pow2`` comes only with ``pow2``, from the entry
+    points' fold: pow2 = k and in_pow2 = −2k−1, so sb = √Lf·2^(k+1) is twice
+    the output's spectrum 2^k·√Lf, the same bits as the two factors applied
+    one after the other (one op in the forward, none in the backward).
     """
+
+    @staticmethod
+    def forward(T, p, method, fn, pow2, S, in_pow2):
+        if in_pow2 is not None and pow2 is None:
+            raise ValueError("ExactSqrtOp: in_pow2 is the fold of the entry points, which pass pow2 with it")
+        F, L, U, Lf, phi0, phi = SpectralOp._decomposed(T, p, method, fn, pow2, S)
+        if in_pow2 is not None:
+            sb = phi * 2.0  # the fold: 2^-(pow2+in_pow2) = 2^(k+1)
+        else:
+            sb = phi0 if pow2 is None else _kernels.pow2_vector(phi0, -pow2)
+        return F, L, U, Lf, sb
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         T, _, method, fn, pow2, _, in_pow2 = inputs
-        _, L, U, Lf = output
-        ctx.mark_non_differentiable(L, U, Lf)
-        ctx.p_tensor, ctx.p, ctx.has_pow2, ctx.has_in_pow2 = False, None, pow2 is not None, in_pow2 is not None
-        saved = (U, Lf) + ((pow2,) if ctx.has_pow2 else ()) + ((in_pow2,) if ctx.has_in_pow2 else ()) + (T,)
-        ctx.save_for_backward(*saved)  # SpectralOp._saved reads the front
+        _, L, U, Lf, sb = output
+        ctx.mark_non_differentiable(L, U, Lf, sb)
+        ctx.has_pow2, ctx.has_in_pow2 = pow2 is not None, in_pow2 is not None
+        saved = (U, Lf, sb, T) + ((pow2,) if ctx.has_pow2 else ()) + ((in_pow2,) if ctx.has_in_pow2 else ())
+        ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
         ctx.method, ctx.fn = method, fn
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx, gF, _gL, _gU, _gLf):
+    def _saved(ctx):
+        """(U, Lf, sb, T, pow2, in_pow2)."""
+        U, Lf, sb, T, *rest = ctx.saved_tensors
+        pow2 = rest.pop(0) if ctx.has_pow2 else None
+        return U, Lf, sb, T, pow2, (rest[0] if ctx.has_in_pow2 else None)
+
+    @staticmethod
+    def backward(ctx, gF, _gL, _gU, _gLf, _gsb):
         if gF is None:
             return None, None, None, None, None, None, None
-        U, Lf, _, pow2, in_pow2 = SpectralOp._saved(ctx)
-        T = ctx.saved_tensors[-1]
+        U, Lf, sb, T, pow2, in_pow2 = ExactSqrtOp._saved(ctx)
         if torch.is_grad_enabled():  # create_graph=True: a second derivative may follow
             from ._guard import guard  # (imports this module)
 
@@ -217,29 +247,14 @@ class ExactSqrtOp(SpectralOp):
                 gT = _kernels.times_pow2_halves(gT, in_pow2)
         else:
             with _no_tf32():
-                gT = ExactSqrtOp._map(ctx, Lf, U, _kernels.sym2(gF), pow2, in_pow2)
+                gT = _kernels.sqrtm_backward_exact(sb, U, _kernels.sym2(gF))
         return gT, None, None, None, None, None, None
 
     @staticmethod
-    def _map(ctx, Lf, U, S, pow2, in_pow2):
-        """The first-order map of S (the vjp's and the jvp's: exact's is self-adjoint) times 2^pow2·2^in_pow2.
-
-        Both factors are folded into s where they come together.
-
-        From the entry points pow2 = k and in_pow2 = −2k−1, so the one
-        exponent −k−1 is moderate (s·2^(k+1) and D = 1/(s_i + s_j) are far
-        from over- and underflow) and costs no pass over a matrix: the same
-        bits as the two factors applied one after the other.
-        """
-        if pow2 is not None and in_pow2 is not None:
-            return ctx.method.backward_rule(ctx.fn, Lf, U, S, None, pow2 + in_pow2)
-        return _input_scaled(ctx.method.backward_rule(ctx.fn, Lf, U, S, None, pow2), in_pow2)
-
-    @staticmethod
     def jvp(ctx, dT, _dp, _method, _fn, _pow2, _S, _in_pow2):
-        U, Lf, _, pow2, in_pow2 = SpectralOp._saved(ctx)
+        U, _, sb, _, _, _ = ExactSqrtOp._saved(ctx)
         with _no_tf32():
-            return ExactSqrtOp._map(ctx, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), pow2, in_pow2), None, None, None
+            return _kernels.sqrtm_backward_exact(sb, U, _kernels.sym2(_tangent_or_zero(dT, U))), None, None, None, None
 
 
 class ExactSqrtVJP(torch.autograd.Function):

@@ -201,15 +201,10 @@ class Exact(_EigenMethod):
 
     def apply(self, T, fn, p=None, pow2=None, S=None, in_pow2=None):
         if isinstance(fn, Sqrt):  # differentiable twice (the second-order Daleckii–Krein formula)
-            F, L, _, _ = apply(ExactSqrtOp, T, p, self, fn, pow2, S, in_pow2)
+            F, L, _, _, _ = apply(ExactSqrtOp, T, p, self, fn, pow2, S, in_pow2)
             return F, L
         return super().apply(T, fn, p, pow2, S, in_pow2)
 
-    def backward_rule(self, fn, L, U, S, p=None, pow2=None):
-        if isinstance(fn, Sqrt):  # fast path: one in-place division; the factor 2^pow2 divides s
-            s = L.sqrt()
-            return _kernels.sqrtm_backward_exact(s if pow2 is None else _kernels.pow2_vector(s, -pow2), U, S)
-        return super().backward_rule(fn, L, U, S, p, pow2)
 
 
 @dataclass(frozen=True, kw_only=True)

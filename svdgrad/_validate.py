@@ -83,32 +83,38 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
     if A.numel() == 0 or is_traced(A):
         return
     batch = A.shape[:-2]
-    with torch.no_grad():
-        Af = A.float() if A.dtype in HALF_DTYPES else A
-        m = max_abs(Af) if amax is None else amax  # (*), NaN/Inf where an entry is
-        if not math.isfinite(float(m.max())):  # max propagates NaN: two ops, not isfinite's five
-            bad = torch.nonzero(~torch.isfinite(m))[0].tolist() if batch else []
-            raise SvdgradError(
-                f"Expected finite entries in {name}; received NaN or Inf at batch index "
-                f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
-                f"here usually comes from an earlier overflow."
-            )
-        if factor is not None and scaled_sym2 is not None:  # scaled − scaledᵀ = −(sym2 − 2·factor·A)
-            asym = torch.linalg.matrix_norm(torch.addcmul(scaled_sym2.detach(), Af.detach(), factor, value=-2.0))
-        else:
-            if scaled is None:
-                scaled = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
-            scaled = scaled.detach()
-            if scaled_sym2 is None:
-                asym = torch.linalg.matrix_norm(scaled - scaled.mT)
-            else:  # scaled − scaledᵀ = 2·(scaled − sym2/2), a read without a transpose
-                asym = 2.0 * torch.linalg.matrix_norm(torch.sub(scaled, scaled_sym2.detach(), alpha=0.5))
+    # The matrices below are detached, and amax and factor are formed without a graph (``_api._prepare``),
+    # so nothing here records one: no grad-mode switch (a few µs a call) is needed.
+    Af = (A.float() if A.dtype in HALF_DTYPES else A).detach()
+    m = amax
+    if factor is not None and scaled_sym2 is not None:  # scaled − scaledᵀ = −(sym2 − 2·factor·A)
+        asym = torch.linalg.matrix_norm(torch.addcmul(scaled_sym2.detach(), Af, factor, value=-2.0))
+    else:
+        if scaled is None:
+            m = max_abs(Af) if m is None else m
+            scaled = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
+        scaled = scaled.detach()
+        if scaled_sym2 is None:
+            asym = torch.linalg.matrix_norm(scaled - scaled.mT)
+        else:  # scaled − scaledᵀ = 2·(scaled − sym2/2), a read without a transpose
+            asym = 2.0 * torch.linalg.matrix_norm(torch.sub(scaled, scaled_sym2.detach(), alpha=0.5))
+    # Every form of the asymmetry is taken from A's entries scaled to order 1, so it is finite exactly when
+    # A is: one synchronization decides finiteness and (with scaled_lower) symmetry for the whole batch.
+    worst = float(asym.max())  # max propagates NaN
+    if not math.isfinite(worst):
+        m = max_abs(Af) if m is None else m  # (*), NaN/Inf where an entry is
+        bad = torch.nonzero(~torch.isfinite(m))[0].tolist() if batch else []
+        raise SvdgradError(
+            f"Expected finite entries in {name}; received NaN or Inf at batch index "
+            f"{tuple(bad)} ({describe(A)}). Check the layer that produced {name}; a NaN "
+            f"here usually comes from an earlier overflow."
+        )
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
-    if scaled_lower is not None and float(asym.max()) <= tol * scaled_lower:
+    if scaled_lower is not None and worst <= tol * scaled_lower:
         return  # ‖scaled‖_F >= max|scaled| >= scaled_lower: symmetric enough everywhere
     with torch.no_grad():
         if scaled is None:
-            scaled = Af.detach() * factor
+            scaled = Af * factor
         scale = torch.linalg.matrix_norm(scaled)  # (*)
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):
