@@ -77,31 +77,37 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
     scaled = factor·A, which is then not formed (the asymmetry is one fused
     pass, ‖2·factor·A − scaled_sym2‖).  One that knows a lower bound ``scaled_lower``
     of max|scaled| (so of its Frobenius norm) for every nonzero matrix skips
-    that norm when the asymmetry is below tol·scaled_lower everywhere (a zero
-    matrix has no asymmetry, so passes too).
+    the per-matrix norms when the asymmetry of the whole batch, taken as one
+    norm, is below tol·scaled_lower (it bounds every matrix's; a zero matrix
+    has no asymmetry, so passes too).  That one norm is also the finiteness
+    check: one synchronization for a valid batch.
     """
     if A.numel() == 0 or is_traced(A):
         return
     batch = A.shape[:-2]
-    # The matrices below are detached, and amax and factor are formed without a graph (``_api._prepare``),
-    # so nothing here records one: no grad-mode switch (a few µs a call) is needed.
-    Af = (A.float() if A.dtype in HALF_DTYPES else A).detach()
+    # The matrices below are detached (where they record a graph at all), and amax and factor are formed
+    # without one (``_api._prepare``), so nothing here records one: no grad-mode switch (a few µs) is needed.
+    Af = A.float() if A.dtype in HALF_DTYPES else A
+    Af = Af.detach() if Af.requires_grad else Af
+    if scaled_sym2 is not None and scaled_sym2.requires_grad:
+        scaled_sym2 = scaled_sym2.detach()
     m = amax
+    # R (*, n, n) with ‖scaled − scaledᵀ‖ = c·‖R‖ per matrix
     if factor is not None and scaled_sym2 is not None:  # scaled − scaledᵀ = −(sym2 − 2·factor·A)
-        asym = torch.linalg.matrix_norm(torch.addcmul(scaled_sym2.detach(), Af, factor, value=-2.0))
+        R, c = torch.addcmul(scaled_sym2, Af, factor, value=-2.0), 1.0
     else:
         if scaled is None:
             m = max_abs(Af) if m is None else m
             scaled = Af / m.clamp_min(torch.finfo(Af.dtype).tiny)[..., None, None]  # entries in [-1, 1]
         scaled = scaled.detach()
         if scaled_sym2 is None:
-            asym = torch.linalg.matrix_norm(scaled - scaled.mT)
+            R, c = scaled - scaled.mT, 1.0
         else:  # scaled − scaledᵀ = 2·(scaled − sym2/2), a read without a transpose
-            asym = 2.0 * torch.linalg.matrix_norm(torch.sub(scaled, scaled_sym2.detach(), alpha=0.5))
-    # Every form of the asymmetry is taken from A's entries scaled to order 1, so it is finite exactly when
-    # A is: one synchronization decides finiteness and (with scaled_lower) symmetry for the whole batch.
-    worst = float(asym.max())  # max propagates NaN
-    if not math.isfinite(worst):
+            R, c = torch.sub(scaled, scaled_sym2, alpha=0.5), 2.0
+    # One synchronization for the whole batch: the norm of all the asymmetries together bounds each
+    # matrix's, and, every R being formed from A's entries scaled to order 1, it is finite exactly when A is.
+    total = c * float(torch.linalg.vector_norm(R))
+    if not math.isfinite(total):
         m = max_abs(Af) if m is None else m  # (*), NaN/Inf where an entry is
         bad = torch.nonzero(~torch.isfinite(m))[0].tolist() if batch else []
         raise SvdgradError(
@@ -110,8 +116,9 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
             f"here usually comes from an earlier overflow."
         )
     tol = default_tol(A.dtype) if symmetry_tol is None else symmetry_tol
-    if scaled_lower is not None and worst <= tol * scaled_lower:
+    if scaled_lower is not None and total <= tol * scaled_lower:
         return  # ‖scaled‖_F >= max|scaled| >= scaled_lower: symmetric enough everywhere
+    asym = c * torch.linalg.matrix_norm(R)  # (*)
     with torch.no_grad():
         if scaled is None:
             scaled = Af * factor
@@ -176,7 +183,7 @@ def psd_violations(A: torch.Tensor, psd_tol: float) -> torch.Tensor:
         unsure = ~ok & ~bad
         if bool(unsure.any()):
             L = torch.linalg.eigvalsh(A[unsure])
-            bad[unsure] = L[..., 0] < -psd_tol * L[..., -1].abs()
+            bad[unsure] = L[..., 0] < L[..., -1] * -psd_tol  # (check_psd's rule)
         return bad
 
 
@@ -199,8 +206,9 @@ def check_psd(L: torch.Tensor, *, psd_tol: float, A: torch.Tensor, name: str = "
     """
     if L.numel() == 0 or is_traced(L):
         return
-    lmax = L[..., -1].abs()
-    bad_mask = L[..., 0] < -psd_tol * lmax
+    # The rule as written, with λmax itself: for psd_tol < 1 the same as with |λmax| (λmax < 0 means
+    # λmin <= λmax < psd_tol·λmax), one op fewer on every call
+    bad_mask = L[..., 0] < L[..., -1] * -psd_tol
     if bool(bad_mask.any()):
         idx = torch.nonzero(bad_mask)[0].tolist() if L.dim() > 1 else []
         i = tuple(idx)
