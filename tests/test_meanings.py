@@ -104,6 +104,30 @@ def test_symmetry_tolerance_boundary(dtype, method):
                 svdgrad.sqrtm(B, method)
 
 
+@pytest.mark.parametrize("method", ["exact", "newton_schulz"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_symmetry_tolerance_is_per_matrix_in_a_large_batch(dtype, method):
+    """The quick accept takes one norm of the whole batch's asymmetry; past it, every matrix is judged alone.
+
+    64 matrices each at 0.05·tol or 0.8·tol are accepted, although their asymmetries together are 8 times
+    as large (0.05: each one inside the quick accept's bound, the batch's norm past it); one of them at
+    1.25·tol is rejected and named.
+    """
+    tol = math.sqrt(EPS[dtype])
+    A = T.spd(4, 10.0, batch=(64,), seed=8)
+    E = torch.zeros(4, 4, dtype=torch.float64)
+    E[0, 1] = 1.0
+    delta = tol * torch.linalg.matrix_norm(A) / math.sqrt(2)  # (64,)
+    for factor in (0.05, 0.8):
+        B = (A + factor * delta[:, None, None] * E).to(dtype)
+        rel = torch.linalg.matrix_norm((B - B.mT).double()) / torch.linalg.matrix_norm(B.double())
+        assert bool((rel <= tol).all()) and float(torch.linalg.vector_norm(rel)) > 0.3 * tol
+        svdgrad.sqrtm(B, method)
+    B[37] = (A[37] + 1.25 * delta[37] * E).to(dtype)
+    with pytest.raises(svdgrad.SvdgradError, match=r"symmetric.*batch index \(37,\)"):
+        svdgrad.sqrtm(B, method)
+
+
 @pytest.mark.parametrize("method", svdgrad.methods())
 def test_dead_sample_does_not_change_a_live_one(method):
     """CovariancePooling: a constant (dead) feature map in the batch leaves the other samples' output and gradient alone."""
