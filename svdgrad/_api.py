@@ -88,11 +88,12 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     check_matrix(A)
     work = cast(A, _work_dtype(A.dtype))  # scale before any cast that could overflow
     cdtype = _compute_dtype(A, m)
-    if fold and scale and work.numel():
-        with torch.no_grad():
-            w = work.detach()
-            amax = max_abs(w)  # (*)
-            k = scale_exponent(amax)
+    folded = fold and scale and work.numel() > 0
+    with torch.no_grad():
+        w = work.detach()
+        amax = max_abs(w)  # (*)
+        k = scale_exponent(amax) if scale else torch.zeros_like(amax)
+        if folded:
             e = torch.rsub(k, -1.0, alpha=2.0)  # −2k−1 (rsub: other − alpha·input, one op)
             T0 = factor = None
             if not is_traced(work) and _foldable(k, work.dtype):
@@ -101,14 +102,12 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
             else:
                 T0 = _half_scaled(w, k)
                 S = sym2(T0)
+    if folded:
         if m.check:
             # max|T| = max|A|·2^(-2k-1) lies in [1/8, 2] for every nonzero A (scale_exponent)
             check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T0, factor=factor, scaled_sym2=S,
                          scaled_lower=0.125)
         return work, e, cast(S, cdtype), k, A.dtype, cdtype
-    with torch.no_grad():
-        amax = max_abs(work.detach())  # (*)
-    k = scale_exponent(amax) if scale else torch.zeros_like(amax)
     T = _half_scaled(work, k) if scale else work * 0.5
     S = None
     if m.check and scale and T.numel() and not is_traced(T):

@@ -206,7 +206,6 @@ class Exact(_EigenMethod):
         return super().apply(T, fn, p, pow2, S, in_pow2)
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class _KRuleMethod(_EigenMethod):
     """Matrix-backprop backward (CVPR20 eq. 6) with a replaceable K: D_ij = (f(λi) − f(λj))·K_ij, D_ii = f′(λi)."""

@@ -119,10 +119,9 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
     if scaled_lower is not None and total <= tol * scaled_lower:
         return  # ‖scaled‖_F >= max|scaled| >= scaled_lower: symmetric enough everywhere
     asym = c * torch.linalg.matrix_norm(R)  # (*)
-    with torch.no_grad():
-        if scaled is None:
-            scaled = Af * factor
-        scale = torch.linalg.matrix_norm(scaled)  # (*)
+    if scaled is None:
+        scaled = Af * factor
+    scale = torch.linalg.matrix_norm(scaled)  # (*)
     bad_mask = asym > tol * scale
     if bool(bad_mask.any()):
         idx = torch.nonzero(bad_mask)[0].tolist() if batch else []
