@@ -553,6 +553,40 @@ def _zeros_like_input(dX, U, P):
     return U.new_zeros(U.shape[:-1] + (P.shape[-1],))
 
 
+class Symmetrized(torch.autograd.Function):
+    """A = T + Tᵀ as a graph node whose value S = T + Tᵀ is already formed, without a graph (the checks of
+    ``_api._prepare`` form it): the forward costs no pass over a matrix.
+
+    vjp G + Gᵀ and jvp dT + dTᵀ, as for ``_kernels.sym2(T)``; the backward is made of differentiable ops, so
+    a double backward through it works as through sym2.  ``symmetrized`` picks it or sym2.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(T, S):
+        return S
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, G):
+        return _kernels.sym2(G), None
+
+    @staticmethod
+    def jvp(ctx, dT, _dS):
+        return _kernels.sym2(_tangent_or_zero(dT, _dS))
+
+
+def symmetrized(T: torch.Tensor, S: torch.Tensor | None) -> torch.Tensor:
+    """T + Tᵀ with T's graph: S's value where the caller has S = T + Tᵀ without a graph (same dtype), else sym2(T)."""
+    if S is None or S.dtype != T.dtype:
+        return _kernels.sym2(T)
+    return apply(Symmetrized, T, S)
+
+
 class LyapunovRoot(torch.autograd.Function):
     """F = A^{1/2} or A^{-1/2} from a matmul-only forward, with the Lyapunov backward (and jvp).
 

@@ -349,7 +349,9 @@ class _Buffers:
 
     def __init__(self, like: torch.Tensor):
         self.shape = like.shape
-        self.b2, *pairs = (torch.empty_like(like) for _ in range(8))
+        # Row-major whatever like's layout: bmm and baddbmm write a batch at once (MKL) only into a contiguous
+        # out=; into a column-major one (Z from a Cholesky solve is) they loop over the batch, matrix by matrix.
+        self.b2, *pairs = (torch.empty(like.shape, dtype=like.dtype, device=like.device) for _ in range(8))
         self.pairs = (tuple(pairs[0:2]), tuple(pairs[2:4]))
         self.tmp = tuple(pairs[4:7])
         self.turn = 0

@@ -16,7 +16,7 @@ import torch
 
 from . import _kernels, _matmul_only, _newton_schulz
 from ._errors import SvdgradError
-from ._functions import ExactSqrtOp, LyapunovRoot, NewtonSchulzManual, SpectralOp, apply, eigh_or_raise
+from ._functions import ExactSqrtOp, LyapunovRoot, NewtonSchulzManual, SpectralOp, apply, eigh_or_raise, symmetrized
 from ._spectral import InvSqrt, SpectralFunction, Sqrt
 from ._pade import pade_coefficients
 
@@ -434,7 +434,7 @@ class NewtonSchulz(Method):
     folds_output_scale: ClassVar[bool] = True
 
     def apply(self, T, fn, p=None, pow2=None, S=None):
-        A = _kernels.sym2(T)
+        A = symmetrized(T, S)  # (S, formed by the checks, is A's value: no pass of its own)
         inverse = isinstance(fn, InvSqrt)
         if self.backward == "lyapunov":
             F = apply(LyapunovRoot, A, self, inverse)[0]
@@ -497,7 +497,7 @@ class _MatmulRoot(Method):
         """(Z ≈ A^{1/2}, F = Z or Z^{-1}) without a graph."""
 
     def apply(self, T, fn, p=None, pow2=None, S=None):
-        return apply(LyapunovRoot, _kernels.sym2(T), self, isinstance(fn, InvSqrt))[0], None
+        return apply(LyapunovRoot, symmetrized(T, S), self, isinstance(fn, InvSqrt))[0], None
 
 
 @dataclass(frozen=True, kw_only=True)

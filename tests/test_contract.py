@@ -114,6 +114,37 @@ def test_gradient_is_symmetric(method):
     assert torch.allclose(gA, gA.mT, rtol=0, atol=1e-12 * float(gA.abs().max()))
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_the_checks_do_not_change_the_answer(method):
+    """sqrtm takes sym(A) with or without the checks, in value, vjp and forward-mode jvp.
+
+    With the checks on, A's symmetric part is formed once (for them) and reused by the method as its
+    input's value (its derivative then taken by a graph node, ``_functions.Symmetrized``); without them,
+    it is formed with the graph.  A carries an asymmetry inside the tolerance, and the cotangent and the
+    tangent are not symmetric, so a node that took 2A, 2G or 2dA for A + Aᵀ, G + Gᵀ or dA + dAᵀ differs.
+    """
+    from torch.autograd import forward_ad
+
+    A0 = T.spd(6, 1e2, batch=(2,), seed=31)
+    A = A0 + 1e-11 * T.gradients(A0.shape, seed=32)  # asymmetric, within the float64 symmetry tolerance
+    G, dA = T.gradients(A.shape, seed=33), T.gradients(A.shape, seed=34)
+    out = {}
+    for check in (True, False):
+        m = svdgrad.get_method(method, check=check)
+        a = A.clone().requires_grad_(True)
+        Z = svdgrad.sqrtm(a, m)
+        (g,) = torch.autograd.grad(Z, a, G)
+        with forward_ad.dual_level():
+            t = forward_ad.unpack_dual(svdgrad.sqrtm(forward_ad.make_dual(A, dA), m)).tangent
+        out[check] = (Z.detach(), g, t)
+    for x, y in zip(out[True], out[False]):
+        assert torch.equal(x, y)
+    # and sym(A)'s own answer (values alike to rounding: A + Aᵀ and 2·sym(A) round alike but for the half)
+    Zs, gs = grad_of((A + A.mT) / 2, G, method)
+    assert torch.allclose(out[True][0], Zs, rtol=1e-12, atol=0)
+    assert torch.allclose(out[True][1], gs, rtol=1e-9, atol=1e-12 * float(gs.abs().max()))
+
+
 @pytest.mark.parametrize("method", STABLE)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @given(st.data())
