@@ -459,7 +459,7 @@ class GramOp(torch.autograd.Function):
     its eigenvectors are better by eps64/eps32·σmax/(σi + σj).  P = S Vᵀ =
     UᵀX, which the backward needs row-accurate relative to σj, is formed in
     float64 too (error eps64·σmax, below the floor's eps32·σmax), then
-    rounded.  On this machine it costs 0.57× (n = 64) and 0.80× (n = 256)
+    rounded.  On this machine it costs 0.60× (n = 64) and 0.79× (n = 256)
     the float32 SVD route's time (reports/performance).
 
     Singular values are floored at eps·σmax (``_kernels.singular_value_floor``)
