@@ -581,8 +581,9 @@ class Symmetrized(torch.autograd.Function):
 
 
 def symmetrized(T: torch.Tensor, S: torch.Tensor | None) -> torch.Tensor:
-    """T + Tᵀ with T's graph: S's value where the caller has S = T + Tᵀ without a graph (same dtype), else sym2(T)."""
-    if S is None or S.dtype != T.dtype:
+    """T + Tᵀ with T's graph: S's value where the caller has S = T + Tᵀ without a graph (``_api._spectral``
+    casts both to the compute dtype), else sym2(T)."""
+    if S is None:
         return _kernels.sym2(T)
     return apply(Symmetrized, T, S)
 

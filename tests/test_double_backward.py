@@ -127,3 +127,14 @@ def test_only_the_square_root_is_differentiable_twice_under_exact():
     with pytest.raises(RuntimeError, match="double backward through method='exact'"):
         torch.autograd.grad(g.sum(), A)
     assert math.isfinite(float(hvp(A.detach(), torch.eye(3, dtype=A.dtype), torch.eye(3, dtype=A.dtype)).sum()))
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_newton_schulz_autograd_double_backward_with_and_without_the_checks(check):
+    """newton_schulz(backward="autograd") is twice differentiable; with the checks its A = T + Tᵀ is the
+    ``Symmetrized`` node (S's value, sym2's derivatives), without them sym2 itself: both pass gradgradcheck."""
+    A = T.spd(4, 1e2, seed=1).requires_grad_(True)
+    m = svdgrad.get_method("newton_schulz", backward="autograd", check=check)
+    f = lambda X: svdgrad.sqrtm((X + X.mT) / 2, m)  # noqa: E731 (a symmetric input for every perturbation)
+    assert torch.autograd.gradcheck(f, (A,))
+    assert torch.autograd.gradgradcheck(f, (A,))
