@@ -14,8 +14,8 @@ import math
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply
-from ._guard import guard
+from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply, narrow_pair_applies
+from ._guard import guard, unsupported_message
 from . import _kernels
 from ._kernels import cast, scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, get_k_rule, get_method, methods
@@ -160,7 +160,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     wide = _work_dtype(in_dtype)
     narrower = torch.finfo(cdtype).bits < torch.finfo(wide).bits
     narrow_e = None
-    if narrower and fn.scalable and not torch.compiler.is_compiling() and not torch._C._functorch.is_batchedtensor(T):
+    if narrower and fn.scalable and narrow_pair_applies():  # (else, under vmap or torch.compile: the plain chain)
         narrow_e = fn.gradient_pow2(k, p)  # (not under vmap: NarrowOut's closure would capture a batch)
     p_wide = None
     if narrow_e is not None:
@@ -190,7 +190,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         T = guard(T, m.name)
     # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
-    pow2 = fn.output_pow2(k) if (fn.scalable and m.folds_output_scale and not narrower) else None
+    pow2 = fn.output_pow2(k, p) if (fn.scalable and m.folds_output_scale and not narrower) else None
     F, L = m.apply(T, fn, p, pow2, S) if e is None else m.apply(T, fn, p, pow2, S, in_pow2=e)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
@@ -202,6 +202,8 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     F = cast(F, wide)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
+    elif pow2 is not None:
+        F = fn.rescale_remainder(F, k, p, pow2)
     return cast(F, in_dtype)
 
 
@@ -352,6 +354,9 @@ def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=T
                            f"({describe(X)}). Check the layer that produced X.")
     k = scale_exponent(amax)  # X/4^k has entries of order 1; (X Xᵀ)^{±1/2} scales by 4^{±k}
     Xs = times_pow2(times_pow2(work, -k), -k).to(cdtype)
+    Xs = guard(Xs, "gram", message=unsupported_message(
+        f"svdgrad.{entry}", f"For second derivatives use svdgrad.{entry[5:]}(X @ X.mT, " + (
+            "'newton_schulz', backward='autograd')" if inverse else "'exact')") + " (it forms X Xᵀ, squaring κ)."))
     F = apply(GramOp, Xs, opts.floor_eps(Xs.dtype), inverse, algorithm)[0].to(work.dtype)
     k = -k if inverse else k
     return times_pow2(times_pow2(F, k), k).to(X.dtype)
@@ -417,6 +422,9 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     """
     rule = get_k_rule(backward, **options)
     T, _, _, k, in_dtype, cdtype = _prepare(A, rule)
+    T = guard(T, rule.name, message=unsupported_message(
+        f"svdgrad.eigh (backward={rule.name!r})", "torch.linalg.eigh is differentiable twice where the "
+        "eigenvalues are distinct; for a matrix function use svdgrad.sqrtm(A, 'exact')."))
     if torch.finfo(cdtype).bits < torch.finfo(_work_dtype(in_dtype)).bits:  # float64 computed in float32:
         L, U = apply(EighNarrow, sym2(T), rule, cdtype)  # derivatives on the wide side (see EighNarrow)
     else:

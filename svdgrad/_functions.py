@@ -98,7 +98,7 @@ class SpectralOp(torch.autograd.Function):
         L, U = eigh_or_raise((_kernels.sym2(T) if S is None else S).mT)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(T.dtype)))  # (*, n)
         phi0 = method.spectrum(fn, Lf, p)
-        phi = phi0 if pow2 is None else _kernels.pow2_vector(phi0, pow2)
+        phi = phi0 if pow2 is None else _kernels.pow2_vector(phi0, pow2, halves=fn.wide_pow2)
         F = _kernels.mm(U * phi[..., None, :], U.mT)
         return F, L, U, Lf, phi0, phi
 
@@ -112,7 +112,8 @@ class SpectralOp(torch.autograd.Function):
         ctx.has_in_pow2 = in_pow2 is not None
         saved = (U, Lf) + ((p,) if ctx.p_tensor else ()) + ((pow2,) if ctx.has_pow2 else ()) + (
             (in_pow2,) if ctx.has_in_pow2 else ())
-        ctx.save_for_backward(*saved)
+        # With a tensor p, T (an input: no copy) anchors p's gradient for the higher-order guard (backward)
+        ctx.save_for_backward(*saved, *((inputs[0],) if ctx.p_tensor else ()))
         ctx.save_for_forward(*saved)
         ctx.p = None if ctx.p_tensor else p
         ctx.method, ctx.fn = method, fn
@@ -128,10 +129,30 @@ class SpectralOp(torch.autograd.Function):
         return U, Lf, p, pow2, (rest[0] if ctx.has_in_pow2 else None)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gF, _gL, _gU, _gLf):
+        gT, gp = SpectralOp._vjp(ctx, gF)
+        if ctx.p_tensor and gF is not None:
+            # With a tensor p, gT and gp are built from the saved U and Lf, constants: their derivative in p alone
+            # is right in forward mode (A held constant: torch.func.hessian in p), every other second derivative
+            # (in A, or in p by reverse mode, which also reaches gT through p) misses terms, so it raises.
+            from ._guard import may_differentiate_again, raise_on_second_derivative, unsupported_message
+
+            T, p = ctx.saved_tensors[-1], SpectralOp._saved(ctx)[2]
+            if may_differentiate_again(T, p):
+                msg = unsupported_message(
+                    f"powm with a tensor p (method={ctx.method.name!r})",
+                    "Pass p as a float for second derivatives in A; one in p alone (A held constant) works by "
+                    "forward over reverse (torch.func.hessian in p).")
+                gT = raise_on_second_derivative(gT, T, msg, loose=p)
+                gp = None if gp is None else raise_on_second_derivative(gp, T, msg, loose=p)
+        return gT, gp, None, None, None, None, None
+
+    @staticmethod
+    @once_differentiable
+    def _vjp(ctx, gF):
+        """(gT, gp or None) from constants: the backward rule is not itself differentiable."""
         if gF is None:
-            return None, None, None, None, None, None, None
+            return None, None
         U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
             gT = _at_order_one(ctx.method.backward_rule, ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2, in_pow2)
@@ -140,7 +161,7 @@ class SpectralOp(torch.autograd.Function):
                 Mdiag = ((U.mT @ gF) * U.mT).sum(-1)  # diag(Uᵀ G U), (*, n)
                 dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p)
                 gp = (Mdiag * (dphi if pow2 is None else _kernels.pow2_vector(dphi, pow2))).sum()
-        return gT, gp, None, None, None, None, None
+        return gT, gp
 
     @staticmethod
     def jvp(ctx, dT, dp, _method, _fn, _pow2, _S, _in_pow2):
@@ -237,9 +258,9 @@ class ExactSqrtOp(SpectralOp):
         if gF is None:
             return None, None, None, None, None, None, None
         U, Lf, sb, T, pow2, in_pow2 = ExactSqrtOp._saved(ctx)
-        if torch.is_grad_enabled():  # create_graph=True: a second derivative may follow
-            from ._guard import guard  # (imports this module)
+        from ._guard import guard, may_differentiate_again  # (imports this module)
 
+        if may_differentiate_again(T):  # create_graph=True, or T has a tangent: a second derivative may follow
             # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
             anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
             gT = apply(ExactSqrtVJP, anchor, _kernels.sym2(gF), Lf.sqrt(), U, pow2, in_pow2)
@@ -659,6 +680,17 @@ def _to_order_one(X: torch.Tensor, dtype: torch.dtype):
     return _kernels.times_pow2_halves(X, -s).to(dtype), s
 
 
+def narrow_pair_applies() -> bool:
+    """Whether ``NarrowIn``/``NarrowOut`` may carry the cast now: not under torch.compile, nor under any vmap level
+    (jacfwd, jacrev of vmap, vmap of grad or jvp: the scale exponent k that NarrowOut's closure captures, and the
+    per-matrix scales the pair shares, would then be batched tensors of a level the closure outlives).  Under
+    grad and jvp alone the pair applies, and keeps the first-order derivatives' scale there too."""
+    if torch.compiler.is_compiling():
+        return False
+    stack = torch._C._functorch.get_interpreter_stack()
+    return not stack or all(i.key() != torch._C._functorch.TransformType.Vmap for i in stack)
+
+
 class NarrowScales:
     """The per-matrix exponents a tangent or a cotangent was scaled by at the narrow side of one call,
     shared by its ``NarrowIn`` and ``NarrowOut`` (forward mode: NarrowIn sets, NarrowOut reads; reverse
@@ -700,15 +732,28 @@ class NarrowIn(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         T, e, e_in, dtype, scales = inputs
         e = e if e_in is None else e + e_in
-        ctx.save_for_backward(e)
+        ctx.save_for_backward(e, T)  # (T, an input: no copy, anchors the higher-order refusal)
         ctx.save_for_forward(e)
         ctx.wide, ctx.narrow, ctx.scales = T.dtype, dtype, scales
 
     @staticmethod
     def backward(ctx, g):
-        (e,) = ctx.saved_tensors
+        from ._guard import may_differentiate_again, raise_on_second_derivative, unsupported_message
+
+        e, T = ctx.saved_tensors
         s = ctx.scales.cotangent
-        return _kernels.times_pow2_halves(g.to(ctx.wide), e if s is None else e + s), None, None, None, None
+        gT = _kernels.times_pow2_halves(g.to(ctx.wide), e if s is None else e + s)
+        if may_differentiate_again(T):
+            # A second-order cotangent reaches this node from the backward's own graph, not through NarrowOut, so
+            # it does not carry the scale 2^-s this factor undoes; summed with a first-order one (a gradient
+            # penalty) the two cannot be told apart.  So a second derivative here raises.
+            gT = raise_on_second_derivative(gT, T, unsupported_message(
+                f"a compute_dtype narrower than the input ({ctx.wide} computed in {ctx.narrow})",
+                f"Compute in the input's dtype (compute_dtype=None or {ctx.wide}), or use torch.func.hessian (under "
+                f"its vmap the cast is the plain chain, exact but without the scale guard at extreme scales).",
+                why="the first-order cotangent crosses the cast rescaled to order one, and a second-order one "
+                    "cannot share that scale"))
+        return gT, None, None, None, None
 
     @staticmethod
     def jvp(ctx, dT, _de, _de_in, _ddtype, _dscales):  # tangents of (T, e, e_in, dtype, scales)

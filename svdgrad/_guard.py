@@ -1,11 +1,21 @@
-"""Make double backward through a once-differentiable rule fail loudly.
+"""Make a second derivative through a once-differentiable rule fail loudly, in reverse and in forward mode.
 
 ``once_differentiable`` only raises when the *incoming gradient* requires
-grad.  Differentiating the gradient with respect to A itself (a gradient
-penalty with a constant cotangent, gradgradcheck) would silently return
-zero, because the rule's saved eigenvectors carry no graph.  ``guard``
-wraps the input: on a ``create_graph=True`` backward it ties the outgoing
-gradient to A through a node whose own backward raises.
+grad.  Differentiating the gradient with respect to A itself would
+silently miss terms (zero for most rules), because the rule's saved
+eigenvectors carry neither a graph nor a tangent.  That happens two ways:
+
+- reverse over reverse: a ``create_graph=True`` backward differentiated
+  again (a gradient penalty with a constant cotangent, gradgradcheck);
+- forward over reverse: a backward whose input A carries a tangent
+  (``torch.func.jvp`` of ``torch.func.grad``, ``torch.func.hessian``,
+  ``torch.autograd.forward_ad`` over ``torch.autograd.grad``).
+
+``guard`` wraps the input.  Its backward, in either situation only (so the
+plain first-order backward gains no pass), ties the outgoing gradient to A
+through a ``_RaiseOnBackward`` node: its backward raises, and its jvp raises
+when A carries a tangent.  A tangent of the cotangent alone passes (the
+vjp is linear in it, so forward mode in G over reverse in A is exact).
 """
 
 from __future__ import annotations
@@ -15,24 +25,52 @@ import torch
 from ._functions import apply
 
 
+def may_differentiate_again(*tensors) -> bool:
+    """Whether a backward that runs now may itself be differentiated, with respect to ``tensors`` (inputs
+    saved by the forward): graph recording on (``create_graph=True``, torch.func.grad), or one of them
+    carries a tangent (torch.autograd.forward_ad) or is wrapped by a torch.func transform (jvp, vmap)."""
+    if torch.is_grad_enabled():
+        return True
+    return any(t is not None and (torch._C._functorch.is_functorch_wrapped_tensor(t)
+                                  or torch.autograd.forward_ad.unpack_dual(t).tangent is not None)
+               for t in tensors)
+
+
 class _RaiseOnBackward(torch.autograd.Function):
+    """g (a gradient), tied to ``anchor`` and ``loose``: differentiating it raises ``message``.
+
+    Backward: raises (for a derivative with respect to anything upstream of g, anchor or loose).
+    jvp: raises where ``anchor`` carries a tangent; a tangent of g or of ``loose`` alone passes
+    through (the caller vouches that g's forward-mode derivative in them is right).
+    """
+
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(g, anchor, message):
+    def forward(g, anchor, loose, message):
         return g.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.message = inputs[2]
+        ctx.message = inputs[3]
+        ctx.set_materialize_grads(False)  # the jvp gets None, not zeros, for an input without a tangent
 
     @staticmethod
     def backward(ctx, _):
         raise RuntimeError(ctx.message)
 
     @staticmethod
-    def jvp(ctx, dg, _anchor, _message):
+    def jvp(ctx, dg, danchor, _dloose, _message):
+        if danchor is not None:
+            raise RuntimeError(ctx.message)
         return dg
+
+
+def raise_on_second_derivative(g: torch.Tensor, anchor: torch.Tensor, message: str, *,
+                               loose: torch.Tensor | None = None) -> torch.Tensor:
+    """g, such that its derivative raises ``message`` (see ``_RaiseOnBackward``); for a backward rule
+    to apply to its output when ``may_differentiate_again``."""
+    return apply(_RaiseOnBackward, g, anchor, loose, message)
 
 
 class _Guard(torch.autograd.Function):
@@ -49,24 +87,36 @@ class _Guard(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gA):
-        if torch.is_grad_enabled():  # create_graph=True: a higher derivative may follow
-            (A,) = ctx.saved_tensors
-            return _RaiseOnBackward.apply(gA, A, ctx.message), None
+        (A,) = ctx.saved_tensors
+        if may_differentiate_again(A):
+            return raise_on_second_derivative(gA, A, ctx.message), None
         return gA, None
 
     @staticmethod
     def jvp(ctx, dA, _message):
-        return dA  # forward mode is the identity: only reverse-over-reverse is guarded
+        return dA.view_as(dA)  # first-order forward mode is the identity (a view, as the forward returns one)
 
 
-def guard(A: torch.Tensor, method_name: str, *, order: int = 2) -> torch.Tensor:
-    """A, tied so that derivative number ``order`` through ``method_name`` raises instead of being wrong."""
-    if not A.requires_grad:
+def unsupported_message(what: str, instead: str, *, why: str = "its backward rule is not itself differentiable") -> str:
+    """The refusal of a second derivative through ``what`` (because ``why``), saying what to use ``instead``."""
+    return (f"svdgrad: a second derivative (double backward, or forward mode over a backward: "
+            f"torch.func.hessian, jvp of grad) through {what} is not supported: {why}. {instead}")
+
+
+def guard(A: torch.Tensor, method_name: str, *, order: int = 2, message: str | None = None) -> torch.Tensor:
+    """A, tied so that derivative number ``order`` through ``method_name`` raises instead of being wrong.
+
+    ``message`` replaces the default refusal (for an entry point other than the spectral functions).
+    """
+    if not A.requires_grad:  # (no backward will run: forward mode alone is first order)
         return A
-    if order == 2:
-        msg = (f"svdgrad: double backward through method={method_name!r} is not supported: its "
+    if message is not None:
+        msg = message
+    elif order == 2:
+        msg = (f"svdgrad: double backward through method={method_name!r} is not supported (a second "
+               f"derivative, by reverse or forward mode over a backward: torch.func.hessian, jvp of grad): its "
                f"backward rule is not itself differentiable. Use method='newton_schulz' with "
-               f"backward='autograd' if you need second derivatives.")
+               f"backward='autograd' (or sqrtm with method='exact') if you need second derivatives.")
     else:
         msg = (f"svdgrad: a third derivative through method={method_name!r} is not supported: its second "
                f"derivative (the second-order Daleckii–Krein formula) is not differentiated again.")

@@ -59,8 +59,15 @@ def mm(A: torch.Tensor, B: torch.Tensor, *, out: torch.Tensor | None = None) -> 
     return torch.matmul(A, B, out=out)
 
 
-def pow2_vector(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """v·2^k for v (*, n) and an integer-valued exponent k (*) per matrix; exact barring over/underflow."""
+def pow2_vector(v: torch.Tensor, k: torch.Tensor, *, halves: bool = False) -> torch.Tensor:
+    """v·2^k for v (*, n) and an integer-valued exponent k (*) per matrix; exact barring over/underflow.
+
+    ``halves``: as two factors 2^h·2^(k−h), h = floor(k/2), for a k whose 2^k alone may not be a
+    normal number (the power's 2^round(2kp)); the same bits wherever v and v·2^k are normal.
+    """
+    if halves:
+        h = torch.floor(k * 0.5)
+        return v * torch.exp2(cast(h, v.dtype))[..., None] * torch.exp2(cast(k - h, v.dtype))[..., None]
     return v * torch.exp2(cast(k, v.dtype))[..., None]
 
 

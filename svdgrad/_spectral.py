@@ -27,7 +27,7 @@ from typing import Callable, ClassVar
 import torch
 
 from ._errors import SvdgradError
-from ._kernels import times_pow2
+from ._kernels import times_pow2, times_pow2_halves
 
 LN4 = 2.0 * math.log(2.0)
 
@@ -67,10 +67,17 @@ class SpectralFunction(abc.ABC):
     def rescale(self, F: torch.Tensor, k: torch.Tensor, p=None) -> torch.Tensor:
         """f(4^k·Â) from F = f(Â), k (*) per matrix."""
 
-    def output_pow2(self, k: torch.Tensor) -> torch.Tensor | None:
-        """The exponent e (*) with f(4^k·Â) = 2^e·f(Â) when the law is that factor and 2^e is exact
-        for every k the entry points produce (eigen methods fold it into the spectrum); else None."""
+    #: Whether ``output_pow2`` may leave the range of 2^e in one factor (then it is applied in two halves).
+    wide_pow2: ClassVar[bool] = False
+
+    def output_pow2(self, k: torch.Tensor, p=None) -> torch.Tensor | None:
+        """An integer exponent e (*) with f(4^k·Â) = 2^e·f(Â)·r, r of order one (``rescale_remainder``),
+        when the law is that factor (eigen methods fold 2^e into the spectrum); else None."""
         return None
+
+    def rescale_remainder(self, F: torch.Tensor, k: torch.Tensor, p, pow2: torch.Tensor) -> torch.Tensor:
+        """f(4^k·Â) from F = 2^pow2·f(Â) (pow2 from ``output_pow2``): F itself where 2^pow2 is the whole law."""
+        return F
 
     def gradient_pow2(self, k: torch.Tensor, p=None) -> torch.Tensor | None:
         """e (*) with d(rescale(F̂)) = 2^e·dF̂: the factor the output's scaling law puts on a derivative
@@ -101,7 +108,7 @@ class Sqrt(SpectralFunction):
     def rescale(self, F, k, p=None):
         return times_pow2(F, k)
 
-    def output_pow2(self, k):
+    def output_pow2(self, k, p=None):
         return k
 
     def gradient_pow2(self, k, p=None):
@@ -128,7 +135,7 @@ class InvSqrt(SpectralFunction):
     def rescale(self, F, k, p=None):
         return times_pow2(F, -k)
 
-    def output_pow2(self, k):
+    def output_pow2(self, k, p=None):
         return -k
 
     def gradient_pow2(self, k, p=None):
@@ -187,7 +194,13 @@ class Power(SpectralFunction):
         lo, hi, delta = _ordered(Li, Lj)
         tie = delta == 0
         safe = torch.where(tie, torch.ones_like(delta), delta)
-        quot = lo.pow(p) * torch.expm1(p * torch.log1p(safe / lo)) / safe
+        u = p * torch.log1p(safe / lo)  # log((hi/lo)^p)
+        # |u| < 1: the expm1 form keeps the digits of hi^p − lo^p.  Beyond, (hi/lo)^p >= e (or <= 1/e) leaves
+        # little to cancel, and the plain difference stays finite where expm1(u) overflows while lo^p underflows
+        # (p = 7 at κ = 1e6 in float32 gave 0·inf = NaN).
+        near = u.abs() < 1.0
+        quot = torch.where(near, lo.pow(p) * torch.expm1(torch.where(near, u, torch.zeros_like(u))),
+                           hi.pow(p) - lo.pow(p)) / safe
         return torch.where(tie, p * lo.pow(p - 1), quot)
 
     def dfdp(self, L, p):
@@ -198,9 +211,24 @@ class Power(SpectralFunction):
         # is taken elsewhere, see ``_api._narrow_dp``)
         return 2.0 * k * (p.detach().to(k.dtype) if isinstance(p, torch.Tensor) else p)
 
+    wide_pow2: ClassVar[bool] = True
+
+    def output_pow2(self, k, p=None):
+        # 4^(k·p) = 2^(2kp) = 2^e·2^r with e = round(2kp), |r| <= 1/2: 2^e joins the spectrum (in two
+        # halves: |e| may exceed the exponent range where the result does not), 2^r is ``rescale_remainder``
+        return torch.round(2.0 * k * (p.detach().to(k.dtype) if isinstance(p, torch.Tensor) else p))
+
+    def rescale_remainder(self, F, k, p, pow2):
+        # 2^(2kp − e), of order one; differentiable in p when p is a tensor that requires grad (its
+        # derivative 2k·ln2 is the scaling law's part of ∂F/∂p), formed in float64 (2kp − e cancels)
+        r = 2.0 * k.to(torch.float64) * (p.to(torch.float64) if isinstance(p, torch.Tensor) else p) - pow2.to(
+            torch.float64)
+        return torch.exp2(r).to(F.dtype)[..., None, None] * F
+
     def rescale(self, F, k, p=None):
-        # 4^(k·p) = 2^(2kp); differentiable in p when p is a tensor that requires grad
-        return torch.exp2(2.0 * k.to(F.dtype) * p)[..., None, None] * F
+        # 4^(k·p) = 2^(2kp), as 2^r·2^e (``output_pow2``): no factor over- or underflows where F·4^(kp) does not
+        e = self.output_pow2(k, p)
+        return times_pow2_halves(self.rescale_remainder(F, k, p, e), e)
 
 
 @dataclass(frozen=True)
