@@ -9,6 +9,8 @@ second differentiation would miss terms; they are therefore marked
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -97,8 +99,9 @@ class SpectralOp(torch.autograd.Function):
         # of it is then a plain copy, not the transposing one a row-major S costs (the same L and U).
         L, U = eigh_or_raise((_kernels.sym2(T) if S is None else S).mT)
         Lf = L.clamp_min(_kernels.eigenvalue_floor(L, method.floor_eps(T.dtype)))  # (*, n)
-        phi0 = method.spectrum(fn, Lf, p)
-        phi = phi0 if pow2 is None else _kernels.pow2_vector(phi0, pow2, halves=fn.wide_pow2)
+        Lw, e, _ = _shifted(fn, Lf, p, pow2, 0)
+        phi0 = method.spectrum(fn, Lw, p)
+        phi = phi0 if e is None else _kernels.pow2_vector(phi0, e, halves=fn.wide_pow2)
         F = _kernels.mm(U * phi[..., None, :], U.mT)
         return F, L, U, Lf, phi0, phi
 
@@ -155,26 +158,55 @@ class SpectralOp(torch.autograd.Function):
             return None, None
         U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            gT = _at_order_one(ctx.method.backward_rule, ctx.fn, Lf, U, _kernels.sym2(gF), p, pow2, in_pow2)
+            Lw, e, _ = _shifted(ctx.fn, Lf, p, pow2, 1)
+            gT = _at_order_one(ctx.method.backward_rule, ctx.fn, Lw, U, _kernels.sym2(gF), p, e, in_pow2)
             gp = None
             if ctx.p_tensor and ctx.needs_input_grad[1]:
                 Mdiag = ((U.mT @ gF) * U.mT).sum(-1)  # diag(Uᵀ G U), (*, n)
-                dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p)
-                gp = (Mdiag * (dphi if pow2 is None else _kernels.pow2_vector(dphi, pow2))).sum()
+                dphi, e = _spectrum_dp(ctx.method, ctx.fn, Lf, p, pow2)
+                gp = (Mdiag * (dphi if e is None else _kernels.pow2_vector(dphi, e, halves=True))).sum()
         return gT, gp
 
     @staticmethod
     def jvp(ctx, dT, dp, _method, _fn, _pow2, _S, _in_pow2):
         U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
-            dF = _at_order_one(ctx.method.jvp_rule, ctx.fn, Lf, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, pow2,
+            Lw, e, _ = _shifted(ctx.fn, Lf, p, pow2, 1)
+            dF = _at_order_one(ctx.method.jvp_rule, ctx.fn, Lw, U, _kernels.sym2(_tangent_or_zero(dT, U)), p, e,
                                in_pow2)
             if dp is not None and ctx.p_tensor:
-                dphi = ctx.method.spectrum_dp(ctx.fn, Lf, p) * dp
-                if pow2 is not None:
-                    dphi = _kernels.pow2_vector(dphi, pow2)
+                dphi, e = _spectrum_dp(ctx.method, ctx.fn, Lf, p, pow2)
+                dphi = dphi * dp
+                if e is not None:
+                    dphi = _kernels.pow2_vector(dphi, e, halves=True)
                 dF = dF + (U * dphi[..., None, :]) @ U.mT
         return dF, None, None, None
+
+
+def _shifted(fn, Lf, p, pow2, order: int):
+    """(Lw, e, a): the floored eigenvalues the method evaluates f at, and the exponent of their factor.
+
+    Usually (a None) Lw = Lf and e = pow2.  A function with a ``spectral_shift`` (the power, where λ^p
+    itself can leave the range for a large |p|) evaluates at Lw = Lf·2^-a (exact; a (*) per matrix):
+    f(Lf) = 2^(a·p)·f(Lw) and f[Lf] = 2^(a·(p−1))·f[Lw], so e = pow2 + a·(p − order) with ``order`` 0 for
+    the values and 1 for the divided differences.  e is then not an integer: applied in halves.
+    """
+    a = fn.spectral_shift(Lf, p)
+    if a is None:
+        return Lf, pow2, None
+    pd = p.detach().to(Lf.dtype) if isinstance(p, torch.Tensor) else p
+    extra = a * (pd - order)
+    return _kernels.pow2_vector(Lf, -a), (extra if pow2 is None else pow2 + extra), a
+
+
+def _spectrum_dp(method, fn, Lf, p, pow2):
+    """(∂φ/∂p at the method's evaluation points, its exponent) with the shift of ``_shifted``:
+    ∂(λ^p)/∂p = λ^p·log λ at λ = 2^a·Lw is 2^(a·p)·(∂φ/∂p(Lw) + a·ln2·φ(Lw))."""
+    Lw, e, a = _shifted(fn, Lf, p, pow2, 0)
+    dphi = method.spectrum_dp(fn, Lw, p)
+    if a is not None:
+        dphi = dphi + (a * math.log(2.0))[..., None] * method.spectrum(fn, Lw, p)
+    return dphi, e
 
 
 def _at_order_one(rule, fn, Lf, U, S, p, pow2, in_pow2) -> torch.Tensor:

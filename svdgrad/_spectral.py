@@ -75,6 +75,11 @@ class SpectralFunction(abc.ABC):
         when the law is that factor (eigen methods fold 2^e into the spectrum); else None."""
         return None
 
+    def spectral_shift(self, L: torch.Tensor, p=None) -> torch.Tensor | None:
+        """An integer exponent a (*) per matrix at which the methods evaluate f instead, at L·2^-a (floored,
+        ascending L (*, n)), for a function whose values leave the range otherwise; None: at L itself."""
+        return None
+
     def rescale_remainder(self, F: torch.Tensor, k: torch.Tensor, p, pow2: torch.Tensor) -> torch.Tensor:
         """f(4^k·Â) from F = 2^pow2·f(Â) (pow2 from ``output_pow2``): F itself where 2^pow2 is the whole law."""
         return F
@@ -217,6 +222,20 @@ class Power(SpectralFunction):
         # 4^(k·p) = 2^(2kp) = 2^e·2^r with e = round(2kp), |r| <= 1/2: 2^e joins the spectrum (in two
         # halves: |e| may exceed the exponent range where the result does not), 2^r is ``rescale_remainder``
         return torch.round(2.0 * k * (p.detach().to(k.dtype) if isinstance(p, torch.Tensor) else p))
+
+    def spectral_shift(self, L, p=None):
+        # λ^p at Â's eigenvalues (in [eps·λmax, 4n]) leaves the range for a large |p| (float32: 8^50 at
+        # p = 50; (2^-25)^-6 at p = -6) where A^p need not.  Where the dominant value, the largest λ^p
+        # (λmax's for p > 0, the floored λmin's for p < 0), is past 2^±(range/2), the methods take
+        # λ·2^-a with a = round(log2 of the dominant λ) instead: its power is then within 2^±(|p|/2).
+        # Elsewhere a = 0 (the same bits as no shift).
+        pd = p.detach().to(L.dtype) if isinstance(p, torch.Tensor) else p
+        if isinstance(pd, torch.Tensor):  # (no synchronization: p may be batched by vmap)
+            t = torch.log2(torch.where(pd > 0, L[..., -1], L[..., 0]))  # (*)
+        else:
+            t = torch.log2(L[..., -1] if pd > 0 else L[..., 0])
+        half = math.log2(torch.finfo(L.dtype).max) / 2
+        return torch.where((t * pd).abs() > half, torch.round(t), torch.zeros_like(t))
 
     def rescale_remainder(self, F, k, p, pow2):
         # 2^(2kp − e), of order one; differentiable in p when p is a tensor that requires grad (its

@@ -423,11 +423,18 @@ def jvp_fd_error(f, A: torch.Tensor, *, directions: int = 3, step: float | None 
 
 
 def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖x - ref‖_F / ‖ref‖_F over the whole tensor, in float64 (inf if x is not finite)."""
+    """‖x - ref‖_F / ‖ref‖_F over the whole tensor, in float64 (inf if x is not finite).
+
+    Both are divided by max|ref| first, so that the norms neither overflow nor underflow (entries of
+    1e288, as A^-40 has, squared overflow float64).
+    """
     x = x.detach().double()
     ref = ref.detach().double()
     if not bool(torch.isfinite(x).all()):
         return math.inf
+    m = float(ref.abs().max()) if ref.numel() else 0.0
+    if 0.0 < m < math.inf:
+        x, ref = x / m, ref / m
     den = float(torch.linalg.vector_norm(ref))
     num = float(torch.linalg.vector_norm(x - ref))
     return num / den if den > 0 else num

@@ -96,3 +96,61 @@ def test_powm_at_the_ends_of_the_float_range(method, dtype):
         assert finite(F), (c, p, method)
         err = float((F.double() - want * I3.double()).abs().max() / want)
         assert err <= 4 * (1 + abs(p) * abs(math.log2(c))) * info.eps, (c, p, method, err)
+
+
+def _large_power_cases(dtype):
+    """(A, p) whose A^p is a normal number while λ^p at A/4^k's eigenvalues is not (float32: 7.8^50 = 2^148)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(8, 64, generator=g, dtype=torch.float64).abs()
+    S = X @ X.T / 64 * 0.2  # an uncentred covariance, λmax about 1
+    cases = [(torch.full((2, 2), 0.975, dtype=torch.float64), 50.0), (S, 28.0), (S, 40.0),
+             (T.spd(5, 1e3, seed=21), -12.0)]
+    if dtype == torch.float64:
+        cases += [(torch.diag(torch.tensor([1000.0, 1e-7], dtype=torch.float64)), -40.0), (S, 300.0),
+                  (T.spd(5, 1e6, seed=22), -40.0)]
+    return [(A.to(dtype), p) for A, p in cases]
+
+
+@pytest.mark.parametrize("method", [m for m in POWER_METHODS if svdgrad.get_method(m).folds_output_scale])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_powers_stay_in_range(method, dtype):
+    """A^p and its gradients (in A and in a tensor p) where λ^p at the scaled eigenvalues overflows: float32
+    powm(0.975·ones(2, 2), 50) gave inf (A^50 = 1.6e14), float64 powm(diag(1000, 1e-7), -40) gave [nan, inf].
+
+    Every method: finite wherever the reference is a normal number.  Against the 50-digit reference
+    (normwise): the value for every method whose forward is f(A) to working precision (topn's is not), the
+    gradients for exact (the K-rules' backwards are approximations by design).  Bound: 4·C·(|p| + n)·eps·κ_p,
+    κ_p = κ(A) for p < 0 (the dominant λmin^p moves by |p|·eps·λmax/λmin) and 1 for p > 0; the gradients: the
+    same times |p − 1| + 1.
+    """
+    m = svdgrad.get_method(method)
+    top = math.log2(torch.finfo(dtype).max) - 4
+    for A, p in _large_power_cases(dtype):
+        n = A.shape[-1]
+        G = T.gradients(A.shape, seed=5, dtype=dtype)
+        A1 = A.clone().requires_grad_(True)
+        pt = torch.tensor(p, dtype=dtype, requires_grad=True)
+        F = svdgrad.powm(A1, pt, method)
+        gA, gp = torch.autograd.grad(F, (A1, pt), G)
+        lam = torch.linalg.eigvalsh(A.double())
+        floor = torch.finfo(dtype).eps * float(lam[-1])
+        Fr, gr, gpr = T.reference_function_grad(A.double(), G.double(), "power", p=p, floor=floor)
+        kp = float(lam[-1] / lam[0].clamp_min(floor)) if p < 0 else 1.0
+        tol = 4 * accurate_tol(dtype, (abs(p) + n) * kp, n)
+        grads_fit = max(float(gr.abs().max()), abs(float(gpr))) < 2.0 ** top
+        assert finite(F), (p, method)
+        assert finite(gA) and finite(gp) or not grads_fit, (p, method)
+        if m.forward_is_exact:
+            assert T.rel_error(F, Fr) <= tol, (p, method, T.rel_error(F, Fr))
+        if method == "exact" and grads_fit:
+            assert T.rel_error(T.sym_part(gA), gr) <= tol * (abs(p - 1) + 1), (p, method)
+            assert abs(float(gp) - float(gpr)) <= tol * (abs(p - 1) + 1) * abs(float(gpr)), (p, float(gp), float(gpr))
+
+
+def test_large_power_under_vmap_over_p():
+    """The shift decides per p without a synchronization: vmap over p agrees with the loop."""
+    A = T.spd(4, 1e2, seed=3).to(torch.float32)
+    ps = torch.tensor([0.5, -12.0, 50.0], dtype=torch.float32)
+    Fv = torch.func.vmap(lambda q: svdgrad.powm(A, q))(ps)
+    for i, q in enumerate(ps):
+        assert torch.allclose(Fv[i], svdgrad.powm(A, float(q)), rtol=1e-5, atol=0), float(q)
