@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import torch
 
@@ -18,9 +19,10 @@ from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowSca
 from ._guard import guard, unsupported_message
 from . import _kernels
 from ._kernels import cast, scale_exponent, sym2, times_pow2
-from ._methods import Exact, Method, get_k_rule, get_method, methods
+from ._methods import Exact, Method, _option_names, get_k_rule, get_method, methods
 from ._spectral import InvSqrt, Log, Power, SpectralFunction, Sqrt, UserFunction, functions
-from ._validate import HALF_DTYPES, check_matrix, check_psd, check_values, is_traced, max_abs, psd_violations
+from ._validate import (FLOAT_DTYPES, HALF_DTYPES, check_dense_float, check_matrix, check_psd, check_values, is_traced,
+                        max_abs, psd_violations)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -147,10 +149,19 @@ def _unsupported(fn: SpectralFunction, m: Method, entry: str) -> SvdgradError:
 def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) -> torch.Tensor:
     """F = f(A) for symmetric PSD A with an eigen or iterative method; shared by every entry point."""
     m = get_method(method, **options)
+    if p is not None and not isinstance(fn, Power):  # (sqrtm(A, p=2.0) would otherwise ignore it)
+        raise SvdgradError(
+            f"Unknown option 'p' for svdgrad.{entry}: p is the exponent of svdgrad.powm(A, p) only; received "
+            f"p={p!r}. Use svdgrad.powm(A, p) for A^p. Valid options for method {m.name!r}: "
+            f"{', '.join(_option_names(type(m)))}."
+        )
     if not m.supports(fn):
         raise _unsupported(fn, m, entry)
     if isinstance(p, torch.Tensor) and not m.has_eigenvalues and p.requires_grad:
         raise SvdgradError(f"The gradient with respect to p needs an eigen method; received {m.name!r}.")
+    if isinstance(A, torch.Tensor) and A.dim() >= 2 and A.shape[-1] == 0:
+        check_matrix(A)  # (only here: _prepare checks every other A)
+        return _empty_result(A, p)
     # T + Tᵀ = S = sym(A)/4^k; or (eigen methods) T = A and S = 2^e·(A + Aᵀ), the same S
     T, e, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable, fold=m.folds_input_scale)
     if T.numel() == 0:
@@ -205,6 +216,14 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     elif pow2 is not None:
         F = fn.rescale_remainder(F, k, p, pow2)
     return cast(F, in_dtype)
+
+
+def _empty_result(A: torch.Tensor, p=None) -> torch.Tensor:
+    """f(A) of n = 0 matrices (*, 0, 0): empty, in A's dtype, as torch.linalg.eigh gives empty results.
+
+    Formed from A (and a tensor p) so that gradients flow, as empty (and zero) tensors.
+    """
+    return A + 0 * p if isinstance(p, torch.Tensor) else A.clone()
 
 
 def _varies(p: torch.Tensor) -> bool:
@@ -270,14 +289,33 @@ def logm(A: torch.Tensor, method="exact", **options) -> torch.Tensor:
 
 
 def powm(A: torch.Tensor, p, method="exact", **options) -> torch.Tensor:
+    m = get_method(method, **options)
     if isinstance(p, torch.Tensor):
-        if p.dim() != 0 or not p.dtype.is_floating_point:
-            raise SvdgradError(f"Expected p to be a float or a 0-dim floating tensor; received {describe(p)}.")
-    elif isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
-        raise SvdgradError(f"Expected p to be a finite float or a 0-dim tensor; received {p!r}.")
+        if p.dim() != 0 or p.dtype not in FLOAT_DTYPES or p.layout != torch.strided:
+            raise SvdgradError(f"Expected p to be a float or a 0-dim floating tensor (float16, bfloat16, float32 or "
+                               f"float64); received {describe(p)}. Pass float(p), or p.reshape(()) for one exponent.")
+        moves = isinstance(A, torch.Tensor) and p.device != A.device
+        if moves and p.device.type != "cpu":  # as torch: a 0-dim CPU tensor goes with any device, no other
+            raise SvdgradError(f"Expected p on A's device ({A.device}) or a 0-dim CPU tensor; received p on "
+                               f"{p.device}. Move it with p.to(A.device).")
+        # The value check synchronizes: not while traced (it could not), and not with check=False
+        if m.check and not is_traced(p) and not math.isfinite(float(p.detach())):
+            raise SvdgradError(f"Expected a finite exponent p; received p={float(p.detach())} (a 0-dim tensor). "
+                               f"Check what produced p, or pass check=False to skip the value checks.")
+        if moves:
+            p = p.to(A.device)
+    elif isinstance(p, numbers.Real) and not isinstance(p, bool):  # Python and NumPy numbers (np.float32 too)
+        try:
+            p = float(p)
+        except OverflowError:
+            raise SvdgradError(f"Expected p to be a finite float or a 0-dim tensor; received an int of "
+                               f"{p.bit_length()} bits, beyond the float range (about 1.8e308).") from None
+        if not math.isfinite(p):
+            raise SvdgradError(f"Expected p to be a finite float or a 0-dim tensor; received {p!r}.")
     else:
-        p = float(p)
-    return _spectral(A, Power(), method, "powm", p=p, **options)
+        raise SvdgradError(f"Expected p to be a finite float or a 0-dim tensor; received {p!r} "
+                           f"({type(p).__name__}).")
+    return _spectral(A, Power(), m, "powm", p=p)
 
 
 def matrix_function(A: torch.Tensor, f, df, method="exact", *, dd=None, **options) -> torch.Tensor:
@@ -296,7 +334,10 @@ logm.__doc__ = """Principal logarithm log A of symmetric PSD ``A`` (eigen method
 """ + _COMMON
 powm.__doc__ = """A^p of symmetric PSD ``A`` for a real p (eigen methods).
 
-    ``p`` is a float or a 0-dim tensor; if it requires grad, its gradient
+    ``p`` is a finite real number (Python or NumPy) or a 0-dim floating
+    tensor, on A's device or on the CPU (as torch takes 0-dim CPU tensors
+    with any device); a NaN or Inf tensor p raises unless ``check=False``
+    or under torch.func/torch.compile.  If it requires grad, its gradient
     Σ_i (UᵀGU)_ii·λi^p·log λi is returned as well.
 """ + _COMMON
 matrix_function.__doc__ = """U f(Λ) Uᵀ for a user's spectral function: ``f`` and its derivative ``df`` act on eigenvalue tensors.
@@ -329,15 +370,35 @@ def _gram_algorithm(algorithm, cdtype: torch.dtype, device: torch.device, entry:
     return algorithm
 
 
-def _gram(X, inverse: bool, entry: str, *, eps=None, compute_dtype=None, check=True,
-          algorithm="auto") -> torch.Tensor:
-    opts = Exact(eps=eps, compute_dtype=compute_dtype, check=check)  # validates the shared options
+#: The options of gram_sqrtm and gram_inv_sqrtm, with their defaults.
+GRAM_OPTIONS = {"eps": None, "compute_dtype": None, "check": True, "algorithm": "auto"}
+
+
+def _gram_options(options: dict, entry: str) -> dict:
+    unknown = sorted(set(options) - set(GRAM_OPTIONS))
+    if not unknown:
+        return {**GRAM_OPTIONS, **options}
+    why = ""
+    if "method" in unknown:
+        why += (f" There is no method to choose: svdgrad.{entry} works from the SVD of X (or from X Xᵀ formed in "
+                f"float64; algorithm=... picks the route). For another method pass the covariance to "
+                f"svdgrad.{entry[5:]}(X @ X.mT, method).")
+    if {"symmetry_tol", "psd_tol"} & set(unknown):
+        why += " X Xᵀ is symmetric and positive semi-definite by construction: there is no such check to tune."
+    raise SvdgradError(
+        f"Unknown option(s) {unknown} for svdgrad.{entry}. Valid options: {', '.join(GRAM_OPTIONS)} "
+        f"(algorithm one of {', '.join(map(repr, GRAM_ALGORITHMS))}).{why}"
+    )
+
+
+def _gram(X, inverse: bool, entry: str, **options) -> torch.Tensor:
+    o = _gram_options(options, entry)
+    algorithm = o["algorithm"]
+    opts = Exact(eps=o["eps"], compute_dtype=o["compute_dtype"], check=o["check"])  # validates the shared options
     if not isinstance(X, torch.Tensor) or X.dim() < 2:
         raise SvdgradError(f"Expected features X of shape (*, d, N) with at least 2 dimensions for {entry}; "
                            f"received {describe(X)}. For a covariance Σ = X Xᵀ use svdgrad.sqrtm(Σ) instead.")
-    if X.dtype.is_complex or not X.dtype.is_floating_point:
-        raise SvdgradError(f"Expected a real floating dtype for X in {entry}; received {describe(X)}. "
-                           f"Cast with X.to(torch.float32).")
+    check_dense_float(X, name="X", entry=entry)
     cdtype = _compute_dtype(X, opts)
     algorithm = _gram_algorithm(algorithm, cdtype, X.device, entry)
     work = X.to(_work_dtype(X.dtype))
@@ -421,6 +482,9 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     the dtype (|λ| up to n·max|A|) raise SvdgradError.
     """
     rule = get_k_rule(backward, **options)
+    if isinstance(A, torch.Tensor) and A.dim() >= 2 and A.shape[-1] == 0:  # n = 0: empty, as torch.linalg.eigh
+        check_matrix(A)  # (only here: _prepare checks every other A)
+        return A.diagonal(dim1=-2, dim2=-1).clone(), A.clone()  # (*, 0), (*, 0, 0), with A's graph
     T, _, _, k, in_dtype, cdtype = _prepare(A, rule)
     T = guard(T, rule.name, message=unsupported_message(
         f"svdgrad.eigh (backward={rule.name!r})", "torch.linalg.eigh is differentiable twice where the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -22,8 +23,31 @@ from ._pade import pade_coefficients
 
 
 def _is_real(v) -> bool:
-    """A real Python or NumPy number, not a bool (True would pass as 1)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    """A real Python or NumPy number (np.float32 too) in the float range; not a bool (True would pass as 1), not NaN."""
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        return False
+    try:
+        return not math.isnan(float(v))
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
+def _is_int(v) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _received(field: str, v) -> str:
+    """``field=v`` for a message, with v's type where it is not a plain number ('1e5' (str))."""
+    return f"{field}={v!r}" + ("" if type(v) in (int, float, type(None)) else f" ({type(v).__name__})")
+
+
+def _plain_numbers(m, *fields: str) -> None:
+    """Store validated NumPy scalars as Python int/float, which tensors and torch.compile take as constants."""
+    for field in fields:
+        v = getattr(m, field)
+        if v is not None and type(v) not in (int, float):
+            object.__setattr__(m, field, int(v) if isinstance(v, numbers.Integral) else float(v))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,14 +84,14 @@ class Method(abc.ABC):
 
     def __post_init__(self):
         if self.eps is not None and not (_is_real(self.eps) and 0.0 <= self.eps < 1.0):
-            raise SvdgradError(f"Expected 0 <= eps < 1 for {self.name}; received eps={self.eps!r}. "
-                               f"Use None for the machine epsilon of the compute dtype.")
+            raise SvdgradError(f"Expected a number 0 <= eps < 1 for {self.name}; received "
+                               f"{_received('eps', self.eps)}. Use None for the machine epsilon of the compute dtype.")
         for field in ("symmetry_tol", "psd_tol"):
             v = getattr(self, field)
             if v is not None and not (_is_real(v) and 0.0 <= v < math.inf):
                 raise SvdgradError(
-                    f"Expected a finite {field} >= 0 (relative to the matrix norm) for {self.name}; received "
-                    f"{field}={v!r}. Use None for the default sqrt(eps) of the input dtype."
+                    f"Expected a finite number {field} >= 0 (relative to the matrix norm) for {self.name}; "
+                    f"received {_received(field, v)}. Use None for the default sqrt(eps) of the input dtype."
                 )
         if not isinstance(self.check, bool):
             raise SvdgradError(f"Expected check=True or check=False for {self.name}; received check={self.check!r}.")
@@ -76,6 +100,7 @@ class Method(abc.ABC):
                 f"Expected compute_dtype torch.float32 or torch.float64; received "
                 f"{self.compute_dtype!r}. Use None to compute in the input dtype."
             )
+        _plain_numbers(self, "eps", "symmetry_tol", "psd_tol")
 
     @property
     def double_differentiable(self) -> bool:
@@ -243,8 +268,10 @@ class Truncated(_KRuleMethod):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (self.threshold > 0 and math.isfinite(self.threshold)):
-            raise SvdgradError(f"Expected a finite threshold > 0 for truncated; received {self.threshold!r}.")
+        if not (_is_real(self.threshold) and 0 < self.threshold < math.inf):
+            raise SvdgradError(f"Expected a finite number threshold > 0 for truncated; received "
+                               f"{_received('threshold', self.threshold)}.")
+        _plain_numbers(self, "threshold")
 
     def K(self, L):
         return _kernels.truncated_K(L, self.threshold)
@@ -260,8 +287,7 @@ class Taylor(_KRuleMethod):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.degree, int) or isinstance(self.degree, bool) or self.degree < 0:
-            raise SvdgradError(f"Expected an integer degree >= 0 for taylor; received {self.degree!r}.")
+        _check_degree(self, "degree")
 
     def K(self, L):
         return _kernels.taylor_K(self._positive(L), self.degree)
@@ -286,12 +312,12 @@ class Pade(_KRuleMethod):
 
     def __post_init__(self):
         super().__post_init__()
-        for field in ("num_degree", "den_degree"):
-            v = getattr(self, field)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise SvdgradError(f"Expected an integer {field} >= 0 for pade; received {v!r}.")
-        if self.pole_gap is not None and not (0 < self.pole_gap < 1):
-            raise SvdgradError(f"Expected 0 < pole_gap < 1 for pade; received {self.pole_gap!r}.")
+        _check_degree(self, "num_degree")
+        _check_degree(self, "den_degree")
+        if self.pole_gap is not None and not (_is_real(self.pole_gap) and 0 < self.pole_gap < 1):
+            raise SvdgradError(f"Expected a number 0 < pole_gap < 1 (or None) for pade; received "
+                               f"{_received('pole_gap', self.pole_gap)}.")
+        _plain_numbers(self, "pole_gap")
         object.__setattr__(self, "coefficients", pade_coefficients(self.num_degree, self.den_degree))
 
     #: (p, q), lowest order first, reduced; set once in __post_init__ so that
@@ -327,11 +353,13 @@ class TopN(_EigenMethod):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (0.0 < self.keep <= 1.0):
-            raise SvdgradError(f"Expected 0 < keep <= 1 (a fraction of n) for topn; received {self.keep!r}. "
-                               f"Use keep_count=... for an absolute number.")
-        if self.keep_count is not None and (not isinstance(self.keep_count, int) or self.keep_count < 1):
-            raise SvdgradError(f"Expected an integer keep_count >= 1 for topn; received {self.keep_count!r}.")
+        if not (_is_real(self.keep) and 0.0 < self.keep <= 1.0):
+            raise SvdgradError(f"Expected a number 0 < keep <= 1 (a fraction of n) for topn; received "
+                               f"{_received('keep', self.keep)}. Use keep_count=... for an absolute number.")
+        if self.keep_count is not None and not (_is_int(self.keep_count) and self.keep_count >= 1):
+            raise SvdgradError(f"Expected an integer keep_count >= 1 (or None) for topn; received "
+                               f"{_received('keep_count', self.keep_count)}.")
+        _plain_numbers(self, "keep", "keep_count")
 
     def kept(self, n: int) -> int:
         if self.keep_count is not None:
@@ -404,8 +432,7 @@ class NewtonSchulz(Method):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.iterations, int) or isinstance(self.iterations, bool) or self.iterations < 1:
-            raise SvdgradError(f"Expected an integer iterations >= 1 for newton_schulz; received {self.iterations!r}.")
+        _check_degree(self, "iterations", 1)
         if self.normalization not in _newton_schulz.NORMALIZATIONS:
             raise SvdgradError(f"Expected normalization in {_newton_schulz.NORMALIZATIONS}; "
                                f"received {self.normalization!r}.")
@@ -448,15 +475,17 @@ class NewtonSchulz(Method):
 
 def _check_lyapunov_options(m) -> None:
     if m.tol is not None and not (_is_real(m.tol) and 0 < m.tol < 1):
-        raise SvdgradError(f"Expected 0 < tol < 1 (or None) for {m.name}; received tol={m.tol!r}.")
-    if not isinstance(m.max_iterations, int) or isinstance(m.max_iterations, bool) or m.max_iterations < 1:
-        raise SvdgradError(f"Expected an integer max_iterations >= 1 for {m.name}; received {m.max_iterations!r}.")
+        raise SvdgradError(f"Expected a number 0 < tol < 1 (or None) for {m.name}; received "
+                           f"{_received('tol', m.tol)}.")
+    _check_degree(m, "max_iterations", 1)
+    _plain_numbers(m, "tol")
 
 
 def _check_degree(m, field: str, low: int = 0) -> None:
     v = getattr(m, field)
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        raise SvdgradError(f"Expected an integer {field} >= {low} for {m.name}; received {v!r}.")
+    if not (_is_int(v) and v >= low):
+        raise SvdgradError(f"Expected an integer {field} >= {low} for {m.name}; received {_received(field, v)}.")
+    _plain_numbers(m, field)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,9 @@ from ._errors import SvdgradError, describe
 #: dtypes that are computed in float32 and cast back.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
+#: The dtypes every entry point accepts (float8 dtypes are floating but have no decompositions).
+FLOAT_DTYPES = HALF_DTYPES + (torch.float32, torch.float64)
+
 
 def default_tol(dtype: torch.dtype) -> float:
     """Default relative tolerance for the symmetry and PSD checks: sqrt(eps)."""
@@ -31,7 +34,7 @@ def is_traced(A: torch.Tensor) -> bool:
 
 
 def check_matrix(A, *, name: str = "A") -> None:
-    """Shape and dtype: a real floating tensor of shape (*, n, n)."""
+    """Shape, layout and dtype: a dense real floating tensor of shape (*, n, n)."""
     if not isinstance(A, torch.Tensor):
         raise SvdgradError(
             f"Expected {name} to be a torch.Tensor of shape (*, n, n); received "
@@ -48,11 +51,27 @@ def check_matrix(A, *, name: str = "A") -> None:
             f"{describe(A)}. If you have features X of shape (*, n, N), pass the "
             f"covariance X @ X.mT / N instead."
         )
-    if A.dtype.is_complex or not A.dtype.is_floating_point:
+    check_dense_float(A, name=name)
+
+
+def check_dense_float(A: torch.Tensor, *, name: str = "A", entry: str | None = None) -> None:
+    """Layout and dtype: a dense (strided) tensor of one of ``FLOAT_DTYPES``.
+
+    float8 dtypes pass ``is_floating_point`` but have no reductions or
+    decompositions; sparse tensors have no dense kernels: both would fail
+    deep inside with a NotImplementedError.
+    """
+    what = f"{name} in {entry}" if entry else name
+    if A.layout != torch.strided:
+        raise SvdgradError(
+            f"Expected a dense (torch.strided) tensor for {what}; received layout={A.layout} "
+            f"({describe(A)}). Convert it with {name}.to_dense() first."
+        )
+    if A.dtype not in FLOAT_DTYPES:
         raise SvdgradError(
             f"Expected a real floating dtype (float16, bfloat16, float32 or float64) for "
-            f"{name}; received {describe(A)}. Cast with {name}.to(torch.float32) or "
-            f"torch.float64; complex Hermitian input is not supported."
+            f"{what}; received {describe(A)}. Cast with {name}.to(torch.float32) or torch.float64"
+            + ("; complex Hermitian input is not supported." if A.dtype.is_complex else ".")
         )
 
 
