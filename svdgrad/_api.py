@@ -15,7 +15,7 @@ import numbers
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, EighNarrow, GramOp, NarrowIn, NarrowOut, NarrowScales, apply, narrow_pair_applies
+from ._functions import Eigh, EighNarrow, GramOp, NarrowDp, NarrowIn, NarrowOut, NarrowScales, apply, narrow_pair_applies
 from ._guard import guard, unsupported_message
 from . import _kernels
 from ._kernels import cast, scale_exponent, sym2, times_pow2
@@ -175,14 +175,15 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         narrow_e = fn.gradient_pow2(k, p)  # (not under vmap: NarrowOut's closure would capture a batch)
     p_wide = None
     if narrow_e is not None:
-        scales = NarrowScales()
+        p_wide = p if isinstance(p, torch.Tensor) and _varies(p) else None
+        scales = NarrowScales(p_wide)
         T_wide = T
         # (with the fold, NarrowIn forms T and carries its factor 2^e too: one exponent on the wide side)
         T = apply(NarrowIn, T, narrow_e.to(wide), e, cdtype, scales)
         e = None
-        if isinstance(p, torch.Tensor) and _varies(p):
+        if p_wide is not None:
             # p's derivative cannot cross the cast per matrix: it is added on the wide side (_narrow_dp)
-            p_wide, p = p, p.detach()
+            p = p.detach()
     elif narrower and e is not None:  # (under vmap or torch.compile: T formed with its graph, as without the fold)
         T, e = _kernels.times_pow2_halves(T, e).to(cdtype), None
     else:
@@ -232,13 +233,13 @@ def _varies(p: torch.Tensor) -> bool:
 
 
 def _narrow_dp(T, S, k, p, m: Method, fn: SpectralFunction, cdtype) -> torch.Tensor:
-    """(p − p.detach())·∂F/∂p, computed on the wide side: zero in value, and exactly p's derivative term.
+    """Zero in value, whose derivative in p is exactly p's derivative term ∂F/∂p, computed on the wide side.
 
     With a compute dtype narrower than the input's, a cotangent crosses the cast scaled per matrix
     (``NarrowOut``), so p's derivative, a sum over the batch, cannot be taken inside.  Here
     ∂F/∂p = 4^(kp)·U diag(∂φ/∂p + 2k·ln2·φ) Uᵀ from the method's spectrum at the eigenpairs of A/4^k
     (computed in the compute dtype, combined in the wide one), for the reverse and the forward mode.
-    Costs one more eigendecomposition, only in this mode.
+    Costs one more eigendecomposition, only in this mode.  A second derivative through it raises (``NarrowDp``).
     """
     with torch.no_grad():
         A = (sym2(T) if S is None else S).detach().to(cdtype)
@@ -253,7 +254,7 @@ def _narrow_dp(T, S, k, p, m: Method, fn: SpectralFunction, cdtype) -> torch.Ten
         w = w * torch.exp2(2.0 * kk * pw)
         Uw = U.to(wide)
         D = (Uw * w[..., None, :]) @ Uw.mT
-    return (p.to(wide) - pw) * D
+    return apply(NarrowDp, p, T, D)
 
 
 _COMMON = """

@@ -726,12 +726,14 @@ def narrow_pair_applies() -> bool:
 class NarrowScales:
     """The per-matrix exponents a tangent or a cotangent was scaled by at the narrow side of one call,
     shared by its ``NarrowIn`` and ``NarrowOut`` (forward mode: NarrowIn sets, NarrowOut reads; reverse
-    mode: the other way round)."""
+    mode: the other way round), and a tensor p whose derivative is taken on the wide side (``NarrowDp``): A's
+    gradient does not depend on it in the graph, so NarrowIn ties a second-order one to it, to raise."""
 
-    __slots__ = ("tangent", "cotangent")
+    __slots__ = ("tangent", "cotangent", "p")
 
-    def __init__(self):
+    def __init__(self, p=None):
         self.tangent = self.cotangent = None
+        self.p = p
 
 
 class NarrowIn(torch.autograd.Function):
@@ -775,16 +777,20 @@ class NarrowIn(torch.autograd.Function):
         e, T = ctx.saved_tensors
         s = ctx.scales.cotangent
         gT = _kernels.times_pow2_halves(g.to(ctx.wide), e if s is None else e + s)
-        if may_differentiate_again(T):
+        p = ctx.scales.p
+        if may_differentiate_again(T, p):
             # A second-order cotangent reaches this node from the backward's own graph, not through NarrowOut, so
             # it does not carry the scale 2^-s this factor undoes; summed with a first-order one (a gradient
             # penalty) the two cannot be told apart.  So a second derivative here raises.
-            gT = raise_on_second_derivative(gT, T, unsupported_message(
+            msg = unsupported_message(
                 f"a compute_dtype narrower than the input ({ctx.wide} computed in {ctx.narrow})",
                 f"Compute in the input's dtype (compute_dtype=None or {ctx.wide}), or use torch.func.hessian (under "
                 f"its vmap the cast is the plain chain, exact but without the scale guard at extreme scales).",
                 why="the first-order cotangent crosses the cast rescaled to order one, and a second-order one "
-                    "cannot share that scale"))
+                    "cannot share that scale")
+            gT = raise_on_second_derivative(gT, T, msg)
+            if p is not None:  # (p is held constant inside, so d/dp of A's gradient would be silently missing)
+                gT = raise_on_second_derivative(gT, p, msg)
         return gT, None, None, None, None
 
     @staticmethod
@@ -818,3 +824,43 @@ class NarrowOut(torch.autograd.Function):
         s = ctx.scales.tangent
         dF = dF.to(ctx.wide)
         return dF if s is None else _kernels.times_pow2_halves(dF, s)
+
+
+class NarrowDp(torch.autograd.Function):
+    """Zero in value; p's derivative term D = ∂F/∂p for a compute dtype narrower than the input (``_api._narrow_dp``).
+
+    vjp: gp = Σ g∘D (reduced to p's shape); jvp: dp·D.  D is a constant (formed without a graph), so a second
+    derivative through gp would miss D's own dependence on A and p: where the backward may be differentiated
+    again (``_guard.may_differentiate_again``), gp is tied to A and to p so that differentiating it raises.
+    """
+
+    @staticmethod
+    def forward(p, T, D):
+        return torch.zeros_like(D)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        p, T, D = inputs
+        ctx.save_for_backward(p, T, D)
+        ctx.save_for_forward(D)
+
+    @staticmethod
+    def backward(ctx, g):
+        from ._guard import may_differentiate_again, raise_on_second_derivative, unsupported_message
+
+        p, T, D = ctx.saved_tensors
+        gp = (g * D).sum_to_size(p.shape).to(p.dtype)
+        if may_differentiate_again(T, p):
+            msg = unsupported_message(
+                f"powm with a tensor p and a compute_dtype narrower than the input ({T.dtype} computed in "
+                f"a narrower dtype)",
+                "Compute in the input's dtype (compute_dtype=None), or use torch.func.hessian (under its vmap "
+                "the cast is the plain chain).",
+                why="p's derivative term is formed on the wide side as a constant")
+            gp = raise_on_second_derivative(raise_on_second_derivative(gp, T, msg), p, msg)
+        return gp, None, None
+
+    @staticmethod
+    def jvp(ctx, dp, _dT, _dD):
+        (D,) = ctx.saved_tensors  # (in forward mode: those saved for it)
+        return torch.zeros_like(D) if dp is None else dp.to(D.dtype) * D

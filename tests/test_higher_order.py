@@ -197,9 +197,7 @@ def test_torch_func_with_a_narrower_compute_dtype(function, method, transform):
 # --- powm's tensor p ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("compute_dtype", [None, pytest.param(torch.float32, marks=pytest.mark.xfail(
-    strict=True, reason="_api._narrow_dp: p's derivative term is a constant D, so d²L/dp² raises torch's "
-                        "'does not require grad' and d/dA(dL/dp) is None (silently missing)"))])
+@pytest.mark.parametrize("compute_dtype", [None, torch.float32])
 def test_powm_second_derivatives_in_p_raise(compute_dtype):
     A, G, H = _case()
     A.requires_grad_(True)
@@ -294,3 +292,16 @@ def test_eigh_first_order_forward_ad_on_an_input_that_requires_grad():
     with fwAD.dual_level():
         F = f(fwAD.make_dual(A.clone().requires_grad_(True), H))
         assert torch.allclose(fwAD.unpack_dual(F).tangent, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_powm_narrow_p_forward_ad_over_reverse_raises():
+    """A compute dtype narrower than the input: p's derivative term is a constant on the wide side, so forward
+    mode in p over a reverse gradient in p would silently miss d²L/dp²; it raises."""
+    import torch.autograd.forward_ad as fwAD
+    A, G, _ = _case()
+    with fwAD.dual_level():
+        p = fwAD.make_dual(torch.tensor(0.3, dtype=A.dtype), torch.tensor(1.0, dtype=A.dtype)).requires_grad_(True)
+        L = (svdgrad.powm(A, p, compute_dtype=torch.float32) * G).sum()
+        with pytest.raises(RuntimeError, match=UNSUPPORTED):
+            (gp,) = torch.autograd.grad(L, p)
+            fwAD.unpack_dual(gp).tangent.item()

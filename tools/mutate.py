@@ -277,6 +277,15 @@ MUTANTS = [
            "", "the second-derivative guard lets forward mode through"),
     Mutant("guard-silent-double-backward", "svdgrad/_guard.py", "        if may_differentiate_again(A):\n",
            "        if False:\n", "double backward through a once-differentiable rule silently zero"),
+    Mutant("narrow-dp-silent-second", "svdgrad/_functions.py",
+           "            gp = raise_on_second_derivative(raise_on_second_derivative(gp, T, msg), p, msg)\n", "",
+           "powm's tensor p with a narrow compute dtype: a second derivative through dL/dp silently missing"),
+    Mutant("narrow-in-p-untied", "svdgrad/_functions.py",
+           "                gT = raise_on_second_derivative(gT, p, msg)\n", "                pass\n",
+           "powm's tensor p with a narrow compute dtype: d/dp of A's gradient silently None"),
+    Mutant("narrow-dp-jvp-zero", "svdgrad/_functions.py",
+           "        return torch.zeros_like(D) if dp is None else dp.to(D.dtype) * D\n",
+           "        return torch.zeros_like(D)\n", "powm's tensor p with a narrow compute dtype: no forward-mode term in p"),
 ]
 
 
