@@ -64,7 +64,19 @@ _FAST_APPLY = _fast_apply_hooks()
 
 
 def _tangent_or_zero(t, like):
-    return torch.zeros_like(like) if t is None else t
+    return torch.zeros_like(like) if t is None else _writable(t)
+
+
+def _writable(t):
+    """t, or a materialized copy where it is autograd's immutable zero (a ZeroTensor, also inside torch.func's
+    wrappers): a (co)tangent that no path needs arrives so in reverse mode over a jvp, and the rules write into
+    their temporaries in place."""
+    if t is None:
+        return t
+    inner = t
+    while torch._C._functorch.is_functorch_wrapped_tensor(inner):
+        inner = torch._C._functorch.get_unwrapped(inner)
+    return t.clone() if inner._is_zerotensor() else t
 
 
 class SpectralOp(torch.autograd.Function):
@@ -156,6 +168,7 @@ class SpectralOp(torch.autograd.Function):
         """(gT, gp or None) from constants: the backward rule is not itself differentiable."""
         if gF is None:
             return None, None
+        gF = _writable(gF)
         U, Lf, p, pow2, in_pow2 = SpectralOp._saved(ctx)
         with _no_tf32():
             Lw, e, _ = _shifted(ctx.fn, Lf, p, pow2, 1)
@@ -235,7 +248,11 @@ def _input_scaled(X: torch.Tensor, in_pow2) -> torch.Tensor:
     In two exact halves (``_kernels.times_pow2_halves``): 2^e itself need not
     be a normal number (e = −2k−1 reaches −127 in float32).
     """
-    return X if in_pow2 is None else _kernels.times_pow2_halves(X, in_pow2, inplace=True)
+    if in_pow2 is None:
+        return X
+    # (out of place under torch.func: X may wrap autograd's immutable zero, a gradient that no path needs)
+    inplace = not (X._is_zerotensor() or torch._C._functorch.is_functorch_wrapped_tensor(X))
+    return _kernels.times_pow2_halves(X, in_pow2, inplace=inplace)
 
 
 class ExactSqrtOp(SpectralOp):
@@ -289,25 +306,36 @@ class ExactSqrtOp(SpectralOp):
     def backward(ctx, gF, _gL, _gU, _gLf, _gsb):
         if gF is None:
             return None, None, None, None, None, None, None
-        U, Lf, sb, T, pow2, in_pow2 = ExactSqrtOp._saved(ctx)
-        from ._guard import guard, may_differentiate_again  # (imports this module)
+        gF = _writable(gF)
+        from ._guard import may_differentiate_again  # (imports this module)
 
-        if may_differentiate_again(T):  # create_graph=True, or T has a tangent: a second derivative may follow
-            # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
-            anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
-            gT = apply(ExactSqrtVJP, anchor, _kernels.sym2(gF), Lf.sqrt(), U, pow2, in_pow2)
-            if in_pow2 is not None:  # (differentiable, out of place)
-                gT = _kernels.times_pow2_halves(gT, in_pow2)
-        else:
-            with _no_tf32():
-                gT = _kernels.sqrtm_backward_exact(sb, U, _kernels.sym2(gF))
-        return gT, None, None, None, None, None, None
+        T = ExactSqrtOp._saved(ctx)[3]
+        # create_graph=True, or T has a tangent: a second derivative may follow
+        return ExactSqrtOp._map(ctx, _kernels.sym2(gF), may_differentiate_again(T)), None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, dT, _dp, _method, _fn, _pow2, _S, _in_pow2):
-        U, _, sb, _, _, _ = ExactSqrtOp._saved(ctx)
-        with _no_tf32():
-            return _kernels.sqrtm_backward_exact(sb, U, _kernels.sym2(_tangent_or_zero(dT, U))), None, None, None, None
+        from ._guard import tangent_may_be_differentiated  # (imports this module)
+
+        U, T = ExactSqrtOp._saved(ctx)[0], ExactSqrtOp._saved(ctx)[3]
+        # The jvp's map is the vjp's (self-adjoint); where reverse mode may run over the tangent (grad of jvp,
+        # jacrev of jacfwd) it is taken differentiably, as the backward is under create_graph=True.
+        dF = ExactSqrtOp._map(ctx, _kernels.sym2(_tangent_or_zero(dT, U)), tangent_may_be_differentiated(T))
+        return dF, None, None, None, None
+
+    @staticmethod
+    def _map(ctx, S, differentiably: bool):
+        """U[(Uᵀ S U) ∘ D]Uᵀ (with both factors): as a function of T too when ``differentiably`` (ExactSqrtVJP)."""
+        U, Lf, sb, T, pow2, in_pow2 = ExactSqrtOp._saved(ctx)
+        if not differentiably:
+            with _no_tf32():
+                return _kernels.sqrtm_backward_exact(sb, U, S)
+        from ._guard import guard  # (imports this module)
+
+        # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
+        anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
+        out = apply(ExactSqrtVJP, anchor, S, Lf.sqrt(), U, pow2, in_pow2)
+        return out if in_pow2 is None else _kernels.times_pow2_halves(out, in_pow2)  # (differentiable, out of place)
 
 
 class ExactSqrtVJP(torch.autograd.Function):
@@ -362,12 +390,13 @@ class ExactSqrtVJP(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, V):
+        V = _writable(V)
         gT, gS = ExactSqrtVJP._terms(ctx, _kernels.sym2(V), None), ExactSqrtVJP._terms(ctx, None, V)
         return gT, gS, None, None, None, None
 
     @staticmethod
     def jvp(ctx, dT, dS, _ds, _dU, _dpow2, _din_pow2):
-        out = ExactSqrtVJP._terms(ctx, None if dT is None else _kernels.sym2(dT), dS)
+        out = ExactSqrtVJP._terms(ctx, None if dT is None else _kernels.sym2(_writable(dT)), _writable(dS))
         return out if out is not None else torch.zeros_like(ctx.saved_tensors[0])
 
 
@@ -396,11 +425,13 @@ class Eigh(torch.autograd.Function):
         L, U = ctx.saved_tensors
         with _no_tf32():
             K = ctx.rule.K(L)
-            return _kernels.eigh_backward(L, U, gL, gU, K), None
+            return _kernels.eigh_backward(L, U, _writable(gL), _writable(gU), K), None
 
     @staticmethod
     def jvp(ctx, dA, _rule):
-        L, U = ctx.saved_tensors
+        # (the rule's K is formed in place, and its derivative is not taken: reverse mode over this tangent
+        # raises through the guard's tie of dA, ``_guard``)
+        L, U = (t.detach() for t in ctx.saved_tensors)
         with _no_tf32():
             return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), ctx.rule.K(L))
 
@@ -434,11 +465,11 @@ class EighNarrow(Eigh):
     def backward(ctx, gL, gU):
         L, U = ctx.saved_tensors
         with _no_tf32():
-            return _kernels.eigh_backward(L, U, gL, gU, EighNarrow._K(ctx, L)), None, None
+            return _kernels.eigh_backward(L, U, _writable(gL), _writable(gU), EighNarrow._K(ctx, L)), None, None
 
     @staticmethod
     def jvp(ctx, dA, _rule, _dtype):
-        L, U = ctx.saved_tensors
+        L, U = (t.detach() for t in ctx.saved_tensors)  # (as Eigh.jvp)
         with _no_tf32():
             return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), EighNarrow._K(ctx, L))
 
@@ -484,7 +515,7 @@ class NewtonSchulzManual(torch.autograd.Function):
             return None, None, None, None, None
         A, c, live, post, YJ, ZJ, Ys, Zs, Ts = NewtonSchulzManual._saved(ctx)
         with _no_tf32():
-            gA = _newton_schulz.backward(gF, A, c, live, post, YJ, ZJ, Ys, Zs, Ts, ctx.normalization, ctx.inverse)
+            gA = _newton_schulz.backward(_writable(gF), A, c, live, post, YJ, ZJ, Ys, Zs, Ts, ctx.normalization, ctx.inverse)
         return gA, None, None, None, None
 
     @staticmethod
@@ -575,13 +606,13 @@ class GramOp(torch.autograd.Function):
             return None, None, None, None
         U, P, D = GramOp.factors(ctx)
         with _no_tf32():
-            return _kernels.gram_backward(U, P, gF, D), None, None, None
+            return _kernels.gram_backward(U, P, _writable(gF), D), None, None, None
 
     @staticmethod
     def jvp(ctx, dX, _eps, _inverse, _algorithm):
         U, P, D = GramOp.factors(ctx)
         with _no_tf32():
-            dF = _kernels.gram_jvp(U, P, _zeros_like_input(dX, U, P), D)
+            dF = _kernels.gram_jvp(U, P, _zeros_like_input(_writable(dX), U, P), D)
         return (dF,) + (None,) * (ctx.n_outputs - 1)
 
 
@@ -681,6 +712,10 @@ class LyapunovRoot(torch.autograd.Function):
         if gF is None:
             return None, None, None
         F, Z = ctx.saved_tensors
+        if not torch._C._functorch.is_functorch_wrapped_tensor(F):
+            # (a tangent, under forward_ad over this backward, cannot enter the solve's out= products; the guard
+            # on A then refuses that second derivative)
+            F, Z, gF = F.detach(), Z.detach(), gF.detach()
         with _no_tf32():
             C = -_kernels.sym(F @ gF @ F) if ctx.inverse else _kernels.sym(gF)
             return LyapunovRoot._solve(ctx, F, Z, C), None, None
@@ -688,9 +723,22 @@ class LyapunovRoot(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, dA, _method, _inverse):
         F, Z = ctx.saved_tensors
-        with _no_tf32():
-            dZ = LyapunovRoot._solve(ctx, F, Z, _kernels.sym(_tangent_or_zero(dA, Z)))
-            return (-(F @ dZ @ F) if ctx.inverse else dZ), None
+        C = _kernels.sym(_tangent_or_zero(dA, Z))
+        if torch._C._functorch.is_functorch_wrapped_tensor(C):  # (torch.func: its levels take the out= products)
+            with _no_tf32():
+                dZ = LyapunovRoot._solve(ctx, F, Z, C)
+                return (-(F @ dZ @ F) if ctx.inverse else dZ), None
+        with _no_tf32(), torch.no_grad():  # (the solve writes into buffers, out=: no graph through it)
+            F0 = F.detach()
+            dZ = LyapunovRoot._solve(ctx, F0, Z.detach(), C.detach())
+            dF = -(F0 @ dZ @ F0) if ctx.inverse else dZ
+        if C.requires_grad:
+            # Reverse mode over this tangent: the guard tied dA to A so that it raises (``_guard``); keep the tie.
+            from ._guard import raise_on_second_derivative, unsupported_message
+
+            dF = raise_on_second_derivative(dF, C, unsupported_message(
+                f"the Lyapunov jvp of {ctx.method.name!r}", "Use method='exact' for second derivatives."))
+        return dF, None
 
 
 class _no_tf32:

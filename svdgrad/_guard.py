@@ -97,10 +97,69 @@ class _Guard(torch.autograd.Function):
         return dA.view_as(dA)  # first-order forward mode is the identity (a view, as the forward returns one)
 
 
+def _forward_mode_on(A: torch.Tensor) -> bool:
+    """Whether A carries a tangent now (torch.autograd.forward_ad, or a torch.func.jvp/jacfwd level)."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(A):
+        stack = torch._C._functorch.get_interpreter_stack() or ()
+        return any(i.key() == torch._C._functorch.TransformType.Jvp for i in stack)
+    return (torch.autograd.forward_ad._current_level >= 0
+            and torch.autograd.forward_ad.unpack_dual(A).tangent is not None)
+
+
+def _under_grad_transform(A: torch.Tensor) -> bool:
+    """Whether A is wrapped by torch.func with a grad (or vjp, jacrev) level anywhere in the stack: under a
+    jvp level above it, A.requires_grad is False, yet reverse mode runs over what is computed from it."""
+    if not torch._C._functorch.is_functorch_wrapped_tensor(A):
+        return False
+    return any(i.key() == torch._C._functorch.TransformType.Grad
+               for i in torch._C._functorch.get_interpreter_stack() or ())
+
+
+def tangent_may_be_differentiated(A: torch.Tensor) -> bool:
+    """In a jvp rule: whether reverse mode may run over the tangent it returns (torch.func.grad or jacrev of a
+    jvp, or a backward through a torch.autograd.forward_ad tangent of an input that requires grad)."""
+    if not torch.is_grad_enabled():
+        return False
+    if torch._C._functorch.is_functorch_wrapped_tensor(A):
+        keys = [i.key() for i in torch._C._functorch.get_interpreter_stack() or ()]
+        jvp = torch._C._functorch.TransformType.Jvp
+        last_jvp = max((n for n, k in enumerate(keys) if k == jvp), default=-1)
+        return torch._C._functorch.TransformType.Grad in keys[:last_jvp]
+    return A.requires_grad
+
+
+class _GuardTangent(torch.autograd.Function):
+    """``_Guard`` where A carries a tangent: a copy (a view's jvp must be a view of the tangent, which cannot be
+    tied), whose jvp ties the tangent to A where reverse mode may run over it, so that it raises: the rule's
+    jvp reaches A only through its saved constants (torch.func.grad of a jvp would be silently zero)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, message):
+        return A.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+        ctx.message = inputs[1]
+
+    @staticmethod
+    def backward(ctx, gA):
+        return _Guard.backward(ctx, gA)
+
+    @staticmethod
+    def jvp(ctx, dA, _message):
+        (A,) = ctx.saved_tensors
+        return raise_on_second_derivative(dA, A, ctx.message) if tangent_may_be_differentiated(A) else dA
+
+
 def unsupported_message(what: str, instead: str, *, why: str = "its backward rule is not itself differentiable") -> str:
     """The refusal of a second derivative through ``what`` (because ``why``), saying what to use ``instead``."""
-    return (f"svdgrad: a second derivative (double backward, or forward mode over a backward: "
-            f"torch.func.hessian, jvp of grad) through {what} is not supported: {why}. {instead}")
+    return (f"svdgrad: a second derivative (double backward, forward mode over a backward: torch.func.hessian, "
+            f"jvp of grad, or reverse mode over a jvp: grad of jvp) through {what} is not supported: {why}. "
+            f"{instead}")
 
 
 def guard(A: torch.Tensor, method_name: str, *, order: int = 2, message: str | None = None) -> torch.Tensor:
@@ -108,16 +167,17 @@ def guard(A: torch.Tensor, method_name: str, *, order: int = 2, message: str | N
 
     ``message`` replaces the default refusal (for an entry point other than the spectral functions).
     """
-    if not A.requires_grad:  # (no backward will run: forward mode alone is first order)
+    if not (A.requires_grad or _under_grad_transform(A)):  # (no backward will run: forward mode alone is first order)
         return A
     if message is not None:
         msg = message
     elif order == 2:
         msg = (f"svdgrad: double backward through method={method_name!r} is not supported (a second "
-               f"derivative, by reverse or forward mode over a backward: torch.func.hessian, jvp of grad): its "
+               f"derivative, by reverse or forward mode over a backward: torch.func.hessian, jvp of grad, or "
+               f"reverse mode over a jvp: grad of jvp): its "
                f"backward rule is not itself differentiable. Use method='newton_schulz' with "
                f"backward='autograd' (or sqrtm with method='exact') if you need second derivatives.")
     else:
         msg = (f"svdgrad: a third derivative through method={method_name!r} is not supported: its second "
                f"derivative (the second-order Daleckii–Krein formula) is not differentiated again.")
-    return apply(_Guard, A, msg)
+    return apply(_GuardTangent if _forward_mode_on(A) else _Guard, A, msg)

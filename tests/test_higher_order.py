@@ -2,7 +2,8 @@
 
 Every way of taking one is covered: reverse over reverse (``create_graph=True``),
 forward over reverse (``torch.func.jvp`` of ``torch.func.grad``, ``torch.func.hessian``,
-``torch.autograd.forward_ad`` over ``torch.autograd.grad``), for every (function, method)
+``torch.autograd.forward_ad`` over ``torch.autograd.grad``), reverse over forward
+(``torch.func.grad`` of ``torch.func.jvp``, a backward through a forward_ad tangent), for every (function, method)
 pair, ``gram_sqrtm``/``gram_inv_sqrtm``, ``eigh``, powm's p, and a compute dtype narrower
 than the input.  First-order forward mode on an input that also requires grad, and
 torch.func transforms with a narrower compute dtype, keep working.  Where a second
@@ -59,30 +60,28 @@ def _fd_hvp(f, A, G, H, h=1e-5):
     return (grad(A + h * H) - grad(A - h * H)) / (2 * h)
 
 
+def _rev_over_fwd(f, A, G, H):
+    """torch.func.grad of a torch.func.jvp (as jacrev of jacfwd): d/dA ⟨Df(A)[H], G⟩, which is the hvp's
+    value by the symmetry of the second derivative."""
+    return torch.func.grad(lambda X: (torch.func.jvp(f, (X,), (H,))[1] * G).sum())(A)
+
+
+def _rev_over_fwAD(f, A, G, H):
+    """torch.autograd.grad through a torch.autograd.forward_ad tangent, of an input that requires grad."""
+    Ar = A.detach().clone().requires_grad_(True)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(f(fwAD.make_dual(Ar, H))).tangent
+    (h,) = torch.autograd.grad((tangent * G).sum(), Ar)
+    return h
+
+
 SECOND_ORDER = {"reverse-over-reverse": _rev_over_rev, "forward-over-reverse": _fwd_over_rev,
-                "forward_ad-over-reverse": _fwAD_over_rev}
-
-#: Known, loud (not silent) failures outside this file's scope: the matmul-only methods' forward under
-#: torch.autograd.forward_ad on an input that also requires grad (``_matmul_only``'s out= bmm buffers).
-FWAD_REQUIRES_GRAD_BUG = ("mpa", "mtp")
-
-
-def _fwad_pairs(pairs):
-    return [pytest.param(f, m, marks=pytest.mark.xfail(
-        strict=True, raises=RuntimeError, reason="bmm(out=) under forward_ad with requires_grad (_matmul_only)"))
-        if m in FWAD_REQUIRES_GRAD_BUG else (f, m) for f, m in pairs]
-
+                "forward_ad-over-reverse": _fwAD_over_rev, "reverse-over-forward": _rev_over_fwd,
+                "reverse-over-forward_ad": _rev_over_fwAD}
 
 def _mode_pairs():
     """(function, method, mode) for every pair and every way of taking a second derivative."""
-    out = []
-    for mode in SECOND_ORDER:
-        for f, m in PAIRS:
-            bug = mode == "forward_ad-over-reverse" and m in FWAD_REQUIRES_GRAD_BUG
-            out.append(pytest.param(f, m, mode, marks=pytest.mark.xfail(
-                strict=True, reason="bmm(out=) under forward_ad with requires_grad (_matmul_only)")) if bug
-                else (f, m, mode))
-    return out
+    return [(f, m, mode) for mode in SECOND_ORDER for f, m in PAIRS]
 
 
 @pytest.mark.parametrize("function,method,mode", _mode_pairs())
@@ -109,7 +108,7 @@ def test_newton_schulz_autograd_second_derivative_in_every_mode(mode):
     assert T.rel_error(SECOND_ORDER[mode](f, A, G, H), _fd_hvp(f, A, G, H)) <= 1e-6
 
 
-@pytest.mark.parametrize("function,method", _fwad_pairs(PAIRS))
+@pytest.mark.parametrize("function,method", PAIRS)
 def test_first_order_forward_ad_on_an_input_that_requires_grad(function, method):
     """forward_ad's tangent is the same whether or not the dual input also requires grad."""
     A, G, H = _case()
