@@ -712,13 +712,24 @@ class LyapunovRoot(torch.autograd.Function):
         if gF is None:
             return None, None, None
         F, Z = ctx.saved_tensors
-        if not torch._C._functorch.is_functorch_wrapped_tensor(F):
-            # (a tangent, under forward_ad over this backward, cannot enter the solve's out= products; the guard
-            # on A then refuses that second derivative)
-            F, Z, gF = F.detach(), Z.detach(), gF.detach()
+        if torch._C._functorch.is_functorch_wrapped_tensor(F):  # (torch.func: its levels take the out= products)
+            return LyapunovRoot._vjp(ctx, F, Z, gF), None, None
+        # Under forward_ad, a tangent cannot enter the solve's out= products.  One of A (through F, Z) is a second
+        # derivative, which the guard on A refuses; one of the cotangent alone passes through this linear map.
+        F, Z = F.detach(), Z.detach()
+        if torch.autograd.forward_ad._current_level < 0:
+            return LyapunovRoot._vjp(ctx, F, Z, gF), None, None
+        g, dg = torch.autograd.forward_ad.unpack_dual(gF)
+        gT = LyapunovRoot._vjp(ctx, F, Z, g.detach())
+        if dg is not None:
+            gT = torch.autograd.forward_ad.make_dual(gT, LyapunovRoot._vjp(ctx, F, Z, dg))
+        return gT, None, None
+
+    @staticmethod
+    def _vjp(ctx, F, Z, gF):
         with _no_tf32():
             C = -_kernels.sym(F @ gF @ F) if ctx.inverse else _kernels.sym(gF)
-            return LyapunovRoot._solve(ctx, F, Z, C), None, None
+            return LyapunovRoot._solve(ctx, F, Z, C)
 
     @staticmethod
     def jvp(ctx, dA, _method, _inverse):

@@ -263,12 +263,13 @@ def _conjugated(U: torch.Tensor, S: torch.Tensor, inner_) -> torch.Tensor:
     first touch: a few per cent of a (32, 64, 64) backward on CPU, where a
     fresh buffer costs page faults.  Plain products where out= is not
     allowed: under torch.func transforms (no batching rule), torch.compile,
-    or a recording autograd.
+    a recording autograd, or a forward_ad dual level (no forward-mode rule).
     """
     X = mm(U.mT, S)  # (*, n, n)
     M = inner_(mm(X, U))
     if (X.requires_grad or M.requires_grad or torch.compiler.is_compiling()
-            or torch._C._functorch.is_functorch_wrapped_tensor(M)):
+            or torch._C._functorch.is_functorch_wrapped_tensor(M)
+            or torch.autograd.forward_ad._current_level >= 0):  # (a dual level: S may carry a tangent)
         return mm(mm(U, M), U.mT)
     return mm(mm(U, M, out=X), U.mT, out=M)
 

@@ -130,6 +130,32 @@ def test_mixed_derivative_in_the_cotangent_is_not_refused(function, method):
     assert torch.allclose(torch.func.jvp(grad_A, (G,), (H,))[1], grad_A(H), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("function,method", PAIRS)
+def test_forward_ad_cotangent_over_reverse_is_the_vjp_of_its_tangent(function, method):
+    """torch.autograd.forward_ad in the cotangent G over autograd.grad in A: the vjp is linear in G, so the
+    gradient's tangent is the vjp of G's tangent (not a crash in the rules' out= products, not None)."""
+    A, G, H = _case()
+    A.requires_grad_(True)
+    with fwAD.dual_level():
+        (g,) = torch.autograd.grad(call(function, A, method), A, fwAD.make_dual(G, H))
+        tangent = fwAD.unpack_dual(g).tangent
+    (ref,) = torch.autograd.grad(call(function, A, method), A, H)
+    assert tangent is not None
+    assert torch.allclose(tangent, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("entry", ["gram_sqrtm", "gram_inv_sqrtm"])
+def test_forward_ad_cotangent_over_reverse_gram(entry):
+    X = T.features(4, 7, seed=3).requires_grad_(True)
+    G, H = T.gradients((4, 4), seed=4), T.gradients((4, 4), seed=6)
+    f = getattr(svdgrad, entry)
+    with fwAD.dual_level():
+        (g,) = torch.autograd.grad(f(X), X, fwAD.make_dual(G, H))
+        tangent = fwAD.unpack_dual(g).tangent
+    (ref,) = torch.autograd.grad(f(X), X, H)
+    assert tangent is not None and torch.allclose(tangent, ref, rtol=1e-10, atol=1e-12)
+
+
 # --- a compute dtype narrower than the input ------------------------------------------------------------
 
 NARROW = {"exact": {}, "newton_schulz:autograd": {"backward": "autograd"}}
