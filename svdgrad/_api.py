@@ -69,7 +69,13 @@ def _one_factor_range(dtype: torch.dtype) -> tuple[float, float]:
     return (-1.0 - math.log2(info.max)) / 2 + 0.5, (-1.0 - math.log2(info.tiny)) / 2
 
 
-def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
+#: |k| above which the scaling pair goes around a method without ``scales_cotangent`` (``_scaled_pair``).  At
+#: |k| <= 8 the law's factors, applied one by one, move an intermediate by at most 2^17 from the result, so
+#: gradients stay exact wherever the result lies 2^17 inside the range (1e±33 in float32, 1e±303 in float64).
+PAIR_FROM_K = 8.0
+
+
+def _prepare(A, m: Method, *, scale: bool = True, fold: bool | str = False):
     """Checks, then the method's input: T = A/(2·4^k) in the working dtype (the caller casts it), T + Tᵀ = sym(A)/4^k.
 
     Returns (X, e, S, k, input dtype, compute dtype); k (*) is the per-matrix
@@ -78,7 +84,8 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     symmetrize it themselves (``Method.apply``); S = T + Tᵀ without a graph
     when the checks formed it (they take the asymmetry from it), else None.
 
-    With ``fold`` and ``scale`` (a method with ``folds_input_scale``), T is
+    With ``fold`` and ``scale`` (a method with ``folds_input_scale``, or
+    ``fold="extreme"``: the scaling pair where some |k| > ``PAIR_FROM_K``), T is
     not formed: X is A in the working dtype, e (*) = −2k−1 and S = 2^e·(X + Xᵀ) = T + Tᵀ without a
     graph.  The method applies the factor 2^e to its vjp and jvp, which
     saves a pass and a graph node each way (under torch.func.jvp, four: the
@@ -90,11 +97,13 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool = False):
     check_matrix(A)
     work = cast(A, _work_dtype(A.dtype))  # scale before any cast that could overflow
     cdtype = _compute_dtype(A, m)
-    folded = fold and scale and work.numel() > 0
+    folded = bool(fold) and scale and work.numel() > 0
     with torch.no_grad():
         w = work.detach()
         amax = max_abs(w)  # (*)
         k = scale_exponent(amax) if scale else torch.zeros_like(amax)
+        if folded and fold == "extreme":  # (the scaling pair, only for a matrix far from order one)
+            folded = not is_traced(work) and bool(k.abs().amax() > PAIR_FROM_K)
         if folded:
             e = torch.rsub(k, -1.0, alpha=2.0)  # −2k−1 (rsub: other − alpha·input, one op)
             T0 = factor = None
@@ -162,8 +171,14 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     if isinstance(A, torch.Tensor) and A.dim() >= 2 and A.shape[-1] == 0:
         check_matrix(A)  # (only here: _prepare checks every other A)
         return _empty_result(A, p)
+    # A method whose backward does not take its cotangent at order one (the iterative ones, power_iteration)
+    # gets the cast pair below in its own dtype too, for a matrix far from order one (``_scaled_pair``,
+    # ``PAIR_FROM_K``); T is then formed inside it (the fold).
+    pair = _scaled_pair(A, m, fn, p)
     # T + Tᵀ = S = sym(A)/4^k; or (eigen methods) T = A and S = 2^e·(A + Aᵀ), the same S
-    T, e, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable, fold=m.folds_input_scale)
+    T, e, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable,
+                                            fold=m.folds_input_scale or ("extreme" if pair else False))
+    pair = pair and e is not None
     if T.numel() == 0:
         return T.to(in_dtype)
     # A compute dtype narrower than the input's (float64 computed in float32): the scaling law's factor on
@@ -171,11 +186,11 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     wide = _work_dtype(in_dtype)
     narrower = torch.finfo(cdtype).bits < torch.finfo(wide).bits
     narrow_e = None
-    if narrower and fn.scalable and narrow_pair_applies():  # (else, under vmap or torch.compile: the plain chain)
+    if (narrower or pair) and fn.scalable and narrow_pair_applies():  # (else, under vmap or compile: the plain chain)
         narrow_e = fn.gradient_pow2(k, p)  # (not under vmap: NarrowOut's closure would capture a batch)
     p_wide = None
     if narrow_e is not None:
-        p_wide = p if isinstance(p, torch.Tensor) and _varies(p) else None
+        p_wide = p if narrower and isinstance(p, torch.Tensor) and _varies(p) else None
         scales = NarrowScales(p_wide)
         T_wide = T
         # (with the fold, NarrowIn forms T and carries its factor 2^e too: one exponent on the wide side)
@@ -202,7 +217,9 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         T = guard(T, m.name)
     # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
-    pow2 = fn.output_pow2(k, p) if (fn.scalable and m.folds_output_scale and not narrower) else None
+    # (Nor with the pair, whose NarrowOut applies the law.)
+    pow2 = fn.output_pow2(k, p) if (fn.scalable and m.folds_output_scale and not narrower
+                                    and narrow_e is None) else None
     F, L = m.apply(T, fn, p, pow2, S) if e is None else m.apply(T, fn, p, pow2, S, in_pow2=e)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
@@ -230,6 +247,27 @@ def _empty_result(A: torch.Tensor, p=None) -> torch.Tensor:
 def _varies(p: torch.Tensor) -> bool:
     """Whether a derivative with respect to p may be asked for (reverse or forward mode, or a transform)."""
     return p.requires_grad or is_traced(p) or torch.autograd.forward_ad.unpack_dual(p).tangent is not None
+
+
+def _scaled_pair(A, m: Method, fn: SpectralFunction, p) -> bool:
+    """Whether ``NarrowIn``/``NarrowOut`` carry the scaling law's derivative factor in A's own dtype.
+
+    The eigen methods take every cotangent and tangent at order one inside their rules (``_functions._at_order_one``).
+    The others (Newton–Schulz, MPA, MTP, power iteration) differentiate the matrix A/4^k: with the law's factor
+    applied outside, in turn, a tiny cotangent at a tiny matrix underflowed to a zero gradient on the way
+    (float32: 2^-120 at 4^-30·A, whose gradient is 2^-90) and a huge one overflowed.  The pair scales the
+    cotangent to order one before the method's rule and applies every factor after it, in one exponent.
+    It costs about 5 % of a (32, 64, 64) newton_schulz or mpa forward and backward, so it is taken only for a
+    batch with a matrix far from order one (|k| > ``PAIR_FROM_K``, decided in ``_prepare``).
+    Not for a method differentiated twice (newton_schulz with backward='autograd': the pair is first-order),
+    nor with a tensor p whose gradient is taken (its derivative would cross the scaled cotangent), nor under
+    vmap or torch.compile (``narrow_pair_applies``).
+    """
+    if m.scales_cotangent or not fn.scalable or not isinstance(A, torch.Tensor) or m.differentiable_twice(fn):
+        return False
+    if isinstance(p, torch.Tensor) and _varies(p):
+        return False
+    return narrow_pair_applies()
 
 
 def _narrow_dp(T, S, k, p, m: Method, fn: SpectralFunction, cdtype) -> torch.Tensor:

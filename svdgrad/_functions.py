@@ -837,7 +837,9 @@ class NarrowIn(torch.autograd.Function):
         s = ctx.scales.cotangent
         gT = _kernels.times_pow2_halves(g.to(ctx.wide), e if s is None else e + s)
         p = ctx.scales.p
-        if may_differentiate_again(T, p):
+        # (In A's own dtype the pair serves a once-differentiable method only, whose guard refuses a second
+        # derivative with its own message: ``_api._scaled_pair``.)
+        if ctx.narrow != ctx.wide and may_differentiate_again(T, p):
             # A second-order cotangent reaches this node from the backward's own graph, not through NarrowOut, so
             # it does not carry the scale 2^-s this factor undoes; summed with a first-order one (a gradient
             # penalty) the two cannot be told apart.  So a second derivative here raises.

@@ -156,6 +156,11 @@ class Method(abc.ABC):
     #: saves a pass over A forward and one over the gradient backward.
     folds_input_scale: ClassVar[bool] = False
 
+    #: Whether the rules take every cotangent and tangent at order one themselves (``_functions._at_order_one``),
+    #: so that the scaling law's factors meet them in one exponent.  Otherwise the entry points put the
+    #: scaling pair around the method in A's own dtype (``_api._scaled_pair``).
+    scales_cotangent: ClassVar[bool] = False
+
     @abc.abstractmethod
     def apply(self, T: torch.Tensor, fn: SpectralFunction, p=None, pow2=None, S=None):
         """2^pow2·f(A) for A = T + Tᵀ in the compute dtype; returns (F, eigenvalues of A or None).
@@ -188,6 +193,7 @@ class _EigenMethod(Method):
 
     folds_output_scale: ClassVar[bool] = True
     folds_input_scale: ClassVar[bool] = True
+    scales_cotangent: ClassVar[bool] = True
 
     def backward_rule(self, fn, L, U, S, p=None, pow2=None):
         """The map for floored eigenvalues L, eigenvectors U and a symmetric S, times 2^pow2 (*) if given.
