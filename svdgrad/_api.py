@@ -309,9 +309,13 @@ _COMMON = """
     are unbounded at 0 finite on singular input: there they act on
     eps·λmax.
 
-    Raises SvdgradError for non-square, non-floating, non-finite, asymmetric
-    or indefinite input (λmin < -psd_tol·λmax, the same rule for every
-    method), or for a method that does not compute the function.
+    A is a dense tensor of float16, bfloat16, float32 or float64; an empty
+    batch or n = 0 gives an empty result of the same shape.
+
+    Raises SvdgradError for non-square, non-floating (integer, complex,
+    float8), sparse, non-finite, asymmetric or indefinite input
+    (λmin < -psd_tol·λmax, the same rule for every method), or for a
+    method that does not compute the function.
     """
 
 
