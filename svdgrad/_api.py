@@ -191,7 +191,8 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     p_wide = None
     if narrow_e is not None:
         p_wide = p if narrower and isinstance(p, torch.Tensor) and _varies(p) else None
-        scales = NarrowScales(p_wide)
+        twice = pair and m.differentiable_twice(fn)
+        scales = NarrowScales(p_wide, twice=twice, plain=twice and _twice_plain(A))
         T_wide = T
         # (with the fold, NarrowIn forms T and carries its factor 2^e too: one exponent on the wide side)
         T = apply(NarrowIn, T, narrow_e.to(wide), e, cdtype, scales)
@@ -259,15 +260,26 @@ def _scaled_pair(A, m: Method, fn: SpectralFunction, p) -> bool:
     cotangent to order one before the method's rule and applies every factor after it, in one exponent.
     It costs about 5 % of a (32, 64, 64) newton_schulz or mpa forward and backward, so it is taken only for a
     batch with a matrix far from order one (|k| > ``PAIR_FROM_K``, decided in ``_prepare``).
-    Not for a method differentiated twice (newton_schulz with backward='autograd': the pair is first-order),
-    nor with a tensor p whose gradient is taken (its derivative would cross the scaled cotangent), nor under
+    Around a method differentiated twice (newton_schulz with backward='autograd') the pair switches to the
+    plain chain for good where a second derivative may follow (``_functions.NarrowScales``, ``_twice_plain``).
+    Not with a tensor p whose gradient is taken (its derivative would cross the scaled cotangent), nor under
     vmap or torch.compile (``narrow_pair_applies``).
     """
-    if m.scales_cotangent or not fn.scalable or not isinstance(A, torch.Tensor) or m.differentiable_twice(fn):
+    if m.scales_cotangent or not fn.scalable or not isinstance(A, torch.Tensor):
         return False
     if isinstance(p, torch.Tensor) and _varies(p):
         return False
     return narrow_pair_applies()
+
+
+def _twice_plain(A) -> bool:
+    """Whether the pair around a method differentiated twice runs plain from the start: a tangent enters
+    with A (forward mode) where reverse mode may also run (A requires grad: forward over reverse, or reverse
+    over the tangent), or a torch.func transform is active (its levels may nest any orders)."""
+    if torch._C._are_functorch_transforms_active() or torch._C._functorch.is_functorch_wrapped_tensor(A):
+        return True
+    tangent = torch.autograd.forward_ad.unpack_dual(A).tangent
+    return tangent is not None and (A.requires_grad or tangent.requires_grad)
 
 
 def _narrow_dp(T, S, k, p, m: Method, fn: SpectralFunction, cdtype) -> torch.Tensor:

@@ -786,13 +786,33 @@ class NarrowScales:
     """The per-matrix exponents a tangent or a cotangent was scaled by at the narrow side of one call,
     shared by its ``NarrowIn`` and ``NarrowOut`` (forward mode: NarrowIn sets, NarrowOut reads; reverse
     mode: the other way round), and a tensor p whose derivative is taken on the wide side (``NarrowDp``): A's
-    gradient does not depend on it in the graph, so NarrowIn ties a second-order one to it, to raise."""
+    gradient does not depend on it in the graph, so NarrowIn ties a second-order one to it, to raise.
 
-    __slots__ = ("tangent", "cotangent", "p")
+    ``twice``: the pair goes, in A's own dtype, around a method whose backward is differentiable
+    (newton_schulz with backward='autograd').  A second-order cotangent reaches ``NarrowIn`` from the
+    backward's own graph, not through ``NarrowOut``, so it cannot share the first-order one's scale.  The
+    pair then runs ``plain``: each node applies its own factor (NarrowOut the output law's 2^law, NarrowIn
+    the fold's 2^e_in), the chain without the pair, exact for any mix of orders.  ``plain`` is set, for good,
+    by the first backward that may be differentiated again (``create_graph=True``, torch.func.grad, a dual
+    cotangent), and from the start where a tangent enters the forward with A requiring grad or under a
+    torch.func transform; a first-order backward before it is scaled, and its graph holds no second order."""
 
-    def __init__(self, p=None):
+    __slots__ = ("tangent", "cotangent", "p", "twice", "plain", "law", "e_in")
+
+    def __init__(self, p=None, *, twice: bool = False, plain: bool = False):
         self.tangent = self.cotangent = None
         self.p = p
+        self.twice, self.plain = twice, plain
+        self.law = self.e_in = None  # (set by NarrowIn: the output law's exponent and the fold's)
+
+    def plain_now(self, *tensors) -> bool:
+        """Whether this pair runs plain from now on (only with ``twice``): already, or a backward or jvp that
+        runs now may be differentiated again with respect to ``tensors`` (``_guard.may_differentiate_again``)."""
+        if self.twice and not self.plain:
+            from ._guard import may_differentiate_again  # (imports this module)
+
+            self.plain = may_differentiate_again(*tensors)
+        return self.plain
 
 
 class NarrowIn(torch.autograd.Function):
@@ -823,22 +843,32 @@ class NarrowIn(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        T, e, e_in, dtype, scales = inputs
-        e = e if e_in is None else e + e_in
+        T, law, e_in, dtype, scales = inputs
+        e = law if e_in is None else law + e_in
         ctx.save_for_backward(e, T)  # (T, an input: no copy, anchors the higher-order refusal)
         ctx.save_for_forward(e)
         ctx.wide, ctx.narrow, ctx.scales = T.dtype, dtype, scales
+        if scales.twice:  # (the plain chain's factors, one per node)
+            scales.law, scales.e_in = law, e_in
+
+    @staticmethod
+    def _plain(ctx, x):
+        """The plain chain's derivative of this node: x·2^e_in (the fold), also the jvp (the map is linear)."""
+        e_in = ctx.scales.e_in
+        return x if e_in is None else _kernels.times_pow2_halves(x, e_in)
 
     @staticmethod
     def backward(ctx, g):
         from ._guard import may_differentiate_again, raise_on_second_derivative, unsupported_message
 
         e, T = ctx.saved_tensors
+        if ctx.scales.plain_now(T, g):
+            return NarrowIn._plain(ctx, g), None, None, None, None
         s = ctx.scales.cotangent
         gT = _kernels.times_pow2_halves(g.to(ctx.wide), e if s is None else e + s)
         p = ctx.scales.p
-        # (In A's own dtype the pair serves a once-differentiable method only, whose guard refuses a second
-        # derivative with its own message: ``_api._scaled_pair``.)
+        # (In A's own dtype the pair serves a once-differentiable method, whose guard refuses a second derivative
+        # with its own message, or runs plain where one may follow (``twice``): ``_api._scaled_pair``.)
         if ctx.narrow != ctx.wide and may_differentiate_again(T, p):
             # A second-order cotangent reaches this node from the backward's own graph, not through NarrowOut, so
             # it does not carry the scale 2^-s this factor undoes; summed with a first-order one (a gradient
@@ -856,6 +886,8 @@ class NarrowIn(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, dT, _de, _de_in, _ddtype, _dscales):  # tangents of (T, e, e_in, dtype, scales)
+        if ctx.scales.plain:  # (decided with the forward, where a tangent enters: ``_api._scaled_pair``)
+            return NarrowIn._plain(ctx, dT)
         (e,) = ctx.saved_tensors
         out, ctx.scales.tangent = _to_order_one(_kernels.times_pow2_halves(dT, e), ctx.narrow)
         return out
@@ -877,11 +909,15 @@ class NarrowOut(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.scales.plain_now(g):  # (the output law's factor here, differentiably: ``NarrowScales``)
+            return _kernels.times_pow2_halves(g, ctx.scales.law), None, None, None
         out, ctx.scales.cotangent = _to_order_one(g, ctx.narrow)
         return out, None, None, None
 
     @staticmethod
     def jvp(ctx, dF, _dwide, _drescale, _dscales):  # tangents of (F, wide, rescale, scales)
+        if ctx.scales.plain:
+            return _kernels.times_pow2_halves(dF, ctx.scales.law)
         s = ctx.scales.tangent
         dF = dF.to(ctx.wide)
         return dF if s is None else _kernels.times_pow2_halves(dF, s)

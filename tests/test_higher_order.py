@@ -22,6 +22,8 @@ from .test_functions import PAIRS, call
 #: The message of every refusal names what is not supported.
 UNSUPPORTED = "is not supported"
 
+EPS64 = torch.finfo(torch.float64).eps
+
 
 def _twice(function, method) -> bool:
     return svdgrad.get_method(method).differentiable_twice(function)
@@ -106,6 +108,53 @@ def test_newton_schulz_autograd_second_derivative_in_every_mode(mode):
     A, G, H = _case()
     f = lambda X: svdgrad.sqrtm(X, "newton_schulz", backward="autograd")  # noqa: E731
     assert T.rel_error(SECOND_ORDER[mode](f, A, G, H), _fd_hvp(f, A, G, H)) <= 1e-6
+
+
+#: Newton–Schulz with backward='autograd' at 4^j·A, |j| above ``_api.PAIR_FROM_K``: the scaling pair goes around it
+#: (extreme first-order cotangents), and must switch to the plain chain wherever a second derivative may follow.
+NS_AUTOGRAD = {"sqrtm": (svdgrad.sqrtm, 0.5), "inv_sqrtm": (svdgrad.inv_sqrtm, -0.5)}
+
+
+@pytest.mark.parametrize("j", [-12, 12])
+@pytest.mark.parametrize("entry", sorted(NS_AUTOGRAD))
+@pytest.mark.parametrize("mode", SECOND_ORDER)
+def test_newton_schulz_autograd_second_derivative_far_from_order_one(mode, entry, j):
+    """h(4^j·A) = 4^(j(p−2))·h(A) for A^p: every mode, through the pair (the same bits up to rounding)."""
+    from svdgrad import _api
+
+    assert abs(j) > _api.PAIR_FROM_K
+    fn, p = NS_AUTOGRAD[entry]
+    A, G, H = _case()
+    f = lambda X: fn(X, "newton_schulz", backward="autograd")  # noqa: E731
+    h1 = SECOND_ORDER[mode](f, A, G, H)
+    hj = SECOND_ORDER[mode](f, A * 4.0 ** j, G, H)
+    assert T.rel_error(hj * 4.0 ** (-j * (p - 2)), h1) <= 8 * EPS64
+
+
+@pytest.mark.parametrize("entry", sorted(NS_AUTOGRAD))
+def test_newton_schulz_autograd_gradient_penalty_far_from_order_one(entry):
+    """A loss of F and of its own gradient (create_graph=True), after a first-order backward of the same graph:
+    the pair's first pass is scaled, every later one plain; the sum follows the law term by term."""
+    fn, p = NS_AUTOGRAD[entry]
+    A, G, H = _case()
+    j = 12
+
+    def penalized(A, Hj, first_order_first):
+        A = A.detach().clone().requires_grad_(True)
+        F = fn(A, "newton_schulz", backward="autograd")
+        if first_order_first:
+            torch.autograd.grad((F * G).sum(), A, retain_graph=True)
+        (g,) = torch.autograd.grad((F * G).sum(), A, create_graph=True)
+        return torch.autograd.grad((F * G).sum() + (g * Hj).sum(), A)[0]
+
+    law_g, law_h = 4.0 ** (-j * (1 - p)), 4.0 ** (-j * (2 - p))
+    # H scaled so that both terms have the same size at 4^j·A
+    ref = penalized(A, H, False)
+    g1 = penalized(A, H * 0, False)
+    h1 = ref - g1
+    for first in (False, True):
+        total = penalized(A * 4.0 ** j, H * (law_g / law_h), first)
+        assert T.rel_error(total, law_g * (g1 + h1)) <= 16 * EPS64, first
 
 
 @pytest.mark.parametrize("function,method", PAIRS)
