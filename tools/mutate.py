@@ -268,7 +268,7 @@ MUTANTS = [
     Mutant("exact-vjp-second-order-no-input-factor", "svdgrad/_functions.py",
            "out = _kernels.times_pow2(W, pow2 + in_pow2)", "out = _kernels.times_pow2(W, pow2)",
            "exact sqrt second derivative without the fold's factor"),
-    Mutant("narrow-fold-factor", "svdgrad/_functions.py", "e = e if e_in is None else e + e_in", "e = e",
+    Mutant("narrow-fold-factor", "svdgrad/_functions.py", "e = law if e_in is None else law + e_in", "e = law",
            "float64 computed in float32 with the fold: the input's factor dropped"),
     Mutant("guard-forward-over-reverse-silent", "svdgrad/_guard.py", "    if torch.is_grad_enabled():\n        return True\n    return any(",
            "    if torch.is_grad_enabled():\n        return True\n    return False and any(",
