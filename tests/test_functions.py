@@ -272,6 +272,29 @@ def test_exact_matches_mpmath(function, case, p):
     assert T.rel_error(gA, gr) <= accurate_tol(torch.float64, kappa_grad(function, kappa, p), n), info
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@settings(max_examples=40)
+@given(log_l=st.lists(st.floats(-30.0, 4.0), min_size=1, max_size=12), repeat=st.integers(0, 3),
+       p=st.sampled_from(POWERS + (-7.0, 7.0, 0.0)), sort=st.booleans())
+def test_power_loewner_is_dd_on_every_pair(dtype, log_l, repeat, p, sort):
+    """Power.loewner takes the powers once per eigenvalue and picks lo^p and hi^p per pair: dd on the broadcast
+    pairs (ties, repeated values and any order of L included) within 4 eps per entry.  Not the same bits:
+    torch's pow differs by an ulp between its vectorized and scalar paths (float32 0.25^0.3, the tail of a
+    length-4 vector against a 4 × 4 matrix).  One ulp in lo^p, hi^p or p·lo^(p−1) is one in the expm1 form
+    and the tie, and at most e/(e − 1)·2 ulps in hi^p − lo^p, where (hi/lo)^p >= e."""
+    from svdgrad._spectral import Power
+
+    L = torch.tensor(log_l, dtype=torch.float64).exp2().to(dtype)
+    L = torch.cat([L, L[:repeat]])  # exact ties
+    L = torch.sort(L).values if sort else L
+    fn = Power()
+    D = fn.loewner(L[None], p)
+    ref = fn.dd(L[None, :, None], L[None, None, :], p)
+    # (the same inf or NaN where dd itself leaves the range, (2^-30)^-7 in float32: spectral_shift keeps the
+    # methods' eigenvalues away from there)
+    assert bool(torch.isclose(D, ref, rtol=4 * torch.finfo(dtype).eps, atol=0.0, equal_nan=True).all()), (D, ref)
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 @pytest.mark.parametrize("spectrum", ["logspaced", "repeated"])
 def test_exact_matches_mpmath_at_n12_kappa_1e12(function, spectrum):

@@ -298,6 +298,8 @@ MUTANTS = [
     Mutant("scaled-pair-never", "svdgrad/_api.py",
            "    if m.scales_cotangent or not fn.scalable or not isinstance(A, torch.Tensor):\n        return False\n",
            "    return False\n", "iterative methods: extreme cotangents meet the scale law's factors one by one"),
+    Mutant("power-loewner-pick-swapped", "svdgrad/_spectral.py", "        i_low = Li <= Lj\n",
+           "        i_low = Li >= Lj\n", "powm's Loewner matrix with hi^p taken for lo^p"),
     Mutant("twice-pair-excluded", "svdgrad/_api.py",
            "    if m.scales_cotangent or not fn.scalable or not isinstance(A, torch.Tensor):\n",
            "    if m.scales_cotangent or not fn.scalable or not isinstance(A, torch.Tensor) or m.differentiable_twice(fn):\n",
