@@ -429,15 +429,21 @@ def _gram_algorithm(algorithm, cdtype: torch.dtype, device: torch.device, entry:
 GRAM_OPTIONS = {"eps": None, "compute_dtype": None, "check": True, "algorithm": "auto"}
 
 
-def _gram_options(options: dict, entry: str) -> dict:
+def _no_method_hint(entry: str) -> str:
+    return (f" There is no method to choose: svdgrad.{entry} works from the SVD of X (or from X Xᵀ formed in "
+            f"float64; algorithm=... picks the route). For another method pass the covariance to "
+            f"svdgrad.{entry[5:]}(X @ X.mT, method).")
+
+
+def _gram_options(args: tuple, options: dict, entry: str) -> dict:
+    if args:  # (gram_sqrtm(X, "exact"), by analogy with sqrtm(A, "exact"): Python's own TypeError says nothing)
+        raise SvdgradError(
+            f"svdgrad.{entry} takes X only, and its options by name; received {len(args)} more: "
+            f"{args!r}.{_no_method_hint(entry)} Valid options: {', '.join(GRAM_OPTIONS)}.")
     unknown = sorted(set(options) - set(GRAM_OPTIONS))
     if not unknown:
         return {**GRAM_OPTIONS, **options}
-    why = ""
-    if "method" in unknown:
-        why += (f" There is no method to choose: svdgrad.{entry} works from the SVD of X (or from X Xᵀ formed in "
-                f"float64; algorithm=... picks the route). For another method pass the covariance to "
-                f"svdgrad.{entry[5:]}(X @ X.mT, method).")
+    why = _no_method_hint(entry) if "method" in unknown else ""
     if {"symmetry_tol", "psd_tol"} & set(unknown):
         why += " X Xᵀ is symmetric and positive semi-definite by construction: there is no such check to tune."
     raise SvdgradError(
@@ -446,8 +452,8 @@ def _gram_options(options: dict, entry: str) -> dict:
     )
 
 
-def _gram(X, inverse: bool, entry: str, **options) -> torch.Tensor:
-    o = _gram_options(options, entry)
+def _gram(X, inverse: bool, entry: str, args: tuple, **options) -> torch.Tensor:
+    o = _gram_options(args, options, entry)
     algorithm = o["algorithm"]
     opts = Exact(eps=o["eps"], compute_dtype=o["compute_dtype"], check=o["check"])  # validates the shared options
     if not isinstance(X, torch.Tensor) or X.dim() < 2:
@@ -478,7 +484,7 @@ def _gram(X, inverse: bool, entry: str, **options) -> torch.Tensor:
     return times_pow2(times_pow2(F, k), k).to(X.dtype)
 
 
-def gram_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
+def gram_sqrtm(X: torch.Tensor, *args, **options) -> torch.Tensor:
     """(X Xᵀ)^{1/2} for features X of shape (*, d, N), never from X Xᵀ rounded in X's dtype; gradient w.r.t. X.
 
     Covariance pooling never needs Σ = X Xᵀ itself, and forming it squares
@@ -509,10 +515,10 @@ def gram_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
 
     X is scaled by an exact power of two first, so any finite X works.
     """
-    return _gram(X, False, "gram_sqrtm", **options)
+    return _gram(X, False, "gram_sqrtm", args, **options)
 
 
-def gram_inv_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
+def gram_inv_sqrtm(X: torch.Tensor, *args, **options) -> torch.Tensor:
     """(X Xᵀ)^{-1/2} for features X of shape (*, d, N), by the routes of ``gram_sqrtm`` (same options).
 
     D_ij = −1/(σi·σj·(σi + σj)).  Singular values below eps·σmax (a rank-
@@ -520,7 +526,7 @@ def gram_inv_sqrtm(X: torch.Tensor, **options) -> torch.Tensor:
     of size about 1/(eps·σmax) on the null space (the floor, or the
     decomposition's rounding noise there where that is larger).
     """
-    return _gram(X, True, "gram_inv_sqrtm", **options)
+    return _gram(X, True, "gram_inv_sqrtm", args, **options)
 
 
 def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor, torch.Tensor]:

@@ -126,6 +126,17 @@ def test_gram_unknown_options_list_the_valid_ones(gram, options, hint):
         gram(X, **options)
 
 
+@pytest.mark.parametrize("gram", [svdgrad.gram_sqrtm, svdgrad.gram_inv_sqrtm])
+@pytest.mark.parametrize("args", [("exact",), ("newton_schulz", 5), (1e-5,)])
+def test_gram_positional_method_gets_the_no_method_hint(gram, args):
+    """gram_sqrtm(X, "exact"), by analogy with sqrtm(A, "exact"), gave Python's bare TypeError."""
+    X = T.features(3, 5, 10.0, seed=1)
+    match = (rf"{gram.__name__} takes X only.*received {len(args)} more: \({args[0]!r}.*no method to choose"
+             r".*X @ X.mT, method.*Valid options: eps, compute_dtype, check, algorithm")
+    with pytest.raises(svdgrad.SvdgradError, match=match):
+        gram(X, *args)
+
+
 # ---------------------------------------------------------------------------
 # 4. powm's p
 # ---------------------------------------------------------------------------

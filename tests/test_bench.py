@@ -130,7 +130,9 @@ def test_ctrl_c_of_the_bench_prints_one_line(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "bench", "--profile", "quick", "--threads", "1",
                              "--out", str(out)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # a shell's background job (a CI launched with &) inherits SIGINT ignored; a terminal does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         for line in proc.stdout:  # wait until the pytest-benchmark grid is running

@@ -241,7 +241,9 @@ def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path):
     # A new session, signalled as a group: what a terminal's Ctrl-C does (the workers get SIGINT too).
     proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "sweep", *args, "--out", str(out)], cwd=ROOT,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            # a shell's background job (a CI launched with &) inherits SIGINT ignored; a terminal does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
