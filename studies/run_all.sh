@@ -20,5 +20,6 @@ if $PY -c "import elpv_dataset" 2>/dev/null; then  # the elpv extra: pip install
     --protocols ns,svd-exact,hybrid-exact,svd-ordinary,hybrid-ordinary
 fi
 $PY -m svdgrad bench --overwrite       # reports/performance/ (timings are always measured again)
+$PY studies/allocator_effect.py --overwrite  # reports/performance/allocator/ (glibc's thresholds default and held)
 $PY studies/features_route_pooling.py  # prints the README's CovariancePooling route="features" numbers
 $PY studies/which_method.py            # README: the "Which method should I use?" block from the reports above
