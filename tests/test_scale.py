@@ -193,15 +193,21 @@ def test_newton_schulz_rejects_what_exact_rejects(n, dtype):
                     svdgrad.sqrtm(A, method)
 
 
-def test_psd_violations_agree_with_the_eigenvalue_rule():
-    """The Cholesky decision equals λmin < -tol·λmax on both sides of the boundary, batched."""
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_psd_violations_agree_with_the_eigenvalue_rule(scale):
+    """The Cholesky decision equals λmin < -tol·λmax on both sides of the boundary, batched.
+
+    The rule is scale-free, so it must hold for λmax far below 1 too (scale 1e-3), where a wrong
+    lower bound of λmax (one of order 1, say) would widen the accepted band.
+    """
     tol = 1e-4
     ratios = [-100, -3, -1.5, -0.7, -0.3, 0.0, 0.5]
-    A = torch.stack([_with_lambda_min(32, r * tol, torch.float64, seed=i) for i, r in enumerate(ratios)])
+    A = torch.stack([_with_lambda_min(32, r * tol, torch.float64, seed=i) for i, r in enumerate(ratios)]) * scale
     A[-1] *= 1e-3  # the mask is per matrix: a small matrix next to large ones
     bad = psd_violations(A, tol)
     L = torch.linalg.eigvalsh(A)
     assert torch.equal(bad, L[:, 0] < -tol * L[:, -1])
+    assert bad.tolist() == [True, True, True, False, False, False, False]
 
 
 def test_psd_rule_negative_dominant_matrix():

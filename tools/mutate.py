@@ -216,6 +216,8 @@ MUTANTS = [
            "bad_mask = L[..., 0] < L[..., -1] * -10 * psd_tol", "PSD check 10x looser"),
     Mutant("psd-cholesky-upper-shift", "svdgrad/_validate.py", "ok = factorizes(lower.clamp_min(0))",
            "ok = factorizes(torch.minimum(A.abs().sum(-1).amax(-1), torch.linalg.matrix_norm(A)))", "Newton–Schulz PSD check accepts with the upper bound of λmax"),
+    Mutant("psd-power-step-skipped", "svdgrad/_validate.py", "v2 = (A * v1[..., None, :]).sum(-1)",
+           "v2 = v1", "the PSD check's λmax lower bound without its first power step (v2 = v1, not A·v1)"),
     Mutant("psd-boundary-accept", "svdgrad/_validate.py", "bad[unsure] = L[..., 0] < L[..., -1] * -psd_tol  # (check_psd's rule)",
            "bad[unsure] = False", "boundary cases of the Cholesky PSD check all accepted"),
     Mutant("zero-matrix-floor", "svdgrad/_kernels.py", "masked_fill_(lmax <= 0, tiny ** 0.5)",
