@@ -56,6 +56,26 @@ def test_topn_keeps_ceil_of_keep_times_n():
     assert svdgrad.get_method("topn", keep_count=3).kept(10) == 3
 
 
+def test_topn_keep_count_above_n_keeps_all():
+    """keep_count is clipped to n (documented): keep_count = n + 5 is topn keeping everything, the same
+    value and gradient as keep_count = n, and then as exact (nothing is raised to a kept eigenvalue)."""
+    A, _ = _rotate([0.5, 1.0, 2.0, 3.0], seed=5)
+    G = T.gradients(A.shape, seed=6)
+    assert svdgrad.get_method("topn", keep_count=9).kept(4) == 4
+
+    def value_and_grad(method, **options):
+        a = A.clone().requires_grad_(True)
+        Z = svdgrad.sqrtm(a, method, **options)
+        (g,) = torch.autograd.grad((Z * G).sum(), a)
+        return Z.detach(), g
+
+    Zc, gc = value_and_grad("topn", keep_count=9)
+    Zn, gn = value_and_grad("topn", keep_count=4)
+    Ze, ge = value_and_grad("exact")
+    assert torch.equal(Zc, Zn) and torch.equal(gc, gn)
+    assert torch.allclose(Zc, Ze, rtol=1e-13, atol=0) and torch.allclose(gc, ge, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("rule", ["taylor", "pade"])
 def test_eigh_ratio_rules_floor_singular_psd_input(rule):
     """Taylor/Padé expand in λmin/λmax: exact zeros must be floored, or K is NaN."""

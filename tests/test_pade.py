@@ -29,6 +29,16 @@ def test_reduces_to_one_over_one_minus_x(m, n):
     assert pade_coefficients(m, n) == ((1.0,), (1.0, -1.0))
 
 
+@pytest.mark.parametrize("m", range(0, 9))
+@pytest.mark.parametrize("n", range(0, 9))
+def test_coefficients_are_in_reduced_form(m, n):
+    """No trailing zero coefficient in p or q, as documented: [0/N] for N >= 2 has a full-rank Toeplitz
+    block (no degree reduction) and mpmath returns q = (1, -1, 0, ..., 0), which must be trimmed."""
+    p, q = pade_coefficients(m, n)
+    assert (len(p) == 1 or p[-1] != 0.0) and (len(q) == 1 or q[-1] != 0.0)
+    assert (p, q) == (((1.0,) * (m + 1), (1.0,)) if n == 0 else ((1.0,), (1.0, -1.0)))
+
+
 def test_denominator_degree_zero_is_the_taylor_polynomial():
     p, q = pade_coefficients(5, 0)
     assert p == (1.0,) * 6 and q == (1.0,)
