@@ -360,6 +360,28 @@ MUTANTS = [
     Mutant("pade-pole-gap-ignored", "svdgrad/_methods.py",
            "gap = eps if self.pole_gap is None else max(self.pole_gap, eps)", "gap = eps",
            "pade's pole_gap option ignored"),
+    # Session 12, second batch: the matmul-only methods and covariance pooling.
+    Mutant("mpa-root-unsymmetrized", "svdgrad/_matmul_only.py", "    root = 0.5 * (root + root.mT)\n", "",
+           "mpa: Q⁻¹P not symmetrized (asymmetric up to rounding)"),
+    Mutant("mpa-inverse-swapped", "svdgrad/_matmul_only.py", "inv = _spd_inverse_apply(P, Q)", "inv = _spd_inverse_apply(Q, P)",
+           "mpa inverse root: Q⁻¹P instead of P⁻¹Q"),
+    Mutant("mtp-inverse-scale", "svdgrad/_matmul_only.py", "return Z, _spd_inverse_apply(root, eye) / s.sqrt()",
+           "return Z, _spd_inverse_apply(root, eye) * s.sqrt()", "mtp inverse root: the normalization undone the wrong way"),
+    Mutant("lyapunov-masked-scale-half", "svdgrad/_matmul_only.py",
+           "    s = torch.linalg.matrix_norm(Z)[..., None, None].clamp_min(torch.finfo(Z.dtype).tiny)\n    B, Cc = Z / s, C / s",
+           "    s = 0.5 * torch.linalg.matrix_norm(Z)[..., None, None].clamp_min(torch.finfo(Z.dtype).tiny)\n    B, Cc = Z / s, C / s",
+           "the Lyapunov solve under vmap/compile scales Z by ‖Z‖/2 (eigenvalues past √3)"),
+    Mutant("tight-scale-without-margin", "svdgrad/_matmul_only.py", "return torch.minimum(fro, 1.5 * torch.maximum(mu, diag.amax(-1)))",
+           "return torch.minimum(fro, 0.5 * torch.maximum(mu, diag.amax(-1)))",
+           "the Lyapunov solve's scale below λmax/√3 (its fallback must catch it)"),
+    Mutant("pooling-covariance-uncentred", "svdgrad/nn.py", "    Xc = X - X.mean(dim=-1, keepdim=True)  # (*, d, N)\n",
+           "    Xc = X  # (*, d, N)\n", "CovariancePooling: Σ not centred"),
+    Mutant("pooling-features-unscaled", "svdgrad/nn.py", "return (X - X.mean(dim=-1, keepdim=True)) / math.sqrt(X.shape[-1])",
+           "return (X - X.mean(dim=-1, keepdim=True))", "CovariancePooling features route: Y without the 1/√N"),
+    Mutant("pooling-features-ridge-missing", "svdgrad/nn.py", "            M = torch.cat([M, ridge], dim=-1)  # (B', d, N + d)\n",
+           "", "CovariancePooling features route: floor·I not appended"),
+    Mutant("pooling-triu-offdiag-unscaled", "svdgrad/nn.py", "    if offdiag_scale != 1.0:\n",
+           "    if False:\n", "triu_vector ignores offdiag_scale"),
 ]
 
 
