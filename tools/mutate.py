@@ -382,6 +382,24 @@ MUTANTS = [
            "", "CovariancePooling features route: floor·I not appended"),
     Mutant("pooling-triu-offdiag-unscaled", "svdgrad/nn.py", "    if offdiag_scale != 1.0:\n",
            "    if False:\n", "triu_vector ignores offdiag_scale"),
+    # Session 12, third batch: the features route's scaling and jvp, eigh's jvp and backward.
+    Mutant("gram-inverse-scale-law", "svdgrad/_api.py", "    k = -k if inverse else k\n", "",
+           "gram_inv_sqrtm undoes X's power-of-two scale with the square root's law"),
+    Mutant("gram-no-samples-branch", "svdgrad/_api.py",
+           "        work = torch.cat((work, work.new_zeros(work.shape[:-1] + (1,))), -1)",
+           "        pass", "gram_sqrtm of X with N = 0 columns"),
+    Mutant("gram-jvp-one-sided", "svdgrad/_kernels.py", "return U @ (T + T.mT).mul_(D) @ U.mT",
+           "return U @ (2.0 * T).mul_(D) @ U.mT", "gram jvp: Uᵀ dΣ U as 2T instead of T + Tᵀ"),
+    Mutant("gram-jvp-rank-padding-zero-rows", "svdgrad/_kernels.py",
+           "T = torch.cat((T, T.new_zeros(T.shape[:-1] + (d - r,))), -1)",
+           "T = torch.cat((T, T.new_zeros(T.shape[:-1] + (d - r,)) + 1.0), -1)",
+           "gram jvp for d > N: the null-space padding not zero"),
+    Mutant("eigh-jvp-dL-offdiag", "svdgrad/_kernels.py", "dL = M.diagonal(dim1=-2, dim2=-1).clone()",
+           "dL = M.sum(-1)", "eigh jvp: dL from row sums of UᵀdAU, not its diagonal"),
+    Mutant("eigh-backward-gL-dropped", "svdgrad/_kernels.py", "        inner = inner + torch.diag_embed(gL)\n", "        pass\n",
+           "eigh backward: the eigenvalues' cotangent dropped"),
+    Mutant("conjugated-buffer-aliasing", "svdgrad/_kernels.py", "return mm(mm(U, M, out=X), U.mT, out=M)",
+           "return mm(mm(U, M, out=X), U.mT, out=X)", "Loewner map: the last product written over its own operand"),
 ]
 
 
