@@ -668,6 +668,35 @@ def test_matrix_function_fallback_divided_difference(dtype):
                                                                rel=10 * EPS[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lo", [0.3, 1.0, 3.0])
+def test_matrix_function_fallback_is_within_eps_two_thirds_at_every_relative_gap(dtype, lo):
+    """The fallback f[λi, λj] itself, entry by entry, at every relative gap δ/λ = 2^-j (j = 1 … mantissa):
+    within C·eps^(2/3) of the 50-digit quotient of the same rounded λ (f = exp, |f| = |f‴| = f′).
+
+    The switch at δ = eps^(1/3)·λ is what balances the quotient's rounding, eps/(δ/λ), against the
+    midpoint's truncation, (δ/λ)²/24: a switch at √eps would leave the quotient √eps wrong just above it.
+    (The matrix test above sees each entry diluted by the others and only at δ = 10^-k.)
+    """
+    import mpmath
+
+    from svdgrad._spectral import UserFunction
+
+    fn = UserFunction(fn=torch.exp, dfn=torch.exp)
+    bits = round(-math.log2(torch.finfo(dtype).eps)) + 1  # 53 or 24: down to a gap of one ulp
+    lam_lo = torch.full((bits,), lo, dtype=dtype)
+    lam_hi = lam_lo * (1.0 + torch.tensor([2.0 ** -j for j in range(1, bits + 1)], dtype=dtype))
+    got = fn.dd(lam_lo, lam_hi)
+    with mpmath.workdps(50):
+        ref = []
+        for a, b in zip(lam_lo.double().tolist(), lam_hi.double().tolist()):
+            a, b = mpmath.mpf(a), mpmath.mpf(b)
+            ref.append(float(mpmath.exp(a) if a == b else (mpmath.exp(b) - mpmath.exp(a)) / (b - a)))
+    ref = torch.tensor(ref, dtype=torch.float64)
+    rel = ((got.double() - ref).abs() / ref.abs()).max()
+    assert float(rel) <= C_ACCURATE * EPS[dtype] ** (2 / 3), float(rel)
+
+
 def test_matrix_function_uses_dd_and_agrees_with_sqrtm():
     """With the closed form dd for √ it is sqrtm('exact') to round-off; without, within eps^(2/3)."""
     A = T.spd(8, 1e6, "clustered", seed=26)

@@ -400,6 +400,21 @@ MUTANTS = [
            "eigh backward: the eigenvalues' cotangent dropped"),
     Mutant("conjugated-buffer-aliasing", "svdgrad/_kernels.py", "return mm(mm(U, M, out=X), U.mT, out=M)",
            "return mm(mm(U, M, out=X), U.mT, out=X)", "Loewner map: the last product written over its own operand"),
+    # Session 12, fourth batch: the divided differences' branch points.
+    Mutant("power-expm1-everywhere", "svdgrad/_spectral.py", "near = u.abs() < 1.0", "near = u.abs() < 1e30",
+           "powm's divided difference always in the expm1 form (0·inf where lo^p underflows and expm1 overflows)"),
+    Mutant("power-expm1-nowhere", "svdgrad/_spectral.py", "near = u.abs() < 1.0", "near = u.abs() < 0.0",
+           "powm's divided difference always the plain hi^p − lo^p (cancellation at close eigenvalues)"),
+    Mutant("inv-sqrt-derivative-sign", "svdgrad/_spectral.py", "return -0.5 * L.rsqrt() / L", "return 0.5 * L.rsqrt() / L",
+           "inverse square root: f′ with the wrong sign (the Loewner matrix's diagonal)"),
+    Mutant("user-fallback-gap-eps-half", "svdgrad/_spectral.py",
+           "near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())",
+           "near = delta <= eps ** (1 / 2) * torch.maximum(lo.abs(), hi.abs())",
+           "matrix_function's fallback switches to the quotient at √eps, not eps^(1/3)"),
+    Mutant("user-fallback-never-midpoint", "svdgrad/_spectral.py",
+           "near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())",
+           "near = delta <= 0 * torch.maximum(lo.abs(), hi.abs())",
+           "matrix_function's fallback: the quotient down to the tie (cancellation)"),
 ]
 
 
