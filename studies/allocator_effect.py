@@ -15,7 +15,7 @@ allocator's state carries over from one case to the next.  Groups, float32, 2 th
 - ``n256`` (B = 32, n = 256): Newton–Schulz(5) forward + backward in matmul units (target <= 42)
   and exact's time beyond eigh's forward in matmul units (target <= 7).
 
-Run from the repository root:  ``python studies/allocator_effect.py``  (about 3 minutes on 2 cores;
+Run from the repository root:  ``python studies/allocator_effect.py``  (about 2 minutes on 2 cores;
 ``--quick`` for a smoke run).  Writes ``reports/performance/allocator/``: ``raw/<setting>-<group>.json``
 (one per process, each written atomically, kept by ``--resume``), ``results.json`` and ``REPORT.md``.
 Finished results are replaced only with ``--overwrite``.  The thresholds act only with glibc; the
@@ -48,27 +48,25 @@ SETTINGS = {
 #: group -> (batch, n, case names); the quick profile shrinks the shapes
 GROUPS = {
     "n64": (32, 64, ("sqrtm[exact]", "sqrtm[exact]|check=False", "eigh_autograd")),
-    "n256": (32, 256, ("newton_schulz[manual]", "newton_schulz[autograd]", "exact", "eigh_forward", "matmul")),
+    "n256": (32, 256, ("sqrtm[newton_schulz[manual]]", "sqrtm[newton_schulz[autograd]]", "sqrtm[exact]",
+                       "eigh_forward", "matmul")),
 }
+BASELINES = ("eigh_forward", "matmul")  # (the rest are ``cases.ratio_cases`` names)
 QUICK_SHAPES = {"n64": (4, 16), "n256": (4, 32)}
 ROUNDS = {"n64": 200, "n256": 30}
 THREADS = 2
 
 
 def _cases(group: str, batch: int, n: int) -> dict:
+    """The group's cases, built as the bench builds them: ``cases.ratio_cases`` for sqrtm[<variant>]
+    (``grid.NO_CHECK`` for check=False) and eigh autograd; the eigh-forward and matmul baselines beside."""
     from svdgrad.bench import cases
 
-    inputs = cases.Inputs(batch, n, "float32", "cpu")
-    out = {}
-    for name in GROUPS[group][2]:
-        label, check = (name[:-len("|check=False")], False) if name.endswith("|check=False") else (name, True)
-        if label.startswith("sqrtm[") and label.endswith("]"):
-            label = label[len("sqrtm["):-1]
-        if label in ("eigh_autograd", "eigh_forward", "matmul"):
-            out[name] = cases.baseline_case(inputs, label)
-        else:
-            out[name] = cases.sqrtm_case(inputs, label, "forward_backward", check=check)
-    return out
+    names = GROUPS[group][2]
+    out = cases.ratio_cases(batch, n, "float32", "cpu", [x for x in names if x not in BASELINES])
+    inputs = cases.Inputs(batch, n, "float32", "cpu")  # (the same seed: the same matrices)
+    out.update({x: cases.baseline_case(inputs, x) for x in names if x in BASELINES})
+    return {x: out[x] for x in names}
 
 
 def _counting(f, faults: list):
@@ -90,9 +88,9 @@ def metrics(group: str, times: dict) -> dict:
         return {f"{case} / eigh_autograd": median(per_round(times, lambda t, c=case: t[c] / t["eigh_autograd"]))
                 for case in ("sqrtm[exact]", "sqrtm[exact]|check=False")}
     out = {f"{case} in matmul units": median(per_round(times, lambda t, c=case: t[c] / t["matmul"]))
-           for case in ("newton_schulz[manual]", "newton_schulz[autograd]", "eigh_forward")}
-    out["exact beyond eigh_forward in matmul units"] = median(
-        per_round(times, lambda t: (t["exact"] - t["eigh_forward"]) / t["matmul"]))
+           for case in ("sqrtm[newton_schulz[manual]]", "sqrtm[newton_schulz[autograd]]", "eigh_forward")}
+    out["sqrtm[exact] beyond eigh_forward in matmul units"] = median(
+        per_round(times, lambda t: (t["sqrtm[exact]"] - t["eigh_forward"]) / t["matmul"]))
     return out
 
 
@@ -136,9 +134,9 @@ def _run_worker(setting: str, group: str, quick: bool, rounds: int) -> dict:
 
 TARGETS = {  # metric -> (limit, what the target is)
     "sqrtm[exact] / eigh_autograd": (1.0, "issue 9: exact sqrtm fwd+bwd, n = 64"),
-    "newton_schulz[manual] in matmul units": (42.0, "bench: NS(5) fwd+bwd, n = 256"),
-    "newton_schulz[autograd] in matmul units": (42.0, "bench: NS(5) fwd+bwd, n = 256"),
-    "exact beyond eigh_forward in matmul units": (7.0, "bench: exact beyond eigh, n = 256"),
+    "sqrtm[newton_schulz[manual]] in matmul units": (42.0, "bench: NS(5) fwd+bwd, n = 256"),
+    "sqrtm[newton_schulz[autograd]] in matmul units": (42.0, "bench: NS(5) fwd+bwd, n = 256"),
+    "sqrtm[exact] beyond eigh_forward in matmul units": (7.0, "bench: exact beyond eigh, n = 256"),
 }
 
 

@@ -31,7 +31,7 @@ def test_quick_run_refuses_to_overwrite_and_resumes(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert "| default | held |" in report and "smoke run" in report
     assert "sqrtm[exact]\\|check=False" in report  # (escaped in its table cell)
-    assert "newton_schulz[manual] in matmul units" in report
+    assert "sqrtm[newton_schulz[manual]] in matmul units" in report
 
     again = _run("--quick", "--out", str(out))
     assert again.returncode != 0 and "--resume" in again.stderr and "--overwrite" in again.stderr
