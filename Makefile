@@ -25,7 +25,7 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m svdgrad bench $(BENCH_ARGS)
 
-# Mutation test of the numerical core -> reports/mutation/REPORT.md (a standing habit: run it
+# Mutation test of the numerical core and the long jobs -> reports/mutation/REPORT.md (a standing habit: run it
 # after changing svdgrad/_*.py; about 20-30 min on 2 cores).
 mutate: $(STAMP)
 	$(PY) tools/mutate.py

@@ -254,6 +254,20 @@ def test_store_drops_a_torn_line(tmp_path):
     assert len(store.load()) == 2
 
 
+def test_store_drops_a_complete_line_with_the_wrong_number_of_fields(tmp_path):
+    """A line that ends in a newline but is not a row (hand-edited, or corrupted on disk) is dropped, as a torn
+    one is: loading it as a partial row would make the resume's keys fail, or count a missing row as done."""
+    store = ResultStore(tmp_path / "results.csv")
+    store.reset()
+    keys = [("method", "sqrt", m, "", "float64", 16, 0, "logspaced", 0) for m in ("exact", "pade")]
+    store.append([cells._row(keys[0], grad_err=1e-15)])
+    with open(store.path, "a") as f:
+        f.write("method,sqrt,pade,,float64,16\n")  # the start of a row, but a complete line
+    store.append([cells._row(keys[1], grad_err=2e-15)])
+    assert [r["method"] for r in store.load()] == ["exact", "pade"]
+    assert store.done_keys() == set(keys)
+
+
 # ---------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------

@@ -93,6 +93,16 @@ def test_finished_results_are_not_replaced_without_resume_or_overwrite(tmp_path,
     assert {r["method"] for r in read_rows(out / "results.csv") if r["study"] == "method"} == {"pade"}
 
 
+def test_a_results_csv_that_is_not_a_results_table_is_not_replaced_without_overwrite(tmp_path, capsys):
+    """Someone else's results.csv (another header) in the chosen folder: refused like finished results."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "results.csv").write_text("epoch,accuracy\n1,0.5\n")
+    rc, cap = _sweep(ONE + ["--out", str(out)], capsys)
+    assert rc == 2 and "already holds results" in cap.err and "--overwrite" in cap.err
+    assert (out / "results.csv").read_text() == "epoch,accuracy\n1,0.5\n"
+
+
 def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
     rc, cap = _sweep(ONE + ["--resume", "--overwrite", "--out", str(tmp_path)], capsys)
     assert rc == 2 and "--overwrite" in cap.err

@@ -1,8 +1,9 @@
-"""Mutation test of the numerical core: does the suite notice a plausible bug?
+"""Mutation test of the numerical core and the long jobs: does the suite notice a plausible bug?
 
 A scripted set of mutants (each a one-line change a real bug could make) is
-applied, one at a time, to a scratch copy of the repository; the core test
-files run against it with ``-x``.  A mutant is *killed* when a test fails.
+applied, one at a time, to a scratch copy of the repository; the test files
+of the mutant's suite (``SUITES``: the numerical core, or the long jobs'
+fault handling) run against it with ``-x``.  A mutant is *killed* when a test fails.
 Every mutant below changes behaviour on valid input (none is equivalent by
 construction); a survivor is a meaning no test pins.
 
@@ -13,7 +14,7 @@ construction); a survivor is a meaning no test pins.
     python tools/mutate.py --pending       # only the mutants not yet killed (after a kill, or new tests)
 
 Run time: a few minutes on 2 cores (a killed mutant stops at its first
-failing test; a survivor runs the whole core suite, about 2 minutes).
+failing test; a survivor runs its whole suite, about 2 minutes for the core and 5 for the jobs).
 """
 
 from __future__ import annotations
@@ -37,8 +38,18 @@ CORE_TESTS = [
     "tests/test_testing.py", "tests/test_functions.py", "tests/test_functions_contract.py",
     "tests/test_functions_gram.py", "tests/test_double_backward.py", "tests/test_nn.py",
     "tests/test_nn_features.py", "tests/test_whitening.py", "tests/test_matmul_only.py",
-    "tests/test_power_range.py", "tests/test_higher_order.py",
+    "tests/test_power_range.py", "tests/test_higher_order.py", "tests/test_bad_input.py",
 ]
+
+#: Test files of the long jobs: kill -9 and --resume, torn files, refusals to overwrite, Ctrl-C, locks,
+#: non-finite steps and bad data (sweep, bench, trainer and its study runner).
+JOB_TESTS = [
+    "tests/test_sweep_safety.py", "tests/test_sweep.py", "tests/test_bench.py", "tests/test_cli.py",
+    "tests/test_io.py", "tests/test_train_faults.py", "tests/test_train.py", "tests/test_train_options.py",
+    "tests/test_study_runner.py", "tests/test_train_stats.py",
+]
+
+SUITES = {"core": CORE_TESTS, "jobs": JOB_TESTS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +59,7 @@ class Mutant:
     old: str
     new: str
     what: str
+    suite: str = "core"  # a key of SUITES: the test files that should notice
 
 
 MUTANTS = [
@@ -415,12 +427,97 @@ MUTANTS = [
            "near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())",
            "near = delta <= 0 * torch.maximum(lo.abs(), hi.abs())",
            "matrix_function's fallback: the quotient down to the tie (cancellation)"),
+    # The long jobs (suite "jobs"): resume, torn files, refusals, locks, Ctrl-C, atomic writes.
+    Mutant("job-store-repair-keeps-torn-line", "svdgrad/sweep/store.py",
+           'cut = len(data) - (data.rfind(b"\\n") + 1)', "cut = 0",
+           "sweep: --resume appends after a torn last line instead of cutting it", "jobs"),
+    Mutant("job-store-load-keeps-short-rows", "svdgrad/sweep/store.py",
+           "for rec in reader if len(rec) == len(columns)]", "for rec in reader if rec]",
+           "sweep: a malformed (short) line is loaded as a row", "jobs"),
+    Mutant("job-store-header-tear-leaves-headerless", "svdgrad/sweep/store.py",
+           '        if b"\\n" not in data:', '        if False:',
+           "sweep: a tear inside the header is cut away, leaving an empty headerless file", "jobs"),
+    Mutant("job-store-foreign-file-has-no-rows", "svdgrad/sweep/store.py",
+           "        except (ValueError, UnicodeDecodeError):\n            return True",
+           "        except (ValueError, UnicodeDecodeError):\n            return False",
+           "sweep: a results.csv that is not a results table is replaced without --overwrite", "jobs"),
+    Mutant("job-plan-recomputes-done", "svdgrad/sweep/runner.py",
+           "if key not in done)", "if True)",
+           "sweep: --resume recomputes (and duplicates) the finished rows", "jobs"),
+    Mutant("job-resume-resets-results", "svdgrad/sweep/runner.py",
+           "    if resume:\n        store.repair()", "    if False:\n        store.repair()",
+           "sweep: --resume starts results.csv empty", "jobs"),
+    Mutant("job-grid-json-not-union", "svdgrad/sweep/runner.py",
+           "covered = Grid.from_json((out / GRID).read_text()).union(grid)", "covered = grid",
+           "sweep: a narrower grid resumed into a folder overwrites grid.json with itself", "jobs"),
+    Mutant("job-runs-log-drops-history", "svdgrad/sweep/runner.py",
+           'old = path.read_text() if (resume and path.exists()) else ""', 'old = ""',
+           "sweep: a resumed run's runs.jsonl forgets the earlier runs", "jobs"),
+    Mutant("job-sweep-lock-not-taken", "svdgrad/sweep/runner.py",
+           "        lock.acquire()\n    except Timeout:\n        raise SweepLocked",
+           "        pass\n    except Timeout:\n        raise SweepLocked",
+           "sweep: a second writer into the same folder is not refused", "jobs"),
+    Mutant("job-watchdog-never-exits", "svdgrad/sweep/runner.py",
+           "            os._exit(1)", "            pass",
+           "sweep: a worker outlives a kill -9 of the sweep", "jobs"),
+    Mutant("job-sweep-overwrites-without-flag", "svdgrad/sweep/cli.py",
+           "if not (args.resume or args.overwrite) and store.has_rows():",
+           "if not (args.resume or args.overwrite) and False:",
+           "sweep: a folder with results is replaced without --resume or --overwrite", "jobs"),
+    Mutant("job-resume-command-keeps-overwrite", "svdgrad/sweep/cli.py",
+           'a in ("--overwrite", "--resume")', 'a in ("--resume",)',
+           "sweep: the printed resume command keeps --overwrite (running it would discard the rows)", "jobs"),
+    Mutant("job-sweep-ctrl-c-exit-1", "svdgrad/sweep/cli.py",
+           "EXIT_INTERRUPTED = 130", "EXIT_INTERRUPTED = 1",
+           "sweep: Ctrl-C exits 1 instead of 130", "jobs"),
+    Mutant("job-bench-replaces-without-overwrite", "svdgrad/bench/cli.py",
+           "if found and not args.overwrite:", "if found and False:",
+           "bench: results for the device are replaced without --overwrite", "jobs"),
+    Mutant("job-bench-lock-not-taken", "svdgrad/bench/cli.py",
+           "            lock.acquire()\n        except Timeout:",
+           "            pass\n        except Timeout:",
+           "bench: a second benchmark into the same folder is not refused", "jobs"),
+    Mutant("job-bench-again-command-drops-out", "svdgrad/bench/cli.py",
+           '    return shlex.join(["svdgrad", "bench", *keep, "--out", str(out), "--overwrite"])',
+           '    return shlex.join(["svdgrad", "bench", *keep, "--overwrite"])',
+           "bench: the command printed after Ctrl-C / a refusal omits --out (measures into the default folder)", "jobs"),
+    Mutant("job-atomic-write-in-place", "svdgrad/_io.py",
+           'tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")', "tmp = path",
+           "atomic write: the data go straight into the target (a failed write leaves it torn)", "jobs"),
 ]
 
 
 def _copy_repo(dst: Path) -> None:
     ignore = shutil.ignore_patterns(".git", ".venv", "runs", "reports", "__pycache__", ".hypothesis", "*.egg-info")
     shutil.copytree(ROOT, dst, ignore=ignore)
+    # An empty repository with the same .gitignore: the tests that ask git what it ignores run as in a clone.
+    subprocess.run(["git", "init", "-q", str(dst)], check=True)
+
+
+def _pytest(work: Path, files, timeout: float) -> subprocess.CompletedProcess:
+    """The test files, stopping at the first failure, against the copy in ``work`` (raises TimeoutExpired)."""
+    env = dict(os.environ, PYTHONPATH=str(work), HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-k", "not torch_compile", *files]
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _first_failure(proc: subprocess.CompletedProcess) -> str:
+    return next((line.split(" ")[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")), "")
+
+
+def control_run(scratch: Path, suites, timeout: float) -> None:
+    """Each suite must pass on an unmutated copy, or every mutant would count as killed by the same failure
+    (it happened: a test asking git about .gitignore failed in the copy, which had no repository)."""
+    for suite in suites:
+        work = scratch / f"control-{suite}"
+        _copy_repo(work)
+        try:
+            proc = _pytest(work, SUITES[suite], timeout)
+        finally:
+            shutil.rmtree(work)
+        if proc.returncode != 0:
+            raise SystemExit(f"mutate: the {suite} suite fails without any mutant (first failure: "
+                             f"{_first_failure(proc) or proc.stdout[-300:]}); fix that first")
 
 
 def run_mutant(m: Mutant, scratch: Path, timeout: float) -> tuple[str, float, str]:
@@ -433,17 +530,14 @@ def run_mutant(m: Mutant, scratch: Path, timeout: float) -> tuple[str, float, st
         shutil.rmtree(work)
         return "not-applied", 0.0, f"pattern found {text.count(m.old)} times"
     target.write_text(text.replace(m.old, m.new))
-    env = dict(os.environ, PYTHONPATH=str(work), HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-k", "not torch_compile",
-           *CORE_TESTS]
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = _pytest(work, SUITES[m.suite], timeout)
     except subprocess.TimeoutExpired:
         shutil.rmtree(work)
         return "timeout", time.monotonic() - t0, ""
     dt = time.monotonic() - t0
-    failed = next((line.split(" ")[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")), "")
+    failed = _first_failure(proc)
     shutil.rmtree(work)
     if proc.returncode == 0:
         return "survived", dt, ""
@@ -489,24 +583,36 @@ def write_report(results: dict, out: Path, wall: float) -> None:
     rows = [(m, *results.get(m.id, ("not run", 0.0, "", ""))) for m in MUTANTS]
     n_killed = sum(r[1] == "killed" for r in rows)
     counted = sum(r[1] in ("killed", "survived", "timeout") for r in rows)
+    def tally(suite=None):
+        picked = [r for r in rows if suite is None or r[0].suite == suite]
+        return (sum(r[1] == "killed" for r in picked), sum(r[1] in ("killed", "survived", "timeout") for r in picked))
+
     lines = [
-        "# Mutation test of the numerical core",
+        "# Mutation test of the numerical core and the long jobs",
         "",
         "Written by `python tools/mutate.py` (`make mutate`); each mutant is a one-line change in `svdgrad/`",
-        "that alters behaviour on valid input. A mutant is killed when one of the core test files fails",
-        f"({', '.join(f'`{t}`' for t in CORE_TESTS)}, ci hypothesis profile, torch.compile test excluded).",
-        "`--only TEXT` re-runs some mutants and keeps the other rows; the commit column says which code each",
-        "row ran against.",
+        "that alters behaviour on valid input. A mutant is killed when a test file of its suite fails",
+        "(ci hypothesis profile, torch.compile test excluded):",
         "",
-        f"**{n_killed} of {counted} mutants killed ({100 * n_killed / max(counted, 1):.0f}%).** Wall time of the "
-        f"last invocation: {wall:.0f} s.",
+    ]
+    for name, files in SUITES.items():
+        lines.append(f"- **{name}**: {', '.join(f'`{t}`' for t in files)}.")
+    lines += [
         "",
-        "| mutant | file | change | result | s | first failing test | commit |",
-        "|---|---|---|---|---|---|---|",
+        "`--only TEXT` or `--suite NAME` re-runs some mutants and keeps the other rows; the commit column says",
+        "which code each row ran against.",
+        "",
+        f"**{n_killed} of {counted} mutants killed ({100 * n_killed / max(counted, 1):.0f}%)**: "
+        + "; ".join(f"{name} {k} of {c}" for name in SUITES for k, c in [tally(name)])
+        + f". Wall time of the last invocation: {wall:.0f} s.",
+        "",
+        "| mutant | file | change | result | s | first failing test | commit | suite |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, status, dt, failed, commit in rows:
         what = m.what.replace("|", "/")
-        lines.append(f"| `{m.id}` | `{m.path}` | {what} | {status} | {dt:.0f} | {failed.replace('|', '/')} | {commit} |")
+        lines.append(f"| `{m.id}` | `{m.path}` | {what} | {status} | {dt:.0f} | {failed.replace('|', '/')} | {commit} "
+                     f"| {m.suite} |")
     survivors = [m for m, status, *_ in rows if status not in ("killed", "not run")]
     lines += ["", "Survivors: " + (", ".join(f"`{m.id}`" for m in survivors) if survivors else "none."), ""]
     out.mkdir(parents=True, exist_ok=True)
@@ -522,10 +628,13 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
     p.add_argument("--fresh", action="store_true", help="forget the rows of an earlier report")
     p.add_argument("--pending", action="store_true", help="run only mutants that the report does not list as killed")
+    p.add_argument("--suite", choices=sorted(SUITES), help="run only the mutants of this suite")
+    p.add_argument("--no-control", action="store_true",
+                   help="skip the control run (each chosen suite on an unmutated copy, which must pass)")
     args = p.parse_args(argv)
     out = Path(args.out)
     results = {} if args.fresh else read_report(out / "REPORT.md")
-    chosen = [m for m in MUTANTS if args.only in m.id
+    chosen = [m for m in MUTANTS if args.only in m.id and args.suite in (None, m.suite)
               and not (args.pending and results.get(m.id, ("",))[0] == "killed")]
     commit = _commit()
     rows = []
@@ -533,6 +642,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="svdgrad-mutants-") as d:
         scratch = Path(d)
         _check_import_path(scratch)
+        if chosen and not args.no_control:
+            control_run(scratch, sorted({m.suite for m in chosen}), args.timeout)
         for i, m in enumerate(chosen, 1):
             status, dt, failed = run_mutant(m, scratch, args.timeout)
             rows.append((m, status, dt, failed))

@@ -1,0 +1,52 @@
+"""The long jobs' atomic writes (``svdgrad._io``): a target is either the old file or the new one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from svdgrad._io import save_atomic, write_atomic
+
+
+def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("old\n")
+    write_atomic(target, "new\n")
+    assert target.read_text() == "new\n"
+    write_atomic(target, b"\x00bytes")
+    assert target.read_bytes() == b"\x00bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+@pytest.mark.parametrize("fail_at", ["fsync", "replace"])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, fail_at):
+    target = tmp_path / "grid.json"
+    target.write_text('{"old": true}\n')
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, fail_at, fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, '{"new": true}\n' * 1000)
+    monkeypatch.undo()
+    assert target.read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.json"]
+
+
+def test_a_failed_first_write_creates_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "REPORT.md", "# report\n")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_atomic_round_trips_a_checkpoint(tmp_path):
+    state = {"step": 7, "weights": torch.arange(6.0).reshape(2, 3)}
+    save_atomic(state, tmp_path / "ckpt.pt")
+    back = torch.load(tmp_path / "ckpt.pt")
+    assert back["step"] == 7 and torch.equal(back["weights"], state["weights"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
