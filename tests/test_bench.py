@@ -126,6 +126,30 @@ def test_missing_pytest_benchmark_names_the_extra(monkeypatch, tmp_path, capsys)
     assert not (tmp_path / "raw").exists()
 
 
+HOLD = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1]); lock.acquire(); print("held", flush=True); time.sleep(120)
+"""
+
+
+def test_a_second_benchmark_into_the_same_folder_is_refused(tmp_path, capsys):
+    """Another process holds the folder's lock: refused before anything runs or is written."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / cli.LOCK)], stdout=subprocess.PIPE,
+                              text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _bench(["--profile", "quick", "--threads", "1", "--no-pytest", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "another benchmark is writing to" in err and "--out" in err
+        assert not (out / "raw").exists() and not (out / "REPORT.md").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_ctrl_c_of_the_bench_prints_one_line(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "bench", "--profile", "quick", "--threads", "1",

@@ -152,3 +152,12 @@ def test_landscape_claims_and_gradient_prediction_on_hand_made_runs():
     text = lr.gradient_predicts(runs)
     assert "12 probed GCP runs" in text and "Spearman" in text
     assert lr.gradient_predicts({}) .startswith("Too few")
+
+
+def test_max_minutes_is_in_minutes():
+    """0.6 s of work inside a 3 s budget all runs (read as seconds, the budget would stop after the first)."""
+    import time
+
+    todo = [(f"r{i}", trainer.TrainConfig(**TINY)) for i in range(3)]
+    done = runner.run_all(todo, jobs=1, echo=lambda m: None, max_minutes=0.05, fn=lambda d: time.sleep(0.2))
+    assert done == ["r0", "r1", "r2"]

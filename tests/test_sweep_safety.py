@@ -89,8 +89,24 @@ def test_finished_results_are_not_replaced_without_resume_or_overwrite(tmp_path,
     # --resume keeps the rows; --overwrite replaces them, as asked.
     assert _sweep(ONE + ["--resume", "--out", str(out)])[0] == 0
     assert (out / "results.csv").read_bytes() == before
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["resume"] for r in runs] == [False, True]  # the resumed run is logged after the first one
     assert _sweep(["--methods", "pade"] + ONE[2:] + ["--overwrite", "--out", str(out)])[0] == 0
     assert {r["method"] for r in read_rows(out / "results.csv") if r["study"] == "method"} == {"pade"}
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 1  # a fresh run starts the log again
+
+
+@pytest.mark.parametrize("argv", [
+    ["--methods", "exact", "--overwrite", "--out", "old"],
+    ["--overwrite", "--methods=exact", "--out=old", "--resume"],
+    ["--methods", "exact"],
+])
+def test_the_resume_command_never_carries_overwrite(argv, tmp_path):
+    """The printed command must add to the folder's rows: with --overwrite it would discard them."""
+    words = shlex.split(cli.resume_command(argv, tmp_path / "sweep"))
+    assert "--overwrite" not in words and words.count("--resume") == 1
+    assert words[-3:] == ["--out", str(tmp_path / "sweep"), "--resume"] and "old" not in words
+    assert words[:2] == ["svdgrad", "sweep"] and any(w in ("exact", "--methods=exact") for w in words)
 
 
 def test_a_results_csv_that_is_not_a_results_table_is_not_replaced_without_overwrite(tmp_path, capsys):

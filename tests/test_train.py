@@ -366,3 +366,64 @@ def test_quick_study_writes_the_report(tmp_path, keep_threads):
     with pytest.raises(SvdgradError, match="other settings \\(ns differ"):
         study.run(quick=True, out=out, resume=True, echo=lambda m: None)
     shutil.rmtree(out)
+
+
+# ---------------------------------------------------------------------------
+# Resume at every point of a run (found by mutation: each of these resumed wrongly and no test noticed).
+# ---------------------------------------------------------------------------
+
+def _stop_after(k):
+    """An echo that interrupts the run after epoch k (its checkpoint and log line are written by then)."""
+    def echo(msg):
+        if msg.startswith(f"[svdgrad train] epoch {k}/"):
+            raise KeyboardInterrupt
+    return echo
+
+
+def _interrupted_then_resumed(tmp_path, name, k, torn_log=False, **over):
+    cfg = trainer.TrainConfig(**TINY, **over, out=str(tmp_path / name))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(cfg, echo=_stop_after(k))
+    assert trainer.load_checkpoint(os.path.join(cfg.out, "checkpoint.pt"))["epoch"] == k
+    if torn_log:  # killed while appending the last line: half of it, no newline
+        log = os.path.join(cfg.out, "log.jsonl")
+        with open(log) as f:
+            lines = f.read().splitlines(keepends=True)
+        with open(log, "w") as f:
+            f.write("".join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2])
+    cfg.resume = True
+    return cfg, trainer.train(cfg, echo=lambda m: None)
+
+
+HYBRID_3 = dict(epochs=3, protocol="hybrid", svd_method="exact", switch_epoch=2)
+
+
+def test_a_hybrid_resumed_after_its_switch_goes_on_with_the_svd_method(tmp_path, keep_threads):
+    ref = trainer.TrainConfig(**TINY, **HYBRID_3, out=str(tmp_path / "ref"))
+    trainer.train(ref, echo=lambda m: None)
+    assert [r["switched"] for r in _log(ref.out)] == [False, True, False]  # on the switch epoch only
+    cfg, _ = _interrupted_then_resumed(tmp_path, "res", 2, **HYBRID_3)
+    assert _log(cfg.out) == _log(ref.out)
+
+
+def test_the_optimizer_trains_with_the_scheduled_lr(tmp_path, keep_threads):
+    """The log's lr is the schedule's; the optimizer's own must be the same, or the log says what did not run."""
+    cfg = trainer.TrainConfig(**TINY, epochs=2, milestones=(2,), protocol="ns", out=str(tmp_path / "r"))
+    trainer.train(cfg, echo=lambda m: None)
+    ck = trainer.load_checkpoint(os.path.join(cfg.out, "checkpoint.pt"))
+    assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == [pytest.approx(0.01)]
+    assert _log(cfg.out)[-1]["lr"] == pytest.approx(0.01)
+
+
+def test_a_resumed_run_counts_the_time_before_the_interruption(tmp_path, keep_threads):
+    cfg, summary = _interrupted_then_resumed(tmp_path, "r", 1, epochs=2, protocol="ns")
+    with open(os.path.join(cfg.out, "log.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 2 and summary["elapsed_s"] >= sum(r["time_s"] for r in rows)
+
+
+def test_resume_rewrites_a_torn_log_from_the_checkpoint(tmp_path, keep_threads):
+    ref = trainer.TrainConfig(**TINY, epochs=2, protocol="ns", out=str(tmp_path / "ref"))
+    trainer.train(ref, echo=lambda m: None)
+    cfg, _ = _interrupted_then_resumed(tmp_path, "r", 1, torn_log=True, epochs=2, protocol="ns")
+    assert _log(cfg.out) == _log(ref.out)

@@ -218,6 +218,8 @@ def test_a_damaged_checkpoint_is_refused_with_a_clear_error(finished_run, capsys
     errors = [line for line in err.splitlines() if not line.startswith("[svdgrad train]")]
     assert len(errors) == 1 and errors[0].startswith("svdgrad train: error: ") and "Traceback" not in err
     assert path in err and "--overwrite" in err and "backup" in err
+    if fault == "truncated":  # called what it is, not "modified"
+        assert "truncated or extended: its header promises" in err
     with pytest.raises(SvdgradError, match="checkpoint"):
         trainer.load_checkpoint(path)
 
@@ -498,3 +500,82 @@ def test_a_study_refuses_a_folder_of_another_study(tmp_path):
     with pytest.raises(SvdgradError, match="holds a study with other settings .*epochs.*it is a --quick study"):
         study.run(quick=False, out=out, echo=lambda m: None)
     assert os.listdir(out) == ["study.json"]
+
+
+# ---------------------------------------------------------------------------
+# Found by mutation: faults that no test injected.
+# ---------------------------------------------------------------------------
+
+def test_a_finite_loss_with_an_infinite_gradient_is_skipped():
+    net, opt, guard = _tiny_model("gap")
+    net.train()
+    x, y = _images(8, 0), torch.arange(8) % 4
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    hook = net.fc.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    try:
+        loss, _, reason = trainer.train_step(net, net, opt, x, y, guard=guard)
+    finally:
+        hook.remove()
+    assert torch.isfinite(loss) and reason == "non-finite gradient"
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+
+
+def test_a_checkpoint_write_that_dies_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """Disk full half-way through the new checkpoint: the old one is still there and loads."""
+    import builtins
+
+    path = str(tmp_path / "checkpoint.pt")
+    trainer.save_checkpoint({"epoch": 1, "w": torch.zeros(4096)}, path)
+    real_open = builtins.open
+
+    class Dying:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            self.f.write(b[:len(b) // 2])
+            self.f.flush()
+            raise OSError(28, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def dying_open(p, mode="r", *args, **kwargs):
+        f = real_open(p, mode, *args, **kwargs)
+        return Dying(f) if "w" in mode else f
+
+    monkeypatch.setattr(builtins, "open", dying_open)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint({"epoch": 2, "w": torch.ones(4096)}, path)
+    monkeypatch.undo()
+    assert trainer.load_checkpoint(path)["epoch"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
+
+
+def test_overwrite_removes_the_old_results_even_when_the_new_run_fails(tmp_path, capsys, keep_threads):
+    """A stale summary.json beside a failed new run would tell the study runner the run is finished."""
+    out = str(tmp_path / "run")
+    ok = _write_data(tmp_path / "ok.pt")
+    assert cli_main("train", ["--dataset", ok, *NET_ARGS, "--protocol", "ns", "--epochs", "1", "--out", out]) == 0
+    assert os.path.exists(os.path.join(out, "summary.json"))
+    bad = tmp_path / "bad.pt"  # every image 3e38: every step is skipped, and the new run stops in epoch 1
+    torch.save({"images": torch.full((40, 1, 16, 16), HUGE), "labels": torch.arange(40) % 4,
+                "val_images": _images(12, 1), "val_labels": torch.arange(12) % 4}, bad)
+    assert cli_main("train", ["--dataset", f"tensors:{bad}", *NET_ARGS, "--protocol", "ns", "--epochs", "1",
+                              "--out", out, "--overwrite"]) == 2
+    assert "Every one of the 5 steps" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+    assert not os.path.exists(os.path.join(out, "checkpoint.pt"))
+
+
+def test_a_validation_label_equal_to_the_class_count_is_refused(tmp_path):
+    x = np.zeros((20, 8, 8), np.float32)
+    np.savez(tmp_path / "d.npz", images=x, labels=np.arange(20) % 4, val_images=x[:3], val_labels=[0, 1, 4])
+    with pytest.raises(SvdgradError, match="val_labels has the labels 4"):
+        data.load(f"tensors:{tmp_path / 'd.npz'}", 8)

@@ -79,3 +79,12 @@ def test_hybrid_report_claims_pair_hybrids_with_ns_and_merge_identical_hybrids()
     assert len(merged) == 1 and merged[0].test == "paired" and merged[0].verdict == stats.HOLDS
     kappa = [c for c, *_ in judged if c.claim.startswith("κ")][0]
     assert kappa.diff == pytest.approx(1.0) and kappa.verdict == stats.HOLDS
+
+
+def test_verdicts_use_the_holm_adjusted_p_values():
+    """Two raw p-values below 0.05 whose Holm adjustment (0.06 each) is not: neither claim holds."""
+    cs = [stats.Comparison("a", "welch", 4, 4, 0.1, 0.0, 0.2, 0.03),
+          stats.Comparison("b", "welch", 4, 4, 0.1, 0.0, 0.2, 0.04)]
+    judged = stats.judge(cs)
+    assert [c.p_holm for c in judged] == pytest.approx([0.06, 0.06])
+    assert [c.verdict for c in judged] == [stats.UNRESOLVED, stats.UNRESOLVED]
