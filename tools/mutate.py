@@ -583,6 +583,17 @@ def _first_failure(proc: subprocess.CompletedProcess) -> str:
     return next((line.split(" ")[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")), "")
 
 
+def nearest_first(path: str, files) -> list[str]:
+    """The suite's files, those named after the mutated module's folder or file first (``svdgrad/train/x.py``:
+    test_train*.py, test_study_runner.py for runner.py).  Only the time to a kill changes: a survivor runs them all."""
+    parts = [s.strip("_") for s in Path(path).with_suffix("").parts[1:]]  # e.g. ["train", "runner"]
+
+    def rank(f):
+        words = Path(f).stem.split("_")
+        return 0 if parts[-1] in words else 1 if any(s in words for s in parts[:-1]) else 2
+    return sorted(files, key=rank)
+
+
 def control_run(scratch: Path, suites, timeout: float) -> None:
     """Each suite must pass on an unmutated copy, or every mutant would count as killed by the same failure
     (it happened: a test asking git about .gitignore failed in the copy, which had no repository)."""
@@ -610,7 +621,7 @@ def run_mutant(m: Mutant, scratch: Path, timeout: float) -> tuple[str, float, st
     target.write_text(text.replace(m.old, m.new))
     t0 = time.monotonic()
     try:
-        proc = _pytest(work, SUITES[m.suite], timeout)
+        proc = _pytest(work, nearest_first(m.path, SUITES[m.suite]), timeout)
     except subprocess.TimeoutExpired:
         shutil.rmtree(work)
         return "timeout", time.monotonic() - t0, ""
