@@ -427,6 +427,13 @@ MUTANTS = [
            "near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())",
            "near = delta <= 0 * torch.maximum(lo.abs(), hi.abs())",
            "matrix_function's fallback: the quotient down to the tie (cancellation)"),
+    # Bad input of the features route (test_bad_input.py is in the core suite).
+    Mutant("gram-positional-args-ignored", "svdgrad/_api.py",
+           "    if args:  # (gram_sqrtm(X, \"exact\")", "    if False:  # (gram_sqrtm(X, \"exact\")",
+           "gram_sqrtm(X, 'exact'): the positional argument silently ignored"),
+    Mutant("gram-hint-names-itself", "svdgrad/_api.py",
+           'f"svdgrad.{entry[5:]}(X @ X.mT, method).")', 'f"svdgrad.{entry}(X @ X.mT, method).")',
+           "gram's no-method hint points at gram_sqrtm itself instead of sqrtm(X @ X.mT, method)"),
     # The long jobs (suite "jobs"): resume, torn files, refusals, locks, Ctrl-C, atomic writes.
     Mutant("job-store-repair-keeps-torn-line", "svdgrad/sweep/store.py",
            'cut = len(data) - (data.rfind(b"\\n") + 1)', "cut = 0",
