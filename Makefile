@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(PY) -m svdgrad bench $(BENCH_ARGS)
 
 # Mutation test of the numerical core and the long jobs -> reports/mutation/REPORT.md (a standing habit: run it
-# after changing svdgrad/_*.py; about 20-30 min on 2 cores).
+# after changing svdgrad/; about 50 min on 2 cores for both suites; --suite core|jobs runs one).
 mutate: $(STAMP)
 	$(PY) tools/mutate.py
 
