@@ -5,7 +5,10 @@ eigenvectors of A are perturbed by about eps·‖A‖/gap, which for the square
 root's gradient amounts to about κ·eps relative, as measured against mpmath).
 """
 
+import contextlib
 import math
+import subprocess
+import sys
 
 import torch
 
@@ -51,3 +54,24 @@ def finite(x: torch.Tensor) -> bool:
 
 def log10(x: float) -> float:
     return math.log10(x) if x > 0 else -math.inf
+
+
+#: A process that takes a FileLock (path in argv[1]), says "held", and keeps it until killed.
+_HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1]); lock.acquire(); print("held", flush=True); time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(path, env=None):
+    """While inside, another process holds the FileLock at ``path`` (as a second sweep or bench would)."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

@@ -14,6 +14,8 @@ import torch
 from svdgrad.bench import cli, grid, runner
 from svdgrad.bench import report as bench_report
 
+from .helpers import lock_held_elsewhere
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
@@ -126,28 +128,15 @@ def test_missing_pytest_benchmark_names_the_extra(monkeypatch, tmp_path, capsys)
     assert not (tmp_path / "raw").exists()
 
 
-HOLD = """
-import sys, time
-from filelock import FileLock
-lock = FileLock(sys.argv[1]); lock.acquire(); print("held", flush=True); time.sleep(120)
-"""
-
-
 def test_a_second_benchmark_into_the_same_folder_is_refused(tmp_path, capsys):
     """Another process holds the folder's lock: refused before anything runs or is written."""
     out = tmp_path / "bench"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / cli.LOCK)], stdout=subprocess.PIPE,
-                              text=True, env=ENV)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out / cli.LOCK, env=ENV):
         assert _bench(["--profile", "quick", "--threads", "1", "--no-pytest", "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert "another benchmark is writing to" in err and "--out" in err
         assert not (out / "raw").exists() and not (out / "REPORT.md").exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_ctrl_c_of_the_bench_prints_one_line(tmp_path):

@@ -26,6 +26,8 @@ from svdgrad.sweep import cli, runner
 from svdgrad.sweep.cells import COLUMNS
 from svdgrad.sweep.store import ResultStore, read_rows, row_key
 
+from .helpers import lock_held_elsewhere
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 HEADER = ",".join(COLUMNS) + "\n"
@@ -179,27 +181,14 @@ def test_resume_and_report_work_after_a_tear_inside_the_header(tmp_path):
 # §6: one writer per output directory (filelock).
 # ---------------------------------------------------------------------------
 
-HOLD = """
-import sys, time
-from filelock import FileLock
-lock = FileLock(sys.argv[1]); lock.acquire(); print("held", flush=True); time.sleep(120)
-"""
-
-
 def test_a_second_writer_is_refused_with_a_clear_message(tmp_path, capsys):
     out = tmp_path / "sweep"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / runner.LOCK)], stdout=subprocess.PIPE,
-                              text=True, env=ENV)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out / runner.LOCK, env=ENV):
         rc, cap = _sweep(ONE + ["--out", str(out)], capsys)
         assert rc == 1
         assert "another sweep is writing to" in cap.err and "--out" in cap.err
         assert not (out / "results.csv").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     # The holder is gone (its lock with it): the same command now runs, and the lock file stays in
     # place (it is never unlinked, so a third writer cannot lock a different file of the same name).
     assert _sweep(ONE + ["--out", str(out)])[0] == 0
