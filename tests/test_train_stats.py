@@ -43,6 +43,10 @@ def test_verdicts_and_sentences():
     j = stats.judge([up, down, flat, one])
     assert [c.verdict for c in j] == [stats.HOLDS, stats.OTHER_WAY, stats.UNRESOLVED, stats.UNRESOLVED]
     assert stats.describe(j[0]).startswith("holds (+")
+    # the interval reads low to high: "95% CI +x to +y" with x < y
+    ci = stats.describe(j[0]).split("95% CI ")[1].split(";")[0].split(" to ")
+    assert [float(v.replace("−", "-")) for v in ci] == pytest.approx([100 * j[0].low, 100 * j[0].high], abs=0.051)
+    assert j[0].low < j[0].high
     assert stats.describe(j[1]).startswith("goes the other way (−")
     text = stats.describe(j[2])
     assert text.startswith("not resolved: the effect is between −") and " and +" in text and "points" in text
@@ -61,6 +65,23 @@ def test_seeds_needed():
     assert sps.t.ppf(0.975, n - 1) * 0.7 / math.sqrt(n) <= 0.5 < sps.t.ppf(0.975, n - 2) * 0.7 / math.sqrt(n - 1)
     assert stats.seeds_needed(0.7, 0.5, paired=False) > n
     assert stats.seeds_needed(100.0, 0.01, paired=True, most=10) is None
+
+
+@pytest.mark.parametrize("sd, half_width", [(1.0, 1.0), (0.7, 0.5), (0.02, 0.01)])
+def test_seeds_needed_for_welch_is_the_smallest_n_of_its_own_interval(sd, half_width):
+    """Welch with n seeds per protocol and the same spread sd: half-width t(2(n−1))·sd·√(2/n), the Welch–
+    Satterthwaite degrees of freedom at equal variances; the answer is the first n that reaches half_width."""
+    n = stats.seeds_needed(sd, half_width, paired=False)
+
+    def width(k):
+        return sps.t.ppf(0.975, 2 * (k - 1)) * sd * math.sqrt(2 / k)
+    assert width(n) <= half_width < width(n - 1)
+    # the same from the Welch interval of two samples with exactly that spread
+    m = (n - 1) / 2
+    s = math.sqrt(sum((i - m) ** 2 for i in range(n)) / (n - 1))
+    a = [sd * (i - m) / s for i in range(n)]  # mean 0, sample standard deviation sd
+    c = stats.welch("w", a, [x + 1.0 for x in a])
+    assert c.high - c.diff == pytest.approx(width(n), rel=1e-9)
 
 
 def test_hybrid_report_claims_pair_hybrids_with_ns_and_merge_identical_hybrids():
