@@ -44,7 +44,8 @@ CORE_TESTS = [
 #: Test files of the long jobs: kill -9 and --resume, torn files, refusals to overwrite, Ctrl-C, locks,
 #: non-finite steps and bad data (sweep, bench, trainer and its study runner).
 JOB_TESTS = [
-    "tests/test_sweep_safety.py", "tests/test_sweep.py", "tests/test_bench.py", "tests/test_cli.py",
+    "tests/test_sweep_safety.py", "tests/test_sweep.py", "tests/test_sweep_cells.py", "tests/test_sweep_report.py",
+    "tests/test_bench.py", "tests/test_cli.py",
     "tests/test_io.py", "tests/test_train_faults.py", "tests/test_train.py", "tests/test_train_options.py",
     "tests/test_study_runner.py", "tests/test_train_stats.py",
 ]
@@ -602,6 +603,30 @@ MUTANTS = [
            "return Comparison(claim, \"paired\", n, n, mean, mean, mean, 1.0 if mean == 0 else 0.0, level)",
            "return Comparison(claim, \"paired\", n, n, mean, mean, mean, 1.0, level)",
            "a difference that is the same nonzero value on every seed is never resolved", "jobs"),
+    # What the sweep's cells measure (suite "jobs"): the defined block, κ reached, floors, magnitudes, the reference.
+    Mutant("job-cells-grad-err-null-space-kept", "svdgrad/sweep/cells.py",
+           "**_metrics(Z, ref.Z, m.finite_part(sym_part(g.double())), ref.part)}",
+           "**_metrics(Z, ref.Z, sym_part(g.double()), ref.part)}",
+           "sweep: a rank-deficient matrix's gradient compared with its null-space block (undefined there) kept", "jobs"),
+    Mutant("job-cells-kappa-reached-from-lambda-min", "svdgrad/sweep/cells.py",
+           "lo = float(L[self.n - self.rank])", "lo = float(L[0])",
+           "sweep: κ reached taken over the zero eigenvalues of a rank-deficient matrix too", "jobs"),
+    Mutant("job-cells-at-floor-from-forward", "svdgrad/sweep/cells.py",
+           'out["at_floor"] = int(out["grad_err"] <= floor)', 'out["at_floor"] = int(out["fwd_err"] <= floor)',
+           "sweep: 'gradient at the reference floor' judged from the forward error", "jobs"),
+    Mutant("job-cells-wrong-magnitude-factor-100", "svdgrad/sweep/cells.py",
+           "(torch.log10(Lc.clamp_min(1e-300) / Lt).abs() >= 1.0)", "(torch.log10(Lc.clamp_min(1e-300) / Lt).abs() >= 2.0)",
+           "sweep: an eigenvalue off by 10x-100x not counted as wrong in magnitude", "jobs"),
+    Mutant("job-cells-gram-kappa-not-squared", "svdgrad/sweep/cells.py",
+           'float((S[0] / S[-1]) ** 2) if S[-1] > 0', 'float(S[0] / S[-1]) if S[-1] > 0',
+           "sweep: the features route's κ reached reported as κ(X), not κ(X Xᵀ)", "jobs"),
+    Mutant("job-cells-ref-self-any-dtype", "svdgrad/sweep/cells.py",
+           'if method == "exact" and dtype == torch.float64 and ref.exact64 is not None:',
+           'if method == "exact" and ref.exact64 is not None:',
+           "sweep: float32 exact rows marked as the reference (no error measured) where float64 exact is it", "jobs"),
+    Mutant("job-cells-gram-floor-from-kappa", "svdgrad/sweep/cells.py",
+           "_with_floor(out, reference_floor(math.sqrt(m.kappa), m.n))", "_with_floor(out, reference_floor(m.kappa, m.n))",
+           "sweep: the features route's reference floor from κ(Σ) instead of κ(X)", "jobs"),
 ]
 
 
