@@ -12,6 +12,7 @@ construction); a survivor is a meaning no test pins.
     python tools/mutate.py --out runs/mut  # write the report elsewhere
     python tools/mutate.py --fresh         # drop the rows of the earlier report first
     python tools/mutate.py --pending       # only the mutants not yet killed (after a kill, or new tests)
+    python tools/mutate.py --suite jobs    # only the mutants whose suite is "jobs" (see SUITES)
 
 Run time: a few minutes on 2 cores (a killed mutant stops at its first
 failing test; a survivor runs its whole suite, about 2 minutes for the core and 5 for the jobs).
@@ -713,7 +714,10 @@ def _check_import_path(scratch: Path) -> None:
 
 def _commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "?"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "svdgrad", "tests"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    # "+dirty": the rows ran against uncommitted changes of the code or tests on top of that commit
+    return (out.stdout.strip() or "?") + ("+dirty" if dirty else "")
 
 
 def read_report(path: Path) -> dict:
@@ -735,11 +739,13 @@ def read_report(path: Path) -> dict:
 def write_report(results: dict, out: Path, wall: float) -> None:
     """results: id -> (status, seconds, first failing test, commit); every registered mutant is listed."""
     rows = [(m, *results.get(m.id, ("not run", 0.0, "", ""))) for m in MUTANTS]
-    n_killed = sum(r[1] == "killed" for r in rows)
-    counted = sum(r[1] in ("killed", "survived", "timeout") for r in rows)
+
     def tally(suite=None):
+        """(killed, counted) over the rows of one suite, or of all."""
         picked = [r for r in rows if suite is None or r[0].suite == suite]
         return (sum(r[1] == "killed" for r in picked), sum(r[1] in ("killed", "survived", "timeout") for r in picked))
+
+    n_killed, counted = tally()
 
     lines = [
         "# Mutation test of the numerical core and the long jobs",
