@@ -30,13 +30,16 @@ def _unit_rounds(times: dict) -> list[float]:
 
 
 def _unit_min(times: dict) -> float:
-    return min(min(v) for k, v in times.items() if k.startswith("matmul#"))
+    """The unit's fastest round (its per-round median of three matmuls), as every case's own fastest round."""
+    return min(_unit_rounds(times))
 
 
 def _quartiles(xs) -> tuple[float, float]:
     if len(xs) < 2:
         return xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4)
+    # "inclusive": the quartiles lie within the rounds measured (the default extrapolates beyond them with
+    # few rounds: two rounds at 9.5 and 11.5 would give 9.0-12.0)
+    q = statistics.quantiles(xs, n=4, method="inclusive")
     return q[0], q[2]
 
 
@@ -88,10 +91,15 @@ def target_rows(targets: dict) -> list[dict]:
             row = {"variant": t.variant, "dtype": dtype, "floor": t.floor, "limit": t.limit,
                    "ratio": med, "ratio_min": by_min, "ratio_nocheck": med_nc, "q1": q1, "q3": q3,
                    "met": med <= t.limit, "rounds": len(times[t.variant])}
+            # A miss is within the round-to-round spread when every condition it misses has its limit at or
+            # above the lower quartile of that condition's per-round ratios.
+            row["within_spread"] = med <= t.limit or q1 <= t.limit
             if t.not_slower_than:
                 rel, rel_min = relative(times, t.variant, t.not_slower_than)
-                row.update(vs=t.not_slower_than, vs_ratio=rel, vs_ratio_min=rel_min)
+                vs_q1, _ = _quartiles([x / y for x, y in zip(times[t.variant], times[t.not_slower_than])])
+                row.update(vs=t.not_slower_than, vs_ratio=rel, vs_ratio_min=rel_min, vs_q1=vs_q1)
                 row["met"] = row["met"] and rel <= 1.0
+                row["within_spread"] = row["within_spread"] and (rel <= 1.0 or vs_q1 <= 1.0)
             rows.append(row)
     return rows
 
@@ -328,15 +336,15 @@ def device_section(out: Path, tag: str, title: str) -> list[str]:
     met = sum(r["met"] for r in trows)
     L += ["", f"{met} of {len(trows)} targets met."]
     missed = [r for r in trows if not r["met"]]
-    noisy = [r for r in missed if r["q1"] <= r["limit"]]
+    noisy = [r for r in missed if r["within_spread"]]
     if missed:
         L += ["", "Not met: " + "; ".join(
             f"`{r['variant']}` {r['dtype']} ({_f(r['ratio'])} against ≤ {r['limit']:g}"
             + (f", t/t_{r['vs']} = {_f(r['vs_ratio'])}" if "vs" in r else "") + ")" for r in missed) + "."]
     if noisy:
         L += ["", "Of these, " + ", ".join(f"`{r['variant']}` {r['dtype']}" for r in noisy)
-              + " have the limit at or above the lower quartile of their per-round ratios: the miss is "
-                "within the round-to-round spread of this machine rather than a structural excess."]
+              + " have each limit they miss at or above the lower quartile of that ratio's per-round values: "
+                "the miss is within the round-to-round spread of this machine rather than a structural excess."]
     L += ["", f"![ratios](figures/ratios_{tag}.png)", ""]
 
     # Ratio targets of issues 9 and 10.
