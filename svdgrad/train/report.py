@@ -371,6 +371,11 @@ def seed_plan_of(study) -> dict[str, int]:
     return study.get("seeds_by_protocol") or {p: int(study["seeds"]) for p in PROTOCOLS}
 
 
+def _first_skipped_epoch(history: list[dict]) -> float:
+    """The first epoch of a run's log with a skipped step (inf if none)."""
+    return min([h["epoch"] for h in history if h["skipped_steps"]] or [math.inf])
+
+
 def describe_plan(plan: dict[str, int]) -> str:
     """'8 seeds × 10 protocols', or '30 seeds of ns, svd-exact; 8 of gap' where the plan differs by protocol."""
     by: dict[int, list[str]] = {}
@@ -378,8 +383,12 @@ def describe_plan(plan: dict[str, int]) -> str:
         by.setdefault(n, []).append(p)
     if len(by) == 1:
         (n, ps), = by.items()
-        return f"{n} seeds × {len(ps)} protocols"
-    return "; ".join(f"{n} seeds of {', '.join(ps)}" for n, ps in sorted(by.items(), reverse=True))
+        return f"{_seeds(n)} × {len(ps)} protocol{'s' if len(ps) != 1 else ''}"
+    return "; ".join(f"{_seeds(n)} of {', '.join(ps)}" for n, ps in sorted(by.items(), reverse=True))
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
 
 
 def _what_ran(runs, study) -> list[str]:
@@ -432,23 +441,31 @@ def _other_findings(runs, switch, d):
                      f"{'agrees' if 2 * at_base > total else 'does not agree'} with where they happened here.")
     # Padé in svdgrad equals ordinary away from ties; the eigen methods share the forward.
     if "svd-pade" in runs and "svd-ordinary" in runs:
-        same, n_seeds, split = [], 0, 0
+        same, n_seeds = [], 0
+        first = {"ordinary": 0, "pade": 0, "both": 0}  # seeds by which run skipped a step first
         po = {r["seed"]: r for r in runs["svd-ordinary"]}
         for r in runs["svd-pade"]:
             o = po.get(r["seed"])
             if not o:
                 continue
             n_seeds += 1
-            first_skip = min([h["epoch"] for h in o["history"] + r["history"] if h["skipped_steps"]] or [math.inf])
-            split += first_skip < math.inf
+            o_skip, p_skip = _first_skipped_epoch(o["history"]), _first_skipped_epoch(r["history"])
+            first_skip = min(o_skip, p_skip)
+            if first_skip < math.inf:
+                first["both" if o_skip == p_skip else "ordinary" if o_skip < p_skip else "pade"] += 1
             same += [abs(a["train_loss"] - b["train_loss"]) for a, b in zip(r["history"], o["history"])
                      if a["epoch"] < first_skip]
         if same:
+            who = [f"in {first['ordinary']} of {n_seeds} seeds `ordinary` hit a non-finite gradient "
+                   f"(1/(λi − λj) overflows only at tied or nearly tied eigenvalues) where `pade` stayed finite"]
+            if first["pade"]:
+                who.append(f"in {first['pade']} `pade` skipped a step where `ordinary` stayed finite")
+            if first["both"]:
+                who.append(f"in {first['both']} both first skipped a step in the same epoch")
             lines.append(f"- `pade` ([50/50] Padé of 1/(1−x)) reduces to `ordinary` away from exact ties. "
                          f"Paired by seed, the largest per-epoch difference in training loss "
                          f"between `svd-pade` and `svd-ordinary` before the first skipped step is "
-                         f"{_sci(max(same))}; in {split} of {n_seeds} seeds `ordinary` hit a non-finite gradient "
-                         f"(1/(λi − λj) overflows only at tied or nearly tied eigenvalues) where `pade` stayed finite, and from that epoch on the two runs differ.")
+                         f"{_sci(max(same))}; " + "; ".join(who) + ", and from that epoch on the two runs differ.")
     hyb = [p for p in ("hybrid-ordinary", "hybrid-pade", "hybrid-exact") if p in runs]
     if len(hyb) > 1:
         by_seed = {}
@@ -528,8 +545,8 @@ def write_report(out: str) -> str:
         f"`CovariancePooling` with d = {s['reduced_channels']} (so Σ is {s['reduced_channels']}×"
         f"{s['reduced_channels']}) or `GlobalAveragePooling`.",
         f"- Training: SGD, lr {s['lr']}, momentum {s['momentum']}, weight decay {s['weight_decay']}, batch "
-        f"{s['batch_size']}, {s['epochs']} epochs, `{s['schedule']}` schedule with the default milestones; the "
-        f"hybrid runs switch at the last lr decay, epoch {switch}"
+        f"{s['batch_size']}, {s['epochs']} epochs, `{s['schedule']}` schedule with the default milestones"
+        + (f"; the hybrid runs switch at the last lr decay, epoch {switch}" if switch is not None else "")
         + (f", and `{EARLY}` at the first, epoch {switch_of(runs[EARLY])} (`--switch-lr "
            f"{PROTOCOLS[EARLY]['switch_lr']:g}`)" if runs.get(EARLY) else "") + f". Newton-Schulz: {s['ns_iterations']} "
         f"iterations; eigen methods computed in float64.",
