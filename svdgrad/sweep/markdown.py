@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 from . import grid as grid_mod
 from .cells import GRAD_SEED, REF_SELF
@@ -267,8 +268,10 @@ def _gram_section(num, rows, g: Grid, figs) -> list[str]:
     L += ["Median relative error of ∂L/∂X over seeds:", "",
           table(head, [[m, d, n] + [fmt(c) for c in cs] for m, d, n, *cs in body], True), ""]
     ratios = [r for r in gram_ratio(rows) if r["dtype"] == "float32"]
-    if ratios:
-        worst = max(ratios, key=lambda r: r["route"] if math.isfinite(r["route"]) else math.inf)
+    measured = [r for r in ratios if not math.isnan(r["route"])]  # (NaN: no gram_sqrtm value in that cell)
+    if measured:
+        # the largest error; an infinite one (a non-finite gradient) counts as the largest
+        worst = max(measured, key=lambda r: r["route"])
         L += [f"float32: the largest median error of `gram_sqrtm` is {_e(worst['route'])} (n = {worst['n']}, "
               f"κ = {grid_mod.kappa_label(worst['log10_kappa'])}), where `sqrtm(X X^T)` has {_e(worst['via_sigma'])}"
               f" and `gram_sqrtm[svd]` {_e(worst['svd'])}.", ""]
@@ -276,7 +279,7 @@ def _gram_section(num, rows, g: Grid, figs) -> list[str]:
         if pairs:
             q = sorted(r["svd"] / r["route"] for r in pairs)
             L += [f"float32, `gram_sqrtm[svd]` over `gram_sqrtm` (median errors, per n and κ): from {q[0]:.2g} to "
-                  f"{q[-1]:.2g}, median {q[len(q) // 2]:.2g}, over {len(q)} cells.", ""]
+                  f"{q[-1]:.2g}, median {statistics.median(q):.2g}, over {len(q)} cells.", ""]
     return L
 
 
