@@ -48,8 +48,8 @@ JOB_TESTS = [
     "tests/test_sweep_safety.py", "tests/test_sweep.py", "tests/test_sweep_cells.py", "tests/test_sweep_report.py",
     "tests/test_sweep_tables.py",
     "tests/test_bench.py", "tests/test_bench_report.py", "tests/test_cli.py",
-    "tests/test_io.py", "tests/test_train_faults.py", "tests/test_train.py", "tests/test_train_options.py",
-    "tests/test_study_runner.py", "tests/test_train_stats.py", "tests/test_train_report.py",
+    "tests/test_io.py", "tests/test_train_report.py", "tests/test_train_faults.py", "tests/test_train.py", "tests/test_train_options.py",
+    "tests/test_study_runner.py", "tests/test_train_stats.py",
 ]
 
 SUITES = {"core": CORE_TESTS, "jobs": JOB_TESTS}
@@ -795,7 +795,9 @@ def nearest_first(path: str, files) -> list[str]:
 
     def rank(f):
         words = Path(f).stem.split("_")
-        return 0 if parts[-1] in words else 1 if any(s in words for s in parts[:-1]) else 2
+        if parts[-1] in words:  # test_bench_report.py before test_sweep_report.py for bench/report.py
+            return 0 if all(s in words for s in parts) else 1
+        return 2 if any(s in words for s in parts[:-1]) else 3
     return sorted(files, key=rank)
 
 
