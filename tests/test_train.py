@@ -357,7 +357,7 @@ def test_quick_study_writes_the_report(tmp_path, keep_threads):
         saved = json.load(f)
     assert saved["seeds_by_protocol"] == dict({p: 1 for p in study.PROTOCOLS}, ns=2)
     text = open(os.path.join(out, "REPORT.md")).read()
-    assert f"2 seeds of ns; 1 seeds of {', '.join(p for p in study.PROTOCOLS if p != 'ns')}" in text
+    assert f"2 seeds of ns; 1 seed of {', '.join(p for p in study.PROTOCOLS if p != 'ns')}" in text
     assert f"{len(study.PROTOCOLS) + 1} of the {len(study.PROTOCOLS) + 1} planned runs" in text
     # ... but a protocol whose settings changed would mix two grids, and is refused.
     saved["protocols"] = dict(study.PROTOCOLS, ns={"protocol": "ns", "ns_iterations": 9})
