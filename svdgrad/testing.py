@@ -34,7 +34,8 @@ def eigenvalues(n: int, kappa: float, spectrum: str = "logspaced", *, rank: int 
     they need n >= 3 to reach κ.
     rank_deficient:  n - rank exact zeros and ``rank`` (default ceil(n/2))
                      values log-spaced in [1/κ, 1]; κ is that of the nonzero
-                     part, the pseudo-condition number.
+                     part, the pseudo-condition number.  ``rank`` is refused
+                     with the other spectra (they have full rank).
     """
     if n < 1:
         raise SvdgradError(f"Expected n >= 1; received n={n}.")
@@ -42,6 +43,12 @@ def eigenvalues(n: int, kappa: float, spectrum: str = "logspaced", *, rank: int 
         raise SvdgradError(f"Expected a finite kappa >= 1; received kappa={kappa!r}.")
     if spectrum not in SPECTRA:
         raise SvdgradError(f"Unknown spectrum {spectrum!r}; expected one of {', '.join(SPECTRA)}.")
+    if rank is not None and spectrum != "rank_deficient":
+        raise SvdgradError(f"Expected rank only with spectrum='rank_deficient'; received rank={rank} with "
+                           f"spectrum={spectrum!r}. Drop rank, or pass spectrum='rank_deficient'.")
+    r = (n + 1) // 2 if rank is None else rank
+    if not 1 <= r <= n:
+        raise SvdgradError(f"Expected 1 <= rank <= n for rank_deficient; received rank={rank}, n={n}.")
     lo = -math.log10(kappa)
     if n == 1:
         return np.ones(1)
@@ -53,9 +60,6 @@ def eigenvalues(n: int, kappa: float, spectrum: str = "logspaced", *, rank: int 
         lam = np.stack([base, base * twin], axis=1).reshape(-1)[:n]
         lam = lam / lam.max()
     else:
-        r = (n + 1) // 2 if rank is None else rank
-        if not 1 <= r <= n:
-            raise SvdgradError(f"Expected 1 <= rank <= n for rank_deficient; received rank={rank}, n={n}.")
         lam = np.concatenate([np.zeros(n - r), np.logspace(lo if r > 1 else 0.0, 0.0, r)])
     return np.sort(lam)
 
