@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import time
 
 
@@ -48,3 +49,12 @@ def interleaved(cases: dict, *, min_rounds: int, max_rounds: int, budget_s: floa
             break
     return times
 
+
+def per_round(times: dict[str, list[float]], f) -> list[float]:
+    """f(round's times as a dict) for every round (``studies/allocator_effect.py`` takes its ratios so)."""
+    rounds = len(next(iter(times.values())))
+    return [f({k: v[i] for k, v in times.items()}) for i in range(rounds)]
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
