@@ -78,7 +78,8 @@ def triu_vector(Z: torch.Tensor, offdiag_scale: float = 1.0) -> torch.Tensor:
     i, j = torch.triu_indices(d, d, device=Z.device)
     v = Z[..., i, j]
     if offdiag_scale != 1.0:
-        w = torch.where(i == j, 1.0, float(offdiag_scale)).to(v.dtype)
+        # built in v's dtype: a float32 √2 would make a float64 output's off-diagonal 1.7e-8 off (not an isometry)
+        w = torch.full((len(i),), float(offdiag_scale), dtype=v.dtype, device=v.device).masked_fill_(i == j, 1.0)
         v = v * w
     return v
 

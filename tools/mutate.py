@@ -37,7 +37,7 @@ CORE_TESTS = [
     "tests/test_meanings.py", "tests/test_scale.py", "tests/test_contract.py", "tests/test_errors.py",
     "tests/test_eigh.py", "tests/test_accuracy.py", "tests/test_newton_schulz.py", "tests/test_pade.py",
     "tests/test_testing.py", "tests/test_testing_meanings.py", "tests/test_functions.py", "tests/test_functions_contract.py",
-    "tests/test_functions_gram.py", "tests/test_double_backward.py", "tests/test_nn.py",
+    "tests/test_functions_gram.py", "tests/test_double_backward.py", "tests/test_nn.py", "tests/test_layer_meanings.py",
     "tests/test_nn_features.py", "tests/test_whitening.py", "tests/test_matmul_only.py",
     "tests/test_power_range.py", "tests/test_higher_order.py", "tests/test_bad_input.py",
 ]
@@ -886,6 +886,32 @@ MUTANTS = [
     Mutant("testing-rank-ignored-off-rank-deficient", "svdgrad/testing.py",
            'if rank is not None and spectrum != "rank_deficient":', "if False:",
            "rank silently ignored for a full-rank spectrum"),
+    # Session 14: the layers' meanings (tests/test_layer_meanings.py; 5 of the 7 helper mutants were killed on the
+    # pre-screen, the other two and the float32-weights one by the new file).
+    Mutant("layer-pooling-floor0-offdiag-dropped", "svdgrad/nn.py",
+           "return triu_vector(self._root(M), self.offdiag_scale).to(x.dtype)",
+           "return triu_vector(self._root(M)).to(x.dtype)", "CovariancePooling floor=0: offdiag_scale ignored"),
+    Mutant("layer-resnet-every-block-strides", "svdgrad/nn.py",
+           "layers.append(_BasicBlock(cin, w, stride if b == 0 else 1, norm_layer))",
+           "layers.append(_BasicBlock(cin, w, stride, norm_layer))",
+           "SmallResNet: every block of a stage strides, not only its first"),
+    Mutant("layer-pooling-dead-root", "svdgrad/nn.py",
+           "Z = (math.sqrt(self.floor) * eye).expand(M.shape[0], d, d).clone()",
+           "Z = (self.floor * eye).expand(M.shape[0], d, d).clone()",
+           "CovariancePooling: a dead sample gets floor·I instead of sqrt(floor)·I"),
+    Mutant("layer-pooling-triu-lower", "svdgrad/nn.py", "i, j = torch.triu_indices(d, d, device=Z.device)",
+           "i, j = torch.tril_indices(d, d, device=Z.device)", "triu_vector: lower triangle row-major"),
+    Mutant("layer-parametric-divides-by-k", "svdgrad/nn.py", "S = PX @ PX.mT / PX.shape[-1]",
+           "S = PX @ PX.mT / PX.shape[-2]", "ParametricCovariancePooling: Σ divided by k instead of N"),
+    Mutant("layer-whiten-cumulative-off-by-one", "svdgrad/nn.py", "a = 1.0 / float(self.num_batches_tracked) if",
+           "a = 1.0 / float(self.num_batches_tracked + 1) if",
+           "Whitening momentum=None: cumulative average off by one"),
+    Mutant("layer-pooling-features-ridge-floor", "svdgrad/nn.py", "ridge = (math.sqrt(self.floor) * torch.eye(",
+           "ridge = (self.floor * torch.eye(", "CovariancePooling features route: Σ + floor²·I instead of Σ + floor·I"),
+    Mutant("layer-triu-weights-float32", "svdgrad/nn.py",
+           "w = torch.full((len(i),), float(offdiag_scale), dtype=v.dtype, device=v.device).masked_fill_(i == j, 1.0)",
+           "w = torch.where(i == j, 1.0, float(offdiag_scale)).to(v.dtype)",
+           "triu_vector's weights in float32: offdiag_scale=√2 not an isometry in float64"),
 ]
 
 
