@@ -46,7 +46,7 @@ CORE_TESTS = [
 #: non-finite steps and bad data (sweep, bench, trainer and its study runner).
 JOB_TESTS = [
     "tests/test_sweep_safety.py", "tests/test_sweep.py", "tests/test_sweep_cells.py", "tests/test_sweep_report.py",
-    "tests/test_sweep_tables.py",
+    "tests/test_sweep_tables.py", "tests/test_grids.py",
     "tests/test_bench.py", "tests/test_bench_report.py", "tests/test_bench_cases.py", "tests/test_cli.py",
     "tests/test_io.py", "tests/test_train_report.py", "tests/test_train_measures.py", "tests/test_train_probes.py",
     "tests/test_train_datasets.py", "tests/test_train_faults.py", "tests/test_train.py", "tests/test_train_options.py",
@@ -912,6 +912,34 @@ MUTANTS = [
            "w = torch.full((len(i),), float(offdiag_scale), dtype=v.dtype, device=v.device).masked_fill_(i == j, 1.0)",
            "w = torch.where(i == j, 1.0, float(offdiag_scale)).to(v.dtype)",
            "triu_vector's weights in float32: offdiag_scale=√2 not an isometry in float64"),
+    # Session 14: what the grids run and what --resume skips (suite "jobs"; tests/test_grids.py).
+    Mutant("grid-kappa-1e12-dropped", "svdgrad/sweep/grid.py",
+           "log10_kappas: tuple[int, ...] = tuple(range(13))", "log10_kappas: tuple[int, ...] = tuple(range(12))",
+           "sweep: the full grid stops at κ = 1e11 (κ = 1e12 never run)", "jobs"),
+    Mutant("grid-quick-kappa-1e12-dropped", "svdgrad/sweep/grid.py",
+           "log10_kappas=tuple(range(0, 13, 2))", "log10_kappas=tuple(range(0, 12, 2))",
+           "sweep --quick: κ = 1e0 … 1e10 (the documented 1e12 end dropped)", "jobs"),
+    Mutant("grid-functions-every-seed", "svdgrad/sweep/grid.py",
+           "(n not in self.function_sizes or seed not in self.function_seeds)", "(n not in self.function_sizes)",
+           "sweep: inv_sqrt/log/power run on every seed instead of function_seeds", "jobs"),
+    Mutant("grid-key-seed-not-int", "svdgrad/sweep/store.py",
+           '_INT_KEYS = ("n", "log10_kappa", "seed")', '_INT_KEYS = ("n", "log10_kappa")',
+           "sweep --resume: a loaded row's seed stays a string, so no finished row matches its key", "jobs"),
+    Mutant("grid-ns-study-every-spectrum", "svdgrad/sweep/runner.py",
+           "and spectrum in grid.ns_spectra:", "and spectrum in grid.spectra:",
+           "sweep: the Newton-Schulz side study runs on every spectrum, not only ns_spectra", "jobs"),
+    Mutant("grid-hybrid-first-switch-lr", "svdgrad/train/grid.py", '"switch_lr": 0.05}', '"switch_lr": 0.005}',
+           "hybrid study: hybrid-exact-first switches at the last decay (a copy of hybrid-exact), not the first",
+           "jobs"),
+    Mutant("grid-landscape-sigma64-shares-ns", "svdgrad/train/landscape_grid.py",
+           '("precision", "sigma64"): ("probes", "gcp-exact")', '("precision", "sigma64"): ("probes", "gcp-ns")',
+           "landscape: the Σ float64 precision row reads the Newton-Schulz run instead of the exact one", "jobs"),
+    Mutant("grid-options-every-seed", "svdgrad/sweep/grid.py",
+           "n not in self.option_sizes or seed not in self.option_seeds", "n not in self.option_sizes",
+           "sweep: the options study runs on every seed instead of option_seeds", "jobs"),
+    Mutant("grid-bench-methods-env-inherited", "svdgrad/bench/runner.py",
+           "env.pop(grid.METHODS_ENV, None)", "env.get(grid.METHODS_ENV)",
+           "bench: a --methods selection left in the environment narrows a later run that asked for all variants", "jobs"),
 ]
 
 
