@@ -29,7 +29,10 @@ def normalizer(A: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch
     """c (*, 1, 1) and whether c is above its floor (same shape).
 
     The floor sqrt(tiny) keeps A = 0 (fast-MPN-COV issue #4: tr(Σ) = 0
-    gave NaN) finite: Ã = 0, Z = 0, and the gradient does not depend on c.
+    gave NaN) finite: Ã = 0, Z = 0.  c's own derivative is cut there
+    (``live``), but the gradient through Ã = A/c scales with 1/√floor (about
+    6e77 in float64): a finite stand-in for the infinite derivative of √ at
+    0, as ``exact``'s eigenvalue floor gives (about 4e76).
     """
     if normalization == "trace":
         c = A.diagonal(dim1=-2, dim2=-1).sum(-1)
