@@ -46,8 +46,8 @@ def eigenvalues(n: int, kappa: float, spectrum: str = "logspaced", *, rank: int 
     if rank is not None and spectrum != "rank_deficient":
         raise SvdgradError(f"Expected rank only with spectrum='rank_deficient'; received rank={rank} with "
                            f"spectrum={spectrum!r}. Drop rank, or pass spectrum='rank_deficient'.")
-    r = (n + 1) // 2 if rank is None else rank
-    if not 1 <= r <= n:
+    r = (n + 1) // 2 if rank is None else rank  # rank_deficient's nonzero eigenvalues (checked before n = 1 returns)
+    if spectrum == "rank_deficient" and not 1 <= r <= n:
         raise SvdgradError(f"Expected 1 <= rank <= n for rank_deficient; received rank={rank}, n={n}.")
     lo = -math.log10(kappa)
     if n == 1:

@@ -68,9 +68,14 @@ def floor_ratio(times: dict, label: str, floor: str) -> tuple[float, float]:
     return statistics.median(per), by_min
 
 
+def round_ratios(times: dict, a: str, b: str) -> list[float]:
+    """t_a / t_b of each round (both measured in it)."""
+    return [x / y for x, y in zip(times[a], times[b])]
+
+
 def relative(times: dict, a: str, b: str) -> tuple[float, float]:
     """t_a / t_b: (median of per-round ratios, ratio of minima)."""
-    per = [x / y for x, y in zip(times[a], times[b])]
+    per = round_ratios(times, a, b)
     return statistics.median(per), min(times[a]) / min(times[b])
 
 
@@ -96,7 +101,7 @@ def target_rows(targets: dict) -> list[dict]:
             row["within_spread"] = med <= t.limit or q1 <= t.limit
             if t.not_slower_than:
                 rel, rel_min = relative(times, t.variant, t.not_slower_than)
-                vs_q1, _ = _quartiles([x / y for x, y in zip(times[t.variant], times[t.not_slower_than])])
+                vs_q1, _ = _quartiles(round_ratios(times, t.variant, t.not_slower_than))
                 row.update(vs=t.not_slower_than, vs_ratio=rel, vs_ratio_min=rel_min, vs_q1=vs_q1)
                 row["met"] = row["met"] and rel <= 1.0
                 row["within_spread"] = row["within_spread"] and (rel <= 1.0 or vs_q1 <= 1.0)
@@ -110,7 +115,7 @@ def ratio_target_rows(ratio: dict) -> list[dict]:
     for grp in ratio.get("groups", []):
         times = grp["times"]
         for t in grp["targets"]:
-            per = [a / b for a, b in zip(times[t["case"]], times[t["baseline"]])]
+            per = round_ratios(times, t["case"], t["baseline"])
             med, by_min = relative(times, t["case"], t["baseline"])
             q1, q3 = _quartiles(per)
             # check=False on both sides where the side is an svdgrad.sqrtm case (runs without it: None)
