@@ -205,12 +205,24 @@ def pade_K(L: torch.Tensor, p, q, pole_gap: float) -> torch.Tensor:
     of 1/(1-x) is 1/(1-x) itself and has a pole at x = 1 (exact ties);
     the clip bounds |K| by P/Q(1 - pole_gap)/λmax (1/(pole_gap·λmax) for the
     degenerate approximant).
+
+    That degenerate approximant (P = 1, Q = 1 − x: every [M/N] with N >= 1,
+    ``_pade``) is evaluated as sign/max(λi − λj, pole_gap·λmax), the same
+    number without the ratio: a rounded x = λmin/λmax leaves 1 − x with a
+    relative error of about eps/(1 − x), which at near ties (1 − x a few
+    ulps) moved K by tens of percent away from 1/(λi − λj).  So outside the
+    gap this K is ``ordinary_K``'s, bit for bit.
     """
     n = L.shape[-1]
-    x, inv_lmax = _ratio_form(L)
-    x.clamp_max_(1.0 - pole_gap)
+    sign = _index_sign(n, L.dtype, L.device)
+    Li, Lj = L[..., :, None], L[..., None, :]
+    lmax = torch.maximum(Li, Lj)
+    if tuple(p) == (1.0,) and tuple(q) == (1.0, -1.0):
+        # λi − λj exact wherever the pair is within a factor 2 (Sterbenz), as in ordinary_K; |·| = hi − lo
+        return torch.maximum((Li - Lj).abs_(), lmax * pole_gap).reciprocal_().mul_(sign)
+    x = torch.minimum(Li, Lj).div_(lmax).clamp_max_(1.0 - pole_gap)
     r = horner(p, x).div_(horner(q, x))
-    return r.mul_(inv_lmax).mul_(_index_sign(n, L.dtype, L.device))
+    return r.div_(lmax).mul_(sign)
 
 
 # ---------------------------------------------------------------------------

@@ -89,3 +89,53 @@ def test_pade_gradient_finite_on_repeated_spectrum_where_ordinary_is_not():
     G = T.gradients(A.shape, seed=1)
     (g,) = torch.autograd.grad(svdgrad.sqrtm(A, "pade"), A, G)
     assert bool(torch.isfinite(g).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(base=st.floats(1e-3, 1e3), ulps=st.lists(st.integers(0, 64), min_size=2, max_size=6), gap_ulps=st.integers(1, 8))
+def test_pade_K_is_ordinary_K_bit_for_bit_outside_the_pole_gap(dtype, base, ulps, gap_ulps):
+    """K_pade = K_ordinary exactly (same bits) for every pair at least pole_gap·λmax apart, however close.
+
+    The degenerate [M/N] Padé is 1/(1 − x): written as 1/max(λi − λj, gap·λmax) it needs no rounded ratio
+    x = λmin/λmax, whose 1 − x loses digits at near ties (it was 42% off ordinary's K at 1 − x of a few
+    ulps, where the runs of ``svd-pade`` and ``svd-ordinary`` parted without a skipped step).  Inside the gap
+    the entry is sign/(gap·λmax).
+    """
+    eps = torch.finfo(dtype).eps
+    L = torch.tensor(base, dtype=dtype) + torch.tensor(sorted(ulps), dtype=dtype) * (eps * base)
+    L = torch.cat([L, torch.tensor([2.5 * base], dtype=dtype)])  # and one eigenvalue well apart
+    gap = gap_ulps * eps
+    Kp = svdgrad.Pade(pole_gap=gap).K(L)
+    Ko = _kernels.ordinary_K(L)
+    diff = L[:, None] - L[None, :]
+    lmax = torch.maximum(L[:, None], L[None, :])
+    outside = diff.abs() >= gap * lmax
+    outside.fill_diagonal_(False)
+    assert torch.equal(Kp[outside], Ko[outside])
+    inside = ~outside
+    inside.fill_diagonal_(False)
+    sign = torch.sign(torch.arange(len(L))[:, None] - torch.arange(len(L))[None, :]).to(dtype)
+    assert torch.equal(Kp[inside], (sign / (gap * lmax))[inside])
+    assert bool((Kp.diagonal() == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(data=T.spd_matrices(n=(2, 12), log10_kappa=(0.0, 12.0), spectra=("logspaced", "clustered")))
+def test_pade_gradient_is_ordinary_gradient_bit_for_bit_where_no_pair_is_inside_the_gap(dtype, data):
+    """Through the public API: with every computed eigenvalue pair at least eps·λmax apart, `pade` and `ordinary`
+    return the same gradient, bit for bit (the K-rules share everything but K).  ``clustered`` puts pairs 1e-9
+    apart: near ties inside float64's range of distinct eigenvalues and at or inside float32's gap."""
+    A, info = data
+    A = A.to(dtype)
+    L = torch.linalg.eigvalsh(svdgrad.testing.sym_part(A))  # (only to decide whether the case applies)
+    eps = torch.finfo(dtype).eps
+    gaps = L[1:] - L[:-1]
+    floor = eps * float(L[-1])
+    if float(L[0]) <= floor or float(gaps.min()) < 2 * eps * float(L[-1]):
+        return  # a pair (or the floor) inside the gap: there the two differ by design
+    G = T.gradients(A.shape, seed=info["seed"] % 1000, dtype=dtype)
+    grads = {}
+    for m in ("pade", "ordinary"):
+        X = A.clone().requires_grad_(True)
+        (grads[m],) = torch.autograd.grad(svdgrad.sqrtm(X, m), X, G)
+    assert torch.equal(grads["pade"], grads["ordinary"])
