@@ -43,7 +43,9 @@ def _write_data(path, *, train_poison=None, val_poison=None, labels=None):
     if val_poison is not None:
         vx[0] = val_poison
     y = torch.arange(40) % 4 if labels is None else torch.as_tensor(labels)
-    torch.save({"images": x, "labels": y, "val_images": vx, "val_labels": torch.arange(12) % 4}, path)
+    # (standardize=False: the poison reaches the network as it is, not divided by the training images' spread)
+    torch.save({"images": x, "labels": y, "val_images": vx, "val_labels": torch.arange(12) % 4,
+                "standardize": False}, path)
     return f"tensors:{path}"
 
 
@@ -482,7 +484,7 @@ def test_identical_protocols_are_grouped_and_others_are_not():
 def test_an_epoch_with_every_step_skipped_stops_the_run(tmp_path, capsys, keep_threads):
     x = torch.full((40, 1, 16, 16), HUGE)  # every batch overflows: a systematic fault, not a stray image
     torch.save({"images": x, "labels": torch.arange(40) % 4, "val_images": _images(12, 1),
-                "val_labels": torch.arange(12) % 4}, tmp_path / "d.pt")
+                "val_labels": torch.arange(12) % 4, "standardize": False}, tmp_path / "d.pt")
     args = ["--dataset", f"tensors:{tmp_path / 'd.pt'}", *NET_ARGS, "--protocol", "ns", "--epochs", "2"]
     assert cli_main("train", args + ["--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -566,7 +568,7 @@ def test_overwrite_removes_the_old_results_even_when_the_new_run_fails(tmp_path,
     assert os.path.exists(os.path.join(out, "summary.json"))
     bad = tmp_path / "bad.pt"  # every image 3e38: every step is skipped, and the new run stops in epoch 1
     torch.save({"images": torch.full((40, 1, 16, 16), HUGE), "labels": torch.arange(40) % 4,
-                "val_images": _images(12, 1), "val_labels": torch.arange(12) % 4}, bad)
+                "val_images": _images(12, 1), "val_labels": torch.arange(12) % 4, "standardize": False}, bad)
     assert cli_main("train", ["--dataset", f"tensors:{bad}", *NET_ARGS, "--protocol", "ns", "--epochs", "1",
                               "--out", out, "--overwrite"]) == 2
     assert "Every one of the 5 steps" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import scipy.ndimage
 import torch
 from torch import nn
 
+from svdgrad import SvdgradError
 from svdgrad.train import corruptions, data, probes
 
 
@@ -164,10 +165,80 @@ def test_tensors_split_is_a_partition_drawn_from_split_seed_alone(tmp_path):
     def split(split_seed, torch_seed):
         torch.manual_seed(torch_seed)  # the training seed must not move the split
         ds = data.load(f"tensors:{path}", 8, split_seed=split_seed)
-        t, v = ds.train_x[:, 0, 0, 0].long(), ds.val_x[:, 0, 0, 0].long()
+        mean, std = ds.channel_stats  # (the images are standardized by the training split's statistics)
+        t, v = ((ds.train_x[:, 0, 0, 0].double() * std + mean).round().long(),
+                (ds.val_x[:, 0, 0, 0].double() * std + mean).round().long())
         assert torch.equal(ds.train_y, t % 5) and torch.equal(ds.val_y, v % 5)  # labels follow their images
         return sorted(t.tolist()), sorted(v.tolist())
 
     t, v = split(0, 0)
     assert len(v) == round(data.VAL_FRACTION * N) and not set(t) & set(v) and sorted(t + v) == list(range(N))
     assert split(0, 1) == (t, v) and split(1, 0) != (t, v)
+
+
+def _save(path, images, labels, **extra):
+    torch.save({"images": images, "labels": labels, **extra}, path)
+    return f"tensors:{path}"
+
+
+def test_tensors_are_standardized_per_channel_by_the_training_split(tmp_path):
+    """uint8 images 0..255: each training channel gets mean 0 and std 1; validation uses the training statistics."""
+    g = torch.Generator().manual_seed(0)
+    tx = torch.randint(0, 256, (40, 3, 8, 8), generator=g, dtype=torch.uint8)
+    tx[:, 1] = tx[:, 1] // 4 + 100  # channels of different means and spreads
+    vx = torch.full((4, 3, 8, 8), 200, dtype=torch.uint8)
+    ds = data.load(_save(tmp_path / "d.pt", tx, torch.arange(40) % 4, val_images=vx, val_labels=torch.arange(4)), 8)
+    x = ds.train_x.double()
+    assert float(x.mean(dim=(0, 2, 3)).abs().max()) < 1e-6
+    assert float((x.std(dim=(0, 2, 3)) - 1).abs().max()) < 1e-6
+    mean, std = ds.channel_stats
+    raw = tx.double()
+    assert torch.allclose(mean, raw.mean(dim=(0, 2, 3)), rtol=1e-12)
+    assert torch.allclose(std, raw.std(dim=(0, 2, 3)), rtol=1e-12)
+    # a constant validation image is (200 − mean)/std per channel: the training statistics, not its own (0 and 0)
+    expect = ((200.0 - mean) / std).float()
+    assert torch.allclose(ds.val_x[:, :, 0, 0], expect.expand(4, 3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale,dtype", [(1e-30, torch.float32), (1e30, torch.float32), (1e-300, torch.float64),
+                                         (1e300, torch.float64), (1.0, torch.float64)])
+def test_tensors_of_any_scale_train_alike(tmp_path, scale, dtype):
+    """The same images at 1e±30 (float32) and 1e±300 (float64) load to the same standardized tensors as at 1."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(20, 2, 8, 8, generator=g, dtype=torch.float64) + 3.0
+    y = torch.arange(20) % 2
+    ref = data.load(_save(tmp_path / "ref.pt", x, y), 8)
+    ds = data.load(_save(tmp_path / "s.pt", (x * scale).to(dtype), y), 8)
+    for a, b in ((ds.train_x, ref.train_x), (ds.val_x, ref.val_x)):
+        assert a.dtype == torch.float32 and bool(torch.isfinite(a).all())
+        assert float((a - b).abs().max()) < 1e-5  # (float32 rounding of the scaled input)
+
+
+def test_a_constant_channel_is_centred_not_divided_by_zero(tmp_path):
+    x = torch.randn(10, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    x[:, 1] = 7.0
+    ds = data.load(_save(tmp_path / "d.pt", x, torch.arange(10) % 2), 8)
+    assert bool(torch.isfinite(ds.train_x).all()) and bool((ds.train_x[:, 1] == 0).all())
+    assert float(ds.channel_stats[0][1]) == 7.0
+
+
+def test_validation_beyond_float32_after_standardizing_is_refused(tmp_path):
+    x = torch.randn(10, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    vx = torch.full((2, 1, 8, 8), 1e60, dtype=torch.float64)
+    with pytest.raises(SvdgradError, match="validation images on the scale of the training images"):
+        data.load(_save(tmp_path / "d.pt", x, torch.arange(10) % 2, val_images=vx, val_labels=torch.tensor([0, 1])), 8)
+
+
+def test_standardize_false_keeps_the_images_as_they_are(tmp_path):
+    x = torch.randn(10, 2, 8, 8, generator=torch.Generator().manual_seed(4)) * 50 + 9
+    for flag in (False, torch.tensor(False), torch.tensor(0)):
+        ds = data.load(_save(tmp_path / "d.pt", x, torch.arange(10) % 2, standardize=flag), 8)
+        assert ds.channel_stats is None
+        assert torch.equal(torch.sort(torch.cat([ds.train_x, ds.val_x]).flatten())[0], torch.sort(x.flatten())[0])
+    np.savez(tmp_path / "d.npz", images=x.numpy(), labels=np.arange(10) % 2, standardize=False)
+    assert data.load(f"tensors:{tmp_path / 'd.npz'}", 8).channel_stats is None
+    assert data.load(_save(tmp_path / "t.pt", x, torch.arange(10) % 2, standardize=True), 8).channel_stats is not None
+    with pytest.raises(SvdgradError, match="Expected 'standardize' in .* to be True or False; received 'no'"):
+        data.load(_save(tmp_path / "b.pt", x, torch.arange(10) % 2, standardize="no"), 8)
+    with pytest.raises(SvdgradError, match="within float32's range"):
+        data.load(_save(tmp_path / "h.pt", x.double() * 1e300, torch.arange(10) % 2, standardize=False), 8)

@@ -176,14 +176,29 @@ def test_gradient_error_against_accuracy_states_the_direction_of_the_correlation
     assert "is +1.00" in rising and rising.endswith("a larger gradient error goes with a higher accuracy.")
 
 
-def _pade_finding(ordinary_skips, pade_skips):
-    """The Padé sentence for one seed whose ordinary and pade runs skipped steps in the given epochs."""
-    def run(skips):
-        return _run(0, 0.5, history=[_epoch(e, skipped=4 if e in skips else 0, loss=1.0 / e) for e in (1, 2, 3)])
-    (line,) = [ln for ln in report._other_findings({"svd-ordinary": [run(ordinary_skips)],
-                                                     "svd-pade": [run(pade_skips)]}, None, 3)
-               if "reduces to `ordinary`" in ln]
+def _pade_finding(ordinary_skips, pade_skips, pade_loss=None, seeds=(0,)):
+    """The Padé sentence for seeds whose ordinary and pade runs skipped steps in the given epochs."""
+    def run(seed, skips, loss=lambda e: 1.0 / e):
+        return _run(seed, 0.5, history=[_epoch(e, skipped=4 if e in skips else 0, loss=loss(e)) for e in (1, 2, 3)])
+    (line,) = [ln for ln in report._other_findings(
+        {"svd-ordinary": [run(s, ordinary_skips) for s in seeds],
+         "svd-pade": [run(s, pade_skips, pade_loss or (lambda e: 1.0 / e)) for s in seeds]}, None, 3)
+        if "is `ordinary` wherever" in ln]
     return line
+
+
+def test_the_pade_finding_says_whether_the_runs_agree_bit_for_bit_before_the_first_skip():
+    line = _pade_finding({3}, set())
+    assert "agree exactly in every epoch before the first skipped step in 1 of 1 seeds;" in line
+    assert "part before any skip" not in line
+    # a difference in epoch 2, before ordinary's skip in epoch 3: said, with its size and the seed
+    line = _pade_finding({3}, set(), pade_loss=lambda e: 1.0 / e + (0.25 if e == 2 else 0.0), seeds=(7,))
+    assert "in 0 of 1 seeds; in 1 (seed 7) they part before any skip, by up to 2.50e-01 in training loss" in line
+    # the same difference from the skip's epoch on is not a parting before it
+    assert "part before" not in _pade_finding({2}, set(), pade_loss=lambda e: 1.0 / e + (0.25 if e >= 2 else 0.0))
+    # the largest over seeds, every parted seed named
+    line = _pade_finding(set(), set(), pade_loss=lambda e: 1.0 / e + 1e-3 * e, seeds=(2, 10))
+    assert "in 0 of 2 seeds; in 2 (seeds 2, 10) they part before any skip, by up to 3.00e-03" in line
 
 
 def test_the_pade_finding_says_which_run_skipped_first():

@@ -22,7 +22,13 @@
   validation split, otherwise it is a fixed 20% of the data.  Labels must
   be 0 … K−1 with every class present in the training split (K is then the
   number of classes); anything else is an error naming the offending
-  labels, before any model is built.
+  labels, before any model is built.  Both splits are standardized per
+  channel by the training images' mean and standard deviation (the
+  ``Normalize`` convention; ``Dataset.channel_stats`` keeps them), computed
+  in float64 after scaling by the largest |value|, so images of any scale
+  (uint8 0–255, 1e-30, 1e300 in float64) train alike.  A file entry
+  ``standardize=False`` keeps the images as they are (they must then fit
+  float32).
 
 Every split is deterministic: it depends only on ``split_seed`` (default 0),
 not on the training seed.
@@ -61,6 +67,9 @@ class Dataset:
     val_x: torch.Tensor
     val_y: torch.Tensor
     classes: tuple[str, ...]
+    #: ``tensors:PATH`` only: the per-channel (mean, std) of the training images, float64 (C,), by which both
+    #: splits were standardized; x_raw = x·std + mean (apply the same to new images at inference).
+    channel_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def in_channels(self) -> int:
@@ -246,10 +255,35 @@ def _as_images(x, what: str, path: str) -> torch.Tensor:
                            f"received shape={tuple(x.shape)}.")
     if not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
         raise SvdgradError(f"Expected real-valued {what} in {path}; received dtype={x.dtype}.")
-    x = x.to(torch.float32)
+    x = x.to(torch.float64)  # (exact for every accepted dtype; standardized, then float32: ``_channel_standardize``)
     if not bool(torch.isfinite(x).all()):
         raise SvdgradError(f"Expected finite {what} in {path}; they contain NaN or Inf. Clean the file first.")
     return x
+
+
+def _channel_standardize(tx: torch.Tensor, vx: torch.Tensor, path: str):
+    """Both splits (float64) standardized per channel by the training split's mean and std -> float32 splits, stats.
+
+    The statistics are taken of the training images divided by their largest |value| per channel, so neither
+    the squares of 1e300 (float64 overflow) nor those of 1e-200 (underflow) enter.  A constant channel is
+    only centred.
+    """
+    c = tx.abs().amax(dim=(0, 2, 3))
+    c = torch.where(c > 0, c, torch.ones_like(c))
+    xs = tx / c[:, None, None]
+    m = xs.mean(dim=(0, 2, 3))
+    sd = xs.std(dim=(0, 2, 3)) if tx[:, 0].numel() > 1 else torch.zeros_like(m)
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+
+    def apply(x):
+        return ((x / c[:, None, None] - m[:, None, None]) / sd[:, None, None]).to(torch.float32)
+
+    out_t, out_v = apply(tx), apply(vx)
+    if not bool(torch.isfinite(out_v).all()):
+        raise SvdgradError(f"Expected validation images on the scale of the training images in {path}; some lie "
+                           f"beyond float32's range once standardized by the training split's per-channel mean and "
+                           f"standard deviation. Check that both splits come from the same source and units.")
+    return out_t, out_v, (m * c, sd * c)
 
 
 def _as_labels(y, n: int, what: str, path: str) -> torch.Tensor:
@@ -321,7 +355,32 @@ def user_tensors(path: str, image_size: int | None = None, split_seed: int = 0) 
     n_classes = _check_classes(ty, vy, path, split="val_labels" if "val_labels" in d else "the 20% validation split")
     if image_size is not None:
         tx, vx = _resize(tx, image_size), _resize(vx, image_size)
-    return Dataset(f"tensors:{path}", tx, ty, vx, vy, tuple(str(i) for i in range(n_classes)))
+    if _standardize_flag(d, path):
+        tx, vx, stats = _channel_standardize(tx, vx, path)
+    else:  # the images as they are (in float32, where they must fit)
+        tx, vx, stats = _as_float32(tx, "images", path), _as_float32(vx, "val_images", path), None
+    return Dataset(f"tensors:{path}", tx, ty, vx, vy, tuple(str(i) for i in range(n_classes)), stats)
+
+
+def _standardize_flag(d: dict, path: str) -> bool:
+    """The file's optional ``standardize`` entry (default True): a bool, or a 0-d bool/0/1 array or tensor."""
+    if "standardize" not in d:
+        return True
+    v = d["standardize"]
+    if isinstance(v, (np.ndarray, torch.Tensor)) and v.ndim == 0:
+        v = v.item()
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, int) and v in (0, 1)):
+        return bool(v)
+    raise SvdgradError(f"Expected 'standardize' in {path} to be True or False; received {v!r}. Save "
+                       f"standardize=False to train on the images as they are (already normalized).")
+
+
+def _as_float32(x: torch.Tensor, what: str, path: str) -> torch.Tensor:
+    out = x.to(torch.float32)
+    if not bool(torch.isfinite(out).all()):
+        raise SvdgradError(f"Expected {what} within float32's range in {path} (standardize=False uses them as "
+                           f"they are); some exceed 3.4e38. Drop standardize=False, or rescale them.")
+    return out
 
 
 def _few(values, limit: int = 8) -> str:

@@ -439,9 +439,10 @@ def _other_findings(runs, switch, d):
                      f"{at_base} of them were taken at the initial lr, before the first decay; the paper's "
                      f"account (SVD gradients fail mainly while the lr is large) "
                      f"{'agrees' if 2 * at_base > total else 'does not agree'} with where they happened here.")
-    # Padé in svdgrad equals ordinary away from ties; the eigen methods share the forward.
+    # Padé in svdgrad is ordinary outside its pole gap, bit for bit (``_kernels.pade_K``); the eigen methods share
+    # the forward, so paired runs agree exactly until one of them meets a pair inside the gap (or skips a step).
     if "svd-pade" in runs and "svd-ordinary" in runs:
-        same, n_seeds = [], 0
+        n_seeds, parted = 0, {}  # seed -> largest training-loss difference before the first skipped step
         first = {"ordinary": 0, "pade": 0, "both": 0}  # seeds by which run skipped a step first
         po = {r["seed"]: r for r in runs["svd-ordinary"]}
         for r in runs["svd-pade"]:
@@ -453,19 +454,26 @@ def _other_findings(runs, switch, d):
             first_skip = min(o_skip, p_skip)
             if first_skip < math.inf:
                 first["both" if o_skip == p_skip else "ordinary" if o_skip < p_skip else "pade"] += 1
-            same += [abs(a["train_loss"] - b["train_loss"]) for a, b in zip(r["history"], o["history"])
-                     if a["epoch"] < first_skip]
-        if same:
+            before = [abs(a["train_loss"] - b["train_loss"]) for a, b in zip(r["history"], o["history"])
+                      if a["epoch"] < first_skip]
+            if any(d != 0 for d in before):
+                parted[r["seed"]] = max(before)
+        if n_seeds:
+            agree = (f"the two runs' training losses agree exactly in every epoch before the first skipped step "
+                     f"in {n_seeds - len(parted)} of {n_seeds} seeds")
+            if parted:
+                agree += (f"; in {len(parted)} (seed{'s' if len(parted) > 1 else ''} "
+                          f"{', '.join(str(s) for s in sorted(parted))}) they part before any skip, by up to "
+                          f"{_sci(max(parted.values()))} in training loss")
             who = [f"in {first['ordinary']} of {n_seeds} seeds `ordinary` hit a non-finite gradient "
                    f"(1/(λi − λj) overflows only at tied or nearly tied eigenvalues) where `pade` stayed finite"]
             if first["pade"]:
                 who.append(f"in {first['pade']} `pade` skipped a step where `ordinary` stayed finite")
             if first["both"]:
                 who.append(f"in {first['both']} both first skipped a step in the same epoch")
-            lines.append(f"- `pade` ([50/50] Padé of 1/(1−x)) reduces to `ordinary` away from exact ties. "
-                         f"Paired by seed, the largest per-epoch difference in training loss "
-                         f"between `svd-pade` and `svd-ordinary` before the first skipped step is "
-                         f"{_sci(max(same))}; " + "; ".join(who) + ", and from that epoch on the two runs differ.")
+            lines.append(f"- `pade` ([50/50] Padé of 1/(1−x)) is `ordinary` wherever no two eigenvalues lie within "
+                         f"its pole gap (eps·λmax), bit for bit. Paired by seed, " + agree + "; " + "; ".join(who)
+                         + ", and from that epoch on the two runs differ.")
     hyb = [p for p in ("hybrid-ordinary", "hybrid-pade", "hybrid-exact") if p in runs]
     if len(hyb) > 1:
         by_seed = {}
