@@ -199,6 +199,9 @@ def test_the_pade_finding_says_whether_the_runs_agree_bit_for_bit_before_the_fir
     # the largest over seeds, every parted seed named
     line = _pade_finding(set(), set(), pade_loss=lambda e: 1.0 / e + 1e-3 * e, seeds=(2, 10))
     assert "in 0 of 2 seeds; in 2 (seeds 2, 10) they part before any skip, by up to 3.00e-03" in line
+    # a parting at the last bits counts: bit for bit means equal (the committed runs parted by 4e-8 in two seeds)
+    line = _pade_finding(set(), set(), pade_loss=lambda e: 1.0 / e + (2.0 ** -40 if e == 3 else 0.0))
+    assert "in 0 of 1 seeds; in 1 (seed 0) they part before any skip, by up to 9.09e-13" in line
 
 
 def test_the_pade_finding_says_which_run_skipped_first():
