@@ -222,3 +222,21 @@ def test_the_plan_counts_seeds_and_protocols_in_words():
     assert report.describe_plan({"ns": 8, "gap": 8}) == "8 seeds × 2 protocols"
     assert report.describe_plan({"ns": 1}) == "1 seed × 1 protocol"
     assert report.describe_plan({"ns": 30, "gap": 1}) == "30 seeds of ns; 1 seed of gap"
+
+
+def test_the_summary_counts_in_the_singular_and_the_plural():
+    from types import SimpleNamespace
+
+    from svdgrad.train import stats
+
+    def claim(verdict, half_width):
+        return (SimpleNamespace(claim=f"c{half_width} (why)", verdict=verdict, low=-half_width, high=half_width),
+                "points")
+
+    one = report._findings({}, None, [claim(stats.UNRESOLVED, 0.006), claim(stats.HOLDS, 0.001)])[0]
+    assert one.endswith("1 holds (c0.001), 0 go the other way, and 1 is not resolved. 1 unresolved accuracy "
+                        "claim has a 95% interval wider than ±0.5 points: more seeds would narrow it.")
+    two = report._findings({}, None, [claim(stats.UNRESOLVED, 0.006), claim(stats.UNRESOLVED, 0.007),
+                                      claim(stats.UNRESOLVED, 0.004)])[0]
+    assert two.endswith("and 3 are not resolved. 2 unresolved accuracy claims have a 95% interval wider than "
+                        "±0.5 points: more seeds would narrow them.")

@@ -352,12 +352,14 @@ def _findings(runs, switch, judged):
                f"{'holds' if len(by[stats.HOLDS]) == 1 else 'hold'}" + (f" ({'; '.join(by[stats.HOLDS])})" if by[stats.HOLDS] else "")
                + f", {len(by[stats.OTHER_WAY])} {'goes' if len(by[stats.OTHER_WAY]) == 1 else 'go'} the other way"
                + (f" ({'; '.join(by[stats.OTHER_WAY])})" if by[stats.OTHER_WAY] else "")
-               + f", and {len(by[stats.UNRESOLVED])} are not resolved.")
+               + f", and {len(by[stats.UNRESOLVED])} {'is' if len(by[stats.UNRESOLVED]) == 1 else 'are'} not resolved.")
     wide = [c for c, unit, *_ in judged if c.verdict == stats.UNRESOLVED and unit == "points"
             and not math.isnan(c.low) and (c.high - c.low) / 2 > TARGET_HALF_WIDTH]
     if wide:
-        summary += (f" {len(wide)} unresolved accuracy claims have a 95% interval wider than "
-                    f"±{100 * TARGET_HALF_WIDTH:.1f} points: more seeds would narrow them.")
+        one = len(wide) == 1
+        summary += (f" {len(wide)} unresolved accuracy claim{'' if one else 's'} {'has' if one else 'have'} a 95% "
+                    f"interval wider than ±{100 * TARGET_HALF_WIDTH:.1f} points: more seeds would narrow "
+                    f"{'it' if one else 'them'}.")
     return [summary, "", _seed_advice(runs)]
 
 
