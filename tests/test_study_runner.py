@@ -161,3 +161,53 @@ def test_max_minutes_is_in_minutes():
     todo = [(f"r{i}", trainer.TrainConfig(**TINY)) for i in range(3)]
     done = runner.run_all(todo, jobs=1, echo=lambda m: None, max_minutes=0.05, fn=lambda d: time.sleep(0.2))
     assert done == ["r0", "r1", "r2"]
+
+
+def _stopping_data(tmp_path):
+    """Every training image 3e38 (kept as it is): every step of epoch 1 is skipped, so the run stops there."""
+    path = tmp_path / "stop.pt"
+    torch.save({"images": torch.full((24, 1, 16, 16), 3e38), "labels": torch.arange(24) % 2,
+                "val_images": torch.randn(4, 1, 16, 16), "val_labels": torch.arange(4) % 2, "standardize": False},
+               path)
+    return f"tensors:{path}"
+
+
+def test_a_run_that_stops_on_its_own_is_its_outcome_and_the_study_goes_on(tmp_path, keep_threads):
+    """A run whose method fails for good (every step of an epoch non-finite: `ordinary` on a tie that persists)
+    is recorded and the study goes on; it was an error that stopped the whole study, and --resume ran it again,
+    to stop again, so a study with such a seed could never finish."""
+    import json
+
+    stop = trainer.TrainConfig(**{**TINY, "dataset": _stopping_data(tmp_path), "epochs": 2}, seed=0,
+                               out=str(tmp_path / "stop"))
+    todo = [("stop", stop)] + _todo(tmp_path, 1)
+    done = runner.run_all(todo, jobs=1, echo=lambda m: None)
+    assert sorted(done) == ["run0", "stop (stopped in epoch 1)"]
+    with open(os.path.join(stop.out, runner.STOPPED)) as f:
+        rec = json.load(f)
+    assert rec["stopped"] is True and rec["epoch"] == 1 and rec["seed"] == 0
+    assert rec["reason"].startswith("Every one of the ") and "steps of epoch 1 was skipped" in rec["reason"]
+    assert runner.complete(stop) and not os.path.exists(os.path.join(stop.out, "checkpoint.pt"))
+    assert not os.path.exists(os.path.join(stop.out, "summary.json"))
+    assert runner.run_all([lab_c for lab_c in todo if not runner.complete(lab_c[1])], jobs=1, echo=print) == []
+    # the CLI still reports it as an error for a single run
+    assert cli_main("train", ["--dataset", _stopping_data(tmp_path), "--image-size", "16", "--widths", "4,4,4",
+                              "--reduced-channels", "4", "--batch-size", "20", "--protocol", "ns", "--epochs", "1",
+                              "--out", str(tmp_path / "cli")]) == 2
+
+
+def test_the_hybrid_report_says_which_runs_stopped_and_leaves_them_out():
+    from svdgrad.train import report
+
+    study = {"seeds_by_protocol": {"svd-ordinary": 3, "svd-pade": 3}}
+    runs = {"svd-ordinary": [{"seed": 0}, {"seed": 2}], "svd-pade": [{"seed": s} for s in range(3)]}
+    stopped = {"svd-ordinary": [{"seed": 1, "epoch": 2, "reason": "Every one of the 31 steps of epoch 2 was "
+                                 "skipped (non-finite gradient: 31). Check the data."}]}
+    lines = report._what_ran(runs, study, stopped)
+    assert lines[0].startswith("5 of the 6 planned runs")
+    assert ("1 more stopped on their own before their last epoch and are left out of every statistic below, "
+            "which therefore describes the runs that finished (SVD ordinary (MPN-COV) seed 1, in epoch 2: Every "
+            "one of the 31 steps of epoch 2 was skipped (non-finite gradient: 31)).") in lines[0]
+    assert len(lines) == 1  # nothing missing: a stopped run is not listed as one to complete
+    # without the record, seed 1 is missing and the command to complete the grid is given
+    assert "Missing: svd-ordinary: seeds 1." in report._what_ran(runs, study, {})[2]

@@ -40,6 +40,24 @@ def load_runs(out: str) -> dict[str, list[dict]]:
     return runs
 
 
+def load_stopped(out: str) -> dict[str, list[dict]]:
+    """protocol -> [{seed, epoch, reason}] of the runs that stopped on their own (``runner.STOPPED``)."""
+    stopped: dict[str, list[dict]] = {}
+    root = os.path.join(out, "runs")
+    for name in PROTOCOLS:
+        d = os.path.join(root, name)
+        if not os.path.isdir(d):
+            continue
+        for sd in sorted(os.listdir(d)):
+            p = os.path.join(d, sd, "stopped.json")
+            if os.path.exists(p):
+                with open(p) as f:
+                    stopped.setdefault(name, []).append(json.load(f))
+    for v in stopped.values():
+        v.sort(key=lambda r: r["seed"])
+    return stopped
+
+
 def mean_std(values) -> tuple[float, float]:
     v = [float(x) for x in values if x is not None]
     if not v:
@@ -393,16 +411,24 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
-def _what_ran(runs, study) -> list[str]:
-    """Finished against planned runs, and the command that completes the grid."""
+def _what_ran(runs, study, stopped=None) -> list[str]:
+    """Finished against planned runs, the runs that stopped on their own, and the command that completes the grid."""
     plan = seed_plan_of(study)
     planned = sum(plan.values())
+    stopped = {p: [r for r in rs if r["seed"] < plan.get(p, 0)] for p, rs in (stopped or {}).items()}
+    n_stopped = sum(len(v) for v in stopped.values())
     done = sum(len([r for r in runs.get(p, []) if r["seed"] < n]) for p, n in plan.items())
     lines = [f"{done} of the {planned} planned runs ({describe_plan(plan)}) are finished."]
-    if done < planned:
+    if n_stopped:
+        what = "; ".join(f"{LABELS[p]} seed {r['seed']}, in epoch {r['epoch']}: {r['reason'].split('. ')[0]}"
+                         for p in PROTOCOLS for r in stopped.get(p, []))
+        lines[0] += (f" {n_stopped} more stopped on their own before their last epoch and are left out of every "
+                     f"statistic below, which therefore describes the runs that finished ({what}). Rerunning "
+                     f"them would stop them again: their steps are deterministic.")
+    if done + n_stopped < planned:
         missing = []
         for p, n in plan.items():
-            have = {r["seed"] for r in runs.get(p, [])}
+            have = {r["seed"] for r in runs.get(p, [])} | {r["seed"] for r in stopped.get(p, [])}
             lack = [k for k in range(n) if k not in have]
             if lack:
                 missing.append(f"{p}: seeds {', '.join(map(str, lack))}")
@@ -511,6 +537,7 @@ def _data_line(s) -> str:
 
 def write_report(out: str) -> str:
     runs = load_runs(out)
+    stopped = load_stopped(out)
     with open(os.path.join(out, "study.json")) as f:
         study = json.load(f)
     settings = study["settings"]
@@ -534,7 +561,8 @@ def write_report(out: str) -> str:
         e, k = _per_epoch(rs, "kappa_median", "geo")
         kk = f"{_sci(k[0])} → {_sci(k[-1])}" if p != "gap" else "—"
         tm = mean_std([r["summary"]["elapsed_s"] for r in rs])[0]
-        rows.append(f"| {LABELS[p]} | {len(rs)} | {_fmt(*fa)} | {_fmt(*ba)} | {_fmt(*fl, pct=False)} | {sk} "
+        n_stop = len(stopped.get(p, []))
+        rows.append(f"| {LABELS[p]} | {len(rs)}{f' (+{n_stop} stopped)' if n_stop else ''} | {_fmt(*fa)} | {_fmt(*ba)} | {_fmt(*fl, pct=False)} | {sk} "
                     f"| {kk} | {tm:.0f} |")
     judged = claims(runs, switch)
     total_time = sum(r["summary"]["elapsed_s"] for rs in runs.values() for r in rs)
@@ -574,7 +602,7 @@ def write_report(out: str) -> str:
         "",
         "## What ran",
         "",
-        *_what_ran(runs, study),
+        *_what_ran(runs, study, stopped),
         "",
         "## Do the papers' findings hold here?",
         "",

@@ -58,7 +58,14 @@ def redraw(out: str, write_report) -> str:
     return out
 
 
+#: Written into a run's folder when the run stopped on its own (``trainer.RunStopped``): its outcome, final.
+STOPPED = "stopped.json"
+
+
 def complete(cfg) -> bool:
+    """Finished: a summary of all its epochs, or a record that it stopped (rerunning it would stop again)."""
+    if os.path.exists(os.path.join(cfg.out, STOPPED)):
+        return True
     path = os.path.join(cfg.out, "summary.json")
     if not os.path.exists(path):
         return False
@@ -67,11 +74,21 @@ def complete(cfg) -> bool:
 
 
 def run_one(cfg_dict: dict) -> dict:
-    """Train one configuration (resuming it if it was interrupted) and drop its checkpoint."""
-    from .trainer import TrainConfig, train
+    """Train one configuration (resuming it if it was interrupted) and drop its checkpoint.
+
+    A run that stops on its own (every step of an epoch skipped, or a non-finite model: ``RunStopped``)
+    is an outcome of its method, not a failure of the study: it is recorded in ``stopped.json`` (epoch
+    and reason, written atomically) and the study goes on.  Its log keeps the epochs before.
+    """
+    from .._io import write_atomic
+    from .trainer import RunStopped, TrainConfig, train
 
     cfg = TrainConfig(**cfg_dict)
-    summary = train(cfg, echo=lambda msg: None)
+    try:
+        summary = train(cfg, echo=lambda msg: None)
+    except RunStopped as exc:
+        summary = {"stopped": True, "epoch": exc.epoch, "reason": str(exc), "seed": cfg.seed}
+        write_atomic(os.path.join(cfg.out, STOPPED), json.dumps(summary, indent=1))
     ck = os.path.join(cfg.out, "checkpoint.pt")
     if os.path.exists(ck):
         os.remove(ck)
@@ -116,8 +133,7 @@ def run_all(todo: list[tuple[str, object]], *, jobs: int = 1, backend: str = "jo
         for label, d in items:
             if out_of_time():
                 break
-            fn(d)
-            note(label)
+            note(_outcome(label, fn(d)))
         return done
     from joblib import Parallel, delayed
 
@@ -136,10 +152,16 @@ def run_all(todo: list[tuple[str, object]], *, jobs: int = 1, backend: str = "jo
     return done
 
 
+def _outcome(label: str, out) -> str:
+    """The label, with the epoch where the run stopped if it stopped on its own (``run_one``)."""
+    if isinstance(out, dict) and out.get("stopped"):
+        return f"{label} (stopped in epoch {out['epoch']})"
+    return label
+
+
 def _labelled(fn, label, d):
     _ignore_sigint()
-    fn(d)
-    return label
+    return _outcome(label, fn(d))
 
 
 def _run_ray(items, jobs, note, out_of_time) -> None:

@@ -556,6 +556,16 @@ def _nonfinite_state(net) -> list[str]:
     return [k for k, v in net.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+class RunStopped(SvdgradError):
+    """The run cannot go on: every step of an epoch was skipped, or the model or its validation loss went
+    non-finite.  ``epoch`` is the epoch that stopped it.  The CLI reports it like any SvdgradError; a study
+    records it as the run's outcome (``runner.run_one``) instead of failing."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
+
+
 def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> dict:
     """Train as configured; returns the summary (also written to ``out/summary.json``)."""
     cfg.validate()
@@ -708,10 +718,10 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         if bar is not None:
             bar.close()
         if skipped == n_batches:  # nothing was learned: a systematic fault, not a stray batch
-            raise SvdgradError(
+            raise RunStopped(
                 f"Every one of the {n_batches} steps of epoch {epoch} was skipped ("
                 + ", ".join(f"{k}: {v}" for k, v in reasons.items()) + f"; the last: {last_reason}). "
-                f"Check the data (--dataset {cfg.dataset}) for non-finite or huge values, and the options.")
+                f"Check the data (--dataset {cfg.dataset}) for non-finite or huge values, and the options.", epoch)
         loss_sum, correct, seen, small, total_eigs = ddp.all_reduce_sum(
             [loss_sum, float(correct), float(seen), float(small), float(total_eigs)], device)
         kap, lmins, lmaxs = ddp.gather_lists(kap), ddp.gather_lists(lmins), ddp.gather_lists(lmaxs)
@@ -723,12 +733,12 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
                     f"{', ...' if len(bad) > 3 else ''})" if bad else
                     f"the validation loss is {val_loss} while every weight and buffer is finite, so a validation "
                     f"image probably overflows float32; check the validation data")
-            raise SvdgradError(
+            raise RunStopped(
                 f"Training stopped in epoch {epoch}: {what}. Steps with a non-finite loss, gradient or pooled "
                 f"matrix were skipped ({total_skipped} so far), so finite but overflowing updates or data did "
                 f"this: lower --lr, or check the data for values near float32's limit. "
                 + (f"The checkpoint of epoch {epoch - 1} in {cfg.out} is kept." if epoch > 1 else
-                   "No checkpoint was written."))
+                   "No checkpoint was written."), epoch)
         row = {
             "epoch": epoch, "lr": lr,
             "method": _methods.method_spec(method) if method is not None else "none",
