@@ -205,9 +205,11 @@ def test_the_hybrid_report_says_which_runs_stopped_and_leaves_them_out():
                                  "skipped (non-finite gradient: 31). Check the data."}]}
     lines = report._what_ran(runs, study, stopped)
     assert lines[0].startswith("5 of the 6 planned runs")
-    assert ("1 more stopped on their own before their last epoch and are left out of every statistic below, "
+    assert ("1 more stopped on its own before its last epoch and is left out of every statistic below, "
             "which therefore describes the runs that finished (SVD ordinary (MPN-COV) seed 1, in epoch 2: Every "
             "one of the 31 steps of epoch 2 was skipped (non-finite gradient: 31)).") in lines[0]
     assert len(lines) == 1  # nothing missing: a stopped run is not listed as one to complete
+    two = report._what_ran(runs, study, {"svd-ordinary": stopped["svd-ordinary"] * 2})[0]
+    assert "2 more stopped on their own before their last epoch and are left out" in two
     # without the record, seed 1 is missing and the command to complete the grid is given
     assert "Missing: svd-ordinary: seeds 1." in report._what_ran(runs, study, {})[2]

@@ -422,9 +422,11 @@ def _what_ran(runs, study, stopped=None) -> list[str]:
     if n_stopped:
         what = "; ".join(f"{LABELS[p]} seed {r['seed']}, in epoch {r['epoch']}: {r['reason'].split('. ')[0]}"
                          for p in PROTOCOLS for r in stopped.get(p, []))
-        lines[0] += (f" {n_stopped} more stopped on their own before their last epoch and are left out of every "
-                     f"statistic below, which therefore describes the runs that finished ({what}). Rerunning "
-                     f"them would stop them again: their steps are deterministic.")
+        one = n_stopped == 1
+        lines[0] += (f" {n_stopped} more stopped on {'its' if one else 'their'} own before {'its' if one else 'their'} "
+                     f"last epoch and {'is' if one else 'are'} left out of every statistic below, which therefore "
+                     f"describes the runs that finished ({what}). Rerunning {'it' if one else 'them'} would stop "
+                     f"{'it' if one else 'them'} again: the steps are deterministic.")
     if done + n_stopped < planned:
         missing = []
         for p, n in plan.items():
