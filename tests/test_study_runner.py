@@ -211,5 +211,8 @@ def test_the_hybrid_report_says_which_runs_stopped_and_leaves_them_out():
     assert len(lines) == 1  # nothing missing: a stopped run is not listed as one to complete
     two = report._what_ran(runs, study, {"svd-ordinary": stopped["svd-ordinary"] * 2})[0]
     assert "2 more stopped on their own before their last epoch and are left out" in two
+    # with a run really missing (svd-pade seed 2), that one is listed, the stopped one is not
+    part = report._what_ran({**runs, "svd-pade": runs["svd-pade"][:2]}, study, stopped)
+    assert "Missing: svd-pade: seeds 2. Complete it" in part[2] and "svd-ordinary" not in part[2]
     # without the record, seed 1 is missing and the command to complete the grid is given
     assert "Missing: svd-ordinary: seeds 1." in report._what_ran(runs, study, {})[2]
