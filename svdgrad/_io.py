@@ -37,3 +37,46 @@ def save_atomic(obj, path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_atomic(path, buf.getvalue())
+
+
+def cpu_name() -> str:
+    """The host CPU's model name (Linux /proc/cpuinfo), else what ``platform`` says."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance() -> dict:
+    """What a result was computed with: the host CPU, torch, svdgrad, and the git commit of a source checkout.
+
+    The long jobs write it beside their results: the same code rounds differently on another host's
+    LAPACK, so a float64 result reproduces bit for bit only with the host and the commit.  ``commit`` is
+    None outside a git checkout (an installed wheel); ``dirty`` says whether tracked files differ from it.
+    """
+    import subprocess
+
+    import torch
+
+    from . import __version__
+
+    info = {"cpu": cpu_name(), "torch": torch.__version__, "svdgrad": __version__, "commit": None, "dirty": None}
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        try:
+            head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  timeout=10)
+            if head.returncode == 0:
+                info["commit"] = head.stdout.strip()
+                st = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10)
+                info["dirty"] = bool(st.stdout.strip()) if st.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +51,16 @@ def test_save_atomic_round_trips_a_checkpoint(tmp_path):
     back = torch.load(tmp_path / "ckpt.pt")
     assert back["step"] == 7 and torch.equal(back["weights"], state["weights"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_provenance_names_the_host_and_the_commit():
+    import subprocess
+
+    from svdgrad._io import provenance
+
+    info = provenance()
+    assert set(info) == {"cpu", "torch", "svdgrad", "commit", "dirty"} and info["cpu"]
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+        assert info["commit"] == head.stdout.strip() and isinstance(info["dirty"], bool)

@@ -41,6 +41,10 @@ def test_joblib_runs_in_parallel_bounded_by_cores_and_drops_checkpoints(tmp_path
     done = runner.run_all(todo, jobs=2, echo=lambda m: None)
     assert sorted(done) == ["run0", "run1"]
     assert all(runner.complete(c) and not os.path.exists(os.path.join(c.out, "checkpoint.pt")) for _, c in todo)
+    import json
+
+    with open(os.path.join(todo[0][1].out, "summary.json")) as f:  # what the run was computed with
+        assert set(json.load(f)["host"]) == {"cpu", "torch", "svdgrad", "commit", "dirty"}
 
 
 def test_the_time_budget_stops_launching_and_the_rest_runs_later(tmp_path, keep_threads):

@@ -93,6 +93,7 @@ def test_finished_results_are_not_replaced_without_resume_or_overwrite(tmp_path,
     assert (out / "results.csv").read_bytes() == before
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert [r["resume"] for r in runs] == [False, True]  # the resumed run is logged after the first one
+    assert all(set(r["host"]) == {"cpu", "torch", "svdgrad", "commit", "dirty"} for r in runs)  # (host and commit)
     assert _sweep(["--methods", "pade"] + ONE[2:] + ["--overwrite", "--out", str(out)])[0] == 0
     assert {r["method"] for r in read_rows(out / "results.csv") if r["study"] == "method"} == {"pade"}
     assert len((out / "runs.jsonl").read_text().splitlines()) == 1  # a fresh run starts the log again

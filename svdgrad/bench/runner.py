@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import svdgrad
-from svdgrad._io import write_atomic
+from svdgrad._io import cpu_name, write_atomic
 
 from . import cases, grid, memory
 from .timing import interleaved, load_average
@@ -31,20 +31,11 @@ from .timing import interleaved, load_average
 SUITE = Path(__file__).resolve().with_name("suite.py")
 PLUGIN = "svdgrad.bench.plugin"
 
+_cpu_name = cpu_name  # (shared with the sweep and the trainer: svdgrad._io)
+
 
 def device_tag(device: str) -> str:
     return torch.device(device).type
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(device: str, threads: int) -> dict:

@@ -305,12 +305,14 @@ def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, job
     import datetime
     import json
 
+    from .._io import provenance
+
     skipped = available_baselines()[1]
     entry = {"finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
              "command": command, "jobs": jobs, "backend": backend, "resume": resume,
              "torch": torch.__version__, "skipped_baselines": skipped,
              "cpus": os.cpu_count(), "matrices": stats.matrices, "rows_written": stats.written_rows,
-             "error_rows": stats.error_rows, "seconds": round(stats.seconds, 1)}
+             "error_rows": stats.error_rows, "seconds": round(stats.seconds, 1), "host": provenance()}
     old = path.read_text() if (resume and path.exists()) else ""
     write_atomic(path, old + json.dumps(entry) + "\n")
 

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from .. import _methods
 from .._errors import SvdgradError
-from .._io import write_atomic
+from .._io import provenance, write_atomic
 from . import data, ddp, schedules
 
 PROTOCOLS = ("ns", "svd", "hybrid")
@@ -772,6 +772,7 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
     summary["elapsed_s"] = elapsed0 + time.perf_counter() - t_run
     summary["world_size"] = info.world_size
     summary["out"] = cfg.out
+    summary["host"] = provenance()  # (the same code rounds differently on another host: see svdgrad._io)
     if cfg.robustness:
         summary["robustness"] = robustness(net, vx, vy, max(local_bs, 64), info)
     if info.is_main:
