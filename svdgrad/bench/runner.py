@@ -31,8 +31,6 @@ from .timing import interleaved, load_average
 SUITE = Path(__file__).resolve().with_name("suite.py")
 PLUGIN = "svdgrad.bench.plugin"
 
-_cpu_name = cpu_name  # (shared with the sweep and the trainer: svdgrad._io)
-
 
 def device_tag(device: str) -> str:
     return torch.device(device).type
@@ -42,8 +40,8 @@ def machine_info(device: str, threads: int) -> dict:
     dev = torch.device(device)
     info = {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
-        "cpu": _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "requested_threads": threads,

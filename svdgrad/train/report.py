@@ -17,42 +17,40 @@ from .grid import EARLY, HYBRIDS, LABELS, PROTOCOLS
 COV = [p for p in PROTOCOLS if p != "gap"]
 
 
-def load_runs(out: str) -> dict[str, list[dict]]:
-    """protocol -> list of {seed, history, summary, config} read from the saved logs."""
-    runs: dict[str, list[dict]] = {}
+def _run_folders(out: str, marker: str):
+    """(protocol, run folder) for every run of the study in ``out`` whose folder holds ``marker``."""
     root = os.path.join(out, "runs")
     for name in PROTOCOLS:
         d = os.path.join(root, name)
         if not os.path.isdir(d):
             continue
         for sd in sorted(os.listdir(d)):
-            p = os.path.join(d, sd)
-            if not os.path.exists(os.path.join(p, "summary.json")):
-                continue
-            with open(os.path.join(p, "log.jsonl")) as f:
-                history = [json.loads(line) for line in f if line.strip()]
-            with open(os.path.join(p, "summary.json")) as f:
-                summary = json.load(f)
-            with open(os.path.join(p, "config.json")) as f:
-                config = json.load(f)
-            runs.setdefault(name, []).append({"seed": summary["seed"], "history": history, "summary": summary,
-                                              "config": config})
+            if os.path.exists(os.path.join(d, sd, marker)):
+                yield name, os.path.join(d, sd)
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_runs(out: str) -> dict[str, list[dict]]:
+    """protocol -> list of {seed, history, summary, config} read from the saved logs (finished runs)."""
+    runs: dict[str, list[dict]] = {}
+    for name, p in _run_folders(out, "summary.json"):
+        with open(os.path.join(p, "log.jsonl")) as f:
+            history = [json.loads(line) for line in f if line.strip()]
+        summary = _read_json(os.path.join(p, "summary.json"))
+        runs.setdefault(name, []).append({"seed": summary["seed"], "history": history, "summary": summary,
+                                          "config": _read_json(os.path.join(p, "config.json"))})
     return runs
 
 
 def load_stopped(out: str) -> dict[str, list[dict]]:
     """protocol -> [{seed, epoch, reason}] of the runs that stopped on their own (``runner.STOPPED``)."""
     stopped: dict[str, list[dict]] = {}
-    root = os.path.join(out, "runs")
-    for name in PROTOCOLS:
-        d = os.path.join(root, name)
-        if not os.path.isdir(d):
-            continue
-        for sd in sorted(os.listdir(d)):
-            p = os.path.join(d, sd, "stopped.json")
-            if os.path.exists(p):
-                with open(p) as f:
-                    stopped.setdefault(name, []).append(json.load(f))
+    for name, p in _run_folders(out, "stopped.json"):
+        stopped.setdefault(name, []).append(_read_json(os.path.join(p, "stopped.json")))
     for v in stopped.values():
         v.sort(key=lambda r: r["seed"])
     return stopped
