@@ -55,6 +55,7 @@ from torch import nn
 from . import _methods
 from ._api import gram_sqrtm, inv_sqrtm, sqrtm
 from ._errors import SvdgradError
+from ._kernels import times_pow2_halves
 from ._methods import get_method, methods
 
 __all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "Whitening", "SmallResNet",
@@ -243,6 +244,9 @@ class CovariancePooling(nn.Module):
         if x.shape[1] != self.in_channels:
             raise SvdgradError(f"Expected {self.in_channels} channels; received shape={tuple(x.shape)}. "
                                f"Set in_channels to the backbone's output width.")
+        if x.shape[-2] * x.shape[-1] == 0:
+            raise SvdgradError(f"Expected a feature map with at least one position (H·W >= 1); received "
+                               f"shape={tuple(x.shape)}. An empty map has no covariance.")
         f = self.reduce(x)
         return f.flatten(2).to(self._sigma_dtype(f.dtype))  # (B, d, N)
 
@@ -282,8 +286,11 @@ class CovariancePooling(nn.Module):
                 S = 0.5 * (Md @ Md.mT + (Md @ Md.mT).mT)
             self.last_covariance = S.detach()
         d = M.shape[-2]
+        low, nonfinite = torch.stack(((tr <= max(self.floor, 0.0)).any(), ~torch.isfinite(tr).all())).tolist()
+        if nonfinite and not bool(torch.isfinite(M).all()):  # (tr alone overflows for large finite Y: no error)
+            raise self._non_finite(x, M)
         if self.floor <= 0:
-            if bool((tr <= 0).any()):
+            if low:
                 idx = int(torch.nonzero(tr <= 0)[0, 0])
                 raise SvdgradError(
                     f"Expected a covariance with positive trace; sample {idx} of the batch has tr(Σ) = 0 "
@@ -292,7 +299,7 @@ class CovariancePooling(nn.Module):
                 )
             return triu_vector(self._root(M), self.offdiag_scale).to(x.dtype)
         dead = tr <= self.floor  # (B,) features constant to within the floor
-        if not bool(dead.any()):
+        if not low:
             Z = self._root(M)
         else:
             # Z = sqrt(floor)·I, a constant: dΣ/dX = 0 at a constant map, and
@@ -303,6 +310,19 @@ class CovariancePooling(nn.Module):
             if live.numel():
                 Z = Z.index_put((live,), self._root(M[live]))
         return triu_vector(Z, self.offdiag_scale).to(x.dtype)
+
+    def _non_finite(self, x: torch.Tensor, M: torch.Tensor) -> SvdgradError:
+        """The error for a non-finite Σ (or Y): the input's NaN/Inf, or Σ's overflow of its dtype."""
+        if not bool(torch.isfinite(x).all()):
+            return SvdgradError(f"Expected finite values in the input of CovariancePooling; received NaN or Inf "
+                                f"(shape={tuple(x.shape)}, dtype={x.dtype}). Check the layer that produced it; a "
+                                f"NaN here usually comes from an earlier overflow.")
+        what = "Σ" if self._route == "covariance" else "the reduced features"
+        return SvdgradError(
+            f"Expected {what} of a finite input to be finite; it overflows {M.dtype} at this input scale "
+            f"(max |x| = {float(x.detach().abs().max()):.3g}, shape={tuple(x.shape)}). Use route='features', which "
+            f"never forms Σ = X Xᵀ, or a float64 input."
+        )
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, channels={self.channels}, method={self._method!r}, "
@@ -427,7 +447,12 @@ class Whitening(nn.Module):
       unstable there).  With ``eps=0`` a singular batch covariance (m < g,
       or dead channels) is left to the method's relative eigenvalue floor:
       finite, but W is then huge in the null directions, and so is its
-      share of ``running_whitening``.
+      share of ``running_whitening``.  An empty batch (B = 0 or H·W = 0)
+      gives an empty output and leaves the running statistics alone, as
+      BatchNorm does.
+    - **Any scale.**  Where (1/m)·X̄X̄ᵀ overflows (float32 from |x| ≈ 1e17)
+      Σ is formed again from X scaled by a power of two, which is exact:
+      the output is that of the unscaled formula wherever both apply.
     - **Dtypes.**  Statistics and W in the input dtype (float32 for
       float16/bfloat16 input); the method's own ``compute_dtype`` (e.g.
       ``method="exact:compute_dtype=float64"``) decides what ``inv_sqrtm``
@@ -509,6 +534,8 @@ class Whitening(nn.Module):
         wd = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         X = x.transpose(0, 1).reshape(G, g, -1).to(wd)  # (G, g, m): groups in the batch dimension
         m = X.shape[-1]
+        if m == 0:  # an empty batch (B = 0 or H·W = 0): nothing to whiten, no statistics to blend in (as BatchNorm)
+            return x.clone()
         if self.training:
             if m < 2:
                 raise SvdgradError(
@@ -516,21 +543,54 @@ class Whitening(nn.Module):
                     f"A batch of one has no covariance: use a larger batch, or call layer.eval() to use the "
                     f"running statistics."
                 )
-            mu = X.mean(dim=-1, keepdim=True)  # (G, g, 1)
-            Xc = X - mu
-            eye = torch.eye(g, dtype=wd, device=x.device)
-            S = torch.baddbmm(self.eps * eye, Xc, Xc.mT, alpha=1.0 / m)  # (G, g, g) Σ + eps·I
-            W = inv_sqrtm(S, self._method)  # (G, g, g)
-            self._update_running(mu.detach(), W.detach())
+            Y = self._batch_whitened(X, x, scaled=False)
         else:
             mu = self.running_mean.to(wd).view(G, g, 1)
             W = self.running_whitening.to(wd)
-            Xc = X - mu
-        Y = torch.bmm(W, Xc).reshape(C, m)  # (C, m)
+            Y = torch.bmm(W, X - mu)
+        Y = Y.reshape(C, m)  # (C, m)
         if self.affine:
             Y = torch.addcmul(self.bias.to(wd)[:, None], Y, self.weight.to(wd)[:, None])
         out = Y.reshape(C, x.shape[0], *x.shape[2:]).transpose(0, 1)
         return out.to(x.dtype).contiguous()
+
+    def _batch_whitened(self, X: torch.Tensor, x: torch.Tensor, scaled: bool) -> torch.Tensor:
+        """W(X − μ) (G, g, m) with W = Σ^{-1/2} of the batch, X (G, g, m) the groups of x; blends μ and W in.
+
+        Σ = (1/m)·X̄X̄ᵀ + eps·I sums m products before the 1/m: in float32 it overflows from |x| ≈ 1e17
+        (m = 65536), though W·X̄ is of order one.  Where Σ is not finite and x is, it is formed again
+        from X·2^-j instead (``scaled``; j >= 0 per group, max|X·2^-j| < 2): powers of two are exact, so
+        Σ_s = Σ/4^j (with the ridge eps·4^-j), W_s = 2^j·W and W_s·X̄_s = W·X̄, bit for bit where both
+        paths apply.  A non-finite x raises, naming the input.
+        """
+        g, m = X.shape[-2], X.shape[-1]
+        j = None
+        if scaled:
+            amax = X.detach().abs().amax(dim=(-2, -1))  # (G,)
+            j = torch.nan_to_num(torch.floor(torch.log2(amax)), nan=0.0, posinf=0.0, neginf=0.0).clamp_min_(0)
+            X = times_pow2_halves(X, -j)
+            ridge = (self.eps * torch.exp2(-2.0 * j.to(torch.float64))).to(X.dtype)[:, None, None]  # (G, 1, 1)
+        else:
+            ridge = self.eps
+        mu = X.mean(dim=-1, keepdim=True)  # (G, g, 1)
+        Xc = X - mu
+        eye = torch.eye(g, dtype=X.dtype, device=X.device)
+        S = torch.baddbmm(ridge * eye, Xc, Xc.mT, alpha=1.0 / m)  # (G, g, g) Σ + eps·I (over 4^j)
+        if not bool(torch.isfinite(S).all()):
+            if not bool(torch.isfinite(x).all()):
+                raise SvdgradError(
+                    f"Expected finite values in the input of Whitening; received NaN or Inf (shape={tuple(x.shape)}, "
+                    f"dtype={x.dtype}). Check the layer that produced it; a NaN here usually comes from an earlier "
+                    f"overflow."
+                )
+            if not scaled:
+                return self._batch_whitened(X, x, scaled=True)
+        W = inv_sqrtm(S, self._method)  # (G, g, g)
+        if scaled:
+            self._update_running(times_pow2_halves(mu.detach(), j), times_pow2_halves(W.detach(), -j))
+        else:
+            self._update_running(mu.detach(), W.detach())
+        return torch.bmm(W, Xc)
 
     @torch.no_grad()
     def _update_running(self, mu: torch.Tensor, W: torch.Tensor) -> None:
@@ -559,7 +619,11 @@ def _norm_factory(norm: str, options: dict | None):
                                f"{options!r}. Use norm='whiten' or drop norm_options.")
         return nn.BatchNorm2d
     opts = dict(options or {})
+    if "num_features" in opts:
+        raise SvdgradError(f"Expected no num_features in norm_options: it is set per layer from the backbone's widths; "
+                           f"received norm_options={options!r}.")
     group_size = opts.pop("group_size", 16)
+    _check_channels("norm_options['group_size']", group_size, True)
 
     def make(channels: int) -> nn.Module:
         g = None if group_size is None else min(group_size, channels)

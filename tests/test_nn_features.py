@@ -199,3 +199,32 @@ def test_parametric_features_route_equals_its_covariance_route():
     y_cov = layer(x)
     layer.route = "features"
     torch.testing.assert_close(layer(x), y_cov, rtol=1e-10, atol=1e-12)
+
+
+# --- Empty maps, non-finite input and Σ's overflow: the messages name the cause (session 16 review) -------------
+
+@pytest.mark.parametrize("route", ["covariance", "features"])
+def test_a_map_without_positions_raises_on_both_routes(route):
+    layer = snn.CovariancePooling(4, None, "exact", route=route)
+    with pytest.raises(SvdgradError, match=r"at least one position.*shape=\(2, 4, 0, 3\)"):
+        layer(torch.randn(2, 4, 0, 3))
+
+
+@pytest.mark.parametrize("route", ["covariance", "features"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_input_is_named_with_the_users_shape(route, bad):
+    layer = snn.CovariancePooling(4, None, "exact", route=route)
+    x = torch.randn(2, 4, 3, 3)
+    x[1, 2, 0, 1] = bad
+    with pytest.raises(SvdgradError, match=r"finite values in the input of CovariancePooling.*shape=\(2, 4, 3, 3\)"):
+        layer(x)
+
+
+def test_covariance_overflowing_float32_points_to_the_features_route():
+    """Σ at |x| = 1e25 is 1e50: not a float32 number; the features route never forms it and is exact there."""
+    x = torch.randn(2, 4, 3, 3) * 1e25
+    with pytest.raises(SvdgradError, match=r"overflows torch.float32.*route='features'"):
+        snn.CovariancePooling(4, None, "newton_schulz")(x)
+    z = snn.CovariancePooling(4, None, "exact", route="features")(x)
+    z1 = snn.CovariancePooling(4, None, "exact", route="features")(x / 1e25)
+    assert torch.isfinite(z).all() and float(((z / 1e25 - z1).norm() / z1.norm())) <= 10 * EPS[torch.float32]

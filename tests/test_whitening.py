@@ -392,3 +392,75 @@ def test_small_resnet_features_route_through_pool_options():
     net = snn.SmallResNet(3, 1, (4, 8), reduced_channels=4, route="features")
     assert net.pool.route == "features" and net.pool.method.name == "exact"
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+
+
+# --- Scale, empty batches and the messages of bad input (session 16 review) ---------------------------------------
+
+@pytest.mark.parametrize("dtype, scales", [(torch.float32, (1e18, 1e25, 1e30, 1e36)),
+                                           (torch.float64, (1e150, 1e200, 1e300))])
+@pytest.mark.parametrize("method", ["exact", "newton_schulz"])
+def test_training_whitening_is_scale_free_where_the_covariance_overflows(dtype, scales, method):
+    """W(x − μ) does not depend on the scale of x once eps is negligible; (1/m)·X̄X̄ᵀ summed m products and
+    overflowed float32 from |x| ≈ 4e18 at m = 65536 (about 1e17 here), though Σ^{-1/2}·X̄ is of order one."""
+    torch.manual_seed(0)
+    x = torch.randn(4096, 8, dtype=torch.float64) @ (torch.eye(8, dtype=torch.float64) + 0.3)
+    ref_layer = snn.Whitening(8, group_size=4, method=method, eps=0.0, momentum=1.0).double()
+    ref = ref_layer(x).detach()
+    for c in scales:
+        layer = snn.Whitening(8, group_size=4, method=method, momentum=1.0).to(dtype)
+        xc = (x * c).to(dtype).requires_grad_(True)
+        out = layer(xc)
+        assert torch.isfinite(out).all(), c
+        # eps = 1e-5 against Σ of order c²: negligible; float32 rounding of Σ's κ ≈ 3 decides the bound
+        assert float((out.detach().double() - ref).norm() / ref.norm()) <= 1e3 * EPS[dtype], c
+        W = layer.running_whitening.double() * c  # (momentum 1: the running W is the batch's Σ^{-1/2})
+        W_ref = ref_layer.running_whitening.double()
+        assert float((W - W_ref).norm() / W_ref.norm()) <= 1e3 * EPS[dtype], c
+        out.square().sum().backward()
+        assert torch.isfinite(xc.grad).all(), c
+
+
+def test_scaled_path_is_bit_for_bit_the_plain_one_where_both_apply():
+    """Powers of two are exact: forcing the scaled path at an ordinary scale changes no bit."""
+    torch.manual_seed(1)
+    x = torch.randn(64, 8) * 3.0
+    a, b = snn.Whitening(8, group_size=4), snn.Whitening(8, group_size=4)
+    plain = a(x)
+    scaled = b._batch_whitened(x.transpose(0, 1).reshape(2, 4, -1), x, scaled=True)  # (the fallback, directly)
+    assert torch.equal(plain, scaled.reshape(8, 64).transpose(0, 1))
+    assert torch.equal(a.running_mean, b.running_mean)
+    assert torch.equal(a.running_whitening, b.running_whitening)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 3, 3), (2, 4, 0, 3)])
+def test_empty_batch_gives_an_empty_output_and_keeps_the_statistics(shape):
+    """As torch.nn.BatchNorm: no values, no statistics to blend in (not 'a batch of one')."""
+    layer = snn.Whitening(4)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    out = layer(torch.randn(shape))
+    assert out.shape == shape
+    for k, v in layer.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    layer.eval()
+    assert layer(torch.randn(shape)).shape == shape
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_input_is_named_as_the_input(bad):
+    layer = snn.Whitening(4)
+    x = torch.randn(8, 4)
+    x[3, 2] = bad
+    with pytest.raises(SvdgradError, match=r"Expected finite values in the input of Whitening.*shape=\(8, 4\)"):
+        layer(x)
+    assert int(layer.num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "a"])
+def test_small_resnet_names_a_bad_group_size_as_such(value):
+    with pytest.raises(SvdgradError, match=r"norm_options\['group_size'\].*positive integer or None"):
+        snn.SmallResNet(3, 1, norm="whiten", norm_options={"group_size": value})
+
+
+def test_small_resnet_rejects_num_features_in_norm_options():
+    with pytest.raises(SvdgradError, match="num_features.*set per layer"):
+        snn.SmallResNet(3, 1, norm="whiten", norm_options={"num_features": 4})
