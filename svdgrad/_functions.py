@@ -17,6 +17,47 @@ from torch.autograd.function import once_differentiable
 from . import _kernels, _matmul_only, _newton_schulz
 from ._errors import SvdgradError, describe
 
+#: The refusal of reverse mode through a once-differentiable backward's cotangent (``linear_in_cotangent``).
+REVERSE_IN_COTANGENT = (
+    "svdgrad: reverse mode through the cotangent of a gradient (d/dW of ∂⟨f(A), W⟩/∂A: a gradient penalty "
+    "differentiated in the weights that produced the cotangent) is not supported: this backward rule is not "
+    "itself differentiable. That derivative is the jvp of f at A, exact by forward mode: torch.func.jvp(f, (A,), "
+    "(V,)), or forward mode in W over the gradient (torch.func.jvp of grad)."
+)
+
+
+def once_differentiable_in_cotangent(backward):
+    """``once_differentiable``, and reverse mode through the cotangent refused loudly.
+
+    ``once_differentiable`` cuts the gradient off from the cotangent's graph: under torch.func
+    (grad of grad in W) that derivative was then silently zero, and under autograd a misleading
+    'not used in the graph'.  Where it may follow (``_guard.cotangent_may_be_differentiated``), each
+    returned gradient is tied to the live cotangents so that its backward raises
+    ``REVERSE_IN_COTANGENT``; its jvp in them passes (the rule is linear in the cotangent, so forward
+    mode there is exact and stays supported).
+    """
+    inner = once_differentiable(backward)
+
+    def wrapper(ctx, *grads):
+        out = inner(ctx, *grads)
+        from ._guard import cotangent_may_be_differentiated, raise_on_second_derivative  # (imports this module)
+
+        live = [g for g in grads if isinstance(g, torch.Tensor) and cotangent_may_be_differentiated(g)]
+        if not live:
+            return out
+
+        def tie(t):
+            if not isinstance(t, torch.Tensor):
+                return t
+            for g in live:
+                t = raise_on_second_derivative(t, None, REVERSE_IN_COTANGENT, loose=g)
+            return t
+
+        return tuple(tie(t) for t in out) if isinstance(out, tuple) else tie(out)
+
+    wrapper.__name__, wrapper.__doc__ = backward.__name__, backward.__doc__
+    return wrapper
+
 
 def eigh_or_raise(A: torch.Tensor):
     """torch.linalg.eigh, with LAPACK's refusal turned into an SvdgradError that says what to do.
@@ -163,7 +204,7 @@ class SpectralOp(torch.autograd.Function):
         return gT, gp, None, None, None, None, None
 
     @staticmethod
-    @once_differentiable
+    @once_differentiable_in_cotangent
     def _vjp(ctx, gF):
         """(gT, gp or None) from constants: the backward rule is not itself differentiable."""
         if gF is None:
@@ -193,6 +234,15 @@ class SpectralOp(torch.autograd.Function):
                 if e is not None:
                     dphi = _kernels.pow2_vector(dphi, e, halves=True)
                 dF = dF + (U * dphi[..., None, :]) @ U.mT
+        if ctx.p_tensor:
+            from ._guard import forward_over_forward, raise_on_second_derivative, unsupported_message
+
+            if forward_over_forward(p):  # (A's side is the guard's, in _api._spectral)
+                dF = raise_on_second_derivative(dF, p, unsupported_message(
+                    f"powm with a tensor p (method={ctx.method.name!r}) by forward over forward mode (jvp of jvp, "
+                    f"jacfwd of jacfwd)", "Take the second derivative in p by forward over reverse "
+                    "(torch.func.hessian in p), which is exact.", why="torch's outer forward level does not see "
+                    "the jvp rule's saved p and eigenvalues move"))
         return dF, None, None, None
 
 
@@ -255,6 +305,15 @@ def _input_scaled(X: torch.Tensor, in_pow2) -> torch.Tensor:
     return _kernels.times_pow2_halves(X, in_pow2, inplace=inplace)
 
 
+#: The refusal of forward over forward mode (``_guard.forward_over_forward``) for the square root under ``exact``.
+FORWARD_OVER_FORWARD = (
+    "svdgrad: forward mode over forward mode (torch.func.jvp of jvp, jacfwd of jacfwd) through method='exact' "
+    "is not supported: torch's outer forward level does not see the saved eigenvectors of the inner jvp rule "
+    "move with A, so the result would be silently wrong. Take the second derivative by forward over reverse "
+    "(torch.func.hessian, jacfwd(jacrev(f)), jvp of grad) or reverse over reverse; both are exact at ties too."
+)
+
+
 class ExactSqrtOp(SpectralOp):
     """``SpectralOp`` for ``exact``'s square root, differentiable twice.
 
@@ -315,9 +374,12 @@ class ExactSqrtOp(SpectralOp):
 
     @staticmethod
     def jvp(ctx, dT, _dp, _method, _fn, _pow2, _S, _in_pow2):
-        from ._guard import tangent_may_be_differentiated  # (imports this module)
+        from ._guard import forward_over_forward, raise_on_second_derivative, tangent_may_be_differentiated
 
         U, T = ExactSqrtOp._saved(ctx)[0], ExactSqrtOp._saved(ctx)[3]
+        if forward_over_forward(T):  # (jvp of jvp: torch's outer level would not see U and s move with T)
+            dF = ExactSqrtOp._map(ctx, _kernels.sym2(_tangent_or_zero(dT, U)), False)
+            return raise_on_second_derivative(dF, T, FORWARD_OVER_FORWARD), None, None, None, None
         # The jvp's map is the vjp's (self-adjoint); where reverse mode may run over the tangent (grad of jvp,
         # jacrev of jacfwd) it is taken differentiably, as the backward is under create_graph=True.
         dF = ExactSqrtOp._map(ctx, _kernels.sym2(_tangent_or_zero(dT, U)), tangent_may_be_differentiated(T))
@@ -332,8 +394,8 @@ class ExactSqrtOp(SpectralOp):
                 return _kernels.sqrtm_backward_exact(sb, U, S)
         from ._guard import guard  # (imports this module)
 
-        # A third derivative raises (not under torch.func transforms, whose vmap the guard's node lacks)
-        anchor = T if torch._C._functorch.is_functorch_wrapped_tensor(T) else guard(T, "exact", order=3)
+        # A third derivative raises
+        anchor = guard(T, "exact", order=3)
         out = apply(ExactSqrtVJP, anchor, S, Lf.sqrt(), U, pow2, in_pow2)
         return out if in_pow2 is None else _kernels.times_pow2_halves(out, in_pow2)  # (differentiable, out of place)
 
@@ -420,7 +482,7 @@ class Eigh(torch.autograd.Function):
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    @once_differentiable
+    @once_differentiable_in_cotangent
     def backward(ctx, gL, gU):
         L, U = ctx.saved_tensors
         with _no_tf32():
@@ -461,7 +523,7 @@ class EighNarrow(Eigh):
         return ctx.rule.K(L.to(ctx.narrow)).to(L.dtype)  # L holds narrow values exactly
 
     @staticmethod
-    @once_differentiable
+    @once_differentiable_in_cotangent
     def backward(ctx, gL, gU):
         L, U = ctx.saved_tensors
         with _no_tf32():
@@ -509,7 +571,7 @@ class NewtonSchulzManual(torch.autograd.Function):
         return A, c, live, post, YJ, ZJ, rest[:J], rest[J : J + nz], rest[J + nz :]
 
     @staticmethod
-    @once_differentiable
+    @once_differentiable_in_cotangent
     def backward(ctx, gF, *_):
         if gF is None:
             return None, None, None, None, None
@@ -600,7 +662,7 @@ class GramOp(torch.autograd.Function):
         return U, P, _kernels.gram_loewner(Sf, ctx.inverse)
 
     @staticmethod
-    @once_differentiable
+    @once_differentiable_in_cotangent
     def backward(ctx, gF, *_):
         if gF is None:
             return None, None, None, None
@@ -707,7 +769,7 @@ class LyapunovRoot(torch.autograd.Function):
                                            what=f"The Lyapunov backward of {ctx.method.name!r}")
 
     @staticmethod
-    @once_differentiable
+    @once_differentiable_in_cotangent
     def backward(ctx, gF, _gZ):
         if gF is None:
             return None, None, None

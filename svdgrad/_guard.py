@@ -115,6 +115,15 @@ def _under_grad_transform(A: torch.Tensor) -> bool:
                for i in torch._C._functorch.get_interpreter_stack() or ())
 
 
+def _nested_forward(A: torch.Tensor) -> bool:
+    """Whether A is wrapped by two or more torch.func forward-mode levels (jvp of jvp, jacfwd of jacfwd): the
+    inner level's tangent is then differentiated again by the outer one, in forward mode."""
+    if not torch._C._functorch.is_functorch_wrapped_tensor(A):
+        return False
+    jvp = torch._C._functorch.TransformType.Jvp
+    return sum(i.key() == jvp for i in torch._C._functorch.get_interpreter_stack() or ()) >= 2
+
+
 def tangent_may_be_differentiated(A: torch.Tensor) -> bool:
     """In a jvp rule: whether reverse mode may run over the tangent it returns (torch.func.grad or jacrev of a
     jvp, or a backward through a torch.autograd.forward_ad tangent of an input that requires grad)."""
@@ -126,6 +135,30 @@ def tangent_may_be_differentiated(A: torch.Tensor) -> bool:
         last_jvp = max((n for n, k in enumerate(keys) if k == jvp), default=-1)
         return torch._C._functorch.TransformType.Grad in keys[:last_jvp]
     return A.requires_grad
+
+
+def cotangent_may_be_differentiated(g: torch.Tensor) -> bool:
+    """In a backward rule: whether reverse mode may run over its result through its cotangent ``g``
+    (grad of grad in the weights that made g; a create_graph=True backward with a g that requires grad)."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(g):
+        keys = [i.key() for i in torch._C._functorch.get_interpreter_stack() or ()]
+        grad = torch._C._functorch.TransformType.Grad
+        last_grad = max((n for n, k in enumerate(keys) if k == grad), default=-1)
+        return grad in keys[:last_grad]  # a reverse-mode level outside the one running this backward
+    return torch.is_grad_enabled() and g.requires_grad
+
+
+def forward_over_forward(A: torch.Tensor) -> bool:
+    """In a jvp rule: whether an outer torch.func forward-mode level will differentiate the tangent it returns
+    (jvp of jvp, jacfwd of jacfwd).  That derivative cannot be right: torch 2.13's forward mode over a
+    custom Function's jvp rule does not see the rule's saved tensors as functions of the input (even a
+    rule of plain differentiable ops gives 0), so the rules tie such a tangent to A and it raises."""
+    if not torch._C._functorch.is_functorch_wrapped_tensor(A):
+        return False
+    keys = [i.key() for i in torch._C._functorch.get_interpreter_stack() or ()]
+    jvp = torch._C._functorch.TransformType.Jvp
+    last_jvp = max((n for n, k in enumerate(keys) if k == jvp), default=-1)
+    return jvp in keys[:last_jvp]
 
 
 class _GuardTangent(torch.autograd.Function):
@@ -152,7 +185,9 @@ class _GuardTangent(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, dA, _message):
         (A,) = ctx.saved_tensors
-        return raise_on_second_derivative(dA, A, ctx.message) if tangent_may_be_differentiated(A) else dA
+        if tangent_may_be_differentiated(A) or forward_over_forward(A):
+            return raise_on_second_derivative(dA, A, ctx.message)
+        return dA
 
 
 def unsupported_message(what: str, instead: str, *, why: str = "its backward rule is not itself differentiable") -> str:
@@ -167,14 +202,14 @@ def guard(A: torch.Tensor, method_name: str, *, order: int = 2, message: str | N
 
     ``message`` replaces the default refusal (for an entry point other than the spectral functions).
     """
-    if not (A.requires_grad or _under_grad_transform(A)):  # (no backward will run: forward mode alone is first order)
-        return A
+    if not (A.requires_grad or _under_grad_transform(A) or _nested_forward(A)):
+        return A  # (no backward will run, and one forward-mode level alone is first order)
     if message is not None:
         msg = message
     elif order == 2:
         msg = (f"svdgrad: double backward through method={method_name!r} is not supported (a second "
                f"derivative, by reverse or forward mode over a backward: torch.func.hessian, jvp of grad, or "
-               f"reverse mode over a jvp: grad of jvp): its "
+               f"reverse or forward mode over a jvp: grad of jvp, jvp of jvp, jacfwd of jacfwd): its "
                f"backward rule is not itself differentiable. Use method='newton_schulz' with "
                f"backward='autograd' (or sqrtm with method='exact') if you need second derivatives.")
     else:

@@ -379,3 +379,155 @@ def test_powm_narrow_p_forward_ad_over_reverse_raises():
         with pytest.raises(RuntimeError, match=UNSUPPORTED):
             (gp,) = torch.autograd.grad(L, p)
             fwAD.unpack_dual(gp).tangent.item()
+
+
+# --- forward over forward, reverse in the cotangent, third derivatives under torch.func (session 16 review) --------
+
+def _fwd_over_fwd(f, A, H, H2):
+    """d/dt Df(A + t·H2)[H] by torch.func.jvp of torch.func.jvp."""
+    return torch.func.jvp(lambda X: torch.func.jvp(f, (X,), (H,))[1], (A,), (H2,))[1]
+
+
+def _fd_of_jvp(f, A, H, H2, h=1e-5):
+    def d(X):
+        return torch.func.jvp(f, (X,), (H,))[1]
+
+    return (d(A + h * H2) - d(A - h * H2)) / (2 * h)
+
+
+@pytest.mark.parametrize("function,method", PAIRS)
+def test_forward_over_forward_of_every_pair_is_right_or_raises(function, method):
+    """jvp of jvp (and jacfwd of jacfwd) reached A only through the rules' saved constants: silently 0."""
+    A, _, H = _case()
+    H2 = T.gradients(A.shape, seed=9, symmetric=True)
+    f = lambda X: call(function, X, method)  # noqa: E731
+    # (exact's square root too: torch 2.13's outer forward level does not see a jvp rule's saved tensors move)
+    with pytest.raises(RuntimeError, match=UNSUPPORTED):
+        _fwd_over_fwd(f, A, H, H2)
+
+
+def test_forward_over_forward_of_newton_schulz_autograd_is_right():
+    """Plain autograd through the iterations: jvp of jvp is exact there."""
+    A, _, H = _case()
+    H2 = T.gradients(A.shape, seed=9, symmetric=True)
+    f = lambda X: svdgrad.sqrtm(X, "newton_schulz", backward="autograd")  # noqa: E731
+    assert T.rel_error(_fwd_over_fwd(f, A, H, H2), _fd_of_jvp(f, A, H, H2)) <= 1e-7
+
+
+def test_jacfwd_of_jacfwd_of_exact_sqrtm_raises_and_names_what_works():
+    A = T.spd(3, 10.0, seed=4)
+    f = lambda X: svdgrad.sqrtm(X, "exact")  # noqa: E731
+    with pytest.raises(RuntimeError, match=r"forward mode over forward mode.*not supported.*jacfwd\(jacrev"):
+        torch.func.jacfwd(torch.func.jacfwd(f))(A)
+    fwd_rev = torch.func.jacfwd(torch.func.jacrev(f))(A)
+    rev = torch.func.jacrev(torch.func.jacrev(f))(A)
+    assert fwd_rev.abs().max() > 0.01 and torch.allclose(fwd_rev, rev, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_forward_over_forward_through_a_custom_function_is_zero():
+    """Why the rules refuse it: torch's own limitation, on a toy Function whose jvp rule is plain ops."""
+
+    class Cube(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(x):
+            return x ** 3
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_forward(inputs[0])
+
+        @staticmethod
+        def jvp(ctx, dx):
+            (x,) = ctx.saved_tensors
+            return 3 * x * x * dx
+
+    x, one = torch.tensor([2.0], dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    second = torch.func.jvp(lambda X: torch.func.jvp(Cube.apply, (X,), (one,))[1], (x,), (one,))[1]
+    assert float(second) == 0.0  # (6x = 12 is the truth; if torch fixes this, forward over forward can be allowed)
+
+
+@pytest.mark.parametrize("entry", ["gram_sqrtm", "gram_inv_sqrtm"])
+def test_gram_forward_over_forward_raises(entry):
+    X = T.features(4, 7, seed=3)
+    V, V2 = T.gradients((4, 7), seed=5), T.gradients((4, 7), seed=6)
+    with pytest.raises(RuntimeError, match=f"{entry}.*{UNSUPPORTED}"):
+        _fwd_over_fwd(getattr(svdgrad, entry), X, V, V2)
+
+
+def test_eigh_forward_over_forward_raises():
+    A, _, H = _case()
+    with pytest.raises(RuntimeError, match=UNSUPPORTED):
+        _fwd_over_fwd(lambda X: svdgrad.eigh(X)[0], A, H, H)
+
+
+def _reverse_in_the_cotangent(f, A, W, V):
+    """d/dW ⟨∇_A⟨f(A), W⟩, V⟩ by torch.func.grad over torch.func.grad: the vjp is linear in W, so this is
+    the jvp Df(A)[V] (the adjoint), a first-order quantity every pair has."""
+    return torch.func.grad(lambda w: (torch.func.grad(lambda X: (f(X) * w).sum())(A) * V).sum())(W)
+
+
+def _reverse_in_the_cotangent_autograd(f, A, W, V):
+    A = A.detach().clone().requires_grad_(True)
+    W = W.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((f(A) * W).sum(), A, create_graph=True)
+    (h,) = torch.autograd.grad((g * V).sum(), W)
+    return h
+
+
+@pytest.mark.parametrize("how", ["torch.func", "autograd"])
+@pytest.mark.parametrize("function,method", PAIRS)
+def test_reverse_mode_in_the_cotangent_is_the_jvp(function, method, how):
+    """A gradient penalty differentiated in the head's weights W (not in A): was silently 0 under torch.func
+    (once_differentiable cut W off) and a misleading 'not used in the graph' error under autograd."""
+    A, W, V = _case()
+    f = lambda X: call(function, X, method)  # noqa: E731
+    run = _reverse_in_the_cotangent if how == "torch.func" else _reverse_in_the_cotangent_autograd
+    ref = torch.func.jvp(f, (A,), (V,))[1]  # (what the refusal points to: exact)
+    if _twice(function, method):
+        assert torch.allclose(run(f, A, W, V), ref, rtol=1e-9, atol=1e-12)
+    else:  # the rule is once differentiable: loudly (power_iteration's steps refuse it as a double backward)
+        with pytest.raises(RuntimeError, match="through the cotangent of a gradient|double backward"):
+            run(f, A, W, V)
+
+
+@pytest.mark.parametrize("entry", ["gram_sqrtm", "gram_inv_sqrtm"])
+def test_gram_reverse_mode_in_the_cotangent_raises(entry):
+    X = T.features(4, 7, seed=3)
+    W, V = T.gradients((4, 4), seed=4), T.gradients((4, 7), seed=5)
+    with pytest.raises(RuntimeError, match=UNSUPPORTED):  # (the guard on X refuses it first, loudly)
+        torch.func.grad(lambda w: (torch.func.grad(lambda Y: (getattr(svdgrad, entry)(Y) * w).sum())(X) * V).sum())(W)
+
+
+def test_eigh_reverse_mode_in_the_cotangent_raises():
+    A, W, V = _case()
+    with pytest.raises(RuntimeError, match=UNSUPPORTED):
+        torch.func.grad(lambda w: (torch.func.grad(lambda X: (svdgrad.eigh(X)[1] * w).sum())(A) * V).sum())(W)
+
+
+def test_third_derivative_of_exact_sqrtm_raises_under_torch_func():
+    """reverse³ raises (test_double_backward); the torch.func routes to a third derivative did not: silently 0."""
+    A, G, H = _case()
+    L = lambda X: (svdgrad.sqrtm(X, "exact") * G).sum()  # noqa: E731
+    hvp = lambda X: torch.func.jvp(torch.func.grad(L), (X,), (H,))[1]  # noqa: E731
+    with pytest.raises(RuntimeError, match="third derivative|forward mode over forward mode"):
+        torch.func.jvp(hvp, (A,), (H,))
+    with pytest.raises(RuntimeError, match="third derivative"):
+        torch.func.grad(lambda X: (hvp(X) * H).sum())(A)
+    with pytest.raises(RuntimeError, match="third derivative|forward mode over forward mode"):
+        torch.func.jacfwd(torch.func.hessian(L))(A)
+    with pytest.raises(RuntimeError, match="third derivative"):
+        torch.func.jacrev(torch.func.hessian(L))(A)
+
+
+def test_powm_forward_over_forward_in_p_raises():
+    """jacfwd of jacfwd in a tensor p was silently wrong (−4.34 against −5.04): the rule's saved p does not move."""
+    A = T.spd(3, 10.0, seed=4)
+    L = lambda p: svdgrad.powm(A, p).trace()  # noqa: E731
+    p = torch.tensor(1.7, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=UNSUPPORTED):
+        torch.func.jacfwd(torch.func.jacfwd(L))(p)
+    h = torch.func.hessian(L)(p)  # forward over reverse in p alone: exact (test_powm_forward_over_reverse_in_p_only_is_right)
+    d = lambda q: torch.func.grad(L)(q)  # noqa: E731
+    assert abs(float(h) - float((d(p + 1e-5) - d(p - 1e-5)) / 2e-5)) <= 1e-6 * abs(float(h))
