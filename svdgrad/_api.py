@@ -185,6 +185,8 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     # every derivative is applied on the wide side of the cast (NarrowIn/NarrowOut), where it fits.
     wide = _work_dtype(in_dtype)
     narrower = torch.finfo(cdtype).bits < torch.finfo(wide).bits
+    if narrower and not fn.scalable and m.check and not is_traced(T):
+        _check_fits(T, cdtype, entry)
     narrow_e = None
     if (narrower or pair) and fn.scalable and narrow_pair_applies():  # (else, under vmap or compile: the plain chain)
         narrow_e = fn.gradient_pow2(k, p)  # (not under vmap: NarrowOut's closure would capture a batch)
@@ -228,13 +230,49 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         F = apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p), scales)
         if p_wide is not None:
             F = F + _narrow_dp(T_wide, S, k, p_wide, m, fn, cdtype)
+        if isinstance(fn, Power) and m.check:
+            _check_power_finite(F, p, cdtype, narrower)
         return F.to(in_dtype)
     F = cast(F, wide)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
     elif pow2 is not None:
         F = fn.rescale_remainder(F, k, p, pow2)
+    if isinstance(fn, Power) and m.check:
+        _check_power_finite(F, p, cdtype, narrower)
     return cast(F, in_dtype)
+
+
+def _check_fits(A: torch.Tensor, cdtype: torch.dtype, entry: str) -> None:
+    """A user's f has no scale law, so A is cast to a narrower compute dtype as it is: refuse an A whose
+    largest entries that cast would overflow (with room for n·max|A| eigenvalues) or push below the normal
+    range, where it came back silently wrong (1e-50 flushed to 0 gave 3.3e-10)."""
+    info = torch.finfo(cdtype)
+    n = A.shape[-1]
+    amax = max_abs(A.detach())
+    lo, hi = info.tiny / info.eps, info.max / (4 * max(n, 1))
+    bad = (amax > 0) & ((amax < lo) | (amax > hi) | ~torch.isfinite(amax))
+    if bool(bad.any()):
+        worst = float(amax[bad].flatten()[0])
+        raise SvdgradError(
+            f"svdgrad.{entry} does not rescale A (your f has no scale law that would undo it), so A must fit "
+            f"compute_dtype={cdtype}: expected max|A| in [{lo:.3g}, {hi:.3g}] per matrix; received {worst:.3g} "
+            f"({describe(A)}). Leave compute_dtype unset to compute in A's dtype, or rescale A yourself."
+        )
+
+
+def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool) -> None:
+    """A^p non-finite for a finite PSD A: its spectrum λ^p left the range on the way (for a narrower compute
+    dtype, the narrow one's: powm(A, -30) computed in float32 gave inf/NaN silently)."""
+    if F.numel() == 0 or is_traced(F) or bool(torch.isfinite(F).all()):
+        return
+    pv = float(p) if not isinstance(p, torch.Tensor) or p.numel() == 1 else "a tensor"
+    raise SvdgradError(
+        f"Expected a finite A^p; received NaN or Inf entries (p={pv}, {describe(F)}): λ^p leaves the range of the "
+        f"compute dtype {cdtype} for this A. "
+        + ("Compute in A's own dtype (leave compute_dtype unset)." if narrower else
+           "The result does not fit the dtype: compute in torch.float64, or use a smaller |p|.")
+    )
 
 
 def _empty_result(A: torch.Tensor, p=None) -> torch.Tensor:

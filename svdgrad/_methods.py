@@ -611,7 +611,12 @@ class PowerIteration(Method):
         Af = A + lift  # differentiable in A, eigenvalues >= the floor
         n = A.shape[-1]
         tiny = torch.finfo(A.dtype).tiny
-        R = Af
+        # The steps run on Af/2^e with max|Af/2^e| in [1, 2): the norms square their vectors, which overflow or
+        # underflow outside about 1e±19 in float32 (matrix_function does not rescale A for a user's f).  Powers
+        # of two are exact: V and λ = 2^e·λ_scaled are the same bits as unscaled wherever both are normal.
+        e = torch.nan_to_num(torch.floor(torch.log2(Af.detach().abs().amax(dim=(-2, -1)))),
+                             nan=0.0, posinf=0.0, neginf=0.0)  # (*)
+        R = _kernels.times_pow2_halves(Af, -e)
         vs, lams = [], []
         for i in range(n - 1, -1, -1):  # largest first
             v = U[..., :, i]
@@ -623,7 +628,7 @@ class PowerIteration(Method):
             lams.append(lam)
             R = R - lam[..., None, None] * (v[..., :, None] * v[..., None, :])
         V = torch.stack(vs[::-1], -1)  # ascending, like eigh
-        lam = torch.stack(lams[::-1], -1)
+        lam = _kernels.pow2_vector(torch.stack(lams[::-1], -1), e, halves=True)
         # Deflation leaves rounding noise of order eps·λmax in the smallest λ: floor their values
         # straight-through (the value is raised, the derivative passes), as ``exact`` does.
         floor = _kernels.eigenvalue_floor(L, self.floor_eps(A.dtype))  # (*, 1)

@@ -302,7 +302,7 @@ class UserFunction(SpectralFunction):
         near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())
         safe = torch.where(near, torch.ones_like(delta), delta)
         quotient = (self.fn(hi) - self.fn(lo)) / safe
-        return torch.where(near, self.dfn(0.5 * (lo + hi)), quotient)
+        return torch.where(near, self.dfn(lo + 0.5 * (hi - lo)), quotient)  # (0.5·(lo + hi) overflows above max/2)
 
 
 _REGISTRY: dict[str, SpectralFunction] = {fn.name: fn for fn in (Sqrt(), InvSqrt(), Log(), Power())}
