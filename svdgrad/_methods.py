@@ -267,7 +267,12 @@ class Ordinary(_KRuleMethod):
 
 @dataclass(frozen=True, kw_only=True)
 class Truncated(_KRuleMethod):
-    """K clipped to |K_ij| <= threshold (default 1e10, as the ICCV21 reference)."""
+    """K clipped to |K_ij| <= threshold (default 1e10, as the ICCV21 reference).
+
+    K is that of the matrix scaled to order one (A/4^k, ``_kernels.scale_exponent``), so the threshold
+    is relative to max|A|: gaps below about max|A|/threshold are clipped, whatever A's units (the
+    reference applies it in A's own units), and the method is scale-equivariant like the others.
+    """
 
     name: ClassVar[str] = "truncated"
     threshold: float = 1e10
