@@ -149,9 +149,11 @@ def _foldable(k: torch.Tensor, dtype: torch.dtype) -> bool:
 def _unsupported(fn: SpectralFunction, m: Method, entry: str) -> SvdgradError:
     valid = methods(fn.name) if fn.name in functions() else tuple(
         name for name in methods() if get_method(name).supports(fn))
+    what = "a user's function" if isinstance(fn, UserFunction) else repr(fn.name)
+    roots = [name for name in methods() if name not in valid and getattr(get_method(name), "functions", None)]
     return SvdgradError(
-        f"Method {m.name!r} does not compute {fn.name!r} ({entry}). Expected one of {', '.join(valid)}; "
-        f"newton_schulz computes only the square root and the inverse square root."
+        f"Method {m.name!r} does not compute {what} ({entry}). Expected one of {', '.join(valid)}"
+        + (f"; {', '.join(roots)} compute only the square root and the inverse square root." if roots else ".")
     )
 
 

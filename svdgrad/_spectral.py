@@ -266,6 +266,19 @@ class Power(SpectralFunction):
         return times_pow2_halves(self.rescale_remainder(F, k, p, e), e)
 
 
+def _user_result(out, shape, like: torch.Tensor, what: str) -> torch.Tensor:
+    """A user's f, df or dd result, checked: a tensor of exactly ``shape`` (a broadcastable one of another
+    shape, say (1,) from f = lambda x: x[..., :1], would spread silently over every eigenvalue)."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
+        got = f"shape={tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise SvdgradError(
+            f"Expected {what} of svdgrad.matrix_function to return a tensor of shape {tuple(shape)} (one value per "
+            f"eigenvalue, elementwise); received {got} for eigenvalues of shape {tuple(like.shape)}. Write f with "
+            f"elementwise torch operations, e.g. torch.exp."
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class UserFunction(SpectralFunction):
     """A user's f and f′ (callables on eigenvalue tensors), with an optional divided difference.
@@ -286,23 +299,25 @@ class UserFunction(SpectralFunction):
     divided: Callable | None = None
 
     def f(self, L, p=None):
-        return self.fn(L)
+        return _user_result(self.fn(L), L.shape, L, "f(λ)")
 
     def df(self, L, p=None):
-        return self.dfn(L)
+        return _user_result(self.dfn(L), L.shape, L, "df(λ)")
 
     def rescale(self, F, k, p=None):
         return F  # not scalable: the entry point never scales A for a user's f (k = 0)
 
     def dd(self, Li, Lj, p=None):
         if self.divided is not None:
-            return self.divided(Li, Lj)
+            shape = torch.broadcast_shapes(Li.shape, Lj.shape)
+            return _user_result(self.divided(Li, Lj), shape, Li, "dd(λi, λj)")
         eps = torch.finfo(Li.dtype).eps
         lo, hi, delta = _ordered(Li, Lj)
         near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())
         safe = torch.where(near, torch.ones_like(delta), delta)
-        quotient = (self.fn(hi) - self.fn(lo)) / safe
-        return torch.where(near, self.dfn(lo + 0.5 * (hi - lo)), quotient)  # (0.5·(lo + hi) overflows above max/2)
+        quotient = (_user_result(self.fn(hi), hi.shape, hi, "f(λ)") - self.fn(lo)) / safe
+        mid = lo + 0.5 * (hi - lo)  # (0.5·(lo + hi) overflows above max/2)
+        return torch.where(near, _user_result(self.dfn(mid), mid.shape, mid, "df(λ)"), quotient)
 
 
 _REGISTRY: dict[str, SpectralFunction] = {fn.name: fn for fn in (Sqrt(), InvSqrt(), Log(), Power())}

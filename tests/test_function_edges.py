@@ -66,3 +66,25 @@ def test_power_iteration_under_matrix_function_at_extreme_scales(dtype, scales):
         got = svdgrad.matrix_function(A, SQRT, DSQRT, "power_iteration")
         assert torch.isfinite(got).all(), c
         assert float((got - ref).norm() / ref.norm()) <= 1e3 * EPS[dtype], c
+
+
+@pytest.mark.parametrize("which", ["f", "df", "dd"])
+def test_a_user_function_of_the_wrong_shape_is_refused(which):
+    """f = lambda x: x[..., :1] broadcast one value over every eigenvalue: a silently wrong matrix."""
+    A = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64, requires_grad=True)
+    f, df, dd = torch.exp, torch.exp, None
+    if which == "f":
+        f = lambda x: x[..., :1].exp()  # noqa: E731
+    elif which == "df":
+        df = lambda x: x.exp().sum(-1, keepdim=True)  # noqa: E731
+    else:
+        dd = lambda a, b: (a * b)[..., :1, :]  # noqa: E731
+    with pytest.raises(SvdgradError, match=rf"Expected {which}\(.*shape"):
+        svdgrad.matrix_function(A, f, df, dd=dd).sum().backward()
+
+
+def test_unsupported_pair_names_the_function_and_the_root_only_methods():
+    with pytest.raises(SvdgradError, match="'mpa' does not compute 'log'.*newton_schulz, mpa, mtp compute only"):
+        svdgrad.logm(torch.eye(3), "mpa")
+    with pytest.raises(SvdgradError, match="does not compute a user's function"):
+        svdgrad.matrix_function(torch.eye(3), torch.exp, torch.exp, "newton_schulz")
