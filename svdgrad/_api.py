@@ -515,13 +515,12 @@ def _gram(X, inverse: bool, entry: str, args: tuple, **options) -> torch.Tensor:
         raise SvdgradError(f"Expected finite entries in X; received NaN or Inf at batch index {tuple(bad)} "
                            f"({describe(X)}). Check the layer that produced X.")
     k = scale_exponent(amax)  # X/4^k has entries of order 1; (X Xᵀ)^{±1/2} scales by 4^{±k}
-    Xs = times_pow2(times_pow2(work, -k), -k).to(cdtype)
-    Xs = guard(Xs, "gram", message=unsupported_message(
+    work = guard(work, "gram", message=unsupported_message(
         f"svdgrad.{entry}", f"For second derivatives use svdgrad.{entry[5:]}(X @ X.mT, " + (
             "'newton_schulz', backward='autograd')" if inverse else "'exact')") + " (it forms X Xᵀ, squaring κ)."))
-    F = apply(GramOp, Xs, opts.floor_eps(Xs.dtype), inverse, algorithm)[0].to(work.dtype)
-    k = -k if inverse else k
-    return times_pow2(times_pow2(F, k), k).to(X.dtype)
+    # (GramOp scales by 4^-k, casts, and scales back itself: its vjp and jvp run at order one)
+    F = apply(GramOp, work, k.to(work.dtype), opts.floor_eps(cdtype), inverse, algorithm, cdtype)[0]
+    return F.to(X.dtype)
 
 
 def gram_sqrtm(X: torch.Tensor, *args, **options) -> torch.Tensor:

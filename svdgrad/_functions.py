@@ -616,7 +616,17 @@ class GramOp(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(X, eps, inverse, algorithm):
+    def forward(Xw, k, eps, inverse, algorithm, cdtype):
+        """Xw in the work dtype, k (*) its power-of-four exponent: X = Xw·4^-k in ``cdtype`` is of order one,
+        F = 4^(±k)·(X Xᵀ)^{±1/2} is returned in Xw's dtype (the scaling, and the cast, are exact or are
+        the cast's own rounding).  The vjp and the jvp are taken at order one (``_scaled_by``)."""
+        X = _kernels.times_pow2_halves(Xw, -2.0 * k).to(cdtype)
+        F, *rest = GramOp._at_order_one_forward(X, eps, inverse, algorithm)
+        F = _kernels.times_pow2_halves(F.to(Xw.dtype), -2.0 * k if inverse else 2.0 * k)
+        return (F, *rest, X)
+
+    @staticmethod
+    def _at_order_one_forward(X, eps, inverse, algorithm):
         d, N = X.shape[-2], X.shape[-1]
         if algorithm == "gram64":
             Xw = X.to(torch.float64)
@@ -638,26 +648,39 @@ class GramOp(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        X, _, inverse, algorithm = inputs
-        _, U, Sf, *saved = output
-        ctx.mark_non_differentiable(U, Sf, *saved)
-        # gram64 keeps X (an input: no copy) to form P = UᵀX in float64 when it is needed
+        _, k, _, inverse, algorithm, _ = inputs
+        _, U, Sf, *saved, X = output
+        ctx.mark_non_differentiable(U, Sf, *saved, X)
+        # gram64 keeps X (the scaled input, an output) to form P = UᵀX in float64 when it is needed
         tensors = (U, Sf, X) + tuple(saved) if algorithm == "gram64" else (U, Sf) + tuple(saved)
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
+        ctx.save_for_backward(k, *tensors)
+        ctx.save_for_forward(k, *tensors)
         ctx.inverse = inverse
         ctx.algorithm = algorithm
         ctx.n_outputs = len(output)
         ctx.set_materialize_grads(False)
 
     @staticmethod
+    def _scaled_by(ctx, rule, Y, like):
+        """rule(Y) for a fresh (co)tangent Y in the work dtype, taken at order one: Y·2^-s (max|Y·2^-s| in
+        [1/4, 4)) crosses into the compute dtype, and the one exponent s (times 4^-2k for the inverse
+        root: F = 4^(±k)·G(Xw·4^-k), so its vjp and jvp carry 4^(±k)·4^-k) is applied on the way back.
+        Nothing in between over- or underflows where the result does not (a cotangent F of X at 1e20
+        in float32 was scaled by 4^k first: NaN)."""
+        k = ctx.saved_tensors[0]
+        with torch.no_grad():
+            s = 2.0 * _kernels.scale_exponent(Y.abs().amax(dim=(-2, -1)))  # (*)
+        R = rule(_kernels.times_pow2_halves(Y, -s).to(like.dtype))
+        return _kernels.times_pow2_halves(R.to(Y.dtype), s - 4.0 * k if ctx.inverse else s)
+
+    @staticmethod
     def factors(ctx):
         """U, P = S Vᵀ (rows accurate relative to σj) and D for ``_kernels.gram_backward``/``gram_jvp``."""
         if ctx.algorithm == "gram64":
-            U, Sf, X, Uw = ctx.saved_tensors
+            _, U, Sf, X, Uw = ctx.saved_tensors
             P = (Uw.mT @ X.to(torch.float64)).to(X.dtype)
         else:
-            U, Sf, S, Vh = ctx.saved_tensors
+            _, U, Sf, S, Vh = ctx.saved_tensors
             P = S[..., :, None] * Vh
         return U, P, _kernels.gram_loewner(Sf, ctx.inverse)
 
@@ -665,16 +688,21 @@ class GramOp(torch.autograd.Function):
     @once_differentiable_in_cotangent
     def backward(ctx, gF, *_):
         if gF is None:
-            return None, None, None, None
+            return None, None, None, None, None, None
         U, P, D = GramOp.factors(ctx)
         with _no_tf32():
-            return _kernels.gram_backward(U, P, _writable(gF), D), None, None, None
+            gX = GramOp._scaled_by(ctx, lambda G: _kernels.gram_backward(U, P, G, D), gF, U)
+        return gX, None, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dX, _eps, _inverse, _algorithm):
+    def jvp(ctx, dX, _dk, _eps, _inverse, _algorithm, _cdtype):
         U, P, D = GramOp.factors(ctx)
+        k = ctx.saved_tensors[0]
         with _no_tf32():
-            dF = _kernels.gram_jvp(U, P, _zeros_like_input(_writable(dX), U, P), D)
+            if dX is None:
+                dF = U.new_zeros(U.shape, dtype=k.dtype)  # (k has the work dtype, F's)
+            else:
+                dF = GramOp._scaled_by(ctx, lambda V: _kernels.gram_jvp(U, P, V, D), _writable(dX), U)
         return (dF,) + (None,) * (ctx.n_outputs - 1)
 
 

@@ -10,6 +10,8 @@
   squares overflow or underflow outside 1e±19 (float32): zeros came back.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -88,3 +90,61 @@ def test_unsupported_pair_names_the_function_and_the_root_only_methods():
         svdgrad.logm(torch.eye(3), "mpa")
     with pytest.raises(SvdgradError, match="does not compute a user's function"):
         svdgrad.matrix_function(torch.eye(3), torch.exp, torch.exp, "newton_schulz")
+
+
+# --- gram_sqrtm / gram_inv_sqrtm: the vjp and the jvp at order one (review finding) -------------------------------
+
+def _gram_vjp(entry, X, G, **options):
+    X = X.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(getattr(svdgrad, entry)(X, **options), X, G)[0]
+
+
+GRAM_LAW = {"gram_sqrtm": 1, "gram_inv_sqrtm": -1}  # F(cX) = c^deg·F(X)
+
+
+@pytest.mark.parametrize("entry", sorted(GRAM_LAW))
+@pytest.mark.parametrize("dtype, cs", [(torch.float32, (1e-12, 1e12, 1e19)), (torch.float64, (1e-150, 1e150))])
+def test_gram_gradient_of_half_the_squared_output_at_extreme_scales(entry, dtype, cs):
+    """G = F (the gradient of ½‖F‖²) into X at c·X: the cotangent was scaled by 4^k before the rule and
+    overflowed (NaN at 1e20 in float32) or underflowed (0 at 1e-30)."""
+    X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(dtype)
+    deg = GRAM_LAW[entry]
+    F1 = getattr(svdgrad, entry)(X)
+    g1 = _gram_vjp(entry, X, F1)
+    for c in cs:
+        Fc = getattr(svdgrad, entry)(X * c)
+        gc = _gram_vjp(entry, X * c, Fc)
+        info = torch.finfo(dtype)
+        log_law = (2 * deg - 1) * math.log10(c)  # ∇_X ½‖F(cX)‖² = c^(2deg−1)·(∇ ½‖F‖²)(X)
+        if not (math.log10(1e3 * info.tiny) <= log_law + math.log10(float(g1.abs().max())) <= math.log10(info.max / 1e3)):
+            continue  # (the gradient itself is not a number of the dtype there)
+        law = 10.0 ** log_law if abs(log_law) < 300 else c ** (2 * deg - 1)
+        assert torch.isfinite(gc).all(), c
+        assert float(((gc.double() / law - g1.double()).norm() / g1.double().norm())) <= 1e3 * EPS[dtype], c
+
+
+@pytest.mark.parametrize("entry", sorted(GRAM_LAW))
+def test_gram_jvp_with_a_tangent_far_from_the_input_scale(entry):
+    X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    V = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    f = getattr(svdgrad, entry)
+    d1 = torch.func.jvp(f, (X,), (V,))[1]
+    deg = GRAM_LAW[entry]
+    for c, t in ((1e-200, 1e200), (1e200, 1e-200), (1e-150, 1e-150)):
+        log_law = math.log10(t) + (deg - 1) * math.log10(c)  # DF(cX)[tV] = t·c^(deg−1)·DF(X)[V]
+        if abs(log_law) > 290:
+            continue  # (not a float64 number)
+        d = torch.func.jvp(f, (X * c,), (V * t,))[1]
+        law = 10.0 ** log_law
+        assert torch.isfinite(d).all(), (c, t)
+        assert float(((d / law - d1).norm() / d1.norm())) <= 1e3 * EPS[torch.float64], (c, t)
+
+
+@pytest.mark.parametrize("g", [1e-50, 1e50])
+def test_gram_narrow_compute_dtype_carries_any_cotangent(g):
+    X = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    G = torch.ones(3, 3, dtype=torch.float64)
+    ref = _gram_vjp("gram_sqrtm", X, G, compute_dtype=torch.float32)
+    got = _gram_vjp("gram_sqrtm", X, G * g, compute_dtype=torch.float32)
+    assert torch.isfinite(got).all() and float(got.abs().max()) > 0
+    assert float((got / g - ref).norm() / ref.norm()) <= 10 * EPS[torch.float32]  # (G·1e∓50 rounds to float32)
