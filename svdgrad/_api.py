@@ -495,7 +495,10 @@ def _gram_options(args: tuple, options: dict, entry: str) -> dict:
 def _gram(X, inverse: bool, entry: str, args: tuple, **options) -> torch.Tensor:
     o = _gram_options(args, options, entry)
     algorithm = o["algorithm"]
-    opts = Exact(eps=o["eps"], compute_dtype=o["compute_dtype"], check=o["check"])  # validates the shared options
+    try:  # (validates the shared options; its messages say "for exact", a method gram_* does not take)
+        opts = Exact(eps=o["eps"], compute_dtype=o["compute_dtype"], check=o["check"])
+    except SvdgradError as exc:
+        raise SvdgradError(str(exc).replace(" for exact", f" for svdgrad.{entry}")) from None
     if not isinstance(X, torch.Tensor) or X.dim() < 2:
         raise SvdgradError(f"Expected features X of shape (*, d, N) with at least 2 dimensions for {entry}; "
                            f"received {describe(X)}. For a covariance Σ = X Xᵀ use svdgrad.sqrtm(Σ) instead.")
@@ -581,6 +584,9 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     and L scaled back, so any finite A works.  Eigenvalues that overflow
     the dtype (|λ| up to n·max|A|) raise SvdgradError.
     """
+    if "method" in options:
+        raise SvdgradError(f"svdgrad.eigh takes its K-rule as backward=...; received method={options['method']!r}. "
+                           f"Write svdgrad.eigh(A, backward={options['method']!r}).")
     rule = get_k_rule(backward, **options)
     if isinstance(A, torch.Tensor) and A.dim() >= 2 and A.shape[-1] == 0:  # n = 0: empty, as torch.linalg.eigh
         check_matrix(A)  # (only here: _prepare checks every other A)

@@ -10,6 +10,7 @@ second differentiation would miss terms; they are therefore marked
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -670,8 +671,8 @@ class GramOp(torch.autograd.Function):
         k = ctx.saved_tensors[0]
         with torch.no_grad():
             s = 2.0 * _kernels.scale_exponent(Y.abs().amax(dim=(-2, -1)))  # (*)
-        R = rule(_kernels.times_pow2_halves(Y, -s).to(like.dtype))
-        return _kernels.times_pow2_halves(R.to(Y.dtype), s - 4.0 * k if ctx.inverse else s)
+        R = rule(_kernels.cast(_kernels.times_pow2_halves(Y, -s), like.dtype))  # (cast: no alias op when equal,
+        return _kernels.times_pow2_halves(_kernels.cast(R, Y.dtype), s - 4.0 * k if ctx.inverse else s)  # legacy vmap)
 
     @staticmethod
     def factors(ctx):
@@ -887,13 +888,32 @@ class NarrowScales:
     cotangent), and from the start where a tangent enters the forward with A requiring grad or under a
     torch.func transform; a first-order backward before it is scaled, and its graph holds no second order."""
 
-    __slots__ = ("tangent", "cotangent", "p", "twice", "plain", "law", "e_in")
+    __slots__ = ("_tangent", "_cotangent", "p", "twice", "plain", "law", "e_in")
 
     def __init__(self, p=None, *, twice: bool = False, plain: bool = False):
-        self.tangent = self.cotangent = None
+        # The exponents are per thread: two threads may run backward through one graph at once
+        # (retain_graph=True), and on the CPU each pass runs on its caller's thread (with one shared slot
+        # the passes overwrote each other's exponent: gradients off by powers of two).
+        self._tangent, self._cotangent = {}, {}
         self.p = p
         self.twice, self.plain = twice, plain
         self.law = self.e_in = None  # (set by NarrowIn: the output law's exponent and the fold's)
+
+    @property
+    def tangent(self):
+        return self._tangent.get(threading.get_ident())
+
+    @tangent.setter
+    def tangent(self, value):
+        self._tangent[threading.get_ident()] = value
+
+    @property
+    def cotangent(self):
+        return self._cotangent.get(threading.get_ident())
+
+    @cotangent.setter
+    def cotangent(self, value):
+        self._cotangent[threading.get_ident()] = value
 
     def plain_now(self, *tensors) -> bool:
         """Whether this pair runs plain from now on (only with ``twice``): already, or a backward or jvp that

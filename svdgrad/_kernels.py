@@ -274,13 +274,14 @@ def _conjugated(U: torch.Tensor, S: torch.Tensor, inner_) -> torch.Tensor:
     two have left free, which saves two (*, n, n) allocations and their
     first touch: a few per cent of a (32, 64, 64) backward on CPU, where a
     fresh buffer costs page faults.  Plain products where out= is not
-    allowed: under torch.func transforms (no batching rule), torch.compile,
+    allowed: under torch.func transforms and torch's legacy batching (no batching rule), torch.compile,
     a recording autograd, or a forward_ad dual level (no forward-mode rule).
     """
     X = mm(U.mT, S)  # (*, n, n)
     M = inner_(mm(X, U))
     if (X.requires_grad or M.requires_grad or torch.compiler.is_compiling()
             or torch._C._functorch.is_functorch_wrapped_tensor(M)
+            or torch._C._functorch.is_legacy_batchedtensor(M)  # (is_grads_batched, jacobian(vectorize=True))
             or torch.autograd.forward_ad._current_level >= 0):  # (a dual level: S may carry a tangent)
         return mm(mm(U, M), U.mT)
     return mm(mm(U, M, out=X), U.mT, out=M)
@@ -430,7 +431,10 @@ def gram_backward(U, P, G, D) -> torch.Tensor:
     """
     r = P.shape[-2]
     M = U.mT @ sym(G) @ U  # (*, d, d)
-    return 2.0 * ((U @ M.mul_(D)[..., :, :r]) @ P)
+    M = M.mul_(D)
+    if r < M.shape[-1]:  # (a full slice is an alias op, which torch's legacy batching lacks: is_grads_batched)
+        M = M[..., :, :r]
+    return 2.0 * ((U @ M) @ P)
 
 
 def gram_jvp(U, P, dX, D) -> torch.Tensor:

@@ -29,6 +29,7 @@ computed Z: the forward's approximation error is the only one.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from functools import lru_cache
 
@@ -46,9 +47,14 @@ def _flat(X: torch.Tensor) -> torch.Tensor:
 # Coefficients (mpmath, 50 digits; cached per degree).
 # ---------------------------------------------------------------------------
 
+#: mpmath's working precision is one process-wide setting, which workdps sets and restores: two threads
+#: inside workdps at once restored each other's (mp.dps left at 50 or 110) and could fail to converge.
+_MPMATH_LOCK = threading.RLock()
+
+
 def _sqrt_series(order: int) -> list:
     """Taylor coefficients of √(1 − z): c_k = (−1)^k·binomial(1/2, k), k = 0..order."""
-    with mpmath.workdps(50):
+    with _MPMATH_LOCK, mpmath.workdps(50):
         return [(-1) ** k * mpmath.binomial(mpmath.mpf(1) / 2, k) for k in range(order + 1)]
 
 
@@ -60,7 +66,7 @@ def taylor_coefficients(degree: int) -> tuple[float, ...]:
 @lru_cache(maxsize=None)
 def pade_coefficients(num_degree: int, den_degree: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(p, q), lowest order first, of the [M/N] Padé approximant of √(1 − z) (p_0 = q_0 = 1)."""
-    with mpmath.workdps(50):
+    with _MPMATH_LOCK, mpmath.workdps(50):
         p, q = mpmath.pade(_sqrt_series(num_degree + den_degree), num_degree, den_degree)
         return tuple(float(c) for c in p), tuple(float(c) for c in q)
 
@@ -79,7 +85,7 @@ def pade_roots(num_degree: int, den_degree: int) -> tuple[tuple[float, ...], tup
     """
     p, q = pade_coefficients(num_degree, den_degree)
     out = []
-    with mpmath.workdps(50):
+    with _MPMATH_LOCK, mpmath.workdps(50):
         pp, qq = mpmath.pade(_sqrt_series(num_degree + den_degree), num_degree, den_degree)
         for coeffs in (pp, qq):
             coeffs = list(coeffs)
@@ -140,8 +146,10 @@ def _powers(Zt: torch.Tensor, degree: int) -> list[torch.Tensor]:
 
 
 def _traced(X: torch.Tensor) -> bool:
-    """Under vmap/grad transforms or torch.compile: no data-dependent Python control flow."""
-    return torch.compiler.is_compiling() or bool(torch._C._functorch.is_functorch_wrapped_tensor(X))
+    """Under vmap/grad transforms, torch's legacy batching (is_grads_batched) or torch.compile: no data-dependent
+    Python control flow."""
+    return (torch.compiler.is_compiling() or bool(torch._C._functorch.is_functorch_wrapped_tensor(X))
+            or bool(torch._C._functorch.is_legacy_batchedtensor(X)))
 
 
 def _spd_inverse_apply(M: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
@@ -166,6 +174,12 @@ def normalize(A: torch.Tensor):
     return eye - A / s, s
 
 
+def _row_major_symmetric(X: torch.Tensor) -> torch.Tensor:
+    """X (exactly symmetric: X = (Y + Yᵀ)/2) in row-major layout, as every other method returns: Xᵀ, the same
+    numbers, where X came column-major out of a Cholesky solve (then ``F.view(B, -1)`` raised)."""
+    return X.mT if not X.is_contiguous() and X.mT.is_contiguous() else X
+
+
 def mtp_root(A: torch.Tensor, degree: int, inverse: bool):
     """(Z ≈ A^{1/2}, F) with F = Z or Z^{-1}: the Taylor polynomial of √(1 − z), degree ``degree``."""
     Zt, s = normalize(A)
@@ -174,7 +188,7 @@ def mtp_root(A: torch.Tensor, degree: int, inverse: bool):
     if not inverse:
         return Z, Z
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)
-    return Z, _spd_inverse_apply(root, eye) / s.sqrt()
+    return Z, (_spd_inverse_apply(root, eye) / s.sqrt()).contiguous()  # (column-major out of the solve)
 
 
 def mpa_root(A: torch.Tensor, num_degree: int, den_degree: int, inverse: bool):
@@ -189,12 +203,12 @@ def mpa_root(A: torch.Tensor, num_degree: int, den_degree: int, inverse: bool):
     A2 = A @ A
     P, Q = _factored(A, s, rp, A2), _factored(A, s, rq, A2)  # polynomials in Z̃ = I − A/s: commuting
     root = _spd_inverse_apply(Q, P)  # Q^{-1} P = P Q^{-1}, symmetric up to rounding
-    root = 0.5 * (root + root.mT)
+    root = _row_major_symmetric(0.5 * (root + root.mT))
     Z = s.sqrt() * root
     if not inverse:
         return Z, Z
     inv = _spd_inverse_apply(P, Q)  # (P Q^{-1})^{-1} = Q P^{-1}
-    return Z, 0.5 * (inv + inv.mT) / s.sqrt()
+    return Z, _row_major_symmetric(0.5 * (inv + inv.mT)) / s.sqrt()
 
 
 # ---------------------------------------------------------------------------

@@ -732,6 +732,9 @@ def method_spec(method: Method) -> str:
     ``get_method(method_spec(m)) == m`` for options that have a spec form
     (numbers, bools, None, strings, float32/float64).
     """
+    if not isinstance(method, Method):
+        raise SvdgradError(f"Expected a method object for method_spec (e.g. svdgrad.get_method('taylor', degree=9)); "
+                           f"received {method!r} ({type(method).__name__}). A name or spec string is already a spec.")
     default = type(method)()
     changed = []
     for f in dataclasses.fields(method):
