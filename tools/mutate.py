@@ -40,7 +40,7 @@ CORE_TESTS = [
     "tests/test_functions_gram.py", "tests/test_double_backward.py", "tests/test_nn.py", "tests/test_layer_meanings.py",
     "tests/test_nn_features.py", "tests/test_whitening.py", "tests/test_matmul_only.py",
     "tests/test_power_range.py", "tests/test_higher_order.py", "tests/test_bad_input.py",
-    "tests/test_function_edges.py",
+    "tests/test_function_edges.py", "tests/test_api_hygiene.py",
 ]
 
 #: Test files of the long jobs: kill -9 and --resume, torn files, refusals to overwrite, Ctrl-C, locks,
@@ -1036,6 +1036,16 @@ MUTANTS = [
            "gram: the (co)tangent crosses into the compute dtype unscaled"),
     Mutant("gram-inverse-factor", "svdgrad/_functions.py", "s - 4.0 * k if ctx.inverse else s",
            "s - 2.0 * k if ctx.inverse else s", "gram_inv_sqrtm: the vjp/jvp carry 4^-k instead of 4^-2k"),
+    Mutant("narrow-scales-shared-slot", "svdgrad/_functions.py",
+           "        return self._cotangent.get(threading.get_ident())",
+           "        return next(reversed(self._cotangent.values()), None)",
+           "the scaling pair's cotangent exponent shared across threads (concurrent backward off by powers of 2)"),
+    Mutant("legacy-batched-out", "svdgrad/_kernels.py",
+           "            or torch._C._functorch.is_legacy_batchedtensor(M)  #", "            or False  #",
+           "the Loewner map's out= products under torch's legacy batching (is_grads_batched raised)"),
+    Mutant("matmul-only-column-major", "svdgrad/_matmul_only.py",
+           "    return X.mT if not X.is_contiguous() and X.mT.is_contiguous() else X", "    return X",
+           "mpa returns a column-major output (F.view raised)"),
 ]
 
 
