@@ -220,3 +220,21 @@ def test_the_hybrid_report_says_which_runs_stopped_and_leaves_them_out():
     assert "Missing: svd-pade: seeds 2. Complete it" in part[2] and "svd-ordinary" not in part[2]
     # without the record, seed 1 is missing and the command to complete the grid is given
     assert "Missing: svd-ordinary: seeds 1." in report._what_ran(runs, study, {})[2]
+
+
+def test_a_second_study_into_a_folder_being_written_is_refused(tmp_path):
+    """Two `--resume`s of one study ran the same runs twice (every log line doubled) and both exited 0."""
+    from filelock import FileLock
+
+    from svdgrad.train import study, trainer
+
+    out = tmp_path / "study"
+    out.mkdir()
+    held = FileLock(str(out / trainer.LOCK), timeout=0)
+    held.acquire()
+    try:
+        with pytest.raises(SvdgradError, match="another study is writing to"):
+            study.run(quick=True, out=str(out), seeds=1, jobs=1, echo=lambda *a: None)
+        assert not (out / "study.json").exists()
+    finally:
+        held.release()

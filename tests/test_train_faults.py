@@ -581,3 +581,53 @@ def test_a_validation_label_equal_to_the_class_count_is_refused(tmp_path):
     np.savez(tmp_path / "d.npz", images=x, labels=np.arange(20) % 4, val_images=x[:3], val_labels=[0, 1, 4])
     with pytest.raises(SvdgradError, match="val_labels has the labels 4"):
         data.load(f"tensors:{tmp_path / 'd.npz'}", 8)
+
+
+# ---------------------------------------------------------------------------
+# Session 16 review: two writers in one folder, an --out that is not a folder.
+# ---------------------------------------------------------------------------
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, capsys, keep_threads):
+    """Two runs into one --out both finished with exit 0 and mixed their log lines; the folder is now locked
+    while a run writes it, as the sweep's and the bench's are."""
+    from filelock import FileLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    held = FileLock(str(out / trainer.LOCK), timeout=0)
+    held.acquire()  # (another process's run, as far as this one can tell)
+    try:
+        args = ["--dataset", "digits", *NET_ARGS, "--epochs", "1", "--head", "gap", "--out", str(out)]
+        assert cli_main("train", args) == 2
+        err = capsys.readouterr().err
+        assert "another run is writing to" in err and "--out" in err
+        assert not (out / "log.jsonl").exists()
+        assert cli_main("train", args + ["--resume"]) == 2
+    finally:
+        held.release()
+
+
+@pytest.mark.parametrize("kind", ["file", "under-a-file"])
+def test_an_out_that_cannot_be_a_folder_is_a_clear_error(tmp_path, capsys, kind):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    out = f if kind == "file" else f / "sub"
+    args = ["--dataset", "digits", *NET_ARGS, "--epochs", "1", "--head", "gap", "--out", str(out)]
+    assert cli_main("train", args) == 2
+    err = capsys.readouterr().err
+    assert "Expected --out to be a folder" in err and str(out) in err
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30])
+def test_an_image_that_overflows_a_batch_norm_statistic_is_skipped(tmp_path, capsys, keep_threads, scale):
+    """A milder poison than 3e38 stopped the run: the batch-norm running variance overflowed while the loss and
+    the gradients stayed finite (BN divides by the inf variance), and the model check then found it."""
+    spec = _write_data(tmp_path / "d.pt", train_poison=_images(1, 5)[0] * scale)
+    out = str(tmp_path / "run")
+    rc = cli_main("train", ["--dataset", spec, *NET_ARGS, *HEAD_ARGS["gap"], "--epochs", "2", "--out", out])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["skipped_steps"] == 2 and np.isfinite(summary["final_val_loss"])
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert all("non-finite batch-norm statistics" in r["skip_reasons"] for r in log)

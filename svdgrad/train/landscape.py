@@ -76,40 +76,45 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
     jobs = runner.check_study_options(seeds=seeds, jobs=jobs, backend=backend, device=device, quick=quick)
     if report_only:
         return runner.redraw(out, write_report)
-    study_path = os.path.join(out, "study.json")
-    grid_id = {"quick": quick, "base": {k: list(v) if isinstance(v, tuple) else v
-                                        for k, v in (QUICK if quick else BASE).items()},
-               "parts": json.loads(json.dumps(PARTS))}
-    before = {}
-    if os.path.exists(study_path):
-        with open(study_path) as f:
-            before = json.load(f)
-        if before.get("grid") != grid_id:
-            raise SvdgradError(f"{out} holds a landscape study with another grid"
-                               f"{' (it is a --quick study)' if before.get('grid', {}).get('quick') else ''}"
-                               f"{' (this is --quick)' if quick else ''}. Its runs would be mixed with these. Pass "
-                               f"a new --out, or delete {out} to start over.")
-        seeds = max(seeds, int(before.get("seeds", seeds)))
-    grid = list(configs(quick, seeds, out, device))
-    todo = [(f"{p}/{n} seed {s}", c) for p, n, s, c in grid if not runner.complete(c)]
-    if before and todo and not resume:
-        raise SvdgradError(
-            f"{out} holds this study with {len(grid) - len(todo)} of {len(grid)} runs finished. Pass --resume to "
-            f"run the {len(todo)} missing ones (finished runs are kept), or --report-only to redraw the report.")
-    os.makedirs(out, exist_ok=True)
-    study = {"grid": grid_id, "seeds": seeds, "planned_runs": len(grid), "jobs": jobs, "backend": backend,
-             "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-             "torch": torch.__version__, "command": "svdgrad study landscape" + (" --quick" if quick else "")
-             + (f" --seeds {seeds}" if seeds != (QUICK_SEEDS if quick else SEEDS) else "")}
-    write_atomic(study_path, json.dumps(study, indent=1))
-    if todo:
-        echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
-             f"with {jobs} job(s) ({backend}) into {out}")
-        threads = torch.get_num_threads()
-        try:
-            runner.run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
-                           fn=_run_one if jobs == 1 and backend == "joblib" else runner.run_one)
-        finally:
-            torch.set_num_threads(threads)
-    write_report(out)
-    return out
+    # The folder is locked while the study writes it: a second study (or --resume) into it is refused
+    # (two resumes ran the same runs twice, every log line doubled, and both exited 0).
+    from .trainer import _folder_lock  # (imports torch: not at module import)
+
+    with _folder_lock(out, "study"):
+        study_path = os.path.join(out, "study.json")
+        grid_id = {"quick": quick, "base": {k: list(v) if isinstance(v, tuple) else v
+                                            for k, v in (QUICK if quick else BASE).items()},
+                   "parts": json.loads(json.dumps(PARTS))}
+        before = {}
+        if os.path.exists(study_path):
+            with open(study_path) as f:
+                before = json.load(f)
+            if before.get("grid") != grid_id:
+                raise SvdgradError(f"{out} holds a landscape study with another grid"
+                                   f"{' (it is a --quick study)' if before.get('grid', {}).get('quick') else ''}"
+                                   f"{' (this is --quick)' if quick else ''}. Its runs would be mixed with these. Pass "
+                                   f"a new --out, or delete {out} to start over.")
+            seeds = max(seeds, int(before.get("seeds", seeds)))
+        grid = list(configs(quick, seeds, out, device))
+        todo = [(f"{p}/{n} seed {s}", c) for p, n, s, c in grid if not runner.complete(c)]
+        if before and todo and not resume:
+            raise SvdgradError(
+                f"{out} holds this study with {len(grid) - len(todo)} of {len(grid)} runs finished. Pass --resume to "
+                f"run the {len(todo)} missing ones (finished runs are kept), or --report-only to redraw the report.")
+        os.makedirs(out, exist_ok=True)
+        study = {"grid": grid_id, "seeds": seeds, "planned_runs": len(grid), "jobs": jobs, "backend": backend,
+                 "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                 "torch": torch.__version__, "command": "svdgrad study landscape" + (" --quick" if quick else "")
+                 + (f" --seeds {seeds}" if seeds != (QUICK_SEEDS if quick else SEEDS) else "")}
+        write_atomic(study_path, json.dumps(study, indent=1))
+        if todo:
+            echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
+                 f"with {jobs} job(s) ({backend}) into {out}")
+            threads = torch.get_num_threads()
+            try:
+                runner.run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
+                               fn=_run_one if jobs == 1 and backend == "joblib" else runner.run_one)
+            finally:
+                torch.set_num_threads(threads)
+        write_report(out)
+        return out

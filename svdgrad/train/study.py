@@ -103,48 +103,53 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                                       device=device, quick=quick)
     if report_only:
         return runner.redraw(out, write_report)
-    study_path = os.path.join(out, "study.json")
-    study_settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
-    before = {}
-    if os.path.exists(study_path):
-        with open(study_path) as f:
-            before = json.load(f)
-        old_protocols = before.get("protocols", {})
-        changed_protocols = sorted(k for k in old_protocols if PROTOCOLS.get(k) != old_protocols[k])
-        if before.get("settings") != study_settings or changed_protocols:
-            changed = sorted(k for k in set(study_settings) | set(before.get("settings", {}))
-                             if before.get("settings", {}).get(k) != study_settings.get(k))
+    # The folder is locked while the study writes it: a second study (or --resume) into it is refused
+    # (two resumes ran the same runs twice, every log line doubled, and both exited 0).
+    from .trainer import _folder_lock  # (imports torch: not at module import)
+
+    with _folder_lock(out, "study"):
+        study_path = os.path.join(out, "study.json")
+        study_settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+        before = {}
+        if os.path.exists(study_path):
+            with open(study_path) as f:
+                before = json.load(f)
+            old_protocols = before.get("protocols", {})
+            changed_protocols = sorted(k for k in old_protocols if PROTOCOLS.get(k) != old_protocols[k])
+            if before.get("settings") != study_settings or changed_protocols:
+                changed = sorted(k for k in set(study_settings) | set(before.get("settings", {}))
+                                 if before.get("settings", {}).get(k) != study_settings.get(k))
+                raise SvdgradError(
+                    f"{out} holds a study with other settings ({', '.join(changed or changed_protocols)} differ"
+                    f"{'; it is a --quick study' if before.get('quick') else ''}{'; this is --quick' if quick else ''}). "
+                    f"Its runs would be mixed with these. Pass a new --out, or delete {out} to start over.")
+            # A protocol added to the grid since (the grid only grows) is run by --resume like any missing run.
+        plan = seed_plan(seeds, protocols, before, default_seeds)  # the report reads every seed in runs/
+        grid = [(n, s_, c) for n, s_, c in configs(settings, plan, out)]
+        for _, _, c in grid:
+            c.device = device
+        todo = [(f"{n} seed {s_}", c) for n, s_, c in grid if not _complete(c)]
+        if before and todo and not resume:
             raise SvdgradError(
-                f"{out} holds a study with other settings ({', '.join(changed or changed_protocols)} differ"
-                f"{'; it is a --quick study' if before.get('quick') else ''}{'; this is --quick' if quick else ''}). "
-                f"Its runs would be mixed with these. Pass a new --out, or delete {out} to start over.")
-        # A protocol added to the grid since (the grid only grows) is run by --resume like any missing run.
-    plan = seed_plan(seeds, protocols, before, default_seeds)  # the report reads every seed in runs/
-    grid = [(n, s_, c) for n, s_, c in configs(settings, plan, out)]
-    for _, _, c in grid:
-        c.device = device
-    todo = [(f"{n} seed {s_}", c) for n, s_, c in grid if not _complete(c)]
-    if before and todo and not resume:
-        raise SvdgradError(
-            f"{out} holds this study with {len(grid) - len(todo)} of {len(grid)} runs finished. Pass --resume to "
-            f"run the {len(todo)} missing ones (finished runs are kept), or --report-only to redraw the report.")
-    os.makedirs(out, exist_ok=True)
-    study = {"settings": study_settings, "seeds": max(plan.values()), "seeds_by_protocol": plan, "quick": quick,
-             "protocols": PROTOCOLS, "jobs": jobs,
-             "backend": backend, "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-             "torch": torch.__version__, "planned_runs": len(grid)}
-    write_atomic(study_path, json.dumps(study, indent=1))  # first, so --resume and --report-only find it
-    if todo:
-        echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
-             f"with {jobs} job(s) ({backend}) into {out}")
-        threads = torch.get_num_threads()
-        try:
-            runner.run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
-                           fn=_run_one if jobs == 1 and backend == "joblib" else runner.run_one)
-        finally:
-            torch.set_num_threads(threads)
-    write_report(out)
-    return out
+                f"{out} holds this study with {len(grid) - len(todo)} of {len(grid)} runs finished. Pass --resume to "
+                f"run the {len(todo)} missing ones (finished runs are kept), or --report-only to redraw the report.")
+        os.makedirs(out, exist_ok=True)
+        study = {"settings": study_settings, "seeds": max(plan.values()), "seeds_by_protocol": plan, "quick": quick,
+                 "protocols": PROTOCOLS, "jobs": jobs,
+                 "backend": backend, "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                 "torch": torch.__version__, "planned_runs": len(grid)}
+        write_atomic(study_path, json.dumps(study, indent=1))  # first, so --resume and --report-only find it
+        if todo:
+            echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
+                 f"with {jobs} job(s) ({backend}) into {out}")
+            threads = torch.get_num_threads()
+            try:
+                runner.run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
+                               fn=_run_one if jobs == 1 and backend == "joblib" else runner.run_one)
+            finally:
+                torch.set_num_threads(threads)
+        write_report(out)
+        return out
 
 
 def clean(out: str) -> None:

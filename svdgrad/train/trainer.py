@@ -35,6 +35,7 @@ differ from the current ones, since each of them changes the results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -537,6 +538,10 @@ def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, device
             reason = "non-finite loss"
         elif not _all_finite([p.grad for p in net.parameters()]):
             reason = "non-finite gradient"
+        elif not _all_finite([b for b in buffers if b.is_floating_point()]):
+            # (an image of 1e19 overflows a running variance, while the loss and the gradients stay finite:
+            # batch norm divides by the inf variance; the run used to stop at the model check instead)
+            reason = "non-finite batch-norm statistics"
     skip = ddp.any_flag(reason is not None, device if device is not None else x.device)
     if skip:
         with torch.no_grad():
@@ -566,10 +571,48 @@ class RunStopped(SvdgradError):
         self.epoch = epoch
 
 
+#: The lock file of a run folder: held (flock, never unlinked) while a run writes the folder.
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def _folder_lock(out: str, what: str = "run"):
+    """Hold ``out``'s lock (creating the folder) while a run writes it: a second writer is refused.
+
+    Two runs into one --out both finished with exit 0 and mixed their log lines (the refusal of an existing
+    run only sees a log, checkpoint or summary, and the first run writes none before its first epoch ends).
+    An --out that cannot be a folder (a file, or under one; unwritable) is a clear error, not a traceback.
+    """
+    from filelock import FileLock, Timeout
+
+    try:
+        os.makedirs(out, exist_ok=True)
+        lock = FileLock(os.path.join(out, LOCK), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise SvdgradError(f"another {what} is writing to {out} (it holds {os.path.join(out, LOCK)}); wait for it "
+                           f"to finish, or choose a different --out.") from None
+    except OSError as exc:
+        raise SvdgradError(f"Expected --out to be a folder that can be created and written; received {out!r} "
+                           f"({exc.strerror or exc}). Choose another --out.") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> dict:
-    """Train as configured; returns the summary (also written to ``out/summary.json``)."""
+    """Train as configured; returns the summary (also written to ``out/summary.json``).
+
+    The main process holds ``out``'s lock meanwhile (``_folder_lock``): a second run into it is refused.
+    """
     cfg.validate()
     info = info or ddp.DistInfo()
+    with (_folder_lock(cfg.out) if info.is_main else contextlib.nullcontext()):
+        return _train(cfg, info, echo)
+
+
+def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     say = (lambda msg: echo(msg)) if info.is_main else (lambda msg: None)
     device = _resolve_device(cfg.device, info)
