@@ -198,3 +198,32 @@ def test_ratio_targets_state_the_issue_limits():
     assert by[(grid.JVP_CASE, "sqrtm[exact]", 256, 32)] == 1.3
     assert by[("sqrtm[mpa]", "sqrtm[newton_schulz[manual]]", 256, 32)] == 1.3
     assert grid.RATIO_DTYPE == "float32"
+
+
+def test_a_measuring_subprocess_exits_when_the_bench_is_killed(tmp_path):
+    """kill -9 of `svdgrad bench` left its timing process running (re-parented), writing into the folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, subprocess, sys, time\n"
+            "env = dict(os.environ, SVDGRAD_BENCH_PARENT=str(os.getpid()))\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; from svdgrad.bench.runner import "
+            "exit_with_parent; exit_with_parent(0.1); time.sleep(60)'], env=env)\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(3.0)  # (the child imports svdgrad and starts its watchdog)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the measuring subprocess outlived the bench")

@@ -7,6 +7,13 @@ import torch
 from svdgrad.bench.timing import load_average
 
 
+def pytest_configure(config):
+    """The suite runs in a subprocess of ``svdgrad bench``: it exits when the bench is gone (kill -9)."""
+    from svdgrad.bench.runner import exit_with_parent
+
+    exit_with_parent()
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     from svdgrad.bench import suite
 

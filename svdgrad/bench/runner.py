@@ -54,12 +54,39 @@ def machine_info(device: str, threads: int) -> dict:
     return info
 
 
+#: The bench's pid, in its measuring subprocesses' environment: they exit when it is gone (``exit_with_parent``).
+PARENT_ENV = "SVDGRAD_BENCH_PARENT"
+
+
+def exit_with_parent(period: float = 0.5) -> None:
+    """In a measuring subprocess: exit as soon as the bench that started it is gone.
+
+    A ``kill -9`` (or SIGTERM) of ``svdgrad bench`` left its pytest-benchmark or target process running,
+    re-parented, timing on the shared cores and writing into the result folder after the lock was
+    released.  A daemon thread polls ``getppid()`` (POSIX, as the sweep's workers do).
+    """
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or int(parent) == os.getpid():
+        return
+    import threading
+    import time
+
+    def _watch():
+        while True:
+            if os.getppid() != int(parent):
+                os._exit(1)
+            time.sleep(period)
+
+    threading.Thread(target=_watch, name="svdgrad-bench-parent-watchdog", daemon=True).start()
+
+
 def bench_env(device: str, threads: int, profile: grid.Profile, wait_policy: str | None,
               methods: list[str] | None = None) -> dict:
     """Environment of the measuring subprocesses: threads pinned before OpenMP starts."""
     env = dict(os.environ, SVDGRAD_BENCH_DEVICE=device, SVDGRAD_BENCH_PROFILE=profile.name,
                SVDGRAD_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
+    env[PARENT_ENV] = str(os.getpid())
     env.pop(grid.METHODS_ENV, None)
     if methods:
         env[grid.METHODS_ENV] = json.dumps([v.label for v in grid.variants(methods)])
@@ -234,6 +261,7 @@ def measure(device: str, threads: int, profile: grid.Profile, out: Path, log=pri
 
 if __name__ == "__main__":
     # Started by ``run``: settings come from the environment it prepared.
+    exit_with_parent()
     _profile = grid.PROFILES[os.environ["SVDGRAD_BENCH_PROFILE"]]
     sys.exit(measure(os.environ["SVDGRAD_BENCH_DEVICE"], int(os.environ["SVDGRAD_BENCH_THREADS"]),
                      _profile, Path(sys.argv[1]), log=lambda m: print(m, flush=True)))
