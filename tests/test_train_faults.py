@@ -631,3 +631,28 @@ def test_an_image_that_overflows_a_batch_norm_statistic_is_skipped(tmp_path, cap
     assert summary["skipped_steps"] == 2 and np.isfinite(summary["final_val_loss"])
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     assert all("non-finite batch-norm statistics" in r["skip_reasons"] for r in log)
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("--weight-decay", "nan", "finite --weight-decay"), ("--threads", "20000", r"--threads in \[0, 1024\]"),
+])
+def test_train_numbers_nan_passed_are_refused(tmp_path, capsys, option, value, match):
+    args = ["--dataset", "digits", *[a for a in NET_ARGS if a not in ("--threads", "1")], "--epochs", "1",
+            "--head", "gap", "--out", str(tmp_path / "r"), option, value]
+    assert cli_main("train", args) == 2
+    import re
+    assert re.search(match, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("value", ["nan", "-1"])
+def test_study_max_minutes_must_be_a_finite_number(tmp_path, capsys, value):
+    assert cli_main("study", ["hybrid", "--quick", "--out", str(tmp_path / "s"), "--max-minutes", value]) == 2
+    assert "finite --max-minutes >= 0" in capsys.readouterr().err
+
+
+def test_images_with_no_channels_are_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "z.pt"
+    torch.save({"images": torch.zeros(8, 0, 4, 4), "labels": torch.arange(8) % 2}, path)
+    assert cli_main("train", ["--dataset", f"tensors:{path}", *NET_ARGS, "--epochs", "1", "--head", "gap",
+                              "--out", str(tmp_path / "r")]) == 2
+    assert "every size > 0" in capsys.readouterr().err

@@ -250,8 +250,8 @@ def _as_images(x, what: str, path: str) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if x.dim() == 3:
         x = x[:, None]
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise SvdgradError(f"Expected {what} of shape (N, H, W) or (N, C, H, W) with N > 0 in {path}; "
+    if x.dim() != 4 or min(x.shape) == 0:  # (a zero C, H or W reached an IndexError in the standardization)
+        raise SvdgradError(f"Expected {what} of shape (N, H, W) or (N, C, H, W) with every size > 0 in {path}; "
                            f"received shape={tuple(x.shape)}.")
     if not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
         raise SvdgradError(f"Expected real-valued {what} in {path}; received dtype={x.dtype}.")

@@ -73,7 +73,8 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
 
     seeds = seeds if seeds is not None else (QUICK_SEEDS if quick else SEEDS)
     out = out or default_out(quick)
-    jobs = runner.check_study_options(seeds=seeds, jobs=jobs, backend=backend, device=device, quick=quick)
+    jobs = runner.check_study_options(seeds=seeds, jobs=jobs, backend=backend, device=device, quick=quick,
+                                      max_minutes=max_minutes)
     if report_only:
         return runner.redraw(out, write_report)
     # The folder is locked while the study writes it: a second study (or --resume) into it is refused

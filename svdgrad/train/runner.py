@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import time
@@ -37,10 +38,14 @@ def check_device(device: str) -> None:
                            f"which picks cuda only where it is available).")
 
 
-def check_study_options(*, seeds: int, jobs: int | None, backend: str, device: str, quick: bool) -> int:
+def check_study_options(*, seeds: int, jobs: int | None, backend: str, device: str, quick: bool,
+                        max_minutes: float | None = None) -> int:
     """The options every study shares, checked; returns the number of jobs (1 for a quick study by default)."""
     if seeds < 1:
         raise SvdgradError(f"Expected --seeds >= 1; received {seeds}.")
+    if max_minutes is not None and not (max_minutes >= 0 and math.isfinite(max_minutes)):  # (NaN, −1 passed)
+        raise SvdgradError(f"Expected a finite --max-minutes >= 0 (0 plans the runs without starting any); "
+                           f"received {max_minutes!r}.")
     jobs = 1 if (quick and jobs is None) else bounded_jobs(jobs)
     if backend not in BACKENDS:
         raise SvdgradError(f"Unknown --backend {backend!r}. Expected one of {', '.join(BACKENDS)}.")

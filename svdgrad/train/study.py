@@ -100,7 +100,8 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
     if out is None:
         out = default_out(quick, dataset)
     jobs = runner.check_study_options(seeds=default_seeds if seeds is None else seeds, jobs=jobs, backend=backend,
-                                      device=device, quick=quick)
+                                      device=device, quick=quick,
+                                      max_minutes=max_minutes)
     if report_only:
         return runner.redraw(out, write_report)
     # The folder is locked while the study writes it: a second study (or --resume) into it is refused

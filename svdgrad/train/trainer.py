@@ -187,14 +187,15 @@ class TrainConfig:
             raise SvdgradError(f"Expected --lr > 0; received {self.lr!r}.")
         if not (0 <= self.momentum < 1):
             raise SvdgradError(f"Expected 0 <= --momentum < 1; received {self.momentum!r}.")
-        if self.weight_decay < 0:
-            raise SvdgradError(f"Expected --weight-decay >= 0; received {self.weight_decay!r}.")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):  # (NaN passed `< 0`)
+            raise SvdgradError(f"Expected a finite --weight-decay >= 0; received {self.weight_decay!r}.")
         if self.switch_lr is not None and not self.switch_lr > 0:
             raise SvdgradError(f"Expected --switch-lr > 0; received {self.switch_lr!r}.")
         if self.switch_epoch is not None and not (1 <= self.switch_epoch <= self.epochs):
             raise SvdgradError(f"Expected --switch-epoch in [1, {self.epochs}]; received {self.switch_epoch!r}.")
-        if self.threads < 0:
-            raise SvdgradError(f"Expected --threads >= 0 (0 = automatic); received {self.threads!r}.")
+        if not (0 <= self.threads <= MAX_THREADS):  # (20000 failed in libgomp, 100000 segfaulted)
+            raise SvdgradError(f"Expected --threads in [0, {MAX_THREADS}] (0 = automatic); received {self.threads!r}. "
+                               f"This machine has {os.cpu_count()} cores.")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise SvdgradError(f"Expected --device auto, cpu or cuda[:i]; received {self.device!r}.")
         if self.resume and self.overwrite:
@@ -569,6 +570,10 @@ class RunStopped(SvdgradError):
     def __init__(self, message: str, epoch: int):
         super().__init__(message)
         self.epoch = epoch
+
+
+#: The most torch threads a run may ask for (--threads); more fail in OpenMP's thread creation or crash.
+MAX_THREADS = 1024
 
 
 #: The lock file of a run folder: held (flock, never unlinked) while a run writes the folder.
