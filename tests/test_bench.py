@@ -227,3 +227,15 @@ def test_a_measuring_subprocess_exits_when_the_bench_is_killed(tmp_path):
         time.sleep(0.2)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the measuring subprocess outlived the bench")
+
+
+def test_bad_device_or_threads_are_refused_before_anything_runs(tmp_path, capsys):
+    from svdgrad.bench import cli as bench_cli
+
+    for args, match in ((["--device", "foo"], "a torch device"), (["--threads", "0"], "--threads >= 1"),
+                        (["--device", "cuda"], "no CUDA GPU")):
+        if args[-1] == "cuda" and torch.cuda.is_available():
+            continue
+        assert bench_cli.main("bench", [*args, "--out", str(tmp_path / "b")]) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / "b").exists()

@@ -102,6 +102,24 @@ def _split_methods(text: str) -> list[str]:
     return specs
 
 
+def _check_device_and_threads(device: str, threads: int) -> str | None:
+    """Why --device/--threads cannot run here, or None (they failed inside the suite: a traceback, or 38
+    failing benchmarks and 'suite failed (exit 1)' for cuda without a GPU, 'exit 2' for --threads 0)."""
+    import torch
+
+    if threads < 1:
+        return f"expected --threads >= 1 (torch threads for the measurements); received {threads}."
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        return f"expected a torch device for --device (cpu, cuda, cuda:1); received {device!r}."
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: this machine has no CUDA GPU (torch {torch.__version__}). Use --device cpu."
+    if dev.type not in ("cpu", "cuda"):
+        return f"expected --device cpu or cuda[:i]; received {device!r}."
+    return None
+
+
 def main(command: str, argv: list[str]) -> int:
     args = parser().parse_args(argv)
     start = time.perf_counter()
@@ -116,6 +134,10 @@ def main(command: str, argv: list[str]) -> int:
         if not methods:
             print("svdgrad bench: --methods: expected at least one method", file=sys.stderr)
             return 2
+    problem = _check_device_and_threads(args.device, args.threads)
+    if problem and not args.report_only:
+        print(f"svdgrad bench: error: {problem}", file=sys.stderr)
+        return 2
     out = args.out if args.out is not None else (scratch_out() if args.profile == "quick" else DEFAULT_OUT)
     if not args.report_only:
         found = existing_results(out, args.device)

@@ -55,6 +55,10 @@ def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+#: The most values one axis may list (``--kappas 0-1000000000`` built the whole list and was OOM-killed).
+MAX_AXIS_VALUES = 10_000
+
+
 def _ints(axis: str, text: str) -> list[int]:
     out = []
     for tok in _split(text):
@@ -62,7 +66,11 @@ def _ints(axis: str, text: str) -> list[int]:
             if "-" in tok[1:]:
                 rng, _, step = tok.partition(":")
                 lo, hi = rng.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1, int(step or 1)))
+                values = range(int(lo), int(hi) + 1, int(step or 1))
+                if len(out) + len(values) > MAX_AXIS_VALUES:
+                    raise UsageError(f"--{axis}: expected at most {MAX_AXIS_VALUES} values; {tok!r} alone lists "
+                                     f"{len(values)}. Give a step (e.g. 0-12:2) or a shorter range.")
+                out.extend(values)
             else:
                 out.append(int(tok))
         except ValueError:
