@@ -239,3 +239,39 @@ def test_bad_device_or_threads_are_refused_before_anything_runs(tmp_path, capsys
         assert bench_cli.main("bench", [*args, "--out", str(tmp_path / "b")]) == 2
         assert match in capsys.readouterr().err
         assert not (tmp_path / "b").exists()
+
+
+def test_an_interrupted_overwrite_keeps_the_earlier_results(tmp_path, monkeypatch, capsys):
+    """An overwrite killed mid-way left new pytest JSON beside the old targets; --report-only drew them as one run."""
+    from svdgrad.bench import cli as bench_cli, runner
+
+    out = tmp_path / "b"
+    (out / "raw").mkdir(parents=True)
+    tag = runner.device_tag("cpu")
+    old = {f"{k}_{tag}.json": f'{{"old": "{k}"}}' for k in ("pytest_benchmark", "targets", "run")}
+    for name, text in old.items():
+        (out / "raw" / name).write_text(text)
+
+    def interrupted(device, threads, profile, where, **kw):
+        (where / "raw").mkdir(parents=True, exist_ok=True)
+        (where / "raw" / f"pytest_benchmark_{tag}.json").write_text('{"new": 1}')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    monkeypatch.setattr(runner, "missing_pytest_benchmark", lambda: None)
+    assert bench_cli.main("bench", ["--out", str(out), "--overwrite"]) == bench_cli.EXIT_INTERRUPTED
+    assert {p.name: p.read_text() for p in (out / "raw").iterdir()} == old
+    assert "earlier results are kept" in capsys.readouterr().err and not (out / bench_cli.STAGING).exists()
+
+    def finished(device, threads, profile, where, **kw):
+        (where / "raw").mkdir(parents=True, exist_ok=True)
+        for k in ("pytest_benchmark", "targets"):
+            (where / "raw" / f"{k}_{tag}.json").write_text('{"new": 1}')
+        return 0
+
+    monkeypatch.setattr(runner, "run", finished)
+    monkeypatch.setattr(bench_cli.report, "build", lambda o: o / "REPORT.md")
+    assert bench_cli.main("bench", ["--out", str(out), "--overwrite"]) == 0
+    got = {p.name: p.read_text() for p in (out / "raw").iterdir()}
+    assert got[f"pytest_benchmark_{tag}.json"] == '{"new": 1}' and got[f"targets_{tag}.json"] == '{"new": 1}'
+    assert not (out / bench_cli.STAGING).exists()

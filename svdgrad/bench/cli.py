@@ -11,7 +11,9 @@ start again.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,8 @@ SCRATCH = Path("runs")
 QUICK_PREFIX = "bench-quick-"
 EXIT_INTERRUPTED = 130
 LOCK = ".lock"
+#: Where ``--overwrite`` measures before its files replace the earlier run's (``main``).
+STAGING = ".overwrite"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -165,15 +169,25 @@ def main(command: str, argv: list[str]) -> int:
                   f"wait for it, or choose another --out", file=sys.stderr)
             return 1
         print(f"svdgrad bench: profile {args.profile}, device {args.device} -> {out}", flush=True)
+        # --overwrite measures into a staging folder and moves the new raw files in only when the run has
+        # finished: an interrupted overwrite left new pytest JSON beside the old targets, which --report-only
+        # then drew as one run.  Interrupted, the old results stay as they were.
+        run_dir = out / STAGING if found else out
+        shutil.rmtree(out / STAGING, ignore_errors=True)
         try:
             policy = None if args.omp_wait_policy == "default" else args.omp_wait_policy
-            rc = runner.run(args.device, args.threads, grid.PROFILES[args.profile], out,
+            rc = runner.run(args.device, args.threads, grid.PROFILES[args.profile], run_dir,
                             pytest=not args.no_pytest, wait_policy=policy, methods=methods)
+            if rc == 0 and found:
+                for f in sorted((run_dir / "raw").iterdir()):
+                    os.replace(f, out / "raw" / f.name)
         except KeyboardInterrupt:
-            print(f"svdgrad bench: interrupted; start again with: {again_command(argv, out)}",
-                  file=sys.stderr, flush=True)
+            print(f"svdgrad bench: interrupted; start again with: {again_command(argv, out)}"
+                  + (" (the earlier results are kept as they were)" if found else ""), file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
         finally:
+            if found:
+                shutil.rmtree(out / STAGING, ignore_errors=True)
             lock.release()
         if rc:
             return rc
