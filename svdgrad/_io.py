@@ -39,6 +39,20 @@ def save_atomic(obj, path) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def read_json(path, *, fix: str):
+    """json.load of ``path``; a damaged file (torn, truncated, binary garbage) raises SvdgradError naming it and
+    ``fix``, not a JSONDecodeError or UnicodeDecodeError traceback."""
+    import json
+
+    from ._errors import SvdgradError
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SvdgradError(f"Expected JSON in {path}; it is damaged ({type(exc).__name__}: {exc}). {fix}") from None
+
+
 def cpu_name() -> str:
     """The host CPU's model name (Linux /proc/cpuinfo), else what ``platform`` says."""
     import platform

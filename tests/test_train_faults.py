@@ -656,3 +656,44 @@ def test_images_with_no_channels_are_a_clear_error(tmp_path, capsys):
     assert cli_main("train", ["--dataset", f"tensors:{path}", *NET_ARGS, "--epochs", "1", "--head", "gap",
                               "--out", str(tmp_path / "r")]) == 2
     assert "every size > 0" in capsys.readouterr().err
+
+
+def test_a_garbage_run_log_does_not_stop_a_resume(finished_run, capsys):
+    """Random bytes in log.jsonl gave a UnicodeDecodeError traceback; the checkpoint rewrites the log anyway."""
+    args, out = finished_run
+    with open(os.path.join(out, "log.jsonl"), "wb") as f:
+        f.write(bytes(range(256)) * 4)
+    os.remove(os.path.join(out, "summary.json"))  # (an unfinished run: the checkpoint is kept)
+    assert cli_main("train", args + ["--resume"]) == 0, capsys.readouterr().err
+    assert all(json.loads(line)["epoch"] for line in open(os.path.join(out, "log.jsonl")))
+
+
+def test_a_damaged_study_json_is_a_clear_error(tmp_path):
+    from svdgrad.train import study
+
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "study.json").write_text('{"settings": {"ep')
+    with pytest.raises(SvdgradError, match=r"Expected JSON in .*study.json; it is damaged.*--resume"):
+        study.run(quick=True, out=str(out), resume=True, echo=lambda m: None)
+
+
+def test_a_damaged_run_summary_is_a_clear_error(tmp_path):
+    from types import SimpleNamespace
+
+    from svdgrad.train import runner
+
+    (tmp_path / "summary.json").write_text('{"epochs": 2, "fin')
+    with pytest.raises(SvdgradError, match=r"summary.json; it is damaged.*Delete the run's folder"):
+        runner.complete(SimpleNamespace(out=str(tmp_path), epochs=2))
+
+
+def test_a_damaged_run_log_in_a_report_is_a_clear_error(tmp_path):
+    from svdgrad.train import report
+
+    run = tmp_path / "runs" / "ns" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"seed": 0, "epochs": 1}))
+    (run / "log.jsonl").write_text('{"epoch": 1, "lr"')
+    with pytest.raises(SvdgradError, match=r"log.jsonl; it is damaged"):
+        report.load_runs(str(tmp_path))

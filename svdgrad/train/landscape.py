@@ -25,7 +25,7 @@ import platform
 import tempfile
 
 from .._errors import SvdgradError
-from .._io import write_atomic
+from .._io import read_json, write_atomic
 from . import runner
 from .landscape_report import write_report
 
@@ -88,8 +88,8 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                    "parts": json.loads(json.dumps(PARTS))}
         before = {}
         if os.path.exists(study_path):
-            with open(study_path) as f:
-                before = json.load(f)
+            before = read_json(study_path, fix=f"Delete it and run again with --resume: the runs in {out} "
+                                f"are kept, and only the missing ones run.")
             if before.get("grid") != grid_id:
                 raise SvdgradError(f"{out} holds a landscape study with another grid"
                                    f"{' (it is a --quick study)' if before.get('grid', {}).get('quick') else ''}"

@@ -30,16 +30,28 @@ def _run_folders(out: str, marker: str):
 
 
 def _read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
+    from .._io import read_json
+
+    return read_json(path, fix="Delete that run's folder and run the study again with --resume (it re-runs that run).")
+
+
+def _read_log(path: str) -> list[dict]:
+    """The epochs of a run's log.jsonl; a damaged one raises SvdgradError naming it (it was a traceback)."""
+    from .._errors import SvdgradError
+
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SvdgradError(f"Expected one JSON object per line in {path}; it is damaged ({type(exc).__name__}: "
+                           f"{exc}). Delete that run's folder and run the study again with --resume.") from None
 
 
 def load_runs(out: str) -> dict[str, list[dict]]:
     """protocol -> list of {seed, history, summary, config} read from the saved logs (finished runs)."""
     runs: dict[str, list[dict]] = {}
     for name, p in _run_folders(out, "summary.json"):
-        with open(os.path.join(p, "log.jsonl")) as f:
-            history = [json.loads(line) for line in f if line.strip()]
+        history = _read_log(os.path.join(p, "log.jsonl"))
         summary = _read_json(os.path.join(p, "summary.json"))
         runs.setdefault(name, []).append({"seed": summary["seed"], "history": history, "summary": summary,
                                           "config": _read_json(os.path.join(p, "config.json"))})

@@ -74,8 +74,10 @@ def complete(cfg) -> bool:
     path = os.path.join(cfg.out, "summary.json")
     if not os.path.exists(path):
         return False
-    with open(path) as f:
-        return json.load(f).get("epochs") == cfg.epochs
+    from .._io import read_json
+
+    return read_json(path, fix=f"Delete the run's folder {cfg.out} and run the study again with --resume "
+                               f"(it re-runs that run only).").get("epochs") == cfg.epochs
 
 
 def run_one(cfg_dict: dict) -> dict:

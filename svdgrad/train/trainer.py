@@ -456,7 +456,7 @@ def _existing_run(out: str) -> str | None:
     log = os.path.join(out, "log.jsonl")
     n = 0
     if os.path.exists(log):
-        with open(log) as f:
+        with open(log, errors="replace") as f:  # (counting lines: a damaged log is rewritten from the checkpoint)
             n = sum(1 for line in f if line.strip())
     if os.path.exists(os.path.join(out, "summary.json")):
         return f"a finished run ({n} epochs in log.jsonl, summary.json)"
