@@ -1066,6 +1066,10 @@ MUTANTS = [
            "        if self.weight_decay < 0:", "train: --weight-decay nan accepted", "jobs"),
     Mutant("bench-device-unchecked", "svdgrad/bench/cli.py", "    if problem and not args.report_only:",
            "    if False:", "bench: a bad --device/--threads fails inside the suite", "jobs"),
+    Mutant("damaged-json-traceback", "svdgrad/_io.py", "    except (json.JSONDecodeError, UnicodeDecodeError) as exc:",
+           "    except KeyError as exc:", "a torn study.json or summary.json is a JSONDecodeError traceback again", "jobs"),
+    Mutant("garbage-log-blocks-resume", "svdgrad/train/trainer.py", '        with open(log, errors="replace") as f:',
+           "        with open(log) as f:", "random bytes in a run's log.jsonl stop --resume with a traceback", "jobs"),
 ]
 
 
