@@ -873,6 +873,18 @@ def narrow_pair_applies() -> bool:
     return not stack or all(i.key() != torch._C._functorch.TransformType.Vmap for i in stack)
 
 
+def _per_thread(slot: str) -> property:
+    """A property whose value is kept per thread, in the dict attribute ``slot`` (``NarrowScales``)."""
+
+    def get(self):
+        return getattr(self, slot).get(threading.get_ident())
+
+    def set_(self, value):
+        getattr(self, slot)[threading.get_ident()] = value
+
+    return property(get, set_)
+
+
 class NarrowScales:
     """The per-matrix exponents a tangent or a cotangent was scaled by at the narrow side of one call,
     shared by its ``NarrowIn`` and ``NarrowOut`` (forward mode: NarrowIn sets, NarrowOut reads; reverse
@@ -899,21 +911,8 @@ class NarrowScales:
         self.twice, self.plain = twice, plain
         self.law = self.e_in = None  # (set by NarrowIn: the output law's exponent and the fold's)
 
-    @property
-    def tangent(self):
-        return self._tangent.get(threading.get_ident())
-
-    @tangent.setter
-    def tangent(self, value):
-        self._tangent[threading.get_ident()] = value
-
-    @property
-    def cotangent(self):
-        return self._cotangent.get(threading.get_ident())
-
-    @cotangent.setter
-    def cotangent(self, value):
-        self._cotangent[threading.get_ident()] = value
+    tangent = _per_thread("_tangent")
+    cotangent = _per_thread("_cotangent")
 
     def plain_now(self, *tensors) -> bool:
         """Whether this pair runs plain from now on (only with ``twice``): already, or a backward or jvp that

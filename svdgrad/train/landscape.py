@@ -108,14 +108,7 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                  "torch": torch.__version__, "command": "svdgrad study landscape" + (" --quick" if quick else "")
                  + (f" --seeds {seeds}" if seeds != (QUICK_SEEDS if quick else SEEDS) else "")}
         write_atomic(study_path, json.dumps(study, indent=1))
-        if todo:
-            echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
-                 f"with {jobs} job(s) ({backend}) into {out}")
-            threads = torch.get_num_threads()
-            try:
-                runner.run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
-                               fn=_run_one if jobs == 1 and backend == "joblib" else runner.run_one)
-            finally:
-                torch.set_num_threads(threads)
+        runner.run_missing(todo, len(grid), out, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
+                           local_fn=_run_one)
         write_report(out)
         return out

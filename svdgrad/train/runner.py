@@ -53,6 +53,23 @@ def check_study_options(*, seeds: int, jobs: int | None, backend: str, device: s
     return jobs
 
 
+def run_missing(todo: list, total: int, out: str, *, jobs: int, backend: str, echo, max_minutes, local_fn) -> None:
+    """Run a study's missing runs ``todo`` (of ``total``): ``local_fn`` in this process for one joblib job, else
+    ``run_one`` in workers; torch's thread count is restored afterwards."""
+    import torch
+
+    if not todo:
+        return
+    echo(f"[svdgrad study] {total - len(todo)} of {total} runs done; running {len(todo)} "
+         f"with {jobs} job(s) ({backend}) into {out}")
+    threads = torch.get_num_threads()
+    try:
+        run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
+                fn=local_fn if jobs == 1 and backend == "joblib" else run_one)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def redraw(out: str, write_report) -> str:
     """``--report-only``: rewrite the report of a study already in ``out`` from its logs."""
     study_path = os.path.join(out, "study.json")

@@ -140,15 +140,8 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                  "backend": backend, "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
                  "torch": torch.__version__, "planned_runs": len(grid)}
         write_atomic(study_path, json.dumps(study, indent=1))  # first, so --resume and --report-only find it
-        if todo:
-            echo(f"[svdgrad study] {len(grid) - len(todo)} of {len(grid)} runs done; running {len(todo)} "
-                 f"with {jobs} job(s) ({backend}) into {out}")
-            threads = torch.get_num_threads()
-            try:
-                runner.run_all(todo, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
-                               fn=_run_one if jobs == 1 and backend == "joblib" else runner.run_one)
-            finally:
-                torch.set_num_threads(threads)
+        runner.run_missing(todo, len(grid), out, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
+                           local_fn=_run_one)
         write_report(out)
         return out
 
