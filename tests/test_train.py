@@ -200,6 +200,9 @@ def test_user_tensor_files(tmp_path):
     ("shape", "one per image"),
     ("nan", "finite images"),
     ("float_labels", "integer class labels"),
+    ("huge_float_label", r"received a label of 1e\+30"),
+    ("inf_label", "received non-finite labels"),
+    ("huge_negative_float_label", r"received a label of -1e\+30"),
     ("garbage", "Could not read"),
 ])
 def test_bad_user_files_give_clear_errors(tmp_path, kind, match):
@@ -217,6 +220,10 @@ def test_bad_user_files_give_clear_errors(tmp_path, kind, match):
         np.savez(p, images=x, labels=np.zeros(6, int))
     elif kind == "float_labels":
         np.savez(p, images=x, labels=np.full(6, 0.5))
+    elif kind in ("huge_float_label", "inf_label", "huge_negative_float_label"):
+        # (integer-valued floats: cast to int64 they were garbage, and the message showed a garbage minimum)
+        bad = {"huge_float_label": 1e30, "inf_label": np.inf, "huge_negative_float_label": -1e30}[kind]
+        np.savez(p, images=x, labels=np.array([0.0, 1.0, 2.0, bad, 1.0, 0.0]))
     elif kind == "garbage":
         p = tmp_path / "d.pt"
         p.write_bytes(b"not a torch file")

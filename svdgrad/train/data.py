@@ -286,14 +286,27 @@ def _channel_standardize(tx: torch.Tensor, vx: torch.Tensor, path: str):
     return out_t, out_v, (m * c, sd * c)
 
 
+#: The largest |label| accepted from a float array: every integer up to it is exact in float64.
+_LABEL_LIMIT = 2.0 ** 53
+
+
 def _as_labels(y, n: int, what: str, path: str) -> torch.Tensor:
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
     if y.dim() != 1 or y.shape[0] != n:
         raise SvdgradError(f"Expected {what} of shape ({n},), one per image, in {path}; received "
                            f"shape={tuple(y.shape)}.")
     if y.dtype.is_floating_point:
+        if not bool(torch.isfinite(y).all()):
+            raise SvdgradError(f"Expected integer class labels in {what} of {path}; received non-finite labels "
+                               f"(NaN or Inf).")
         if not bool((y == y.round()).all()):
             raise SvdgradError(f"Expected integer class labels in {what} of {path}; received non-integer values.")
+        # (an integer-valued float beyond int64's range casts to garbage; class indices never come near 2^53)
+        far = y.double().abs().argmax() if y.numel() else None
+        if far is not None and float(y[far].abs()) > _LABEL_LIMIT:
+            raise SvdgradError(f"Expected class labels 0 ... K-1 in {what} of {path}; received a label of "
+                               f"{float(y[far]):.3g}. Renumber the labels to 0 ... K-1, e.g. labels = "
+                               f"numpy.unique(labels, return_inverse=True)[1].")
     elif y.dtype == torch.bool or y.dtype.is_complex:
         raise SvdgradError(f"Expected integer class labels in {what} of {path}; received dtype={y.dtype}.")
     y = y.to(torch.int64)
