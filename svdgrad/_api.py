@@ -15,8 +15,9 @@ import numbers
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import Eigh, EighNarrow, GramOp, NarrowDp, NarrowIn, NarrowOut, NarrowScales, apply, narrow_pair_applies
-from ._guard import guard, unsupported_message
+from ._functions import (Eigh, EighNarrow, GramOp, NarrowCast, NarrowCastBack, NarrowDp, NarrowIn, NarrowOut,
+                         NarrowScales, apply, narrow_pair_applies)
+from ._guard import first_derivatives_only, guard, unsupported_message
 from . import _kernels
 from ._kernels import cast, scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, _option_names, get_k_rule, get_method, methods
@@ -189,7 +190,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     narrower = torch.finfo(cdtype).bits < torch.finfo(wide).bits
     if narrower and not fn.scalable and m.check and not is_traced(T):
         _check_fits(T, cdtype, entry)
-    narrow_e = None
+    narrow_e = carrier = None
     if (narrower or pair) and fn.scalable and narrow_pair_applies():  # (else, under vmap or compile: the plain chain)
         narrow_e = fn.gradient_pow2(k, p)  # (not under vmap: NarrowOut's closure would capture a batch)
     p_wide = None
@@ -204,8 +205,10 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         if p_wide is not None:
             # p's derivative cannot cross the cast per matrix: it is added on the wide side (_narrow_dp)
             p = p.detach()
-    elif narrower and e is not None:  # (under vmap or torch.compile: T formed with its graph, as without the fold)
-        T, e = _kernels.times_pow2_halves(T, e).to(cdtype), None
+    elif narrower:  # (under vmap or torch.compile, or a user's f: the cast without the pair's shared state)
+        scaled = first_derivatives_only(T)  # (else the plain chain: a second derivative may follow)
+        T, carrier = apply(NarrowCast, T, e, cdtype, scaled)
+        e = None
     else:
         T = cast(T, cdtype)
     if isinstance(p, torch.Tensor):
@@ -235,7 +238,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         if isinstance(fn, Power) and m.check:
             _check_power_finite(F, p, cdtype, narrower)
         return F.to(in_dtype)
-    F = cast(F, wide)
+    F = cast(F, wide) if carrier is None else apply(NarrowCastBack, F, carrier, wide, scaled)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
     elif pow2 is not None:

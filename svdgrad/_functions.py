@@ -1032,6 +1032,86 @@ class NarrowOut(torch.autograd.Function):
         return dF if s is None else _kernels.times_pow2_halves(dF, s)
 
 
+class NarrowCast(torch.autograd.Function):
+    """The cast of T to a narrower compute dtype where ``NarrowIn``/``NarrowOut`` cannot go (under vmap or
+    torch.compile, whose transforms the pair's shared per-call state would outlive): Tn = (T·2^e_in).to(dtype),
+    and a carrier c (*), zero, that only ``NarrowCastBack`` takes.
+
+    The plain chain carries the output law's factor 2^law on the cotangent before the cast back, and
+    2^e_in on the tangent before this cast: far from order one either leaves the narrow range (jacfwd of a
+    float64 A ≈ 1e50 computed in float32 gave 0, vmap of grad at 1e200 NaN).  With ``scaled`` a tangent
+    (cotangent) crosses each cast scaled to entries of order one, by 2^-s per matrix, and the exponent s
+    travels as the carrier's own tangent (cotangent), from this jvp to ``NarrowCastBack``'s (from its
+    backward to this one): no state outside the graph, so vmap levels and threads keep each s apart.  Every
+    map in between is linear in the tangent, so the composition is the exact derivative.  ``scaled`` only
+    where every derivative is a first one (``_guard.first_derivatives_only``, decided with the forward): a
+    second-order tangent or cotangent would not carry s.  Without it, the plain chain.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(T, e_in, dtype, scaled):
+        Tn = (T if e_in is None else _kernels.times_pow2_halves(T, e_in)).to(dtype)
+        return Tn, T.new_zeros(T.shape[:-2])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        T, e_in, dtype, scaled = inputs
+        ctx.has_e_in = e_in is not None
+        saved = (e_in,) if ctx.has_e_in else ()
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.wide, ctx.narrow, ctx.scaled = T.dtype, dtype, scaled
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, gTn, s):
+        if gTn is None:
+            return None, None, None, None
+        e = ctx.saved_tensors[0] if ctx.has_e_in else None
+        if s is not None and ctx.scaled:  # (the exponent NarrowCastBack scaled the cotangent by)
+            e = s if e is None else e + s
+        g = gTn.to(ctx.wide)
+        return (g if e is None else _kernels.times_pow2_halves(g, e)), None, None, None
+
+    @staticmethod
+    def jvp(ctx, dT, _de_in, _ddtype, _dscaled):
+        x = dT if not ctx.has_e_in else _kernels.times_pow2_halves(dT, ctx.saved_tensors[0])
+        if ctx.scaled:
+            return _to_order_one(x, ctx.narrow)
+        return x.to(ctx.narrow), torch.zeros(x.shape[:-2], dtype=ctx.wide, device=x.device)
+
+
+class NarrowCastBack(torch.autograd.Function):
+    """F.to(wide), the cast back after ``NarrowCast`` (see there), which also takes its carrier c."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(F, c, wide, scaled):
+        return F.to(wide)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.narrow, ctx.wide, ctx.scaled = inputs[0].dtype, inputs[2], inputs[3]
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, g):
+        if g is None:
+            return None, None, None, None
+        if ctx.scaled:
+            gn, s = _to_order_one(g, ctx.narrow)
+            return gn, s, None, None
+        return g.to(ctx.narrow), None, None, None
+
+    @staticmethod
+    def jvp(ctx, dF, s, _dwide, _dscaled):
+        out = dF.to(ctx.wide)
+        return out if s is None or not ctx.scaled else _kernels.times_pow2_halves(out, s)
+
+
 class NarrowDp(torch.autograd.Function):
     """Zero in value; p's derivative term D = ∂F/∂p for a compute dtype narrower than the input (``_api._narrow_dp``).
 

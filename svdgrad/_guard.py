@@ -124,6 +124,28 @@ def _nested_forward(A: torch.Tensor) -> bool:
     return sum(i.key() == jvp for i in torch._C._functorch.get_interpreter_stack() or ()) >= 2
 
 
+def first_derivatives_only(A: torch.Tensor) -> bool:
+    """Whether every derivative that can be taken through a computation on A from now on is a first
+    derivative: at most one torch.func grad (vjp, jacrev) or jvp (jacfwd) level around A, any number of vmap
+    levels, and no torch.autograd graph or forward_ad tangent on the plain tensor inside them.  Rules that
+    rescale a tangent or a cotangent by an exponent their partner undoes (``NarrowCast``) may do so only
+    then: a second-order tangent or cotangent would not carry the factor, and summed with a first-order
+    one it could not be told apart."""
+    levels = 0
+    base = A
+    T = torch._C._functorch.TransformType
+    if torch._C._functorch.is_functorch_wrapped_tensor(A):
+        levels = sum(i.key() in (T.Grad, T.Jvp) for i in torch._C._functorch.get_interpreter_stack() or ())
+        while torch._C._functorch.is_functorch_wrapped_tensor(base):
+            base = torch._C._functorch.get_unwrapped(base)
+    if levels > 1:
+        return False
+    plain_ad = ((torch.is_grad_enabled() and base.requires_grad)
+                or (torch.autograd.forward_ad._current_level >= 0
+                    and torch.autograd.forward_ad.unpack_dual(base).tangent is not None))
+    return not plain_ad
+
+
 def tangent_may_be_differentiated(A: torch.Tensor) -> bool:
     """In a jvp rule: whether reverse mode may run over the tangent it returns (torch.func.grad or jacrev of a
     jvp, or a backward through a torch.autograd.forward_ad tangent of an input that requires grad)."""

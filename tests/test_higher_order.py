@@ -268,6 +268,53 @@ def test_torch_func_with_a_narrower_compute_dtype(function, method, transform):
     assert T.rel_error(out, run()) <= 1e-4
 
 
+#: Scales of A whose derivatives, of order λ^(p−1), float64 holds: to 1e±300 for the square root (λ^-0.5)
+#: and the log (1/λ), 1e±200 for the inverse square root (λ^-1.5), 1e±100 for the power (P = −1.3: λ^-2.3).
+FAR_SCALES = {"sqrt": (1e-300, 1e-50, 1e50, 1e300), "log": (1e-300, 1e-50, 1e50, 1e300),
+              "inv_sqrt": (1e-200, 1e-50, 1e50, 1e200), "power": (1e-100, 1e-50, 1e50, 1e100)}
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize("function,method,scale", [(f, m, c) for f, m in PAIRS if m in ("exact", "newton_schulz")
+                                                   for c in FAR_SCALES[f]])
+def test_torch_func_with_a_narrower_compute_dtype_far_from_order_one(function, method, scale, transform):
+    """First derivatives under vmap keep their scale across a narrower cast (``NarrowCast``): the plain chain
+    carried the law's factor on the tangent or cotangent before the cast (jacfwd at 1e50 gave 0, at 1e-50 NaN;
+    vmap(grad) at 1e200 NaN)."""
+    A = T.spd(3, 10.0, batch=(2,), seed=1) * scale
+    W = T.gradients(A.shape[1:], seed=2, symmetric=True)
+
+    def run(**o):
+        f = lambda X: call(function, X, method, **o)  # noqa: E731
+        return TRANSFORMS[transform](f, lambda X: (f(X) * W).sum(), A, W)
+
+    out, ref = run(compute_dtype=torch.float32), run()
+    assert bool(torch.isfinite(ref).all()) and float(ref.abs().amax()) > 0  # (the scale is one float64 holds)
+    assert out.dtype == torch.float64
+    assert T.rel_error(out, ref) <= 1e-4
+
+
+@pytest.mark.parametrize("second", ["hessian", "vmap(grad of a gradient penalty)"])
+def test_narrow_cast_is_plain_where_a_second_derivative_may_follow(second):
+    """Away from order one (A ≈ 1e6: the law's exponents are ±20) a second derivative under vmap with a narrower
+    compute dtype is the float64 one: ``NarrowCast`` does not rescale there (a second-order tangent or
+    cotangent would not carry the exponent; summed with a first-order one it could not be told apart)."""
+    A = T.spd(3, 10.0, batch=(2,), seed=1) * 1e6
+    W = T.gradients(A.shape[1:], seed=2, symmetric=True)
+    H = T.gradients(A.shape[1:], seed=3, symmetric=True)
+
+    def run(**o):
+        f = lambda X: (svdgrad.sqrtm(X, **o) * W).sum()  # noqa: E731
+        if second == "hessian":
+            return torch.func.vmap(torch.func.hessian(f))(A)
+        penalty = lambda X: f(X) + (torch.func.grad(f)(X) * H).sum() ** 2  # noqa: E731
+        return torch.func.vmap(torch.func.grad(penalty))(A)
+
+    out, ref = run(compute_dtype=torch.float32), run()
+    assert out.dtype == torch.float64
+    assert T.rel_error(out, ref) <= 1e-4
+
+
 # --- powm's tensor p ------------------------------------------------------------------------------------
 
 
