@@ -1070,6 +1070,26 @@ MUTANTS = [
            "    except KeyError as exc:", "a torn study.json or summary.json is a JSONDecodeError traceback again", "jobs"),
     Mutant("garbage-log-blocks-resume", "svdgrad/train/trainer.py", '        with open(log, errors="replace") as f:',
            "        with open(log) as f:", "random bytes in a run's log.jsonl stop --resume with a traceback", "jobs"),
+    # Session 17: the narrow cast under vmap, and float labels.
+    Mutant("narrow-cast-carrier-ignored", "svdgrad/_functions.py",
+           "        if s is not None and ctx.scaled:  # (the exponent NarrowCastBack scaled the cotangent by)",
+           "        if False:", "under vmap, the cotangent's exponent is not undone across a narrower cast"),
+    Mutant("narrow-cast-tangent-exponent-ignored", "svdgrad/_functions.py",
+           "        return out if s is None or not ctx.scaled else _kernels.times_pow2_halves(out, s)",
+           "        return out", "under vmap, the tangent's exponent is not undone after a narrower cast"),
+    Mutant("narrow-cast-never-scaled", "svdgrad/_api.py",
+           "        scaled = first_derivatives_only(T)  # (else the plain chain: a second derivative may follow)",
+           "        scaled = False", "under vmap a narrower cast is the plain chain (jacfwd at 1e50 is 0)"),
+    Mutant("narrow-cast-always-scaled", "svdgrad/_api.py",
+           "        scaled = first_derivatives_only(T)  # (else the plain chain: a second derivative may follow)",
+           "        scaled = True", "a narrower cast rescales where a second derivative follows (hessian)"),
+    Mutant("first-derivatives-two-levels", "svdgrad/_guard.py", "    if levels > 1:", "    if levels > 2:",
+           "two differentiation levels (hessian) are taken for first derivatives only"),
+    Mutant("labels-huge-float-cast", "svdgrad/train/data.py",
+           "        if far is not None and float(y[far].abs()) > _LABEL_LIMIT:", "        if False:",
+           "a float label of 1e30 is cast to a garbage int64", "jobs"),
+    Mutant("labels-nonfinite-unnamed", "svdgrad/train/data.py", "        if not bool(torch.isfinite(y).all()):",
+           "        if False:", "an Inf label is not named as non-finite", "jobs"),
 ]
 
 
