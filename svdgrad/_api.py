@@ -16,7 +16,7 @@ import torch
 
 from ._errors import SvdgradError, describe
 from ._functions import (Eigh, EighNarrow, GramOp, NarrowCast, NarrowCastBack, NarrowDp, NarrowIn, NarrowOut,
-                         NarrowScales, apply, narrow_pair_applies)
+                         NarrowScales, apply, narrow_pair_applies, plain_narrow_refusal)
 from ._guard import first_derivatives_only, guard, unsupported_message
 from . import _kernels
 from ._kernels import cast, scale_exponent, sym2, times_pow2
@@ -207,7 +207,8 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
             p = p.detach()
     elif narrower:  # (under vmap or torch.compile, or a user's f: the cast without the pair's shared state)
         scaled = first_derivatives_only(T)  # (else the plain chain: a second derivative may follow)
-        T, carrier = apply(NarrowCast, T, e, cdtype, scaled)
+        refusal = plain_narrow_refusal(k, fn, p, cdtype) if not scaled and fn.scalable else None
+        T, carrier = apply(NarrowCast, T, e, cdtype, scaled, refusal)
         e = None
     else:
         T = cast(T, cdtype)
@@ -238,7 +239,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         if isinstance(fn, Power) and m.check:
             _check_power_finite(F, p, cdtype, narrower)
         return F.to(in_dtype)
-    F = cast(F, wide) if carrier is None else apply(NarrowCastBack, F, carrier, wide, scaled)
+    F = cast(F, wide) if carrier is None else apply(NarrowCastBack, F, carrier, wide, scaled, refusal)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
     elif pow2 is not None:

@@ -1032,6 +1032,69 @@ class NarrowOut(torch.autograd.Function):
         return dF if s is None else _kernels.times_pow2_halves(dF, s)
 
 
+def _physical_matrix_max(X: torch.Tensor) -> torch.Tensor:
+    """max|X| per matrix over every instance that torch.func's vmap levels hold of X (*, n, n), read from the
+    plain tensor inside the wrappers (a vmap level inserts a dimension at its bdim), without a graph."""
+    pos = list(range(X.dim()))  # where X's logical dimensions lie in the tensor being unwrapped
+    base = X
+    while torch._C._functorch.is_functorch_wrapped_tensor(base):
+        if torch._C._functorch.is_batchedtensor(base):
+            b = torch._C._functorch.maybe_get_bdim(base)
+            pos = [d if d < b else d + 1 for d in pos]
+        base = torch._C._functorch.get_unwrapped(base)
+    with torch.no_grad():
+        return base.detach().abs().amax(dim=(pos[-2], pos[-1]))
+
+
+def physical(X: torch.Tensor) -> torch.Tensor:
+    """The plain tensor inside torch.func's wrappers of X (every vmap instance of it), detached: for a
+    refusal that must read values under vmap, where X itself cannot be synchronized on."""
+    base = X
+    while torch._C._functorch.is_functorch_wrapped_tensor(base):
+        base = torch._C._functorch.get_unwrapped(base)
+    return base.detach()
+
+
+def plain_narrow_refusal(k: torch.Tensor, fn, p, narrow: torch.dtype) -> str | None:
+    """Why the plain chain of a narrower cast (``NarrowCast`` without ``scaled``) cannot carry a second
+    derivative at A's scale, or None: the tangent crosses the cast with 2^(−2k−1), the cotangent with the
+    law's 2^g (``gradient_pow2``), and a second derivative inside the method with their product, so
+    |2k+1| + |g| must stay within half the narrow dtype's exponent range (float32: 64, A within about 1e±12
+    for the square root) for each instance of k (read through vmap's wrappers)."""
+    if torch.compiler.is_compiling() or k.numel() == 0:
+        return None
+    kp = physical(k)
+    pp = float(physical(p).abs().amax()) if isinstance(p, torch.Tensor) else (abs(p) if p is not None else None)
+    g = fn.gradient_pow2(kp, pp)
+    spread = (2.0 * kp + 1.0).abs() + (g.abs() if g is not None else 0.0)
+    limit = math.floor(math.log2(torch.finfo(narrow).max)) // 2
+    if not bool((spread > limit).any()):
+        return None
+    return (f"A compute_dtype narrower than the input ({narrow} for a {k.dtype} A) cannot carry a second "
+            f"derivative under vmap (torch.func.hessian, two grad or jvp levels, or create_graph=True) at this "
+            f"scale: max|A| is about 4^{float(kp.abs().amax()):.0f}, and the tangent and cotangent would cross the "
+            f"cast with factors whose exponents add up to more than {limit}, leaving {narrow}'s range; the result "
+            f"would be 0 or NaN. Compute in the input's dtype (compute_dtype=None), or scale A nearer to order one.")
+
+
+def _check_narrow_range(X: torch.Tensor, narrow: torch.dtype, what: str) -> None:
+    """Raise where a tangent or cotangent X (wide) would cross the plain chain's cast to ``narrow`` outside its
+    range: a nonzero matrix below tiny/eps (it underflows to 0 or to a few bits) or above the largest number."""
+    if torch.compiler.is_compiling():
+        return
+    info = torch.finfo(narrow)
+    m = _physical_matrix_max(X)
+    bad = ((m > 0) & (m < info.tiny / info.eps)) | (m > info.max)
+    if bool(bad.any()):
+        worst = float(m[bad].flatten()[0])
+        raise SvdgradError(
+            f"A compute_dtype narrower than the input ({X.dtype} computed in {narrow}) cannot carry this "
+            f"derivative under vmap: where a second derivative may follow (torch.func.hessian, two grad or jvp "
+            f"levels), the {what} crosses the cast with the scaling law's factor, and its entries of order "
+            f"{worst:.3g} lie outside {narrow}'s range ({info.tiny / info.eps:.3g} to {info.max:.3g}); the result "
+            f"would be 0 or NaN. Compute in the input's dtype (compute_dtype=None), or scale A nearer to order one.")
+
+
 class NarrowCast(torch.autograd.Function):
     """The cast of T to a narrower compute dtype where ``NarrowIn``/``NarrowOut`` cannot go (under vmap or
     torch.compile, whose transforms the pair's shared per-call state would outlive): Tn = (T·2^e_in).to(dtype),
@@ -1051,35 +1114,38 @@ class NarrowCast(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(T, e_in, dtype, scaled):
+    def forward(T, e_in, dtype, scaled, refusal):
         Tn = (T if e_in is None else _kernels.times_pow2_halves(T, e_in)).to(dtype)
         return Tn, T.new_zeros(T.shape[:-2])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        T, e_in, dtype, scaled = inputs
+        T, e_in, dtype, scaled, refusal = inputs
         ctx.has_e_in = e_in is not None
         saved = (e_in,) if ctx.has_e_in else ()
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
-        ctx.wide, ctx.narrow, ctx.scaled = T.dtype, dtype, scaled
+        ctx.wide, ctx.narrow, ctx.scaled, ctx.refusal = T.dtype, dtype, scaled, refusal
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, gTn, s):
         if gTn is None:
-            return None, None, None, None
+            return None, None, None, None, None
         e = ctx.saved_tensors[0] if ctx.has_e_in else None
         if s is not None and ctx.scaled:  # (the exponent NarrowCastBack scaled the cotangent by)
             e = s if e is None else e + s
         g = gTn.to(ctx.wide)
-        return (g if e is None else _kernels.times_pow2_halves(g, e)), None, None, None
+        return (g if e is None else _kernels.times_pow2_halves(g, e)), None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dT, _de_in, _ddtype, _dscaled):
+    def jvp(ctx, dT, _de_in, _ddtype, _dscaled, _drefusal):
         x = dT if not ctx.has_e_in else _kernels.times_pow2_halves(dT, ctx.saved_tensors[0])
         if ctx.scaled:
             return _to_order_one(x, ctx.narrow)
+        if ctx.refusal is not None:  # (plain: forward mode here means a second derivative may follow)
+            raise SvdgradError(ctx.refusal)
+        _check_narrow_range(x, ctx.narrow, "tangent")
         return x.to(ctx.narrow), torch.zeros(x.shape[:-2], dtype=ctx.wide, device=x.device)
 
 
@@ -1089,25 +1155,30 @@ class NarrowCastBack(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(F, c, wide, scaled):
+    def forward(F, c, wide, scaled, refusal):
         return F.to(wide)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.narrow, ctx.wide, ctx.scaled = inputs[0].dtype, inputs[2], inputs[3]
+        ctx.narrow, ctx.wide, ctx.scaled, ctx.refusal = inputs[0].dtype, inputs[2], inputs[3], inputs[4]
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, g):
+        from ._guard import second_derivative_may_follow
+
         if g is None:
-            return None, None, None, None
+            return None, None, None, None, None
         if ctx.scaled:
             gn, s = _to_order_one(g, ctx.narrow)
-            return gn, s, None, None
-        return g.to(ctx.narrow), None, None, None
+            return gn, s, None, None, None
+        if ctx.refusal is not None and second_derivative_may_follow(g):  # (a first-order one is carried)
+            raise SvdgradError(ctx.refusal)
+        _check_narrow_range(g, ctx.narrow, "cotangent")
+        return g.to(ctx.narrow), None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dF, s, _dwide, _dscaled):
+    def jvp(ctx, dF, s, _dwide, _dscaled, _drefusal):
         out = dF.to(ctx.wide)
         return out if s is None or not ctx.scaled else _kernels.times_pow2_halves(out, s)
 

@@ -146,6 +146,26 @@ def first_derivatives_only(A: torch.Tensor) -> bool:
     return not plain_ad
 
 
+def second_derivative_may_follow(g: torch.Tensor) -> bool:
+    """In a backward rule: whether its result may be differentiated again (create_graph=True, a torch.func grad
+    or jvp level around it, a forward_ad tangent).  Unlike ``may_differentiate_again`` a vmap level alone does
+    not count: a custom Function created under vmap runs its backward under vmap again (its generated rule),
+    for a first-order backward too."""
+    if torch.is_grad_enabled():
+        return True
+    T = torch._C._functorch.TransformType
+    if any(k in (T.Grad, T.Jvp) for k in _levels_of(g)):
+        return True
+    return torch.autograd.forward_ad._current_level >= 0 and torch.autograd.forward_ad.unpack_dual(g).tangent is not None
+
+
+def _levels_of(X: torch.Tensor) -> list:
+    """The torch.func transform levels on the stack (TransformType keys, outermost first), if X is wrapped."""
+    if not torch._C._functorch.is_functorch_wrapped_tensor(X):
+        return []
+    return [i.key() for i in torch._C._functorch.get_interpreter_stack() or ()]
+
+
 def tangent_may_be_differentiated(A: torch.Tensor) -> bool:
     """In a jvp rule: whether reverse mode may run over the tangent it returns (torch.func.grad or jacrev of a
     jvp, or a backward through a torch.autograd.forward_ad tangent of an input that requires grad)."""

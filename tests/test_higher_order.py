@@ -16,6 +16,7 @@ import torch.autograd.forward_ad as fwAD
 
 import svdgrad
 import svdgrad.testing as T
+from svdgrad import SvdgradError
 
 from .test_functions import PAIRS, call
 
@@ -313,6 +314,54 @@ def test_narrow_cast_is_plain_where_a_second_derivative_may_follow(second):
     out, ref = run(compute_dtype=torch.float32), run()
     assert out.dtype == torch.float64
     assert T.rel_error(out, ref) <= 1e-4
+
+
+@pytest.mark.parametrize("function,method,options", [("sqrt", "exact", {}),
+                                                     ("sqrt", "newton_schulz", {"backward": "autograd"}),
+                                                     ("inv_sqrt", "newton_schulz", {"backward": "autograd"})])
+@pytest.mark.parametrize("exponent", [-60, -40, -32, -31, -20, -10, -5, 5, 10, 20, 31, 32, 40, 60, 100])
+def test_narrow_hessian_far_from_order_one_is_right_or_raises(function, method, options, exponent):
+    """torch.func.hessian with a narrower compute dtype takes the plain chain; where its tangent or cotangent
+    would cross the cast outside float32's range it raises, never a silent 0 (at 1e50 it was 0, at 1e100 NaN)."""
+    A = T.spd(3, 10.0, seed=1) * 10.0 ** exponent
+    W = T.gradients((3, 3), seed=2, symmetric=True)
+
+    def hess(**o):
+        return torch.func.hessian(lambda X: (call(function, X, method, **options, **o) * W).sum())(A)
+
+    ref = hess()
+    if not (bool(torch.isfinite(ref).all()) and float(ref.abs().amax()) > 0):
+        pytest.skip("the Hessian itself lies outside float64's range at this scale")
+    try:
+        out = hess(compute_dtype=torch.float32)
+    except SvdgradError as e:
+        assert "cannot carry a second derivative" in str(e) and "compute_dtype=None" in str(e)
+        assert abs(exponent) > 10  # (near order one it is computed)
+        return
+    assert T.rel_error(out, ref) <= 1e-4
+
+
+@pytest.mark.parametrize("exponent", [30, -30, 200])
+def test_narrow_cast_under_vmap_with_a_plain_autograd_graph(exponent):
+    """vmap of sqrtm at an A that requires grad (the graph is torch.autograd's, outside the vmap): a first-order
+    backward is the float64 gradient, or raises where its cotangent leaves float32's range (1e200: the law's
+    2^332); a create_graph=True backward far from order one raises (its second derivative could not be carried)."""
+    A = T.spd(3, 10.0, batch=(2,), seed=1) * 10.0 ** exponent
+    W = T.gradients((3, 3), seed=2, symmetric=True)
+
+    def grad_of(compute_dtype, create_graph=False):
+        X = A.clone().requires_grad_(True)
+        F = torch.vmap(lambda a: svdgrad.sqrtm(a, compute_dtype=compute_dtype))(X)
+        return torch.autograd.grad((F * W).sum(), X, create_graph=create_graph)[0]
+
+    ref = grad_of(None)
+    if exponent == 200:
+        with pytest.raises(SvdgradError, match="outside torch.float32's range"):
+            grad_of(torch.float32)
+    else:
+        assert T.rel_error(grad_of(torch.float32), ref) <= 1e-4
+    with pytest.raises(SvdgradError, match="cannot carry a second derivative"):
+        grad_of(torch.float32, create_graph=True)
 
 
 # --- powm's tensor p ------------------------------------------------------------------------------------
