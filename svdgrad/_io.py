@@ -53,6 +53,39 @@ def read_json(path, *, fix: str):
         raise SvdgradError(f"Expected JSON in {path}; it is damaged ({type(exc).__name__}: {exc}). {fix}") from None
 
 
+def read_jsonl(path, *, fix: str, torn_tail: bool = False) -> list[dict]:
+    """The JSON objects of ``path``, one a line; a damaged line (not JSON, not an object, not UTF-8) raises
+    SvdgradError naming the file, the line and ``fix``.
+
+    ``torn_tail``: the file is append-only, so what a kill -9 leaves (bytes after the last newline, the
+    torn last line) is not an entry: it is ignored (the writer drops it before it appends).  Without it,
+    every line counts, the last one included.
+    """
+    import json
+
+    from ._errors import SvdgradError
+
+    data = Path(path).read_bytes()
+    if torn_tail:
+        data = data[: data.rfind(b"\n") + 1]
+    entries = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line.decode())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        else:
+            if isinstance(entry, dict):
+                entries.append(entry)
+                continue
+            why = f"a JSON {type(entry).__name__}, not an object"
+        raise SvdgradError(f"Expected one JSON object per line in {path}; it is damaged at line {number} ({why}). "
+                           f"{fix}")
+    return entries
+
+
 def cpu_name() -> str:
     """The host CPU's model name (Linux /proc/cpuinfo), else what ``platform`` says."""
     import platform
