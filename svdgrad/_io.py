@@ -4,7 +4,8 @@ A killed process leaves either the old file or the new one, never half of
 one: the data go to a temporary file beside the target, are fsynced, and
 the temporary is renamed over the target (``os.replace`` is atomic on POSIX).
 A write that fails (a full disk, Ctrl-C) removes its temporary and leaves
-the target as it was.
+the target as it was.  A kill -9 leaves the temporary (``NAME.PID.tmp``): the next command that owns the
+folder removes it (``remove_stale_temporaries``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,31 @@ def write_atomic(path, data: str | bytes) -> None:
     except BaseException:  # a failed write (disk full, Ctrl-C) leaves the target as it was, and no temporary
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another user's included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove the temporaries of ``write_atomic`` (``NAME.PID.tmp``) left in ``folder`` by a kill -9 of their
+    writer: those of PIDs that are no live process.  A live writer's is kept (it may be writing it now),
+    and so is anything else.  Called by the command that owns the folder, under its lock.  Returns the
+    paths removed."""
+    removed = []
+    for p in sorted(Path(folder).glob("*.*.tmp")):
+        pid = p.name[: -len(".tmp")].rpartition(".")[2]
+        if pid.isdigit() and p.is_file() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def save_atomic(obj, path) -> None:

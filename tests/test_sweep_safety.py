@@ -412,3 +412,14 @@ def test_a_damaged_runs_jsonl_is_a_clear_error(finished_sweep, tmp_path, capsys,
     assert rc == 2, err
     assert f"{out / runner.RUNS}" in err and "line" in err and "Expected" in err
     assert _files(out) == before
+
+
+def test_the_next_sweep_removes_a_killed_writers_temporary(finished_sweep, tmp_path):
+    """A kill -9 inside an atomic write (grid.json, runs.jsonl, REPORT.md) left grid.json.PID.tmp for good."""
+    from .test_io import dead_pid
+
+    out = _copy(finished_sweep, tmp_path)
+    tmp = out / f"{runner.GRID}.{dead_pid()}.tmp"
+    tmp.write_text('{"methods": ["ex')
+    assert cli.main("sweep", ONE + ["--resume", "--out", str(out)]) == 0
+    assert not tmp.exists() and not list(out.glob("*.tmp"))

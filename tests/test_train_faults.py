@@ -729,3 +729,13 @@ def test_a_damaged_study_json_in_report_only_is_a_clear_error(tmp_path, capsys, 
     assert cli_main("study", [study, "--report-only", "--out", str(tmp_path)]) == 2
     assert "study.json; it is damaged" in capsys.readouterr().err
 
+
+def test_a_run_or_study_folder_loses_a_killed_writers_temporary(tmp_path):
+    """A kill -9 inside an atomic write (summary.json, checkpoint.pt, study.json) left NAME.PID.tmp for good;
+    the next run or study into the folder (it takes the folder's lock) removes it."""
+    from .test_io import dead_pid
+
+    tmp = tmp_path / f"checkpoint.pt.{dead_pid()}.tmp"
+    tmp.write_bytes(b"half a checkpoint")
+    with trainer._folder_lock(str(tmp_path)):
+        assert not tmp.exists()

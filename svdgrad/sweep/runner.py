@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .._io import remove_stale_temporaries
 from .cells import COLUMNS, GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA, CellTask, ns_variant, run_cell
 from .grid import Grid, available_baselines, read_grid
 from .store import ResultStore, write_atomic, write_table
@@ -298,6 +299,7 @@ def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", re
         raise SweepLocked(f"another sweep is writing to {out} (it holds the lock {out / LOCK}); "
                           f"wait for it to finish, or choose a different directory with --out") from None
     try:
+        remove_stale_temporaries(out)  # (a killed sweep's half-written grid.json, runs.jsonl, ...)
         runs = read_runs(out / RUNS) if resume else []  # (damage found before hours of work, not after)
         stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
                            ray_address=ray_address, log=log)
