@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._io import remove_stale_temporaries
 from . import figures, markdown, tables
 from .runner import REPORT, RESULTS
 from .store import write_atomic
@@ -43,6 +44,7 @@ def console_table(out: Path) -> str:
 def build(out: Path) -> Path:
     """Write REPORT.md and the figures into ``out`` from its results.csv / approx.csv / grid.json."""
     out = Path(out)
+    remove_stale_temporaries(out)  # (a killed report's or sweep's; only dead writers': no lock is needed)
     runs = tables.load_runs(out)  # (every file read before any figure is drawn: damage is found first)
     all_rows = load(out)
     rows = tables.sqrt_rows(all_rows)
