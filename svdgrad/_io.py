@@ -4,7 +4,8 @@ A killed process leaves either the old file or the new one, never half of
 one: the data go to a temporary file beside the target, are fsynced, and
 the temporary is renamed over the target (``os.replace`` is atomic on POSIX).
 A write that fails (a full disk, Ctrl-C) removes its temporary and leaves
-the target as it was.
+the target as it was.  A kill -9 leaves the temporary (``NAME.PID.tmp``): the next command that owns the
+folder removes it (``remove_stale_temporaries``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,31 @@ def write_atomic(path, data: str | bytes) -> None:
         raise
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another user's included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove the temporaries of ``write_atomic`` (``NAME.PID.tmp``) left in ``folder`` by a kill -9 of their
+    writer: those of PIDs that are no live process.  A live writer's is kept (it may be writing it now),
+    and so is anything else.  Called by the command that owns the folder, under its lock.  Returns the
+    paths removed."""
+    removed = []
+    for p in sorted(Path(folder).glob("*.*.tmp")):
+        pid = p.name[: -len(".tmp")].rpartition(".")[2]
+        if pid.isdigit() and p.is_file() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def save_atomic(obj, path) -> None:
     """``torch.save(obj)`` to ``path`` atomically."""
     import torch
@@ -51,6 +77,39 @@ def read_json(path, *, fix: str):
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SvdgradError(f"Expected JSON in {path}; it is damaged ({type(exc).__name__}: {exc}). {fix}") from None
+
+
+def read_jsonl(path, *, fix: str, torn_tail: bool = False) -> list[dict]:
+    """The JSON objects of ``path``, one a line; a damaged line (not JSON, not an object, not UTF-8) raises
+    SvdgradError naming the file, the line and ``fix``.
+
+    ``torn_tail``: the file is append-only, so what a kill -9 leaves (bytes after the last newline, the
+    torn last line) is not an entry: it is ignored (the writer drops it before it appends).  Without it,
+    every line counts, the last one included.
+    """
+    import json
+
+    from ._errors import SvdgradError
+
+    data = Path(path).read_bytes()
+    if torn_tail:
+        data = data[: data.rfind(b"\n") + 1]
+    entries = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line.decode())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        else:
+            if isinstance(entry, dict):
+                entries.append(entry)
+                continue
+            why = f"a JSON {type(entry).__name__}, not an object"
+        raise SvdgradError(f"Expected one JSON object per line in {path}; it is damaged at line {number} ({why}). "
+                           f"{fix}")
+    return entries
 
 
 def cpu_name() -> str:

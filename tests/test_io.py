@@ -66,3 +66,29 @@ def test_provenance_names_the_host_and_the_commit():
         assert info["commit"] == head.stdout.strip() and isinstance(info["dirty"], bool)
     else:  # an installed copy, or a repository without a commit (the mutation harness's scratch copy)
         assert info["commit"] is None and info["dirty"] is None
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
+    """A kill -9 inside write_atomic leaves NAME.PID.tmp; nothing removed it, ever."""
+    from svdgrad._io import remove_stale_temporaries
+
+    dead = dead_pid()
+    stale = {f"results.csv.{dead}.tmp", f"checkpoint.pt.{dead}.tmp"}
+    kept = {f"grid.json.{os.getpid()}.tmp",  # a live writer's: it may be writing it now
+            "notes.tmp", f"notes.{dead}.txt", "results.csv", f"x.y{dead}.tmp"}
+    for name in stale | kept:
+        (tmp_path / name).write_text("half")
+    (tmp_path / f"folder.{dead}.tmp").mkdir()  # (not a file: not ours)
+    assert sorted(p.name for p in remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert {p.name for p in tmp_path.iterdir()} == kept | {f"folder.{dead}.tmp"}
+    assert remove_stale_temporaries(tmp_path / "missing") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,31 @@ def test_build_writes_every_figure_and_leads_with_the_mpmath_figure(tiny):
                  "float32_eigenvalues.png"):
         assert (tiny / name).stat().st_size > 0, name
     assert text.index("headline_mpmath.png") < text.index("grad_error_n16.png")
+
+
+def test_a_figure_whose_write_fails_leaves_no_temporary(tmp_path, monkeypatch):
+    """figures._save wrote NAME.png.tmp.png beside the figure (no PID: no later run could tell a dead writer's
+    from a live one's) and left it behind when the write failed."""
+    import os
+
+    plt = figures._plt()
+    fig = plt.figure()
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        figures._save(fig, tmp_path / "grad_error_n16.png")
+    monkeypatch.undo()
+    plt.close(fig)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_next_report_removes_a_killed_reports_temporary(tiny, tmp_path):
+    """A kill -9 of `svdgrad report` inside an atomic write left REPORT.md.PID.tmp; the next report removes it."""
+    import shutil
+
+    from .test_io import dead_pid
+
+    out = Path(shutil.copytree(tiny, tmp_path / "sweep"))
+    tmp = out / f"REPORT.md.{dead_pid()}.tmp"
+    tmp.write_text("# half a rep")
+    report.build(out)
+    assert not tmp.exists() and not list(out.glob("*.tmp"))

@@ -299,3 +299,127 @@ def test_resuming_a_narrower_grid_into_a_folder_keeps_its_grid_json(tmp_path):
     g = Grid.from_json((tmp_path / runner.GRID).read_text())
     assert set(g.methods) == {"exact", "pade"}
     assert {r["method"] for r in read_rows(tmp_path / "results.csv") if r["study"] == "method"} == {"exact", "pade"}
+
+
+# ---------------------------------------------------------------------------
+# Damaged files in a sweep folder: a clear error naming the file and what to do, never a traceback,
+# and nothing replaced; what a kill -9 can leave (a torn last line) is tolerated.
+# ---------------------------------------------------------------------------
+
+#: Not UTF-8, and holds newlines.
+GARBAGE = bytes(range(256)) * 4
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "sweep"
+    assert cli.main("sweep", ONE + ["--out", str(out)]) == 0
+    return out
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(src, tmp_path / "sweep"))
+
+
+def _sweep_or_report(command: str, out: Path, capsys) -> tuple[int, str]:
+    argv = ONE + ["--resume", "--out", str(out)] if command == "sweep" else ["--out", str(out)]
+    rc = cli.main(command, argv)
+    return rc, capsys.readouterr().err
+
+
+def _files(out: Path) -> dict:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != runner.LOCK}
+
+
+@pytest.mark.parametrize("command", ["sweep", "report"])
+@pytest.mark.parametrize("content", [b"[1, 2]\n", b"3\n", b'{"methods": 5}\n', b'{"sizes": [16]}\n',
+                                     b'{"methods": ["exact"], "sizes": "16"}\n', GARBAGE, b""],
+                         ids=["list", "number", "methods-not-a-list", "no-methods", "sizes-a-string", "garbage",
+                              "empty"])
+def test_a_damaged_grid_json_is_a_clear_error(finished_sweep, tmp_path, capsys, content, command):
+    """A list gave an AttributeError traceback; garbage was silently replaced by --resume."""
+    out = _copy(finished_sweep, tmp_path)
+    (out / runner.GRID).write_bytes(content)
+    before = _files(out)
+    rc, err = _sweep_or_report(command, out, capsys)
+    assert rc == 2, err
+    assert f"{out / runner.GRID}" in err and "Expected" in err and "Delete it" in err
+    assert _files(out) == before  # nothing replaced, grid.json included
+
+
+def test_a_tear_inside_a_multibyte_character_is_dropped(finished_sweep, tmp_path, capsys):
+    """A kill -9 inside a row whose error text is not ASCII: the report read a UnicodeDecodeError."""
+    out = _copy(finished_sweep, tmp_path)
+    before = (out / "results.csv").read_bytes()
+    row = before.decode().splitlines()[1].rsplit(",", 1)[0] + ",κ ≤ 0\n"
+    with open(out / "results.csv", "ab") as f:
+        f.write(row.encode()[: row.encode().index("κ".encode()) + 1])  # cut inside κ
+    from svdgrad.sweep import tables
+
+    assert len(tables.load(out)) == len(read_rows(out / "results.csv")) == before.count(b"\n") - 1
+    assert cli.main("sweep", ONE + ["--resume", "--out", str(out)]) == 0
+    assert (out / "results.csv").read_bytes() == before  # the torn line cut, nothing recomputed
+
+
+def _bad_number(text: bytes) -> bytes:
+    lines = text.decode().splitlines(keepends=True)
+    fields = lines[1].split(",")
+    fields[COLUMNS.index("n")] = "sixteen"
+    return "".join(lines[:1] + [",".join(fields)] + lines[2:]).encode()
+
+
+@pytest.mark.parametrize("command", ["sweep", "report"])
+@pytest.mark.parametrize("damage", [lambda t: GARBAGE, lambda t: HEADER.encode() + GARBAGE[200:260] + b"\n" + t[len(HEADER):],
+                                    _bad_number, lambda t: b"\x00\x01 not a sweep table"],
+                         ids=["garbage", "garbage-line", "bad-number", "no-header"])
+def test_a_damaged_results_csv_is_a_clear_error(finished_sweep, tmp_path, capsys, damage, command):
+    """Garbage gave 'utf-8 codec can't decode byte' (no file named), a bad number 'invalid literal for int()';
+    --resume cut or reset the damaged file before failing."""
+    out = _copy(finished_sweep, tmp_path)
+    (out / "results.csv").write_bytes(damage((out / "results.csv").read_bytes()))
+    before = _files(out)
+    rc, err = _sweep_or_report(command, out, capsys)
+    assert rc == 2, err
+    assert f"{out / 'results.csv'}" in err and "Expected" in err and "--resume" in err
+    assert _files(out) == before
+
+
+def test_a_torn_last_line_of_runs_jsonl_is_ignored_and_repaired(finished_sweep, tmp_path):
+    """The report failed on it (JSONDecodeError), and the next run glued its entry onto the torn line."""
+    from svdgrad.sweep import tables
+
+    out = _copy(finished_sweep, tmp_path)
+    good = (out / runner.RUNS).read_bytes()
+    (out / runner.RUNS).write_bytes(good + good[:70])
+    assert tables.load_runs(out) == [json.loads(good)]
+    assert cli.main("sweep", ONE + ["--resume", "--out", str(out)]) == 0
+    text = (out / runner.RUNS).read_text()
+    assert text.startswith(good.decode()) and text.endswith("\n")
+    assert [r["resume"] for r in tables.load_runs(out)] == [False, True]
+
+
+@pytest.mark.parametrize("command", ["sweep", "report"])
+@pytest.mark.parametrize("damage", [lambda t: GARBAGE, lambda t: b"{bad\n" + t, lambda t: t + b"[1]\n"],
+                         ids=["garbage", "bad-first-line", "not-an-object"])
+def test_a_damaged_runs_jsonl_is_a_clear_error(finished_sweep, tmp_path, capsys, damage, command):
+    """A list line gave an AttributeError traceback in the report; --resume kept a bad line for good."""
+    out = _copy(finished_sweep, tmp_path)
+    (out / runner.RUNS).write_bytes(damage((out / runner.RUNS).read_bytes()))
+    before = _files(out)
+    rc, err = _sweep_or_report(command, out, capsys)
+    assert rc == 2, err
+    assert f"{out / runner.RUNS}" in err and "line" in err and "Expected" in err
+    assert _files(out) == before
+
+
+def test_the_next_sweep_removes_a_killed_writers_temporary(finished_sweep, tmp_path):
+    """A kill -9 inside an atomic write (grid.json, runs.jsonl, REPORT.md) left grid.json.PID.tmp for good."""
+    from .test_io import dead_pid
+
+    out = _copy(finished_sweep, tmp_path)
+    tmp = out / f"{runner.GRID}.{dead_pid()}.tmp"
+    tmp.write_text('{"methods": ["ex')
+    assert cli.main("sweep", ONE + ["--resume", "--out", str(out)]) == 0
+    assert not tmp.exists() and not list(out.glob("*.tmp"))

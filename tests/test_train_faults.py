@@ -697,3 +697,45 @@ def test_a_damaged_run_log_in_a_report_is_a_clear_error(tmp_path):
     (run / "log.jsonl").write_text('{"epoch": 1, "lr"')
     with pytest.raises(SvdgradError, match=r"log.jsonl; it is damaged"):
         report.load_runs(str(tmp_path))
+
+
+@pytest.mark.parametrize("name,content", [
+    ("summary.json", b'{"seed": 0, "ep'),
+    ("log.jsonl", b'{"epoch": 1, "lr"'),
+    ("probes.jsonl", bytes(range(256))),
+    ("landscape.jsonl", b"[1, 2]\n"),
+])
+def test_a_damaged_landscape_run_is_a_clear_error(tmp_path, name, content):
+    """The landscape report read its runs with bare json.loads: JSONDecodeError / UnicodeDecodeError /
+    AttributeError tracebacks, where the study report (``report._read_log``) names the file and the fix."""
+    from svdgrad.train import landscape_grid, landscape_report
+
+    part, protocol = next((p, n) for p, ps in landscape_grid.PARTS.items() for n in ps)
+    run = landscape_grid.run_dir(str(tmp_path), part, protocol, 0)
+    os.makedirs(run)
+    files = {"summary.json": b'{"seed": 0, "epochs": 1}', "log.jsonl": b'{"epoch": 1}\n',
+             "probes.jsonl": b'{"epoch": 1, "step": 1}\n', "landscape.jsonl": b'{"epoch": 1, "step": 1}\n'}
+    for f, data in {**files, name: content}.items():
+        with open(os.path.join(run, f), "wb") as fh:
+            fh.write(data)
+    with pytest.raises(SvdgradError, match=rf"{name}; it is damaged.*Delete that run's folder.*--resume"):
+        landscape_report.load(str(tmp_path), 1)
+
+
+@pytest.mark.parametrize("study", ["landscape", "hybrid"])
+def test_a_damaged_study_json_in_report_only_is_a_clear_error(tmp_path, capsys, study):
+    """--report-only read study.json with json.load: a JSONDecodeError traceback."""
+    (tmp_path / "study.json").write_text('{"seeds": 1, "gr')
+    assert cli_main("study", [study, "--report-only", "--out", str(tmp_path)]) == 2
+    assert "study.json; it is damaged" in capsys.readouterr().err
+
+
+def test_a_run_or_study_folder_loses_a_killed_writers_temporary(tmp_path):
+    """A kill -9 inside an atomic write (summary.json, checkpoint.pt, study.json) left NAME.PID.tmp for good;
+    the next run or study into the folder (it takes the folder's lock) removes it."""
+    from .test_io import dead_pid
+
+    tmp = tmp_path / f"checkpoint.pt.{dead_pid()}.tmp"
+    tmp.write_bytes(b"half a checkpoint")
+    with trainer._folder_lock(str(tmp_path)):
+        assert not tmp.exists()

@@ -299,7 +299,10 @@ def main(command: str, argv: list[str]) -> int:
     except KeyboardInterrupt:  # outside the run itself (report drawing): nothing to resume
         print(f"svdgrad {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (SvdgradError, ValueError, RuntimeError, OSError) as exc:
+    except SvdgradError as exc:  # bad input, a damaged file: as the other commands (svdgrad train, study)
+        print(f"svdgrad {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"svdgrad {command}: error: {exc}", file=sys.stderr)
         return 1
 

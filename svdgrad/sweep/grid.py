@@ -112,6 +112,34 @@ def reference_floor(kappa: float, n: int) -> float:
     return REFERENCE_FLOOR_FACTOR * (kappa + n) * 2.0 ** -52
 
 
+def _number(x, kind=(int, float)) -> bool:
+    return isinstance(x, kind) and not isinstance(x, bool)
+
+
+#: What each kind of Grid field holds in grid.json, by the start of its type (first match): (said as, check).
+_FIELD_KINDS = {
+    "tuple[str": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "tuple[int": ("a list of integers", lambda v: isinstance(v, list) and all(_number(x, int) for x in v)),
+    "tuple[tuple": ("a list of pairs", lambda v: isinstance(v, list) and all(isinstance(x, list) and len(x) == 2
+                                                                             for x in v)),
+    "int": ("an integer", lambda v: _number(v, int)),
+    "float": ("a number", _number),
+}
+
+
+def read_grid(path, *, fix: str) -> "Grid":
+    """The grid saved in ``path`` (grid.json); a damaged one raises SvdgradError naming it and ``fix``."""
+    from .._errors import SvdgradError
+    from .._io import read_json
+
+    d = read_json(path, fix=fix)
+    try:
+        return Grid.from_dict(d)
+    except SvdgradError as exc:
+        raise SvdgradError(f"Expected the sweep's grid in {path}, as `svdgrad sweep` writes it; it is damaged: "
+                           f"{exc}. {fix}") from None
+
+
 @dataclass(frozen=True)
 class Grid:
     """Axes of the sweep and the settings of its side studies.
@@ -264,10 +292,31 @@ class Grid:
 
     @classmethod
     def from_json(cls, text: str) -> "Grid":
-        d = json.loads(text)
-        d = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v)
-             for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        return cls(**d)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, d) -> "Grid":
+        """The grid of ``json.loads(grid.to_json())``; anything else (not an object, no methods, a field of
+        the wrong type) raises SvdgradError saying what, not a TypeError deep in the runner or the report.
+        Keys that are not fields (of an older or newer svdgrad) are ignored."""
+        from .._errors import SvdgradError
+
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or "methods" not in d:
+            received = f"an object with the keys {', '.join(d) or '(none)'}" if isinstance(d, dict) else \
+                f"a JSON {type(d).__name__}"
+            raise SvdgradError(f"expected a JSON object of the grid's fields (methods, {', '.join(cls.AXES[1:])}, "
+                               f"...); received {received}")
+        fields = {}
+        for k, v in d.items():
+            if k not in types:
+                continue
+            want, ok = next((kind for start, kind in _FIELD_KINDS.items() if types[k].startswith(start)),
+                            (types[k], lambda v: True))
+            if not ok(v):
+                raise SvdgradError(f"expected {k} to be {want}; received {json.dumps(v)[:80]}")
+            fields[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        return cls(**fields)
 
 
 def default_grid() -> Grid:

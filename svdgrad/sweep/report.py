@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._io import remove_stale_temporaries
 from . import figures, markdown, tables
 from .runner import REPORT, RESULTS
 from .store import write_atomic
@@ -43,6 +44,8 @@ def console_table(out: Path) -> str:
 def build(out: Path) -> Path:
     """Write REPORT.md and the figures into ``out`` from its results.csv / approx.csv / grid.json."""
     out = Path(out)
+    remove_stale_temporaries(out)  # (a killed report's or sweep's; only dead writers': no lock is needed)
+    runs = tables.load_runs(out)  # (every file read before any figure is drawn: damage is found first)
     all_rows = load(out)
     rows = tables.sqrt_rows(all_rows)
     g = load_grid(out)
@@ -83,6 +86,6 @@ def build(out: Path) -> Path:
     for n in tables.option_sizes(all_rows):
         if figures.fig_accuracy_cost(tables.accuracy_cost(all_rows, n), n, out / f"accuracy_cost_n{n}.png"):
             figs[f"accuracy_cost_{n}"] = f"accuracy_cost_n{n}.png"
-    text = markdown.write(rows, approx, g, ax, cells, figs, tables.load_runs(out), all_rows=all_rows)
+    text = markdown.write(rows, approx, g, ax, cells, figs, runs, all_rows=all_rows)
     write_atomic(out / REPORT, text)
     return out / REPORT

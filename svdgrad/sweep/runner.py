@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from .._io import remove_stale_temporaries
 from .cells import COLUMNS, GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA, CellTask, ns_variant, run_cell
-from .grid import Grid, available_baselines
+from .grid import Grid, available_baselines, read_grid
 from .store import ResultStore, write_atomic, write_table
 
 #: Files of an output directory.
@@ -21,6 +22,12 @@ GRID = "grid.json"
 REPORT = "REPORT.md"
 LOCK = ".lock"
 RUNS = "runs.jsonl"
+
+#: What to do about a damaged grid.json / runs.jsonl (the messages name the file and the damage).
+GRID_FIX = ("Delete it and run again: `svdgrad sweep --resume` then records its own grid (the rows in results.csv "
+            "are kept), and `svdgrad report` orders the methods by the default grid.")
+RUNS_FIX = ("It only lists the finished runs for REPORT.md: delete that line (or the file) and run again; "
+            "results.csv is not affected.")
 
 BACKENDS = ("loky", "ray")
 
@@ -292,16 +299,29 @@ def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", re
         raise SweepLocked(f"another sweep is writing to {out} (it holds the lock {out / LOCK}); "
                           f"wait for it to finish, or choose a different directory with --out") from None
     try:
+        remove_stale_temporaries(out)  # (a killed sweep's half-written grid.json, runs.jsonl, ...)
+        runs = read_runs(out / RUNS) if resume else []  # (damage found before hours of work, not after)
         stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
                            ray_address=ray_address, log=log)
-        _log_run(out / RUNS, stats, resume=resume, command=command, jobs=stats.jobs, backend=backend)
+        _log_run(out / RUNS, stats, resume=resume, command=command, jobs=stats.jobs, backend=backend, runs=runs)
         return stats
     finally:
         lock.release()
 
 
-def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, jobs: int, backend: str):
-    """One JSON line per finished run (a fresh run starts the file again); the report lists them."""
+def read_runs(path: Path) -> list[dict]:
+    """The entries of runs.jsonl (none if it is missing).  A torn last line (the file is rewritten whole,
+    atomically, but may come from elsewhere) is ignored, and dropped by the next run; other damage raises
+    SvdgradError naming the file and the line."""
+    from .._io import read_jsonl
+
+    return read_jsonl(path, fix=RUNS_FIX, torn_tail=True) if Path(path).exists() else []
+
+
+def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, jobs: int, backend: str,
+             runs: list[dict]):
+    """One JSON line per finished run after ``runs`` (the earlier ones; none: a fresh run starts the file
+    again); the report lists them."""
     import datetime
     import json
 
@@ -313,8 +333,7 @@ def _log_run(path: Path, stats: "SweepStats", *, resume: bool, command: str, job
              "torch": torch.__version__, "skipped_baselines": skipped,
              "cpus": os.cpu_count(), "matrices": stats.matrices, "rows_written": stats.written_rows,
              "error_rows": stats.error_rows, "seconds": round(stats.seconds, 1), "host": provenance()}
-    old = path.read_text() if (resume and path.exists()) else ""
-    write_atomic(path, old + json.dumps(entry) + "\n")
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in runs + [entry]))
 
 
 class _Progress:
@@ -349,18 +368,16 @@ class _Progress:
 def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address, log=print) -> SweepStats:
     t0 = time.perf_counter()
     store = ResultStore(out / RESULTS)
+    covered = grid
     if resume:
+        done = store.done_keys()  # (read first: a damaged table is an error, and is left as it is)
+        if (out / GRID).exists():
+            # grid.json describes what results.csv covers: a narrower grid resumed into a folder adds to it.
+            covered = read_grid(out / GRID, fix=GRID_FIX).union(grid)
         store.repair()
     else:
         store.reset()
-    done = store.done_keys()
-    covered = grid
-    if resume and (out / GRID).exists():
-        # grid.json describes what results.csv covers: a narrower grid resumed into a folder adds to it.
-        try:
-            covered = Grid.from_json((out / GRID).read_text()).union(grid)
-        except (ValueError, TypeError):
-            covered = grid
+        done = set()
     write_atomic(out / GRID, covered.to_json() + "\n")
     write_table(out / APPROX, approximation_rows(grid), APPROX_COLUMNS)
     tasks = plan(grid, done)

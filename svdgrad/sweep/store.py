@@ -19,10 +19,18 @@ import math
 import os
 from pathlib import Path
 
+from .._errors import SvdgradError
 from .._io import write_atomic
 from .cells import COLUMNS, KEY
 
 _INT_KEYS = ("n", "log10_kappa", "seed")
+
+#: The number columns of results.csv ('' is a missing value; nan and inf are numbers).
+NUMERIC = tuple(c for c in COLUMNS if c not in KEY and c not in ("reference", "error"))
+
+#: What to do about a damaged results.csv (the message names the file, the line and the damage).
+RESULTS_FIX = ("Delete that line and run `svdgrad sweep` again with the same options and --resume: it "
+               "recomputes the missing rows (or move the file away and start again with --overwrite).")
 
 
 def format_value(v) -> str:
@@ -104,27 +112,57 @@ class ResultStore:
         """True if the file holds at least one complete row, or is not a results table at all."""
         try:
             return bool(self.load())
-        except (ValueError, UnicodeDecodeError):
+        except SvdgradError:
             return True
 
     def done_keys(self) -> set[tuple]:
         return {row_key(r) for r in self.load()}
 
 
-def read_rows(path: Path, columns=COLUMNS) -> list[dict]:
+def read_rows(path: Path, columns=COLUMNS, *, ints=_INT_KEYS, floats=NUMERIC, fix=RESULTS_FIX) -> list[dict]:
+    """The complete rows of a table written by this module, as dicts of strings.
+
+    What a kill can leave is not an error: the torn last line (cut at any byte, even inside a
+    character) is dropped, and so are lines with the wrong number of fields.  Anything else (another
+    header, bytes that are not UTF-8 text, a row whose ``ints`` / ``floats`` columns are not numbers)
+    raises SvdgradError naming the file, the line and ``fix``.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
+    data = path.read_bytes()
+    complete, torn = data[: data.rfind(b"\n") + 1], data[data.rfind(b"\n") + 1:]
+    header_text = _csv_text([], columns, header=True)
+
+    def damaged(line: int, what: str) -> SvdgradError:
+        return SvdgradError(f"Expected a CSV table in {path}, as `svdgrad sweep` writes it; line {line} {what}. {fix}")
+
+    if not complete:
+        if header_text.encode().startswith(torn):  # (empty, or a kill inside the header)
+            return []
+        raise damaged(1, f"is not its header: received {torn[:60]!r}; expected {header_text.strip()!r}")
+    try:
+        text = complete.decode()
+    except UnicodeDecodeError as exc:
+        raise damaged(complete.count(b"\n", 0, exc.start) + 1, f"is not text ({exc.reason} at byte {exc.start})") \
+            from None
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        return []
+    header = next(reader)
     if tuple(header) != tuple(columns):
-        raise ValueError(f"{path}: unexpected header {header}; expected {list(columns)}")
-    return [dict(zip(columns, rec)) for rec in reader if len(rec) == len(columns)]
+        raise damaged(1, f"is another header: received {','.join(header)[:200]!r}; expected "
+                         f"{header_text.strip()!r}")
+    rows = []
+    for rec in reader:
+        if len(rec) != len(columns):
+            continue
+        row = dict(zip(columns, rec))
+        for c, kind in [(c, int) for c in ints if c in row] + [(c, to_float) for c in floats if c in row]:
+            try:
+                kind(row[c])
+            except ValueError:
+                raise damaged(reader.line_num, f"has {c} = {row[c][:40]!r}, not a number") from None
+        rows.append(row)
+    return rows
 
 
 def to_float(s: str) -> float:

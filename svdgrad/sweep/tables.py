@@ -7,21 +7,19 @@ a tiny results file.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from . import grid as grid_mod
-from .cells import COLUMNS, KEY, REF_EXACT64, REF_MPMATH, REF_SELF, parse_ns_variant
-from .grid import Grid, default_grid
-from .runner import APPROX, APPROX_COLUMNS, GRID, RESULTS, RUNS
-from .store import read_rows, to_float
+from .cells import REF_EXACT64, REF_MPMATH, REF_SELF, parse_ns_variant
+from .grid import Grid, default_grid, read_grid
+from .runner import APPROX, APPROX_COLUMNS, GRID, GRID_FIX, RESULTS, RUNS, read_runs
+from .store import NUMERIC, read_rows, to_float
 
 EPS64 = 2.0 ** -52
 EPS32 = 2.0 ** -23
-_NUMERIC = [c for c in COLUMNS if c not in KEY and c not in ("reference", "error")]
 
 # ---------------------------------------------------------------------------
 # Loading and aggregation.
@@ -34,7 +32,7 @@ def load(out: Path) -> list[dict]:
         t = dict(r)
         for k in ("n", "log10_kappa", "seed"):
             t[k] = int(t[k])
-        for k in _NUMERIC:
+        for k in NUMERIC:
             t[k] = to_float(t[k])
         rows.append(t)
     return rows
@@ -42,7 +40,7 @@ def load(out: Path) -> list[dict]:
 
 def load_grid(out: Path) -> Grid:
     p = Path(out) / GRID
-    return Grid.from_json(p.read_text()) if p.exists() else default_grid()
+    return read_grid(p, fix=GRID_FIX) if p.exists() else default_grid()
 
 
 def median(xs) -> float:
@@ -225,14 +223,12 @@ def load_approx(out: Path) -> list[dict]:
     if not (out / APPROX).exists():
         return []
     return [{k: (v if k in ("kind", "degree") else float(v)) for k, v in r.items()}
-            for r in read_rows(out / APPROX, APPROX_COLUMNS)]
+            for r in read_rows(out / APPROX, APPROX_COLUMNS, floats=APPROX_COLUMNS[2:],
+                               fix="Run `svdgrad sweep --resume` with the same options: it rewrites approx.csv.")]
 
 
 def load_runs(out: Path) -> list[dict]:
-    p = Path(out) / RUNS
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return read_runs(Path(out) / RUNS)
 
 
 #: Ranges of 1 − x of the approximation table: [lo, hi).

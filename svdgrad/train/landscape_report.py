@@ -6,20 +6,17 @@ Markdown writer (``write_report``).  Imports the grid (``landscape_grid``) and `
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 from . import stats
 from .landscape_grid import LABELS, PARTS, SHARED, run_dir
-from .report import mean_std
+from .report import _read_json, _read_log, mean_std, read_study
 
 
 def _read_jsonl(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """A finished run's log; probes.jsonl and landscape.jsonl may be missing (probes off)."""
+    return _read_log(path) if os.path.exists(path) else []
 
 
 def load(out: str, seeds: int) -> dict[tuple[str, str], list[dict]]:
@@ -31,8 +28,7 @@ def load(out: str, seeds: int) -> dict[tuple[str, str], list[dict]]:
             d = run_dir(out, part, name, seed)
             if not os.path.exists(os.path.join(d, "summary.json")):
                 continue
-            with open(os.path.join(d, "summary.json")) as f:
-                summary = json.load(f)
+            summary = _read_json(os.path.join(d, "summary.json"))
             runs.setdefault((part, name), []).append({
                 "seed": seed, "summary": summary, "history": _read_jsonl(os.path.join(d, "log.jsonl")),
                 "probes": _read_jsonl(os.path.join(d, "probes.jsonl")),
@@ -268,8 +264,7 @@ def _what_ran(runs, study) -> list[str]:
 
 
 def write_report(out: str) -> str:
-    with open(os.path.join(out, "study.json")) as f:
-        study = json.load(f)
+    study = read_study(out)
     runs = load(out, study["seeds"])
     base = study["grid"]["base"]
     if runs.get(("probes", "gap")) or runs.get(("probes", "gcp-ns")):

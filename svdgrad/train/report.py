@@ -35,16 +35,21 @@ def _read_json(path: str):
     return read_json(path, fix="Delete that run's folder and run the study again with --resume (it re-runs that run).")
 
 
-def _read_log(path: str) -> list[dict]:
-    """The epochs of a run's log.jsonl; a damaged one raises SvdgradError naming it (it was a traceback)."""
-    from .._errors import SvdgradError
+def read_study(out: str) -> dict:
+    """``out``/study.json; a damaged one raises SvdgradError naming it (--report-only gave a traceback)."""
+    from .._io import read_json
 
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SvdgradError(f"Expected one JSON object per line in {path}; it is damaged ({type(exc).__name__}: "
-                           f"{exc}). Delete that run's folder and run the study again with --resume.") from None
+    return read_json(os.path.join(out, "study.json"), fix=f"Delete it and run the study again with --resume: the "
+                     f"runs in {out} are kept, and only the missing ones run.")
+
+
+def _read_log(path: str) -> list[dict]:
+    """The lines of a finished run's log (log.jsonl, probes.jsonl, ...); a damaged one (its last line too: the
+    run finished, so nothing was torn by a kill) raises SvdgradError naming it (it was a traceback)."""
+    from .._io import read_jsonl
+
+    return read_jsonl(path, fix="Delete that run's folder and run the study again with --resume (it re-runs that "
+                                "run).")
 
 
 def load_runs(out: str) -> dict[str, list[dict]]:
@@ -550,8 +555,7 @@ def _data_line(s) -> str:
 def write_report(out: str) -> str:
     runs = load_runs(out)
     stopped = load_stopped(out)
-    with open(os.path.join(out, "study.json")) as f:
-        study = json.load(f)
+    study = read_study(out)
     settings = study["settings"]
     switches = {switch_of(rs) for p, rs in runs.items() if p in HYBRIDS} - {None}
     switch = min(switches) if switches else None

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from .. import _methods
 from .._errors import SvdgradError
-from .._io import provenance, write_atomic
+from .._io import provenance, remove_stale_temporaries, write_atomic
 from . import data, ddp, schedules
 
 PROTOCOLS = ("ns", "svd", "hybrid")
@@ -601,6 +601,7 @@ def _folder_lock(out: str, what: str = "run"):
         raise SvdgradError(f"Expected --out to be a folder that can be created and written; received {out!r} "
                            f"({exc.strerror or exc}). Choose another --out.") from None
     try:
+        remove_stale_temporaries(out)  # (a killed run's half-written checkpoint, summary, ...)
         yield
     finally:
         lock.release()
