@@ -172,7 +172,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     if isinstance(p, torch.Tensor) and not m.has_eigenvalues and p.requires_grad:
         raise SvdgradError(f"The gradient with respect to p needs an eigen method; received {m.name!r}.")
     check_matrix(A)
-    if A.shape[-1] == 0:
+    if A.numel() == 0:  # an empty batch or n = 0
         return _empty_result(A, p)
     # A method whose backward does not take its cotangent at order one (the iterative ones, power_iteration)
     # gets the cast pair below in its own dtype too, for a matrix far from order one (``_scaled_pair``,
@@ -182,8 +182,6 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     T, e, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable,
                                             fold=m.folds_input_scale or ("extreme" if pair else False))
     pair = pair and e is not None
-    if T.numel() == 0:
-        return T.to(in_dtype)
     # A compute dtype narrower than the input's (float64 computed in float32): the scaling law's factor on
     # every derivative is applied on the wide side of the cast (NarrowIn/NarrowOut), where it fits.
     wide = _work_dtype(in_dtype)
@@ -279,9 +277,11 @@ def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool)
 
 
 def _empty_result(A: torch.Tensor, p=None) -> torch.Tensor:
-    """f(A) of n = 0 matrices (*, 0, 0): empty, in A's dtype, as torch.linalg.eigh gives empty results.
+    """f(A) of an empty batch (0, n, n) or of n = 0 matrices (*, 0, 0): empty, in A's dtype, as
+    torch.linalg.eigh gives empty results.
 
-    Formed from A (and a tensor p) so that gradients flow, as empty (and zero) tensors.
+    Formed from A (and a tensor p) so that gradients flow, as empty (and zero) tensors: p's gradient is then
+    zero, not None, as torch gives for an empty sum that depends on p.
     """
     return A + 0 * p if isinstance(p, torch.Tensor) else A.clone()
 

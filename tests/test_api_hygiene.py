@@ -17,6 +17,7 @@ Session 17 (the sections at the end; each test quotes the error it got before):
   ("Tensor.item() cannot be called on meta tensors", "NestedTensorImpl doesn't support sizes").
 - gram_sqrtm told a 2-D NumPy array that it lacked dimensions; the layers took a list to an
   AttributeError, and Whitening returned an integer input whitened then truncated to integers.
+- powm(A, p) with an empty batch (0, n, n) left p.grad None (torch: a zero gradient).
 """
 
 import threading
@@ -210,6 +211,21 @@ def test_layers_refuse_a_nested_input(layer):
     x = _nested(shape[1:], shape[1:])
     with pytest.raises(SvdgradError, match="nested tensor.*pass a padded tensor or a list"):
         make()(x)
+
+
+@pytest.mark.parametrize("method", ["exact", "ordinary", "pade"])
+@pytest.mark.parametrize("shape", [(0, 3, 3), (0, 2, 3, 3), (2, 0, 0)])
+@pytest.mark.parametrize("p_dtype", [torch.float32, torch.float64])
+def test_powm_empty_batch_gives_zero_gradients_in_p_and_A(method, shape, p_dtype):
+    """An empty batch (0, 3, 3) gave p.grad None: torch's convention for an empty sum that depends on p is a
+    zero gradient (n = 0 gave it already)."""
+    A = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    p = torch.tensor(0.5, dtype=p_dtype, requires_grad=True)
+    F = svdgrad.powm(A, p, method)
+    assert F.shape == shape and F.dtype == A.dtype
+    F.sum().backward()
+    assert p.grad is not None and p.grad.shape == () and p.grad.dtype == p_dtype and float(p.grad) == 0.0
+    assert A.grad is not None and A.grad.shape == shape and not A.grad.any()
 
 
 @pytest.mark.parametrize("gram", ["gram_sqrtm", "gram_inv_sqrtm"])
