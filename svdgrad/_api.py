@@ -444,7 +444,10 @@ matrix_function.__doc__ = """U f(Λ) Uᵀ for a user's spectral function: ``f`` 
     the quotient is used where |λi − λj| > eps^(1/3)·max(|λi|, |λj|) and
     f′ at the midpoint below, which bounds the error by O(eps^(2/3))
     relative (cancellation on one side, truncation on the other).  A is not
-    rescaled for a user's f: it sees A's own (floored) eigenvalues.
+    rescaled for a user's f: it sees A's own (floored) eigenvalues.  f, df
+    and dd return real tensors of the eigenvalues' shape, on their device;
+    another real dtype (float64 for float32 eigenvalues, bool) is cast to
+    theirs, a complex one raises SvdgradError.
 """ + _COMMON
 
 
