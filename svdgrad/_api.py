@@ -22,8 +22,8 @@ from . import _kernels
 from ._kernels import cast, scale_exponent, sym2, times_pow2
 from ._methods import Exact, Method, _option_names, get_k_rule, get_method, methods
 from ._spectral import InvSqrt, Log, Power, SpectralFunction, Sqrt, UserFunction, functions
-from ._validate import (FLOAT_DTYPES, HALF_DTYPES, check_dense_float, check_matrix, check_psd, check_values, is_traced,
-                        max_abs, psd_violations)
+from ._validate import (FLOAT_DTYPES, HALF_DTYPES, check_dense_float, check_has_data, check_matrix, check_psd,
+                        check_values, is_traced, max_abs, psd_violations)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -77,7 +77,9 @@ PAIR_FROM_K = 8.0
 
 
 def _prepare(A, m: Method, *, scale: bool = True, fold: bool | str = False):
-    """Checks, then the method's input: T = A/(2·4^k) in the working dtype (the caller casts it), T + Tᵀ = sym(A)/4^k.
+    """The value checks, then the method's input: T = A/(2·4^k) in the working dtype, T + Tᵀ = sym(A)/4^k.
+
+    The caller casts T, and has run ``check_matrix(A)`` (before its shortcut for empty input).
 
     Returns (X, e, S, k, input dtype, compute dtype); k (*) is the per-matrix
     power-of-two exponent (``_kernels.scale_exponent``); k = 0 without
@@ -95,7 +97,6 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool | str = False):
     normal number: max|A| near either end of the range; or under torch.func
     transforms, where nothing may be synchronized).
     """
-    check_matrix(A)
     work = cast(A, _work_dtype(A.dtype))  # scale before any cast that could overflow
     cdtype = _compute_dtype(A, m)
     folded = bool(fold) and scale and work.numel() > 0
@@ -171,8 +172,8 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         raise _unsupported(fn, m, entry)
     if isinstance(p, torch.Tensor) and not m.has_eigenvalues and p.requires_grad:
         raise SvdgradError(f"The gradient with respect to p needs an eigen method; received {m.name!r}.")
-    if isinstance(A, torch.Tensor) and A.dim() >= 2 and A.shape[-1] == 0:
-        check_matrix(A)  # (only here: _prepare checks every other A)
+    check_matrix(A)
+    if A.numel() == 0:  # an empty batch or n = 0
         return _empty_result(A, p)
     # A method whose backward does not take its cotangent at order one (the iterative ones, power_iteration)
     # gets the cast pair below in its own dtype too, for a matrix far from order one (``_scaled_pair``,
@@ -182,8 +183,6 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     T, e, S, k, in_dtype, cdtype = _prepare(A, m, scale=fn.scalable,
                                             fold=m.folds_input_scale or ("extreme" if pair else False))
     pair = pair and e is not None
-    if T.numel() == 0:
-        return T.to(in_dtype)
     # A compute dtype narrower than the input's (float64 computed in float32): the scaling law's factor on
     # every derivative is applied on the wide side of the cast (NarrowIn/NarrowOut), where it fits.
     wide = _work_dtype(in_dtype)
@@ -282,9 +281,11 @@ def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool)
 
 
 def _empty_result(A: torch.Tensor, p=None) -> torch.Tensor:
-    """f(A) of n = 0 matrices (*, 0, 0): empty, in A's dtype, as torch.linalg.eigh gives empty results.
+    """f(A) of an empty batch (0, n, n) or of n = 0 matrices (*, 0, 0): empty, in A's dtype, as
+    torch.linalg.eigh gives empty results.
 
-    Formed from A (and a tensor p) so that gradients flow, as empty (and zero) tensors.
+    Formed from A (and a tensor p) so that gradients flow, as empty (and zero) tensors: p's gradient is then
+    zero, not None, as torch gives for an empty sum that depends on p.
     """
     return A + 0 * p if isinstance(p, torch.Tensor) else A.clone()
 
@@ -397,8 +398,9 @@ def powm(A: torch.Tensor, p, method="exact", **options) -> torch.Tensor:
         if moves and p.device.type != "cpu":  # as torch: a 0-dim CPU tensor goes with any device, no other
             raise SvdgradError(f"Expected p on A's device ({A.device}) or a 0-dim CPU tensor; received p on "
                                f"{p.device}. Move it with p.to(A.device).")
-        # The value check synchronizes: not while traced (it could not), and not with check=False
-        if m.check and not is_traced(p) and not math.isfinite(float(p.detach())):
+        # The value check synchronizes: not while traced (it could not), and not with check=False; a meta p
+        # (then on A's device, or A is no tensor) has no value: A's own check refuses it (``check_has_data``)
+        if m.check and not is_traced(p) and not p.is_meta and not math.isfinite(float(p.detach())):
             raise SvdgradError(f"Expected a finite exponent p; received p={float(p.detach())} (a 0-dim tensor). "
                                f"Check what produced p, or pass check=False to skip the value checks.")
         if moves:
@@ -446,7 +448,10 @@ matrix_function.__doc__ = """U f(Λ) Uᵀ for a user's spectral function: ``f`` 
     the quotient is used where |λi − λj| > eps^(1/3)·max(|λi|, |λj|) and
     f′ at the midpoint below, which bounds the error by O(eps^(2/3))
     relative (cancellation on one side, truncation on the other).  A is not
-    rescaled for a user's f: it sees A's own (floored) eigenvalues.
+    rescaled for a user's f: it sees A's own (floored) eigenvalues.  f, df
+    and dd return real tensors of the eigenvalues' shape, on their device;
+    another real dtype (float64 for float32 eigenvalues, bool) is cast to
+    theirs, a complex one raises SvdgradError.
 """ + _COMMON
 
 
@@ -503,7 +508,11 @@ def _gram(X, inverse: bool, entry: str, args: tuple, **options) -> torch.Tensor:
         opts = Exact(eps=o["eps"], compute_dtype=o["compute_dtype"], check=o["check"])
     except SvdgradError as exc:
         raise SvdgradError(str(exc).replace(" for exact", f" for svdgrad.{entry}")) from None
-    if not isinstance(X, torch.Tensor) or X.dim() < 2:
+    if not isinstance(X, torch.Tensor):
+        raise SvdgradError(f"Expected X to be a torch.Tensor of shape (*, d, N) for {entry}; received {describe(X)}. "
+                           f"Convert it with torch.as_tensor(...) first.")
+    check_has_data(X, name="X", entry=entry)
+    if X.dim() < 2:
         raise SvdgradError(f"Expected features X of shape (*, d, N) with at least 2 dimensions for {entry}; "
                            f"received {describe(X)}. For a covariance Σ = X Xᵀ use svdgrad.sqrtm(Σ) instead.")
     check_dense_float(X, name="X", entry=entry)
@@ -592,8 +601,8 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
         raise SvdgradError(f"svdgrad.eigh takes its K-rule as backward=...; received method={options['method']!r}. "
                            f"Write svdgrad.eigh(A, backward={options['method']!r}).")
     rule = get_k_rule(backward, **options)
-    if isinstance(A, torch.Tensor) and A.dim() >= 2 and A.shape[-1] == 0:  # n = 0: empty, as torch.linalg.eigh
-        check_matrix(A)  # (only here: _prepare checks every other A)
+    check_matrix(A)
+    if A.shape[-1] == 0:  # n = 0: empty, as torch.linalg.eigh
         return A.diagonal(dim1=-2, dim2=-1).clone(), A.clone()  # (*, 0), (*, 0, 0), with A's graph
     T, _, _, k, in_dtype, cdtype = _prepare(A, rule)
     T = guard(T, rule.name, message=unsupported_message(

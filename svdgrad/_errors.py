@@ -13,6 +13,10 @@ class SvdgradError(ValueError):
 
 def describe(A) -> str:
     """Short ``shape=(..), dtype=..`` description of a tensor for messages."""
+    if getattr(A, "is_nested", False):  # (a nested tensor has no shape: A.shape raises a RuntimeError)
+        shapes = [tuple(t.shape) for t in A.unbind()]
+        listed = ", ".join(map(str, shapes[:3])) + (", ..." if len(shapes) > 3 else "")
+        return f"a nested tensor of {len(shapes)} tensor{'s' * (len(shapes) != 1)}, shapes {listed}, dtype={A.dtype}"
     try:
         return f"shape={tuple(A.shape)}, dtype={A.dtype}"
     except AttributeError:

@@ -268,7 +268,13 @@ class Power(SpectralFunction):
 
 def _user_result(out, shape, like: torch.Tensor, what: str) -> torch.Tensor:
     """A user's f, df or dd result, checked: a tensor of exactly ``shape`` (a broadcastable one of another
-    shape, say (1,) from f = lambda x: x[..., :1], would spread silently over every eigenvalue)."""
+    shape, say (1,) from f = lambda x: x[..., :1], would spread silently over every eigenvalue), real, on the
+    eigenvalues' device, and taken in their dtype.
+
+    A real result of another dtype (f computed in float64 for float32 eigenvalues, an integer or a bool
+    one: f = λ > 1 is a spectral projector) is cast to theirs; in the kernels a wider one failed ("expected
+    m1 and m2 to have the same dtype"), and a bool one in the fallback divided difference.  A complex result
+    (torch.sqrt of a complex λ) has no real matrix function: refused."""
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
         got = f"shape={tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise SvdgradError(
@@ -276,7 +282,19 @@ def _user_result(out, shape, like: torch.Tensor, what: str) -> torch.Tensor:
             f"eigenvalue, elementwise); received {got} for eigenvalues of shape {tuple(like.shape)}. Write f with "
             f"elementwise torch operations, e.g. torch.exp."
         )
-    return out
+    if out.dtype.is_complex:
+        raise SvdgradError(
+            f"Expected {what} of svdgrad.matrix_function to return a real tensor; received dtype={out.dtype} for "
+            f"eigenvalues of dtype {like.dtype}. svdgrad computes real matrix functions of symmetric matrices: "
+            f"return the real values (e.g. torch.sqrt(λ.clamp_min(0)), or .real where the imaginary part is zero)."
+        )
+    if out.device != like.device:
+        raise SvdgradError(
+            f"Expected {what} of svdgrad.matrix_function to return a tensor on the eigenvalues' device "
+            f"({like.device}); received {out.device}. Return it with .to(λ.device), or compute it with torch "
+            f"operations on λ."
+        )
+    return out if out.dtype == like.dtype else out.to(like.dtype)
 
 
 @dataclass(frozen=True)
@@ -315,7 +333,8 @@ class UserFunction(SpectralFunction):
         lo, hi, delta = _ordered(Li, Lj)
         near = delta <= eps ** (1 / 3) * torch.maximum(lo.abs(), hi.abs())
         safe = torch.where(near, torch.ones_like(delta), delta)
-        quotient = (_user_result(self.fn(hi), hi.shape, hi, "f(λ)") - self.fn(lo)) / safe
+        f_hi, f_lo = (_user_result(self.fn(x), x.shape, x, "f(λ)") for x in (hi, lo))
+        quotient = (f_hi - f_lo) / safe
         mid = lo + 0.5 * (hi - lo)  # (0.5·(lo + hi) overflows above max/2)
         return torch.where(near, _user_result(self.dfn(mid), mid.shape, mid, "df(λ)"), quotient)
 

@@ -40,6 +40,7 @@ def check_matrix(A, *, name: str = "A") -> None:
             f"Expected {name} to be a torch.Tensor of shape (*, n, n); received "
             f"{describe(A)}. Convert it with torch.as_tensor(...) first."
         )
+    check_has_data(A, name=name)
     if A.dim() < 2:
         raise SvdgradError(
             f"Expected {name} of shape (*, n, n) with at least 2 dimensions; received "
@@ -52,6 +53,31 @@ def check_matrix(A, *, name: str = "A") -> None:
             f"covariance X @ X.mT / N instead."
         )
     check_dense_float(A, name=name)
+
+
+def check_has_data(A: torch.Tensor, *, name: str = "A", entry: str | None = None) -> None:
+    """A tensor with a shape and values: not nested, not on the meta device.
+
+    A nested tensor has no shape (``A.shape`` raises) and a meta tensor no
+    values (the scale and value checks read them): both failed deep inside
+    with a RuntimeError.  Two attribute reads, no tensor operation.
+    """
+    if A.is_nested:
+        what = f"{name} in {entry}" if entry else name
+        raise SvdgradError(
+            f"Expected a dense tensor of shape (*, n, n) for {what}; received {describe(A)}. svdgrad works on "
+            f"batches of equal-size matrices: pass a padded tensor or a list, that is torch.stack({name}.unbind()) "
+            f"where every entry has the same size (pad a smaller matrix block-diagonally with an identity block), "
+            f"or one call per entry: [... for M in {name}.unbind()]."
+        )
+    if A.is_meta:
+        what = f"{name} in {entry}" if entry else name
+        raise SvdgradError(
+            f"Expected a tensor with values for {what}; received one on the meta device ({describe(A)}), which "
+            f"has no data: svdgrad reads the values (to scale and check them, and to decompose). Pass a tensor "
+            f"with values on the CPU or an accelerator (module.to_empty(device=...) then load the weights, for a "
+            f"module built on meta)."
+        )
 
 
 def check_dense_float(A: torch.Tensor, *, name: str = "A", entry: str | None = None) -> None:

@@ -54,9 +54,10 @@ from torch import nn
 
 from . import _methods
 from ._api import gram_sqrtm, inv_sqrtm, sqrtm
-from ._errors import SvdgradError
+from ._errors import SvdgradError, describe
 from ._kernels import times_pow2_halves
 from ._methods import get_method, methods
+from ._validate import check_dense_float, check_has_data
 
 __all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "Whitening", "SmallResNet",
            "covariance", "triu_vector", "ROUTES", "NORMS"]
@@ -93,6 +94,19 @@ def _reduction(in_channels: int, reduced_channels: int | None) -> nn.Module:
         nn.BatchNorm2d(reduced_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def _check_input(x, layer: str, *, needs_data: bool = True) -> None:
+    """A layer's input x: a dense real floating tensor with values (``_validate``).  ``needs_data=False`` lets a
+    meta tensor through where the forward reads no value (shapes alone propagate).  Before, a list, a nested or a
+    meta x failed deep inside (AttributeError, RuntimeError), and Whitening returned an integer input whitened
+    then truncated to integers (a complex one with its imaginary part dropped)."""
+    if not isinstance(x, torch.Tensor):
+        raise SvdgradError(f"Expected x to be a torch.Tensor for {layer}; received {describe(x)}. Convert it with "
+                           f"torch.as_tensor(...) first.")
+    if needs_data or not x.is_meta:
+        check_has_data(x, name="x", entry=layer)
+    check_dense_float(x, name="x", entry=layer)
 
 
 def _check_channels(name: str, value, allow_none: bool) -> None:
@@ -273,6 +287,7 @@ class CovariancePooling(nn.Module):
         return _gram_sqrtm(M, self._method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, type(self).__name__)
         if self._route == "covariance":
             M = S = self.covariance(x)  # (B, d, d)
             tr = S.detach().diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
@@ -527,6 +542,7 @@ class Whitening(nn.Module):
         self._method = m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, "Whitening", needs_data=self.training)  # (in eval mode the running statistics need none)
         C, g, G = self.num_features, self.group_size, self.num_groups
         if x.dim() < 2 or x.shape[1] != C:
             raise SvdgradError(f"Expected an input (B, C), (B, C, L) or (B, C, H, W) with {C} channels; received "

@@ -8,6 +8,10 @@
   float32): inf/NaN came back silently.  Now refused.
 - ``power_iteration`` under ``matrix_function`` (no rescaling) took norms of unscaled vectors, whose
   squares overflow or underflow outside 1e±19 (float32): zeros came back.
+- (session 17) what a user's f, df, dd return: a complex result reached the kernels (RuntimeError "expected
+  m1 and m2 to have the same dtype"), as did a float64 f for a float32 A; a bool f failed in the fallback
+  divided difference, a result on another device in a kernel.  Complex and another device are refused,
+  naming f/df/dd and the dtype or device; a real result of another dtype is cast to the eigenvalues'.
 """
 
 import math
@@ -148,3 +152,76 @@ def test_gram_narrow_compute_dtype_carries_any_cotangent(g):
     got = _gram_vjp("gram_sqrtm", X, G * g, compute_dtype=torch.float32)
     assert torch.isfinite(got).all() and float(got.abs().max()) > 0
     assert float((got / g - ref).norm() / ref.norm()) <= 10 * EPS[torch.float32]  # (G·1e∓50 rounds to float32)
+
+
+# --- session 17: what a user's f, df, dd return ---------------------------------------------------------------------
+
+_A2 = [[2.0, 0.5], [0.5, 1.0]]
+
+
+@pytest.mark.parametrize("which", ["f", "df", "dd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cdtype", [torch.complex64, torch.complex128])
+def test_a_user_function_with_a_complex_result_is_refused(which, dtype, cdtype):
+    """Before: RuntimeError "expected m1 and m2 to have the same dtype, but got: c10::complex<double> != double"
+    (f) or "result type ComplexDouble can't be cast to the desired output type Double" (df, dd), from a kernel."""
+    A = torch.tensor(_A2, dtype=dtype, requires_grad=True)
+    f, df, dd = torch.exp, torch.exp, None
+    if which == "f":
+        f = lambda x: torch.sqrt(x.to(cdtype))  # noqa: E731
+    elif which == "df":
+        df = lambda x: x.to(cdtype)  # noqa: E731
+    else:
+        dd = lambda a, b: (a * b).to(cdtype)  # noqa: E731
+    with pytest.raises(SvdgradError, match=rf"Expected {which}\(.*real tensor.*received dtype={cdtype}.*"
+                                           rf"eigenvalues of dtype {dtype}"):
+        svdgrad.matrix_function(A, f, df, dd=dd).sum().backward()
+
+
+def _wide_exp_divided_difference(a, b):
+    a, b = a.double(), b.double()
+    gap = b - a
+    return torch.where(gap == 0, a.exp(), (b.exp() - a.exp()) / torch.where(gap == 0, 1.0, gap))
+
+
+@pytest.mark.parametrize("which", ["f", "df", "dd"])
+def test_a_user_function_in_another_real_dtype_is_taken_in_the_eigenvalues_dtype(which):
+    """f computed in float64 for a float32 A: before, RuntimeError "expected m1 and m2 to have the same dtype,
+    but got: double != float" (f); the result is f rounded to float32, gradients included."""
+    A = torch.tensor(_A2, dtype=torch.float32, requires_grad=True)
+    wide = lambda x: x.double().exp()  # noqa: E731
+    f, df, dd = torch.exp, torch.exp, None
+    if which == "f":
+        f = wide
+    elif which == "df":
+        df = wide
+    else:
+        dd = _wide_exp_divided_difference
+    F = svdgrad.matrix_function(A, f, df, dd=dd)
+    (g,) = torch.autograd.grad(F.sum(), A)
+    B = A.detach().clone().requires_grad_(True)
+    ref = torch.linalg.matrix_exp(B)
+    (gref,) = torch.autograd.grad(ref.sum(), B)
+    assert F.dtype == g.dtype == torch.float32
+    assert torch.allclose(F, ref, rtol=10 * EPS[torch.float32], atol=0)
+    assert torch.allclose(g, gref, rtol=100 * EPS[torch.float32], atol=0)
+
+
+def test_a_user_function_of_bools_is_a_spectral_projector():
+    """f = (λ > 1) is the projector onto the eigenvectors with λ > 1; before: RuntimeError "Subtraction, the `-`
+    operator, with two bool tensors is not supported" (the fallback divided difference)."""
+    Q = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
+    A = (Q * torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)) @ Q.mT
+    A = ((A + A.mT) / 2).requires_grad_(True)
+    P = svdgrad.matrix_function(A, lambda x: x > 1, torch.zeros_like)
+    ref = Q[:, 1:] @ Q[:, 1:].mT
+    assert P.dtype == torch.float64 and torch.allclose(P, ref, atol=1e-12)
+    P.sum().backward()
+    assert torch.isfinite(A.grad).all()
+
+
+def test_a_user_function_on_another_device_is_refused():
+    """Before: RuntimeError "Tensor on device meta is not on the expected device cpu!"."""
+    A = torch.tensor(_A2, dtype=torch.float64)
+    with pytest.raises(SvdgradError, match=r"Expected f\(.*on the eigenvalues' device \(cpu\); received meta"):
+        svdgrad.matrix_function(A, lambda x: torch.empty_like(x, device="meta"), torch.exp)
