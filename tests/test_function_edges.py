@@ -225,3 +225,20 @@ def test_a_user_function_on_another_device_is_refused():
     A = torch.tensor(_A2, dtype=torch.float64)
     with pytest.raises(SvdgradError, match=r"Expected f\(.*on the eigenvalues' device \(cpu\); received meta"):
         svdgrad.matrix_function(A, lambda x: torch.empty_like(x, device="meta"), torch.exp)
+
+
+@pytest.mark.parametrize("which", ["f", "df", "dd"])
+def test_a_user_function_with_parameters_that_require_grad_is_refused(which):
+    """f = lambda x: w * x with w.requires_grad: f runs inside the autograd Function, so w's gradient was
+    silently None.  It is refused; under no_grad (no gradient wanted), or with w detached, it is computed."""
+    A = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    fns = {"f": lambda x: x.exp(), "df": lambda x: x.exp(), "dd": None}
+    fns[which] = (lambda x, y: w * 0 + (x.exp() - y.exp()) / torch.where(x == y, 1.0, x - y)) if which == "dd" \
+        else (lambda x: w * x.exp())
+    call = lambda: svdgrad.matrix_function(A.requires_grad_(True), fns["f"], fns["df"], dd=fns["dd"])  # noqa: E731
+    with pytest.raises(SvdgradError, match="requires grad"):
+        call()
+    with torch.no_grad():
+        F = call()
+    assert torch.allclose(F.diagonal(), (2.0 if which == "f" else 1.0) * torch.tensor([1.0, 2.0, 3.0]).double().exp())
