@@ -13,6 +13,7 @@ construction); a survivor is a meaning no test pins.
     python tools/mutate.py --fresh         # drop the rows of the earlier report first
     python tools/mutate.py --pending       # only the mutants not yet killed (after a kill, or new tests)
     python tools/mutate.py --suite jobs    # only the mutants whose suite is "jobs" (see SUITES)
+    python tools/mutate.py --ids a,b       # exactly these mutants (e.g. after their old text was rewritten)
 
 Run time: a few minutes on 2 cores (a killed mutant stops at its first
 failing test; a survivor runs its whole suite, about 2 minutes for the core and 5 for the jobs).
@@ -158,13 +159,14 @@ MUTANTS = [
            "return v * torch.exp2(cast(k, v.dtype))[..., None]", "the power's 2^e as one factor (overflows at the ends)"),
     Mutant("sqrt-rescale", "svdgrad/_spectral.py", "        return times_pow2(F, k)\n", "        return times_pow2(F, k + 1)\n",
            "sqrtm scaled back by 2^(k+1)"),
-    Mutant("user-fallback-midpoint", "svdgrad/_spectral.py", "torch.where(near, self.dfn(0.5 * (lo + hi)), quotient)",
-           "torch.where(near, self.dfn(lo), quotient)", "matrix_function fallback f′(lo) instead of the midpoint"),
+    Mutant("user-fallback-midpoint", "svdgrad/_spectral.py",
+           "        mid = lo + 0.5 * (hi - lo)  # (0.5·(lo + hi) overflows above max/2)\n", "        mid = lo\n",
+           "matrix_function fallback f′(lo) instead of the midpoint"),
     Mutant("gp-half", "svdgrad/_functions.py", "gp = (Mdiag * (dphi if e is None",
            "gp = 0.5 * (Mdiag * (dphi if e is None", "gradient with respect to p halved"),
     # The features route.
-    Mutant("gram-backward-factor", "svdgrad/_kernels.py", "return 2.0 * ((U @ M.mul_(D)[..., :, :r]) @ P)",
-           "return ((U @ M.mul_(D)[..., :, :r]) @ P)", "features route gradient missing its factor 2"),
+    Mutant("gram-backward-factor", "svdgrad/_kernels.py", "    return 2.0 * ((U @ M) @ P)",
+           "    return ((U @ M) @ P)", "features route gradient missing its factor 2"),
     Mutant("gram64-P-in-float32", "svdgrad/_functions.py", "P = (Uw.mT @ X.to(torch.float64)).to(X.dtype)",
            "P = U.mT @ X", "gram64: S Vᵀ = UᵀX formed in float32 (rows of small σ lose their relative accuracy)"),
     Mutant("gram64-floor-from-smallest", "svdgrad/_functions.py",
@@ -305,11 +307,11 @@ MUTANTS = [
     Mutant("guard-silent-double-backward", "svdgrad/_guard.py", "        if may_differentiate_again(A):\n",
            "        if False:\n", "double backward through a once-differentiable rule silently zero"),
     Mutant("guard-tangent-untied", "svdgrad/_guard.py",
-           "        return raise_on_second_derivative(dA, A, ctx.message) if tangent_may_be_differentiated(A) else dA\n",
-           "        return dA\n", "reverse mode over a jvp through a once-differentiable rule silently zero"),
+           "        if tangent_may_be_differentiated(A) or forward_over_forward(A):\n",
+           "        if forward_over_forward(A):\n", "reverse mode over a jvp through a once-differentiable rule silently zero"),
     Mutant("guard-missing-under-jvp-of-grad", "svdgrad/_guard.py",
-           "    if not (A.requires_grad or _under_grad_transform(A)):",
-           "    if not A.requires_grad:", "torch.func.grad of a jvp: no guard, silently zero"),
+           "    if not (A.requires_grad or _under_grad_transform(A) or _nested_forward(A)):",
+           "    if not (A.requires_grad or _nested_forward(A)):", "torch.func.grad of a jvp: no guard, silently zero"),
     Mutant("exact-jvp-not-differentiable", "svdgrad/_functions.py",
            "        dF = ExactSqrtOp._map(ctx, _kernels.sym2(_tangent_or_zero(dT, U)), tangent_may_be_differentiated(T))\n",
            "        dF = ExactSqrtOp._map(ctx, _kernels.sym2(_tangent_or_zero(dT, U)), False)\n",
@@ -354,13 +356,13 @@ MUTANTS = [
            "        return torch.zeros_like(D) if dp is None else dp.to(D.dtype) * D\n",
            "        return torch.zeros_like(D)\n", "powm's tensor p with a narrow compute dtype: no forward-mode term in p"),
     # Session 12: the whitening layer, the Padé coefficients and the method options had few or no mutants.
-    Mutant("whiten-cov-unbiased", "svdgrad/nn.py", "S = torch.baddbmm(self.eps * eye, Xc, Xc.mT, alpha=1.0 / m)",
-           "S = torch.baddbmm(self.eps * eye, Xc, Xc.mT, alpha=1.0 / (m - 1))",
+    Mutant("whiten-cov-unbiased", "svdgrad/nn.py", "S = torch.baddbmm(ridge * eye, Xc, Xc.mT, alpha=1.0 / m)",
+           "S = torch.baddbmm(ridge * eye, Xc, Xc.mT, alpha=1.0 / (m - 1))",
            "Whitening: the unbiased 1/(m-1) batch covariance instead of the documented 1/m"),
-    Mutant("whiten-ridge-dropped", "svdgrad/nn.py", "S = torch.baddbmm(self.eps * eye, Xc, Xc.mT, alpha=1.0 / m)",
+    Mutant("whiten-ridge-dropped", "svdgrad/nn.py", "S = torch.baddbmm(ridge * eye, Xc, Xc.mT, alpha=1.0 / m)",
            "S = torch.baddbmm(0.0 * eye, Xc, Xc.mT, alpha=1.0 / m)", "Whitening: eps not added to Σ"),
-    Mutant("whiten-eval-uncentred", "svdgrad/nn.py", "            W = self.running_whitening.to(wd)\n            Xc = X - mu",
-           "            W = self.running_whitening.to(wd)\n            Xc = X", "Whitening eval: running mean not subtracted"),
+    Mutant("whiten-eval-uncentred", "svdgrad/nn.py", "            Y = torch.bmm(W, X - mu)",
+           "            Y = torch.bmm(W, X)", "Whitening eval: running mean not subtracted"),
     Mutant("whiten-momentum-complement", "svdgrad/nn.py",
            "a = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum",
            "a = 1.0 / float(self.num_batches_tracked) if self.momentum is None else 1.0 - self.momentum",
@@ -386,12 +388,13 @@ MUTANTS = [
            "gap = eps if self.pole_gap is None else max(self.pole_gap, eps)", "gap = eps",
            "pade's pole_gap option ignored"),
     # Session 12, second batch: the matmul-only methods and covariance pooling.
-    Mutant("mpa-root-unsymmetrized", "svdgrad/_matmul_only.py", "    root = 0.5 * (root + root.mT)\n", "",
+    Mutant("mpa-root-unsymmetrized", "svdgrad/_matmul_only.py",
+           "    root = _row_major_symmetric(0.5 * (root + root.mT))\n", "    root = root.contiguous()\n",
            "mpa: Q⁻¹P not symmetrized (asymmetric up to rounding)"),
     Mutant("mpa-inverse-swapped", "svdgrad/_matmul_only.py", "inv = _spd_inverse_apply(P, Q)", "inv = _spd_inverse_apply(Q, P)",
            "mpa inverse root: Q⁻¹P instead of P⁻¹Q"),
-    Mutant("mtp-inverse-scale", "svdgrad/_matmul_only.py", "return Z, _spd_inverse_apply(root, eye) / s.sqrt()",
-           "return Z, _spd_inverse_apply(root, eye) * s.sqrt()", "mtp inverse root: the normalization undone the wrong way"),
+    Mutant("mtp-inverse-scale", "svdgrad/_matmul_only.py", "(_spd_inverse_apply(root, eye) / s.sqrt()).contiguous()",
+           "(_spd_inverse_apply(root, eye) * s.sqrt()).contiguous()", "mtp inverse root: the normalization undone the wrong way"),
     Mutant("lyapunov-masked-scale-half", "svdgrad/_matmul_only.py",
            "    s = torch.linalg.matrix_norm(Z)[..., None, None].clamp_min(torch.finfo(Z.dtype).tiny)\n    B, Cc = Z / s, C / s",
            "    s = 0.5 * torch.linalg.matrix_norm(Z)[..., None, None].clamp_min(torch.finfo(Z.dtype).tiny)\n    B, Cc = Z / s, C / s",
@@ -408,7 +411,9 @@ MUTANTS = [
     Mutant("pooling-triu-offdiag-unscaled", "svdgrad/nn.py", "    if offdiag_scale != 1.0:\n",
            "    if False:\n", "triu_vector ignores offdiag_scale"),
     # Session 12, third batch: the features route's scaling and jvp, eigh's jvp and backward.
-    Mutant("gram-inverse-scale-law", "svdgrad/_api.py", "    k = -k if inverse else k\n", "",
+    Mutant("gram-inverse-scale-law", "svdgrad/_functions.py",
+           "F = _kernels.times_pow2_halves(F.to(Xw.dtype), -2.0 * k if inverse else 2.0 * k)",
+           "F = _kernels.times_pow2_halves(F.to(Xw.dtype), 2.0 * k)",
            "gram_inv_sqrtm undoes X's power-of-two scale with the square root's law"),
     Mutant("gram-no-samples-branch", "svdgrad/_api.py",
            "        work = torch.cat((work, work.new_zeros(work.shape[:-1] + (1,))), -1)",
@@ -452,26 +457,26 @@ MUTANTS = [
            'cut = len(data) - (data.rfind(b"\\n") + 1)', "cut = 0",
            "sweep: --resume appends after a torn last line instead of cutting it", "jobs"),
     Mutant("job-store-load-keeps-short-rows", "svdgrad/sweep/store.py",
-           "for rec in reader if len(rec) == len(columns)]", "for rec in reader if rec]",
+           "        if len(rec) != len(columns):\n            continue\n", "        if not rec:\n            continue\n",
            "sweep: a malformed (short) line is loaded as a row", "jobs"),
     Mutant("job-store-header-tear-leaves-headerless", "svdgrad/sweep/store.py",
            '        if b"\\n" not in data:', '        if False:',
            "sweep: a tear inside the header is cut away, leaving an empty headerless file", "jobs"),
     Mutant("job-store-foreign-file-has-no-rows", "svdgrad/sweep/store.py",
-           "        except (ValueError, UnicodeDecodeError):\n            return True",
-           "        except (ValueError, UnicodeDecodeError):\n            return False",
+           "        except SvdgradError:\n            return True",
+           "        except SvdgradError:\n            return False",
            "sweep: a results.csv that is not a results table is replaced without --overwrite", "jobs"),
     Mutant("job-plan-recomputes-done", "svdgrad/sweep/runner.py",
            "if key not in done)", "if True)",
            "sweep: --resume recomputes (and duplicates) the finished rows", "jobs"),
     Mutant("job-resume-resets-results", "svdgrad/sweep/runner.py",
-           "    if resume:\n        store.repair()", "    if False:\n        store.repair()",
+           "    if resume:\n        done = store.done_keys()", "    if False:\n        done = store.done_keys()",
            "sweep: --resume starts results.csv empty", "jobs"),
     Mutant("job-grid-json-not-union", "svdgrad/sweep/runner.py",
-           "covered = Grid.from_json((out / GRID).read_text()).union(grid)", "covered = grid",
+           "covered = read_grid(out / GRID, fix=GRID_FIX).union(grid)", "covered = grid",
            "sweep: a narrower grid resumed into a folder overwrites grid.json with itself", "jobs"),
     Mutant("job-runs-log-drops-history", "svdgrad/sweep/runner.py",
-           'old = path.read_text() if (resume and path.exists()) else ""', 'old = ""',
+           'for r in runs + [entry]))', 'for r in [entry]))',
            "sweep: a resumed run's runs.jsonl forgets the earlier runs", "jobs"),
     Mutant("job-sweep-lock-not-taken", "svdgrad/sweep/runner.py",
            "        lock.acquire()\n    except Timeout:\n        raise SweepLocked",
@@ -1066,8 +1071,10 @@ MUTANTS = [
            "        if self.weight_decay < 0:", "train: --weight-decay nan accepted", "jobs"),
     Mutant("bench-device-unchecked", "svdgrad/bench/cli.py", "    if problem and not args.report_only:",
            "    if False:", "bench: a bad --device/--threads fails inside the suite", "jobs"),
-    Mutant("damaged-json-traceback", "svdgrad/_io.py", "    except (json.JSONDecodeError, UnicodeDecodeError) as exc:",
-           "    except KeyError as exc:", "a torn study.json or summary.json is a JSONDecodeError traceback again", "jobs"),
+    Mutant("damaged-json-traceback", "svdgrad/_io.py",
+           "            return json.load(f)\n    except (json.JSONDecodeError, UnicodeDecodeError) as exc:",
+           "            return json.load(f)\n    except KeyError as exc:",
+           "a torn study.json or summary.json is a JSONDecodeError traceback again", "jobs"),
     Mutant("garbage-log-blocks-resume", "svdgrad/train/trainer.py", '        with open(log, errors="replace") as f:',
            "        with open(log) as f:", "random bytes in a run's log.jsonl stop --resume with a traceback", "jobs"),
     # Session 17: the narrow cast under vmap, and float labels.
@@ -1094,6 +1101,43 @@ MUTANTS = [
     Mutant("vmap-level-counts-as-second-order", "svdgrad/_guard.py",
            "    if any(k in (T.Grad, T.Jvp) for k in _levels_of(g)):", "    if _levels_of(g):",
            "a first-order backward of a Function created under vmap is taken for a second-order one"),
+    Mutant("nested-not-refused", "svdgrad/_validate.py", "    if A.is_nested:", "    if False:",
+           "a nested tensor reaches A.shape: the bare NestedTensorImpl RuntimeError"),
+    Mutant("meta-not-refused", "svdgrad/_validate.py", "    if A.is_meta:", "    if False:",
+           "a meta tensor reaches the scale checks' .item(): bare RuntimeError"),
+    Mutant("empty-batch-drops-p", "svdgrad/_api.py",
+           "    if A.numel() == 0:  # an empty batch or n = 0\n        return _empty_result(A, p)\n",
+           "    if A.numel() == 0:  # an empty batch or n = 0\n        return _empty_result(A, p if A.shape[-1] == 0 else None)\n",
+           "an empty batch (0, n, n) loses p's path: p.grad None"),
+    Mutant("user-complex-passes", "svdgrad/_spectral.py", "    if out.dtype.is_complex:", "    if False:",
+           "a complex f/df/dd result reaches the kernels: bare RuntimeError"),
+    Mutant("user-no-cast", "svdgrad/_spectral.py", "    return out if out.dtype == like.dtype else out.to(like.dtype)",
+           "    return out", "a float64 or bool f result is not cast: dtype mismatch in mm / bool subtraction"),
+    Mutant("user-device-passes", "svdgrad/_spectral.py", "    if out.device != like.device:", "    if False:",
+           "an f result on another device reaches a kernel: bare RuntimeError"),
+    Mutant("gram-not-tensor", "svdgrad/_api.py", "    if not isinstance(X, torch.Tensor):", "    if False:",
+           "a numpy X gets an AttributeError instead of the as_tensor hint"),
+    Mutant("layer-no-dtype-check", "svdgrad/nn.py", '    check_dense_float(x, name="x", entry=layer)', "    pass",
+           "Whitening whitens an integer input and truncates it; CovariancePooling fails in conv2d"),
+    Mutant("whitening-meta-in-eval", "svdgrad/nn.py", '        _check_input(x, "Whitening", needs_data=self.training)',
+           '        _check_input(x, "Whitening", needs_data=True)', "eval-mode meta shape propagation refused"),
+    Mutant("user-closure-requires-grad", "svdgrad/_api.py",
+           "        if isinstance(out, torch.Tensor) and out.requires_grad:", "        if False:",
+           "a user's f with a parameter that requires grad silently gives it no gradient"),
+    Mutant("sweep-grid-field-types-unchecked", "svdgrad/sweep/grid.py", "            if not ok(v):", "            if False:",
+           "a grid.json field of the wrong type is accepted (fails later or is silently replaced)", "jobs"),
+    Mutant("jsonl-torn-tail-kept", "svdgrad/_io.py", '        data = data[: data.rfind(b"\\n") + 1]', "        data = data",
+           "a torn last line of runs.jsonl blocks the report and gets glued to the next entry", "jobs"),
+    Mutant("landscape-log-bare-json", "svdgrad/train/landscape_report.py",
+           "    return _read_log(path) if os.path.exists(path) else []",
+           '    return [__import__("json").loads(line) for line in open(path) if line.strip()] if os.path.exists(path) else []',
+           "the landscape report reads run logs with bare json.loads (traceback on damage)", "jobs"),
+    Mutant("stale-tmp-ignores-live-pid", "svdgrad/_io.py",
+           "        if pid.isdigit() and p.is_file() and not _alive(int(pid)):", "        if pid.isdigit() and p.is_file():",
+           "cleanup deletes a live writer's temporary (races a running write)", "jobs"),
+    Mutant("report-keeps-stale-tmp", "svdgrad/sweep/report.py",
+           "    remove_stale_temporaries(out)  # (a killed report's or sweep's; only dead writers': no lock is needed)",
+           "    pass", "svdgrad report never removes a killed report's REPORT.md.PID.tmp", "jobs"),
     Mutant("labels-huge-float-cast", "svdgrad/train/data.py",
            "        if far is not None and float(y[far].abs()) > _LABEL_LIMIT:", "        if False:",
            "a float label of 1e30 is cast to a garbage int64", "jobs"),
@@ -1257,6 +1301,8 @@ def write_report(results: dict, out: Path, wall: float) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="", help="run only mutants whose id contains this text")
+    p.add_argument("--ids", default="", help="run only these mutants (comma-separated ids), e.g. after their "
+                   "old text was rewritten to follow the code (a kill at an older commit is then stale)")
     p.add_argument("--out", default=str(ROOT / "reports" / "mutation"), help="report folder")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
     p.add_argument("--fresh", action="store_true", help="forget the rows of an earlier report")
@@ -1267,7 +1313,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     results = {} if args.fresh else read_report(out / "REPORT.md")
+    ids = {x.strip() for x in args.ids.split(",") if x.strip()}
+    unknown = ids - {m.id for m in MUTANTS}
+    if unknown:
+        p.error(f"unknown mutant ids: {', '.join(sorted(unknown))}")
     chosen = [m for m in MUTANTS if args.only in m.id and args.suite in (None, m.suite)
+              and (not ids or m.id in ids)
               and not (args.pending and results.get(m.id, ("",))[0] == "killed")]
     commit = _commit()
     rows = []
