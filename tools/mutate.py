@@ -11,9 +11,10 @@ construction); a survivor is a meaning no test pins.
     python tools/mutate.py --only floor    # mutants whose id contains "floor"
     python tools/mutate.py --out runs/mut  # write the report elsewhere
     python tools/mutate.py --fresh         # drop the rows of the earlier report first
-    python tools/mutate.py --pending       # only the mutants not yet killed (after a kill, or new tests)
+    python tools/mutate.py --pending       # only the mutants not yet killed, or stale (their old text moved)
     python tools/mutate.py --suite jobs    # only the mutants whose suite is "jobs" (see SUITES)
     python tools/mutate.py --ids a,b       # exactly these mutants (e.g. after their old text was rewritten)
+    python tools/mutate.py --report-only   # rewrite REPORT.md from its rows, marking mutants that no longer apply
 
 Run time: a few minutes on 2 cores (a killed mutant stops at its first
 failing test; a survivor runs its whole suite, about 2 minutes for the core and 5 for the jobs).
@@ -1253,9 +1254,24 @@ def read_report(path: Path) -> dict:
     return rows
 
 
-def write_report(results: dict, out: Path, wall: float) -> None:
+def stale_ids() -> set:
+    """Mutants whose old text is not found exactly once in their file now (the code moved on under them)."""
+    texts: dict = {}
+    for m in MUTANTS:
+        if m.path not in texts:
+            f = ROOT / m.path
+            texts[m.path] = f.read_text() if f.exists() else ""
+    return {m.id for m in MUTANTS if texts[m.path].count(m.old) != 1}
+
+
+def write_report(results: dict, out: Path, wall: float | None) -> None:
     """results: id -> (status, seconds, first failing test, commit); every registered mutant is listed."""
+    stale = stale_ids()
     rows = [(m, *results.get(m.id, ("not run", 0.0, "", ""))) for m in MUTANTS]
+    # A row whose mutant no longer applies to the code (its old text is not found once) tests nothing now,
+    # whatever it did at its commit: it is not counted, and --pending runs it again.
+    rows = [(m, f"stale ({status})" if m.id in stale and status != "not run" else status, *rest)
+            for m, status, *rest in rows]
 
     def tally(suite=None):
         """(killed, counted) over the rows of one suite, or of all."""
@@ -1281,7 +1297,11 @@ def write_report(results: dict, out: Path, wall: float) -> None:
         "",
         f"**{n_killed} of {counted} mutants killed ({100 * n_killed / max(counted, 1):.0f}%)**: "
         + "; ".join(f"{name} {k} of {c}" for name in SUITES for k, c in [tally(name)])
-        + f". Wall time of the last invocation: {wall:.0f} s.",
+        + (f". Wall time of the last invocation: {wall:.0f} s." if wall is not None else "."),
+        "",
+        (f"**{len(stale)} mutants no longer apply** (their old text is not found exactly once in the code; "
+         f"rewrite them and run `--ids`): {', '.join(f'`{i}`' for i in sorted(stale))}." if stale
+         else "Every mutant applies to the current code (its old text is found exactly once)."),
         "",
         "| mutant | file | change | result | s | first failing test | commit | suite |",
         "|---|---|---|---|---|---|---|---|",
@@ -1290,7 +1310,7 @@ def write_report(results: dict, out: Path, wall: float) -> None:
         what = m.what.replace("|", "/")
         lines.append(f"| `{m.id}` | `{m.path}` | {what} | {status} | {dt:.0f} | {failed.replace('|', '/')} | {commit} "
                      f"| {m.suite} |")
-    survivors = [m for m, status, *_ in rows if status not in ("killed", "not run")]
+    survivors = [m for m, status, *_ in rows if status not in ("killed", "not run") and m.id not in stale]
     lines += ["", "Survivors: " + (", ".join(f"`{m.id}`" for m in survivors) if survivors else "none."), ""]
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "REPORT.md.tmp"
@@ -1307,19 +1327,26 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
     p.add_argument("--fresh", action="store_true", help="forget the rows of an earlier report")
     p.add_argument("--pending", action="store_true", help="run only mutants that the report does not list as killed")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite REPORT.md from its own rows (marks the mutants that no longer apply), running nothing")
     p.add_argument("--suite", choices=sorted(SUITES), help="run only the mutants of this suite")
     p.add_argument("--no-control", action="store_true",
                    help="skip the control run (each chosen suite on an unmutated copy, which must pass)")
     args = p.parse_args(argv)
     out = Path(args.out)
     results = {} if args.fresh else read_report(out / "REPORT.md")
+    if args.report_only:
+        write_report(results, out, None)
+        print(f"rewrote {out}/REPORT.md")
+        return 0
+    stale = stale_ids()
     ids = {x.strip() for x in args.ids.split(",") if x.strip()}
     unknown = ids - {m.id for m in MUTANTS}
     if unknown:
         p.error(f"unknown mutant ids: {', '.join(sorted(unknown))}")
     chosen = [m for m in MUTANTS if args.only in m.id and args.suite in (None, m.suite)
               and (not ids or m.id in ids)
-              and not (args.pending and results.get(m.id, ("",))[0] == "killed")]
+              and not (args.pending and results.get(m.id, ("",))[0] == "killed" and m.id not in stale)]
     commit = _commit()
     rows = []
     t0 = time.monotonic()
