@@ -400,6 +400,7 @@ class GlobalAveragePooling(nn.Module):
         return self.channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, "GlobalAveragePooling")  # (a list, nested, meta, integer or complex x: as the other heads)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise SvdgradError(f"Expected a feature map of shape (B, {self.in_channels}, H, W); "
                                f"received shape={tuple(x.shape)}.")

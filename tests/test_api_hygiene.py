@@ -183,6 +183,7 @@ LAYERS = {
     "CovariancePooling": (lambda: svdgrad.nn.CovariancePooling(4, 3), (2, 4, 5, 5)),
     "CovariancePooling_features": (lambda: svdgrad.nn.CovariancePooling(4, 3, route="features"), (2, 4, 5, 5)),
     "Whitening": (lambda: svdgrad.nn.Whitening(4), (8, 4)),
+    "GlobalAveragePooling": (lambda: svdgrad.nn.GlobalAveragePooling(4, 3), (2, 4, 5, 5)),
 }
 
 

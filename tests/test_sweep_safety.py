@@ -423,3 +423,16 @@ def test_the_next_sweep_removes_a_killed_writers_temporary(finished_sweep, tmp_p
     tmp.write_text('{"methods": ["ex')
     assert cli.main("sweep", ONE + ["--resume", "--out", str(out)]) == 0
     assert not tmp.exists() and not list(out.glob("*.tmp"))
+
+
+def test_an_out_that_cannot_be_a_folder_is_a_clear_error(tmp_path, capsys):
+    """--out under a file: the sweep failed inside with '[Errno 20] Not a directory' and exit 1; the report
+    said a results.csv that is a directory 'does not exist'.  Both are usage errors now (exit 2), as train's."""
+    (tmp_path / "f").write_text("x")
+    assert cli.main("sweep", ONE + ["--out", str(tmp_path / "f" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "cannot be created" in err and "Errno" not in err
+    (tmp_path / "d" / "results.csv").mkdir(parents=True)
+    assert cli.main("report", ["--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a file" in err and "does not exist" not in err

@@ -228,6 +228,15 @@ def _sweep(argv) -> int:
         out = DEFAULT_OUT
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: expected a directory; {out} is a file")
+    # Before anything runs, and without creating anything (a refused sweep writes nothing): a folder under a
+    # file, or on a read-only mount, failed inside with an Errno.
+    base = out.absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise UsageError(f"--out: {out} cannot be created: {base} is a file; choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UsageError(f"--out: {out} cannot be created or written: {base} is not writable; choose another --out")
     from .runner import SweepLocked, run_sweep
     from .store import ResultStore
 
@@ -275,8 +284,9 @@ def _sweep(argv) -> int:
 def _report(argv) -> int:
     args = _report_parser().parse_args(argv)
     if not (args.out / RESULTS).is_file():
+        what = "is not a file" if (args.out / RESULTS).exists() else "does not exist (run `svdgrad sweep` first)"
         raise UsageError(f"--out: expected a sweep output directory containing {RESULTS}; "
-                         f"{args.out / RESULTS} does not exist (run `svdgrad sweep` first)")
+                         f"{args.out / RESULTS} {what}")
     from . import report
 
     path = report.build(args.out)
