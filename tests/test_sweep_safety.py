@@ -431,7 +431,8 @@ def test_an_out_that_cannot_be_a_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert cli.main("sweep", ONE + ["--out", str(tmp_path / "f" / "sub")]) == 2
     err = capsys.readouterr().err
-    assert "--out" in err and "cannot be created" in err and "Errno" not in err
+    assert "--out" in err and "cannot be created" in err and "is a file" in err and "Errno" not in err
+    assert not (tmp_path / "f").is_dir()
     (tmp_path / "d" / "results.csv").mkdir(parents=True)
     assert cli.main("report", ["--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err

@@ -1144,6 +1144,11 @@ MUTANTS = [
            "a float label of 1e30 is cast to a garbage int64", "jobs"),
     Mutant("labels-nonfinite-unnamed", "svdgrad/train/data.py", "        if not bool(torch.isfinite(y).all()):",
            "        if False:", "an Inf label is not named as non-finite", "jobs"),
+    Mutant("gap-no-input-check", "svdgrad/nn.py",
+           '        _check_input(x, "GlobalAveragePooling")  # (a list, nested, meta, integer or complex x: as the other heads)',
+           "        pass", "GlobalAveragePooling takes a list, integer or complex input without its clear error", "core"),
+    Mutant("sweep-out-under-file", "svdgrad/sweep/cli.py", "    if not base.is_dir():",
+           "    if False:", "sweep --out under a file fails inside with an Errno after starting", "jobs"),
 ]
 
 
