@@ -242,6 +242,11 @@ def _sweep(argv) -> int:
 
     store = ResultStore(out / RESULTS)
     if not (args.resume or args.overwrite) and store.has_rows():
+        try:
+            store.load()
+        except SvdgradError as exc:  # not a results table (or a damaged one): --resume would fail on it too
+            print(f"svdgrad sweep: error: {exc}", file=sys.stderr)
+            return 2
         print(f"svdgrad sweep: {out / RESULTS} already holds results; refusing to replace them.\n"
               f"  keep them and add what this grid lacks:  {resume_command(argv, out)}\n"
               f"  replace them:                            add --overwrite\n"
