@@ -457,3 +457,34 @@ def test_an_out_that_cannot_be_a_folder_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not a file" in err and "does not exist" not in err
 
+
+#: Every file a sweep (with its report) writes into --out: a directory there is refused before anything runs.
+WRITTEN = [runner.RESULTS, runner.APPROX, runner.GRID, runner.RUNS, runner.LOCK, runner.REPORT, "grad_error_n16.png"]
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_a_folder_where_the_sweep_writes_a_file_is_a_usage_error(tmp_path, capsys, name):
+    """A directory OUT/approx.csv (or any file the sweep writes) gave 'sweep: error: [Errno 21] Is a directory'
+    and exit 1, after the matrices were computed (results.csv and grid.json already rewritten)."""
+    out = tmp_path / "sweep"
+    (out / name).mkdir(parents=True)
+    argv = [a for a in ONE if a != "--no-report"]  # (the report's files too)
+    assert cli.main("sweep", argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / name}" in err and "is a directory" in err and "--out" in err and "Errno" not in err, err
+    assert [p.name for p in out.iterdir()] == [name]  # refused before anything ran or was written
+
+
+@pytest.mark.parametrize("name", [runner.APPROX, runner.GRID, runner.RUNS, runner.REPORT, "grad_error_n16.png"])
+def test_a_folder_where_the_report_reads_or_writes_a_file_is_a_usage_error(finished_sweep, tmp_path, capsys, name):
+    """`svdgrad report` read approx.csv, grid.json, runs.jsonl and wrote REPORT.md and the figures through
+    '[Errno 21] Is a directory' and exit 1 (a figure's only after the others were drawn)."""
+    out = _copy(finished_sweep, tmp_path)
+    if (out / name).exists():
+        (out / name).unlink()
+    (out / name).mkdir()
+    before = _files(out)
+    assert cli.main("report", ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / name}" in err and "is a directory" in err and "Errno" not in err, err
+    assert _files(out) == before and not (out / runner.REPORT).is_file()
