@@ -37,7 +37,8 @@ def _read_json(path: str):
 
 
 def read_study(out: str) -> dict:
-    """``out``/study.json; a damaged one raises SvdgradError naming it (--report-only gave a traceback)."""
+    """``out``/study.json; a damaged one raises SvdgradError naming it and what to do (--report-only gave a
+    traceback).  The one reader of study.json: the studies (``study``, ``landscape``) and both reports."""
     from .._io import read_json
 
     return read_json(os.path.join(out, "study.json"), fix=f"Delete it and run the study again with --resume: the "
