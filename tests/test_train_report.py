@@ -14,6 +14,8 @@ import pytest
 from svdgrad.train import landscape_report, report, schedules, stats, study
 from svdgrad.train.grid import EARLY, LABELS, QUICK
 
+from .helpers import disk_full_on
+
 
 def _epoch(e, *, lr=0.1, acc=0.5, skipped=0, method="newton_schulz", kappa=100.0, loss=1.0):
     return {"epoch": e, "lr": lr, "method": method, "switched": False, "train_loss": loss, "val_loss": loss,
@@ -246,39 +248,6 @@ def test_the_summary_counts_in_the_singular_and_the_plural():
 # The reports' files are written atomically: a write that fails midway keeps the old file.
 # ---------------------------------------------------------------------------
 
-def _disk_full_on(monkeypatch, name):
-    """Writes to a file whose name starts with ``name`` (the file itself, or a temporary beside it) fail
-    halfway with ENOSPC, as on a full disk."""
-    import builtins
-    import errno
-
-    real_open = builtins.open
-
-    class Full:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            self._f.write(data[: len(data) // 2])
-            self._f.flush()
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, attr):
-            return getattr(self._f, attr)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def fake_open(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        named = isinstance(file, (str, os.PathLike)) and os.path.basename(os.fspath(file)).startswith(name)
-        return Full(f) if named and any(c in mode for c in "wax+") else f
-
-    monkeypatch.setattr(builtins, "open", fake_open)
-
 
 def _land_run(seed, acc):
     return {"seed": seed, "summary": {"final_val_acc": acc, "skipped_steps": 0, "elapsed_s": 1.0,
@@ -322,7 +291,7 @@ def test_a_report_write_that_fails_midway_keeps_the_old_file(tmp_path, monkeypat
     assert os.path.exists(module.write_report(out))  # (every file of the report is drawn from these runs)
     old = {f: (tmp_path / f).read_bytes() for f in os.listdir(out) if f.endswith((".md", ".png"))}
     assert name in old
-    _disk_full_on(monkeypatch, name)
+    disk_full_on(monkeypatch, name)
     with pytest.raises(OSError, match="No space left"):
         module.write_report(out)
     assert (tmp_path / name).read_bytes() == old[name]
