@@ -31,6 +31,14 @@ def write_atomic(path, data: str | bytes) -> None:
         raise
 
 
+def savefig_atomic(fig, path, **savefig_kwargs) -> None:
+    """``fig.savefig(path, **savefig_kwargs)`` atomically: drawn in memory (PNG unless ``format`` is given),
+    then written by ``write_atomic``, so a failed or killed write keeps the previous figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, **{"format": "png", **savefig_kwargs})
+    write_atomic(path, buf.getvalue())
+
+
 def _alive(pid: int) -> bool:
     """Whether a process ``pid`` exists (another user's included)."""
     try:

@@ -75,3 +75,38 @@ def lock_held_elsewhere(path, env=None):
     finally:
         holder.kill()
         holder.wait()
+
+
+def disk_full_on(monkeypatch, name):
+    """Writes to a file whose name starts with ``name`` (the file itself, or a temporary beside it) fail
+    halfway with ENOSPC, as on a full disk."""
+    import builtins
+    import errno
+    import os
+
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            self._f.write(data[: len(data) // 2])
+            self._f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, attr):
+            return getattr(self._f, attr)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        named = isinstance(file, (str, os.PathLike)) and os.path.basename(os.fspath(file)).startswith(name)
+        return Full(f) if named and any(c in mode for c in "wax+") else f
+
+    monkeypatch.setattr(builtins, "open", fake_open)

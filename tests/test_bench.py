@@ -275,3 +275,24 @@ def test_an_interrupted_overwrite_keeps_the_earlier_results(tmp_path, monkeypatc
     got = {p.name: p.read_text() for p in (out / "raw").iterdir()}
     assert got[f"pytest_benchmark_{tag}.json"] == '{"new": 1}' and got[f"targets_{tag}.json"] == '{"new": 1}'
     assert not (out / bench_cli.STAGING).exists()
+
+
+@pytest.mark.parametrize("report_only", [False, True], ids=["measure", "report-only"])
+def test_the_next_benchmark_removes_a_killed_writers_temporaries(tmp_path, monkeypatch, report_only):
+    """A kill -9 inside an atomic write (raw/targets_cpu.json, REPORT.md) left NAME.PID.tmp for good: the sweep
+    removes those of dead writers from its folder, the bench did not.  A live writer's is kept."""
+    from .test_io import dead_pid
+
+    out = tmp_path / "b"
+    (out / "raw").mkdir(parents=True)
+    dead = dead_pid()
+    tag = runner.device_tag("cpu")
+    stale = [out / "raw" / f"targets_{tag}.json.{dead}.tmp", out / f"REPORT.md.{dead}.tmp"]
+    live = out / "raw" / f"memory_{tag}.json.{os.getpid()}.tmp"  # (it may be writing it now)
+    for p in stale + [live]:
+        p.write_text("half")
+    monkeypatch.setattr(runner, "run", lambda *a, **kw: 0)  # (the cleanup, not the measurements)
+    monkeypatch.setattr(runner, "missing_pytest_benchmark", lambda: None)
+    argv = ["--report-only"] if report_only else ["--profile", "quick", "--threads", "1"]
+    assert _bench(argv + ["--out", str(out)]) == 0
+    assert [p for p in stale if p.exists()] == [] and live.exists()

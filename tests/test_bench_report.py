@@ -293,3 +293,23 @@ def test_saved_bytes_counts_each_storage_once_and_not_the_input():
     assert memory.saved_bytes(forward, lambda z: z.sum().backward(), exclude=(x,)) == 100 * 8
     assert memory.saved_bytes(lambda: x * x, lambda z: z.sum().backward(), exclude=(x,)) == 0
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("name", ["time_vs_n_cpu.png", "ratios_cpu.png"])
+def test_a_figure_write_that_fails_midway_keeps_the_old_figure(tmp_path, monkeypatch, name):
+    """The bench's two figures were written in place by ``fig.savefig(path)``: a full disk (or a kill) during
+    the write left half a PNG where the previous one was.  They now go through ``_io.savefig_atomic``.
+    Drawn from the committed report's raw files."""
+    import shutil
+    from pathlib import Path
+
+    from .helpers import disk_full_on
+
+    shutil.copytree(Path(__file__).resolve().parent.parent / "reports" / "performance" / "raw", tmp_path / "raw")
+    bench_report.device_section(tmp_path, "cpu", "CPU")
+    old = (tmp_path / "figures" / name).read_bytes()
+    disk_full_on(monkeypatch, name)
+    with pytest.raises(OSError, match="No space left"):
+        bench_report.device_section(tmp_path, "cpu", "CPU")
+    assert (tmp_path / "figures" / name).read_bytes() == old
+    assert not [f for f in (tmp_path / "figures").iterdir() if ".tmp" in f.name]

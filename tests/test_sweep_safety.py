@@ -112,14 +112,27 @@ def test_the_resume_command_never_carries_overwrite(argv, tmp_path):
     assert words[:2] == ["svdgrad", "sweep"] and any(w in ("exact", "--methods=exact") for w in words)
 
 
-def test_a_results_csv_that_is_not_a_results_table_is_not_replaced_without_overwrite(tmp_path, capsys):
-    """Someone else's results.csv (another header) in the chosen folder: refused like finished results."""
+@pytest.mark.parametrize("command,flags", [("sweep", []), ("sweep", ["--resume"]), ("report", [])],
+                         ids=["sweep", "sweep-resume", "report"])
+@pytest.mark.parametrize("content", [b"epoch,accuracy\n1,0.5\n", bytes(range(256)) * 4],
+                         ids=["another-header", "garbage"])
+def test_a_results_csv_that_is_not_a_results_table_is_not_replaced_without_overwrite(tmp_path, capsys, command,
+                                                                                     flags, content):
+    """Someone else's results.csv (another header, or garbage from its first line) in the chosen folder: refused
+    like finished results, and only --overwrite (or another --out) is offered.  The refusal offered --resume,
+    which then failed; that failure (and `svdgrad report`) said "Delete that line and run ... --resume", which
+    leaves another line that is not the header in its place."""
     out = tmp_path / "sweep"
     out.mkdir()
-    (out / "results.csv").write_text("epoch,accuracy\n1,0.5\n")
-    rc, cap = _sweep(ONE + ["--out", str(out)], capsys)
-    assert rc == 2 and "already holds results" in cap.err and "--overwrite" in cap.err
-    assert (out / "results.csv").read_text() == "epoch,accuracy\n1,0.5\n"
+    (out / "results.csv").write_bytes(content)
+    rc, err = _sweep_or_report(command, out, capsys, flags)
+    assert rc == 2, err
+    assert f"{out / 'results.csv'}" in err and "--overwrite" in err and "--out" in err
+    assert "Delete that line" not in err and "--resume" not in err, err
+    assert (out / "results.csv").read_bytes() == content
+    if command == "sweep" and not flags:  # and the advice works
+        assert _sweep(ONE + ["--overwrite", "--out", str(out)])[0] == 0
+        assert read_rows(out / "results.csv")
 
 
 def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
@@ -323,8 +336,8 @@ def _copy(src: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(src, tmp_path / "sweep"))
 
 
-def _sweep_or_report(command: str, out: Path, capsys) -> tuple[int, str]:
-    argv = ONE + ["--resume", "--out", str(out)] if command == "sweep" else ["--out", str(out)]
+def _sweep_or_report(command: str, out: Path, capsys, flags=("--resume",)) -> tuple[int, str]:
+    argv = ONE + [*flags, "--out", str(out)] if command == "sweep" else ["--out", str(out)]
     rc = cli.main(command, argv)
     return rc, capsys.readouterr().err
 
@@ -371,18 +384,24 @@ def _bad_number(text: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("command", ["sweep", "report"])
-@pytest.mark.parametrize("damage", [lambda t: GARBAGE, lambda t: HEADER.encode() + GARBAGE[200:260] + b"\n" + t[len(HEADER):],
-                                    _bad_number, lambda t: b"\x00\x01 not a sweep table"],
-                         ids=["garbage", "garbage-line", "bad-number", "no-header"])
-def test_a_damaged_results_csv_is_a_clear_error(finished_sweep, tmp_path, capsys, damage, command):
+@pytest.mark.parametrize("damage,below_header", [
+    (lambda t: GARBAGE, False), (lambda t: HEADER.encode() + GARBAGE[200:260] + b"\n" + t[len(HEADER):], True),
+    (_bad_number, True), (lambda t: b"\x00\x01 not a sweep table", False)],
+    ids=["garbage", "garbage-line", "bad-number", "no-header"])
+def test_a_damaged_results_csv_is_a_clear_error(finished_sweep, tmp_path, capsys, damage, below_header, command):
     """Garbage gave 'utf-8 codec can't decode byte' (no file named), a bad number 'invalid literal for int()';
-    --resume cut or reset the damaged file before failing."""
+    --resume cut or reset the damaged file before failing.  A damaged row can be deleted and recomputed with
+    --resume; a damaged first line (the header) cannot: only --overwrite starts a table there."""
     out = _copy(finished_sweep, tmp_path)
     (out / "results.csv").write_bytes(damage((out / "results.csv").read_bytes()))
     before = _files(out)
     rc, err = _sweep_or_report(command, out, capsys)
     assert rc == 2, err
-    assert f"{out / 'results.csv'}" in err and "Expected" in err and "--resume" in err
+    assert f"{out / 'results.csv'}" in err and "Expected" in err
+    if below_header:
+        assert "Delete that line" in err and "--resume" in err
+    else:
+        assert "line 1" in err and "--overwrite" in err and "Delete that line" not in err
     assert _files(out) == before
 
 
@@ -437,3 +456,35 @@ def test_an_out_that_cannot_be_a_folder_is_a_clear_error(tmp_path, capsys):
     assert cli.main("report", ["--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "is not a file" in err and "does not exist" not in err
+
+
+#: Every file a sweep (with its report) writes into --out: a directory there is refused before anything runs.
+WRITTEN = [runner.RESULTS, runner.APPROX, runner.GRID, runner.RUNS, runner.LOCK, runner.REPORT, "grad_error_n16.png"]
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_a_folder_where_the_sweep_writes_a_file_is_a_usage_error(tmp_path, capsys, name):
+    """A directory OUT/approx.csv (or any file the sweep writes) gave 'sweep: error: [Errno 21] Is a directory'
+    and exit 1, after the matrices were computed (results.csv and grid.json already rewritten)."""
+    out = tmp_path / "sweep"
+    (out / name).mkdir(parents=True)
+    argv = [a for a in ONE if a != "--no-report"]  # (the report's files too)
+    assert cli.main("sweep", argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / name}" in err and "is a directory" in err and "--out" in err and "Errno" not in err, err
+    assert [p.name for p in out.iterdir()] == [name]  # refused before anything ran or was written
+
+
+@pytest.mark.parametrize("name", [runner.APPROX, runner.GRID, runner.RUNS, runner.REPORT, "grad_error_n16.png"])
+def test_a_folder_where_the_report_reads_or_writes_a_file_is_a_usage_error(finished_sweep, tmp_path, capsys, name):
+    """`svdgrad report` read approx.csv, grid.json, runs.jsonl and wrote REPORT.md and the figures through
+    '[Errno 21] Is a directory' and exit 1 (a figure's only after the others were drawn)."""
+    out = _copy(finished_sweep, tmp_path)
+    if (out / name).exists():
+        (out / name).unlink()
+    (out / name).mkdir()
+    before = _files(out)
+    assert cli.main("report", ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / name}" in err and "is a directory" in err and "Errno" not in err, err
+    assert _files(out) == before and not (out / runner.REPORT).is_file()

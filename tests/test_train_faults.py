@@ -678,6 +678,29 @@ def test_a_damaged_study_json_is_a_clear_error(tmp_path):
         study.run(quick=True, out=str(out), resume=True, echo=lambda m: None)
 
 
+@pytest.mark.parametrize("kind", ["hybrid", "landscape"])
+def test_a_damaged_study_json_gets_the_same_fix_from_the_study_and_its_report(tmp_path, kind):
+    """study.py and landscape.py each carried their own copy of what to do about a damaged study.json, worded
+    unlike the reports' (``report.read_study``): one text now, in one place."""
+    from svdgrad.train import landscape, report, study
+
+    (tmp_path / "study.json").write_text('{"settings": {"ep')
+    with pytest.raises(SvdgradError) as from_report:
+        report.read_study(str(tmp_path))
+    runner_module = study if kind == "hybrid" else landscape
+    with pytest.raises(SvdgradError) as from_study:
+        runner_module.run(quick=True, out=str(tmp_path), resume=True, echo=lambda m: None)
+    assert str(from_study.value) == str(from_report.value)
+    assert "--resume" in str(from_study.value) and str(tmp_path) in str(from_study.value)
+
+
+def test_the_study_json_fix_is_written_once():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "svdgrad", "train")
+    copies = [f for f in sorted(os.listdir(root)) if f.endswith(".py")
+              for _ in range(open(os.path.join(root, f)).read().count("only the missing ones run"))]
+    assert len(copies) == 1, copies
+
+
 def test_a_damaged_run_summary_is_a_clear_error(tmp_path):
     from types import SimpleNamespace
 

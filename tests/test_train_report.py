@@ -14,6 +14,8 @@ import pytest
 from svdgrad.train import landscape_report, report, schedules, stats, study
 from svdgrad.train.grid import EARLY, LABELS, QUICK
 
+from .helpers import disk_full_on
+
 
 def _epoch(e, *, lr=0.1, acc=0.5, skipped=0, method="newton_schulz", kappa=100.0, loss=1.0):
     return {"epoch": e, "lr": lr, "method": method, "switched": False, "train_loss": loss, "val_loss": loss,
@@ -240,3 +242,57 @@ def test_the_summary_counts_in_the_singular_and_the_plural():
                                       claim(stats.UNRESOLVED, 0.004)])[0]
     assert two.endswith("and 3 are not resolved. 2 unresolved accuracy claims have a 95% interval wider than "
                         "±0.5 points: more seeds would narrow them.")
+
+
+# ---------------------------------------------------------------------------
+# The reports' files are written atomically: a write that fails midway keeps the old file.
+# ---------------------------------------------------------------------------
+
+
+def _land_run(seed, acc):
+    return {"seed": seed, "summary": {"final_val_acc": acc, "skipped_steps": 0, "elapsed_s": 1.0,
+                                      "robustness": {f"{kind}{k}": acc / k for kind in ("noise", "blur", "contrast")
+                                                     for k in (1, 2, 3)}},
+            "history": [{"kappa_median": 10.0}],
+            "probes": [{"step": s, "rel_err": 1e-3 * (s + 1), "cosine": 0.99} for s in range(2)],
+            "landscape": [{"step": s, "loss": 1.0, "etas": [0.1, 1.0], "delta_l": [1.0, 2.0], "delta_g": [0.5, 1.5]}
+                          for s in range(2)]}
+
+
+def _a_landscape_study(out, monkeypatch):
+    """A landscape study folder (study.json) whose logs read as two seeds of the probed and precision runs."""
+    from svdgrad.train import landscape_grid
+
+    base = {k: list(v) if isinstance(v, tuple) else v for k, v in landscape_grid.QUICK.items()}
+    with open(os.path.join(out, "study.json"), "w") as f:
+        json.dump({"grid": {"quick": True, "base": base}, "seeds": 2, "planned_runs": 26, "jobs": 1,
+                   "backend": "joblib", "device": "cpu", "cpu_count": 2, "torch": "x",
+                   "command": "svdgrad study landscape --quick"}, f)
+    runs = {key: [_land_run(0, 0.5), _land_run(1, 0.6)]
+            for key in (("probes", "gap"), ("probes", "gcp-ns"), ("precision", "sigma32"))}
+    monkeypatch.setattr(landscape_report, "load", lambda o, seeds: runs)
+
+
+@pytest.mark.parametrize("study_kind,name", [
+    ("hybrid", "REPORT.md"), ("hybrid", "curves.png"), ("hybrid", "kappa.png"), ("hybrid", "skipped.png"),
+    ("landscape", "REPORT.md"), ("landscape", "landscape.png"), ("landscape", "gradients.png"),
+    ("landscape", "accuracy.png")])
+def test_a_report_write_that_fails_midway_keeps_the_old_file(tmp_path, monkeypatch, study_kind, name):
+    """REPORT.md and the figures were written in place: a full disk (or a kill) during the write left half a
+    file where the previous report was.  Now each is drawn in memory and replaced atomically (``_io``)."""
+    out = str(tmp_path)
+    if study_kind == "hybrid":
+        _write(out, {"ns": [_run(0, 0.70), _run(1, 0.74)], "svd-ordinary": [_run(0, 0.60), _run(1, 0.66)]},
+               {"ns": 2, "svd-ordinary": 2})
+        module = report
+    else:
+        _a_landscape_study(out, monkeypatch)
+        module = landscape_report
+    assert os.path.exists(module.write_report(out))  # (every file of the report is drawn from these runs)
+    old = {f: (tmp_path / f).read_bytes() for f in os.listdir(out) if f.endswith((".md", ".png"))}
+    assert name in old
+    disk_full_on(monkeypatch, name)
+    with pytest.raises(OSError, match="No space left"):
+        module.write_report(out)
+    assert (tmp_path / name).read_bytes() == old[name]
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .._errors import SvdgradError
+from .._io import remove_stale_temporaries
 from . import grid, report, runner
 
 #: Where the full profile writes (relative to the working directory, like ``svdgrad sweep``).
@@ -77,6 +78,13 @@ def existing_results(out: Path, device: str) -> list[Path]:
     kinds = ("pytest_benchmark", "targets", "ratio_targets", "memory", "run")
     return [p for p in (out / "raw" / f"{k}_{tag}.json" for k in kinds)
             if p.exists()]
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove what a kill -9 of an earlier bench left mid-write: the ``write_atomic`` temporaries
+    (``NAME.PID.tmp``) of dead processes in OUT (REPORT.md) and OUT/raw (the measurements).  A live writer's
+    is kept, so no lock is needed (``--report-only`` takes none).  Returns the paths removed."""
+    return [p for folder in (out, out / "raw") for p in remove_stale_temporaries(folder)]
 
 
 def again_command(argv, out: Path) -> str:
@@ -168,6 +176,7 @@ def main(command: str, argv: list[str]) -> int:
             print(f"svdgrad bench: error: another benchmark is writing to {out} (it holds {out / LOCK}); "
                   f"wait for it, or choose another --out", file=sys.stderr)
             return 1
+        remove_stale(out)
         print(f"svdgrad bench: profile {args.profile}, device {args.device} -> {out}", flush=True)
         # --overwrite measures into a staging folder and moves the new raw files in only when the run has
         # finished: an interrupted overwrite left new pytest JSON beside the old targets, which --report-only
@@ -191,6 +200,8 @@ def main(command: str, argv: list[str]) -> int:
             lock.release()
         if rc:
             return rc
+    if args.report_only:
+        remove_stale(out)
     try:
         path = report.build(out)
     except KeyboardInterrupt:

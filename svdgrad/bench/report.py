@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import svdgrad
-from svdgrad._io import write_atomic
+from svdgrad._io import savefig_atomic, write_atomic
 
 from . import grid
 
@@ -221,7 +221,7 @@ def figure_time_vs_n(rows, path: Path, title: str) -> None:
                title="dashed: baselines", title_fontsize=8, frameon=False)
     fig.suptitle(f"{title}: time per call against n", fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.8, 0.97))
-    fig.savefig(path, dpi=110)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -270,7 +270,7 @@ def figure_ratios(rows, times_by_dtype: dict, path: Path, title: str) -> None:
     ax.legend(fontsize=8, title="bar colours (all panels)", title_fontsize=8)
     fig.suptitle(f"{title}: measured ratio (bars) against target (dashed), and the times behind it", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    fig.savefig(path, dpi=110)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .._errors import SvdgradError
 from .grid import default_grid, quick_grid
-from .runner import BACKENDS, RESULTS
+from .runner import APPROX, BACKENDS, GRID, LOCK, REPORT, RESULTS, RUNS
 
 #: Output directories.  The full grid regenerates the committed report; ``--quick`` (the smoke
 #: test) writes to a new scratch folder under SCRATCH each time, never into reports/.
@@ -121,6 +121,18 @@ def resume_command(argv, out: Path) -> str:
             continue
         keep.append(a)
     return shlex.join(["svdgrad", "sweep", *keep, "--out", str(out), "--resume"])
+
+
+def refuse_directories(out: Path, names, *, figures: bool, command: str) -> None:
+    """Raise UsageError if a directory stands where ``command`` reads or writes one of its files in ``out``:
+    ``names``, and with ``figures`` every OUT/*.png (the report's figures are all the PNGs of a sweep folder).
+    It failed deep inside with '[Errno 21] Is a directory' and exit 1, after the work."""
+    paths = [out / n for n in names] + (sorted(out.glob("*.png")) if figures and out.is_dir() else [])
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"--out: expected {path} to be a file, which `svdgrad {command}` "
+                             f"{'writes' if command == 'sweep' else 'reads or writes'}; it is a directory. Move or "
+                             f"rename it, or choose another --out.")
 
 
 def _names(axis: str, text: str, valid) -> list[str]:
@@ -237,11 +249,18 @@ def _sweep(argv) -> int:
         raise UsageError(f"--out: {out} cannot be created: {base} is a file; choose another --out")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UsageError(f"--out: {out} cannot be created or written: {base} is not writable; choose another --out")
+    refuse_directories(out, (RESULTS, APPROX, GRID, RUNS, LOCK) + (() if args.no_report else (REPORT,)),
+                       figures=not args.no_report, command="sweep")
     from .runner import SweepLocked, run_sweep
     from .store import ResultStore
 
     store = ResultStore(out / RESULTS)
     if not (args.resume or args.overwrite) and store.has_rows():
+        try:
+            store.load()
+        except SvdgradError as exc:  # not a results table (or a damaged one): --resume would fail on it too
+            print(f"svdgrad sweep: error: {exc}", file=sys.stderr)
+            return 2
         print(f"svdgrad sweep: {out / RESULTS} already holds results; refusing to replace them.\n"
               f"  keep them and add what this grid lacks:  {resume_command(argv, out)}\n"
               f"  replace them:                            add --overwrite\n"
@@ -287,6 +306,7 @@ def _report(argv) -> int:
         what = "is not a file" if (args.out / RESULTS).exists() else "does not exist (run `svdgrad sweep` first)"
         raise UsageError(f"--out: expected a sweep output directory containing {RESULTS}; "
                          f"{args.out / RESULTS} {what}")
+    refuse_directories(args.out, (APPROX, GRID, RUNS, REPORT), figures=True, command="report")
     from . import report
 
     path = report.build(args.out)

@@ -6,10 +6,9 @@ and a path, and writes one PNG; none computes a result.
 
 from __future__ import annotations
 
-import io
 import math
 
-from .._io import write_atomic
+from .._io import savefig_atomic
 from . import grid as grid_mod
 from .cells import REF_SELF, parse_ns_variant
 from .grid import default_grid
@@ -45,9 +44,7 @@ def _save(fig, path):
     # No bbox_inches="tight": it draws the figure twice; the margins are set by _layout.  Drawn in memory, then
     # written by write_atomic: a failed write leaves no temporary, a killed one NAME.PID.tmp that the next
     # sweep removes (remove_stale_temporaries).
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    write_atomic(path, buf.getvalue())
+    savefig_atomic(fig, path, metadata={"Software": None})
 
 
 def _layout(fig, handles=(), labels=(), ncol=6, title=""):

@@ -28,9 +28,14 @@ _INT_KEYS = ("n", "log10_kappa", "seed")
 #: The number columns of results.csv ('' is a missing value; nan and inf are numbers).
 NUMERIC = tuple(c for c in COLUMNS if c not in KEY and c not in ("reference", "error"))
 
-#: What to do about a damaged results.csv (the message names the file, the line and the damage).
+#: What to do about a damaged row of results.csv (the message names the file, the line and the damage).
 RESULTS_FIX = ("Delete that line and run `svdgrad sweep` again with the same options and --resume: it "
                "recomputes the missing rows (or move the file away and start again with --overwrite).")
+#: What to do when line 1 of results.csv is not its header (another program's table, garbage): deleting a line
+#: leaves another line that is not the header in its place, and --resume keeps nothing of it.
+RESULTS_HEADER_FIX = ("It is not a table `svdgrad sweep` wrote, so no row of it can be kept: run `svdgrad sweep` "
+                      "again with --overwrite to start a new table in its place (or move the file away), or "
+                      "write elsewhere with --out DIR.")
 
 
 def format_value(v) -> str:
@@ -119,13 +124,16 @@ class ResultStore:
         return {row_key(r) for r in self.load()}
 
 
-def read_rows(path: Path, columns=COLUMNS, *, ints=_INT_KEYS, floats=NUMERIC, fix=RESULTS_FIX) -> list[dict]:
+def read_rows(path: Path, columns=COLUMNS, *, ints=_INT_KEYS, floats=NUMERIC, fix=RESULTS_FIX,
+              header_fix=RESULTS_HEADER_FIX) -> list[dict]:
     """The complete rows of a table written by this module, as dicts of strings.
 
     What a kill can leave is not an error: the torn last line (cut at any byte, even inside a
     character) is dropped, and so are lines with the wrong number of fields.  Anything else (another
     header, bytes that are not UTF-8 text, a row whose ``ints`` / ``floats`` columns are not numbers)
-    raises SvdgradError naming the file, the line and ``fix``.
+    raises SvdgradError naming the file, the line and what to do: ``fix`` for a damaged row,
+    ``header_fix`` when line 1 is not the header (the header is checked first: deleting a row cannot
+    repair it).
     """
     path = Path(path)
     if not path.exists():
@@ -135,22 +143,29 @@ def read_rows(path: Path, columns=COLUMNS, *, ints=_INT_KEYS, floats=NUMERIC, fi
     header_text = _csv_text([], columns, header=True)
 
     def damaged(line: int, what: str) -> SvdgradError:
-        return SvdgradError(f"Expected a CSV table in {path}, as `svdgrad sweep` writes it; line {line} {what}. {fix}")
+        advice = header_fix if line == 1 else fix
+        return SvdgradError(f"Expected a CSV table in {path}, as `svdgrad sweep` writes it; line {line} {what}. "
+                            f"{advice}")
 
     if not complete:
         if header_text.encode().startswith(torn):  # (empty, or a kill inside the header)
             return []
         raise damaged(1, f"is not its header: received {torn[:60]!r}; expected {header_text.strip()!r}")
+    first = complete[: complete.index(b"\n") + 1]
+    try:
+        header = next(csv.reader(io.StringIO(first.decode())))
+    except UnicodeDecodeError as exc:
+        raise damaged(1, f"is not its header, nor text ({exc.reason} at byte {exc.start})") from None
+    if tuple(header) != tuple(columns):
+        raise damaged(1, f"is another header: received {','.join(header)[:200]!r}; expected "
+                         f"{header_text.strip()!r}")
     try:
         text = complete.decode()
     except UnicodeDecodeError as exc:
         raise damaged(complete.count(b"\n", 0, exc.start) + 1, f"is not text ({exc.reason} at byte {exc.start})") \
             from None
     reader = csv.reader(io.StringIO(text))
-    header = next(reader)
-    if tuple(header) != tuple(columns):
-        raise damaged(1, f"is another header: received {','.join(header)[:200]!r}; expected "
-                         f"{header_text.strip()!r}")
+    next(reader)
     rows = []
     for rec in reader:
         if len(rec) != len(columns):

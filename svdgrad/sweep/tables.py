@@ -218,13 +218,17 @@ def summary_rows(rows, ax):
 # ---------------------------------------------------------------------------
 
 
+#: What to do about a damaged approx.csv, a row or its header: every sweep rewrites it whole.
+APPROX_FIX = "Run `svdgrad sweep --resume` with the same options: it rewrites approx.csv."
+
+
 def load_approx(out: Path) -> list[dict]:
     out = Path(out)
     if not (out / APPROX).exists():
         return []
     return [{k: (v if k in ("kind", "degree") else float(v)) for k, v in r.items()}
-            for r in read_rows(out / APPROX, APPROX_COLUMNS, floats=APPROX_COLUMNS[2:],
-                               fix="Run `svdgrad sweep --resume` with the same options: it rewrites approx.csv.")]
+            for r in read_rows(out / APPROX, APPROX_COLUMNS, floats=APPROX_COLUMNS[2:], fix=APPROX_FIX,
+                               header_fix=APPROX_FIX)]
 
 
 def load_runs(out: Path) -> list[dict]:

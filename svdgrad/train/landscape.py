@@ -25,9 +25,10 @@ import platform
 import tempfile
 
 from .._errors import SvdgradError
-from .._io import read_json, write_atomic
+from .._io import write_atomic
 from . import runner
 from .landscape_report import write_report
+from .report import read_study
 
 from .landscape_grid import (ADJ, BASE, DEFAULT_OUT, ETAS, FAST, KAPPAS, LABELS, PARTS, PROBE_EVERY,  # noqa: F401
                              QUICK, QUICK_OVERRIDES, QUICK_SEEDS, SEEDS, SHARED, run_dir)
@@ -88,8 +89,7 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                    "parts": json.loads(json.dumps(PARTS))}
         before = {}
         if os.path.exists(study_path):
-            before = read_json(study_path, fix=f"Delete it and run again with --resume: the runs in {out} "
-                                f"are kept, and only the missing ones run.")
+            before = read_study(out)
             if before.get("grid") != grid_id:
                 raise SvdgradError(f"{out} holds a landscape study with another grid"
                                    f"{' (it is a --quick study)' if before.get('grid', {}).get('quick') else ''}"

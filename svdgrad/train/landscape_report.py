@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 
+from .._io import savefig_atomic, write_atomic
 from . import stats
 from .landscape_grid import LABELS, PARTS, SHARED, run_dir
 from .report import _read_json, _read_log, mean_std, read_study
@@ -132,7 +133,7 @@ def landscape_figure(runs, path):
     for ax in axs:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -162,7 +163,7 @@ def gradient_figure(runs, path):
     for ax in axs:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -181,7 +182,7 @@ def accuracy_figure(runs, path):
     ax.set_ylabel("final validation accuracy %")
     ax.set_title("each dot a seed, bar = mean; colour = part (probes, precision, schedules, second-order)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -371,6 +372,5 @@ def write_report(out: str) -> str:
         "",
     ]
     path = os.path.join(out, "REPORT.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path

@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+from .._io import savefig_atomic, write_atomic
 from . import stats
 from .grid import EARLY, HYBRIDS, LABELS, PROTOCOLS
 
@@ -36,7 +37,8 @@ def _read_json(path: str):
 
 
 def read_study(out: str) -> dict:
-    """``out``/study.json; a damaged one raises SvdgradError naming it (--report-only gave a traceback)."""
+    """``out``/study.json; a damaged one raises SvdgradError naming it and what to do (--report-only gave a
+    traceback).  The one reader of study.json: the studies (``study``, ``landscape``) and both reports."""
     from .._io import read_json
 
     return read_json(os.path.join(out, "study.json"), fix=f"Delete it and run the study again with --resume: the "
@@ -257,7 +259,7 @@ def _curves_figure(runs, out, switch, plt):
             f"is one line.")
     fig.text(0.01, 0.005, note, fontsize=8, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(os.path.join(out, "curves.png"), dpi=110)
+    savefig_atomic(fig, os.path.join(out, "curves.png"), dpi=110)
     plt.close(fig)
     return groups
 
@@ -300,7 +302,7 @@ def _figures(runs, out, switch):
     axes[2].invert_xaxis()
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "kappa.png"), dpi=110)
+    savefig_atomic(fig, os.path.join(out, "kappa.png"), dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(9, 3.8))
@@ -311,7 +313,7 @@ def _figures(runs, out, switch):
     ax.set_ylabel("skipped steps, all seeds")
     ax.set_title("steps skipped because the loss or a gradient was not finite")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "skipped.png"), dpi=110)
+    savefig_atomic(fig, os.path.join(out, "skipped.png"), dpi=110)
     plt.close(fig)
 
 
@@ -658,6 +660,5 @@ def write_report(out: str) -> str:
         "",
     ]
     path = os.path.join(out, "REPORT.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path

@@ -18,11 +18,11 @@ import shutil
 import tempfile
 
 from .._errors import SvdgradError
-from .._io import read_json, write_atomic
+from .._io import write_atomic
 from . import runner
 from .grid import DATASETS, DEFAULT_OUT, EARLY, FULL, FULL_SEEDS, HYBRIDS, LABELS, PROTOCOLS, QUICK, QUICK_SEEDS  # noqa: F401 (re-exported)
 from .grid import default_out_for
-from .report import load_runs, mean_std, write_report  # noqa: F401 (re-exported)
+from .report import load_runs, mean_std, read_study, write_report  # noqa: F401 (re-exported)
 
 
 def seed_plan(seeds: int | None, protocols: list[str] | None, before: dict, default: int) -> dict[str, int]:
@@ -113,8 +113,7 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
         study_settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
         before = {}
         if os.path.exists(study_path):
-            before = read_json(study_path, fix=f"Delete it and run again with --resume: the runs in {out} "
-                                f"are kept, and only the missing ones run.")
+            before = read_study(out)
             old_protocols = before.get("protocols", {})
             changed_protocols = sorted(k for k in old_protocols if PROTOCOLS.get(k) != old_protocols[k])
             if before.get("settings") != study_settings or changed_protocols:
