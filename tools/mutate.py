@@ -1149,6 +1149,30 @@ MUTANTS = [
            "        pass", "GlobalAveragePooling takes a list, integer or complex input without its clear error", "core"),
     Mutant("sweep-out-under-file", "svdgrad/sweep/cli.py", "    if not base.is_dir():",
            "    if False:", "sweep --out under a file fails inside with an Errno after starting", "jobs"),
+    Mutant("job-results-header-fix-as-row-fix", "svdgrad/sweep/store.py",
+           "        advice = header_fix if line == 1 else fix", "        advice = fix",
+           "sweep: a results.csv whose line 1 is not the header advises 'Delete that line ... --resume' instead of "
+           "--overwrite", "jobs"),
+    Mutant("job-sweep-out-directory-not-refused", "svdgrad/sweep/cli.py",
+           "        if path.is_dir():", "        if False:",
+           "sweep/report: a directory where an output file goes is not refused up front ([Errno 21] after the work)",
+           "jobs"),
+    Mutant("job-study-report-written-in-place", "svdgrad/train/report.py",
+           'write_atomic(path, "\\n".join(lines))', 'open(path, "w").write("\\n".join(lines))',
+           "hybrid study: REPORT.md written in place, a failed write loses the old report", "jobs"),
+    Mutant("job-landscape-own-study-json-fix", "svdgrad/train/landscape.py",
+           "            before = read_study(out)",
+           '            before = __import__("svdgrad._io", fromlist=["read_json"]).read_json(study_path, fix=f"Delete it '
+           'and run again with --resume: the runs in {out} are kept, and only the missing ones run.")',
+           "landscape study: its own copy of the study.json fix text again", "jobs"),
+    Mutant("job-bench-raw-temporaries-kept", "svdgrad/bench/cli.py",
+           '    return [p for folder in (out, out / "raw") for p in remove_stale_temporaries(folder)]',
+           '    return [p for folder in (out,) for p in remove_stale_temporaries(folder)]',
+           "bench: a killed writer's temporaries in OUT/raw are never removed", "jobs"),
+    Mutant("job-bench-figure-in-place", "svdgrad/bench/report.py",
+           "    fig.tight_layout(rect=(0, 0, 1, 0.96))\n    savefig_atomic(fig, path, dpi=110)",
+           "    fig.tight_layout(rect=(0, 0, 1, 0.96))\n    fig.savefig(path, dpi=110)",
+           "bench: the ratios figure is written in place, a failed write leaves half a PNG", "jobs"),
 ]
 
 
