@@ -762,3 +762,21 @@ def test_a_run_or_study_folder_loses_a_killed_writers_temporary(tmp_path):
     tmp.write_bytes(b"half a checkpoint")
     with trainer._folder_lock(str(tmp_path)):
         assert not tmp.exists()
+
+
+def test_report_only_removes_a_killed_reports_temporary(tmp_path):
+    """A kill -9 inside --report-only's atomic write of REPORT.md (or a figure) left REPORT.md.PID.tmp; the next
+    --report-only did not remove it (only a locked study run did).  Dead writers' only, as the sweep's report."""
+    import os as _os
+
+    from svdgrad.train import runner
+
+    from .test_io import dead_pid
+
+    (tmp_path / "study.json").write_text("{}")
+    dead = tmp_path / f"REPORT.md.{dead_pid()}.tmp"
+    live = tmp_path / f"curves.png.{_os.getpid()}.tmp"
+    dead.write_text("half a report")
+    live.write_text("a live writer's")
+    assert runner.redraw(str(tmp_path), lambda out: None) == str(tmp_path)
+    assert not dead.exists() and live.exists()

@@ -76,6 +76,9 @@ def redraw(out: str, write_report) -> str:
     if not os.path.exists(study_path):
         raise SvdgradError(f"Expected {study_path} for --report-only (it redraws the report of a study "
                            f"already run); it does not exist. Run the study into {out} first.")
+    from .._io import remove_stale_temporaries
+
+    remove_stale_temporaries(out)  # (a killed report's REPORT.md or figure; only dead writers': no lock is needed)
     write_report(out)
     return out
 
