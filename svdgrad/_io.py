@@ -15,9 +15,20 @@ import os
 from pathlib import Path
 
 
+def refuse_directory(path) -> None:
+    """Raise SvdgradError if a directory stands where a long job writes the file ``path``: os.replace failed
+    with a bare '[Errno 21] Is a directory' (or 'Directory not empty'), often after the work."""
+    if os.path.isdir(path):
+        from ._errors import SvdgradError
+
+        raise SvdgradError(f"Expected {path} to be a file, which this command writes; it is a directory. Move or "
+                           f"rename it, or choose another --out.")
+
+
 def write_atomic(path, data: str | bytes) -> None:
     """Write ``data`` (text or bytes) to ``path`` atomically."""
     path = Path(path)
+    refuse_directory(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     payload = data.encode() if isinstance(data, str) else data
     try:

@@ -92,3 +92,21 @@ def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
     assert sorted(p.name for p in remove_stale_temporaries(tmp_path)) == sorted(stale)
     assert {p.name for p in tmp_path.iterdir()} == kept | {f"folder.{dead}.tmp"}
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_an_atomic_write_onto_a_directory_is_a_clear_error(tmp_path):
+    """A directory where a long job writes one of its files (summary.json, a bench raw file, a figure) failed
+    in os.replace with '[Errno 21] Is a directory' (or 'Directory not empty'), a bare OSError.  Now the write
+    is refused before anything is written, naming the path and what to do; the directory is left alone."""
+    from svdgrad import SvdgradError
+    from svdgrad._io import save_atomic, write_atomic
+
+    (tmp_path / "summary.json").mkdir()
+    (tmp_path / "summary.json" / "keep").write_text("x")
+    with pytest.raises(SvdgradError, match=r"summary\.json to be a file.*is a directory.*Move or rename it"):
+        write_atomic(tmp_path / "summary.json", "{}")
+    (tmp_path / "checkpoint.pt").mkdir()
+    with pytest.raises(SvdgradError, match=r"checkpoint\.pt to be a file.*is a directory"):
+        save_atomic({"a": 1}, tmp_path / "checkpoint.pt")
+    assert (tmp_path / "summary.json" / "keep").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "summary.json"]

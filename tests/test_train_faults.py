@@ -780,3 +780,17 @@ def test_report_only_removes_a_killed_reports_temporary(tmp_path):
     live.write_text("a live writer's")
     assert runner.redraw(str(tmp_path), lambda out: None) == str(tmp_path)
     assert not dead.exists() and live.exists()
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "summary.json", "log.jsonl", "config.json"])
+def test_a_directory_where_train_writes_a_file_is_refused_before_training(tmp_path, capsys, keep_threads, name):
+    """A directory where `svdgrad train` writes one of its files failed after the first epoch (or at the end)
+    with a bare '[Errno 21] Is a directory'.  Now it is exit 2 before any training, naming the path."""
+    spec = _write_data(tmp_path / "d.pt")
+    out = tmp_path / "run"
+    (out / name).mkdir(parents=True)
+    assert cli_main("train", ["--dataset", spec, *NET_ARGS, "--head", "gap", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{name} to be a file" in err and "is a directory" in err and "Errno" not in err
+    assert "epoch" not in err.lower()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [name]

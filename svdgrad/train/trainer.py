@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from .. import _methods
 from .._errors import SvdgradError
-from .._io import provenance, remove_stale_temporaries, write_atomic
+from .._io import provenance, refuse_directory, remove_stale_temporaries, write_atomic
 from . import data, ddp, schedules
 
 PROTOCOLS = ("ns", "svd", "hybrid")
@@ -630,6 +630,8 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
 
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     log_path = os.path.join(cfg.out, "log.jsonl")
+    for name in RUN_FILES:  # (before any work, and before a directory reads as an existing run)
+        refuse_directory(os.path.join(cfg.out, name))
     existing = _existing_run(cfg.out)
     if existing and not (cfg.resume or cfg.overwrite):
         raise SvdgradError(f"{cfg.out} already holds {existing}. Pass --resume to continue it, --overwrite to "
