@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ._errors import SvdgradError
+
 #: command -> (module implementing it, one-line description).
 COMMANDS = {
     "sweep": ("svdgrad.sweep.cli",
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.name and exc.name.split(".")[0] == "svdgrad":
             raise  # a broken installation, not a missing optional dependency
         print(missing_dependency(command, exc), file=sys.stderr)
+        return 2
+    except SvdgradError as exc:  # a command that does not report it itself (bench's report, a file in --out)
+        print(f"svdgrad {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a command that has no resume line of its own
         print(f"svdgrad {command}: interrupted", file=sys.stderr)
