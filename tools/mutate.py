@@ -1173,6 +1173,18 @@ MUTANTS = [
            "    fig.tight_layout(rect=(0, 0, 1, 0.96))\n    savefig_atomic(fig, path, dpi=110)",
            "    fig.tight_layout(rect=(0, 0, 1, 0.96))\n    fig.savefig(path, dpi=110)",
            "bench: the ratios figure is written in place, a failed write leaves half a PNG", "jobs"),
+    Mutant("job-report-only-keeps-stale-tmp", "svdgrad/train/runner.py",
+           "    remove_stale_temporaries(out)  # (a killed report's REPORT.md or figure; only dead writers': no lock "
+           "is needed)", "    pass", "study --report-only never removes a killed report's REPORT.md.PID.tmp", "jobs"),
+    Mutant("job-write-atomic-onto-directory", "svdgrad/_io.py", "    refuse_directory(path)\n", "    pass\n",
+           "write_atomic onto a directory fails in os.replace with a bare [Errno 21], after the work", "jobs"),
+    Mutant("job-train-run-files-not-checked", "svdgrad/train/trainer.py",
+           "        refuse_directory(os.path.join(cfg.out, name))", "        pass",
+           "train: a directory named summary.json reads as 'already holds a run'; log.jsonl fails in open", "jobs"),
+    Mutant("job-cli-svdgrad-error-traceback", "svdgrad/__main__.py",
+           "    except SvdgradError as exc:  # a command that does not report it itself (bench's report, a file in "
+           "--out)", "    except ZeroDivisionError as exc:",
+           "svdgrad CLI: an SvdgradError a command does not report itself is a traceback", "jobs"),
 ]
 
 
