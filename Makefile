@@ -21,9 +21,12 @@ study: $(STAMP)
 	$(PY) -m svdgrad sweep --quick
 
 # Regenerates reports/performance/; refused if it holds results: `make bench BENCH_ARGS=--overwrite`.
+# Then rebuilds the README's which-method block from the new numbers (a test checks that the committed block
+# matches the committed reports; a bench re-run without this step failed CI once).
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m svdgrad bench $(BENCH_ARGS)
+	$(PY) studies/which_method.py
 
 # Mutation test of the numerical core and the long jobs -> reports/mutation/REPORT.md (a standing habit: run it
 # after changing svdgrad/; about 50 min on 2 cores for both suites; --suite core|jobs runs one).

@@ -5,7 +5,7 @@
 
 Every number comes from ``reports/condition_sweep/results.csv`` (accuracy, failures: read with
 ``svdgrad.sweep.tables``) and ``reports/performance/raw/*.json`` (cost: read with
-``svdgrad.bench.report``).  Nothing here is typed by hand; ``tests/test_which_method.py`` checks that
+``svdgrad.bench.report``).  Nothing here is typed by hand; ``tests/test_sweep_which_method.py`` checks that
 the committed README block is what this script produces from the committed data.
 """
 
