@@ -299,13 +299,22 @@ def test_saved_bytes_counts_each_storage_once_and_not_the_input():
 def test_a_figure_write_that_fails_midway_keeps_the_old_figure(tmp_path, monkeypatch, name):
     """The bench's two figures were written in place by ``fig.savefig(path)``: a full disk (or a kill) during
     the write left half a PNG where the previous one was.  They now go through ``_io.savefig_atomic``.
-    Drawn from the committed report's raw files."""
-    import shutil
-    from pathlib import Path
-
+    Drawn from raw files written here (a matmul floor, eigh and one method over two sizes)."""
     from .helpers import disk_full_on
 
-    shutil.copytree(Path(__file__).resolve().parent.parent / "reports" / "performance" / "raw", tmp_path / "raw")
+    unit, eigh = [1.0] * 3, [1.0] * 3
+    times = _times(unit, eigh_forward=eigh, eigh_autograd=[3.0] * 3, exact=_eigh_case(unit, eigh, [5.0] * 3))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    benchmarks = [{"extra_info": {"kind": kind, "label": label, "mode": "forward_backward", "n": n,
+                                  "dtype": "float32"},
+                   "stats": {"median": 1e-3 * n, "min": 1e-3 * n, "rounds": 3}}
+                  for kind, label in (("sqrtm", "exact"), ("baseline", "eigh_autograd")) for n in (64, 256)]
+    files = {"pytest_benchmark": {"benchmarks": benchmarks, "machine_info": {"torch_threads": 1}},
+             "targets": {"size": 4, "batch": 2, "dtypes": {"float32": {"times": times}}},
+             "memory": _memory(), "run": _run_info()}
+    for key, obj in files.items():
+        (raw / f"{key}_cpu.json").write_text(json.dumps(obj))
     bench_report.device_section(tmp_path, "cpu", "CPU")
     old = (tmp_path / "figures" / name).read_bytes()
     disk_full_on(monkeypatch, name)
