@@ -438,6 +438,56 @@ def test_ddp_processes_agree_to_skip_a_rejected_pooled_matrix(tmp_path, keep_thr
     assert one["skipped_steps"] == 1
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
 
+def _torchrun(script, args, tmp_path):
+    path = tmp_path / "harness.py"
+    path.write_text(script)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(path), *args]
+    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+#: Run under torchrun: SyncBatchNorm2d on each process's half of a batch against BatchNorm2d on the whole
+#: batch (float32) and in float64; prints the largest errors (output, input gradient, running variance).
+_SYNC_BN = """
+import json, torch, torch.distributed as dist
+from torch import nn
+from svdgrad.train import ddp
+dist.init_process_group("gloo")
+r, W = dist.get_rank(), dist.get_world_size()
+mine, rows = slice(r * 8 // W, (r + 1) * 8 // W), []
+for offset in (0.0, 1e3, 1e4):
+    g = torch.Generator().manual_seed(0)
+    x = offset + torch.randn(8, 3, 5, 5, generator=g)  # the global batch (the same on every process)
+    w = torch.randn(8, 3, 5, 5, generator=g)           # the cotangent
+    got = {}
+    for name, layer, xin in (("float64", nn.BatchNorm2d(3).double(), x.double()), ("bn", nn.BatchNorm2d(3), x),
+                             ("sync", ddp.SyncBatchNorm2d(3), x[mine])):
+        part = slice(None) if name == "sync" else mine
+        xin = xin.clone().requires_grad_()
+        y = layer(xin)
+        (y * w[mine if name == "sync" else slice(None)].to(y.dtype)).sum().backward()
+        got[name] = (y.detach()[part].double(), xin.grad[part].double(), layer.running_var.double())
+    rows.append({"offset": offset, **{f"{name}_{what}": float((got[name][i] - got["float64"][i]).abs().max())
+                                      for name in ("bn", "sync") for i, what in enumerate(("y", "grad", "var"))}})
+gathered = [None] * W
+dist.all_gather_object(gathered, rows)
+if r == 0:
+    print("SYNC_BN " + json.dumps(gathered), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_synchronized_batch_norm_is_as_accurate_as_batch_norm_far_from_zero(tmp_path):
+    # The variance was E[x²] - mean² in float32: features of mean 1e3 and spread 1 lost every digit of it
+    # (an output off by 0.14, at 1e4 by 1e3), where BatchNorm on the whole batch is right to 6e-4.
+    res = _torchrun(_SYNC_BN, [], tmp_path)
+    rows = json.loads(res.stdout.split("SYNC_BN ")[1].splitlines()[0])
+    assert len(rows) == 2  # (one list per process)
+    for row in (r for rows_of_one in rows for r in rows_of_one):
+        for what in ("y", "grad", "var"):
+            assert row[f"sync_{what}"] <= 4 * row[f"bn_{what}"] + 1e-5, (row["offset"], what, row)
+
 
 # ---------------------------------------------------------------------------
 # The study: Ctrl-C, --report-only, figures that do not mislead.
