@@ -447,6 +447,36 @@ def _torchrun(script, args, tmp_path):
     return res
 
 
+#: Run under torchrun: each process saves the model it validates (``_evaluate``'s) to DUMP/rank<r>.pt.
+_EVALUATED_MODEL = """
+import os, sys, torch
+from svdgrad.train import trainer
+from svdgrad.train.cli import main
+inner = trainer._evaluate
+def evaluate(model, x, y, batch_size, info):
+    torch.save(model.state_dict(), os.path.join(sys.argv[1], f"rank{info.rank}.pt"))
+    return inner(model, x, y, batch_size, info)
+trainer._evaluate = evaluate
+sys.exit(main("train", sys.argv[2:]))
+"""
+
+
+def test_ddp_processes_validate_the_model_of_the_checkpoint(tmp_path):
+    # Whitening keeps running statistics of the local batch, so after the epoch's last step each process held
+    # its own; the validation split over the processes then scored a mix of two models, none of them the
+    # checkpoint's (rank 0's).
+    spec = _write_data(tmp_path / "d.pt")
+    out = tmp_path / "ddp"
+    args = ["--dataset", spec, *NET_ARGS, "--widths", "16,16,16", "--norm", "whiten", "--protocol", "ns",
+            "--epochs", "1", "--out", str(out)]
+    _torchrun(_EVALUATED_MODEL, [str(tmp_path), *args], tmp_path)
+    saved = trainer.load_checkpoint(str(out / "checkpoint.pt"))["model"]
+    for rank in (0, 1):
+        seen = torch.load(tmp_path / f"rank{rank}.pt")
+        differ = [k for k in saved if not torch.equal(seen[k], saved[k])]
+        assert not differ, f"process {rank} validated a model other than the checkpoint's: {differ[:4]}"
+
+
 #: Run under torchrun: SyncBatchNorm2d on each process's half of a batch against BatchNorm2d on the whole
 #: batch (float32) and in float64; prints the largest errors (output, input gradient, running variance).
 _SYNC_BN = """

@@ -155,6 +155,13 @@ def any_flag(flag: bool, device) -> bool:
     return bool(t.item() > 0)
 
 
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy process ``src``'s buffers into ``module`` on every process (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        for b in module.buffers():
+            dist.broadcast(b, src)
+
+
 def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():

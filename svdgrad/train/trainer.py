@@ -774,6 +774,10 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
         loss_sum, correct, seen, small, total_eigs = ddp.all_reduce_sum(
             [loss_sum, float(correct), float(seen), float(small), float(total_eigs)], device)
         kap, lmins, lmaxs = ddp.gather_lists(kap), ddp.gather_lists(lmins), ddp.gather_lists(lmaxs)
+        # DDP trains the main process's buffers (it broadcasts them at every forward), but a statistic of the
+        # local batch (Whitening's running mean and whitening matrix) differs on the others after the epoch's
+        # last step: without this, the processes validated a mix of models, none of them the checkpoint's.
+        ddp.broadcast_buffers(net)
         val_loss, val_acc = _evaluate(net, vx, vy, max(local_bs, 64), info)
         total_skipped = skipped + sum(h["skipped_steps"] for h in history)
         bad = _nonfinite_state(net)
