@@ -438,6 +438,25 @@ def test_ddp_processes_agree_to_skip_a_rejected_pooled_matrix(tmp_path, keep_thr
     assert one["skipped_steps"] == 1
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
 
+def test_ddp_processes_agree_to_skip_an_input_that_whitening_rejects(tmp_path, keep_threads):
+    # --norm whiten: the stem's output of the 3e38 image overflows and Whitening refuses it. One process
+    # skipped the step; under torchrun the process holding the image raised (an error on process 1 is not
+    # printed) and the other died on gloo's "Connection closed by peer": the run stopped instead of skipping.
+    spec = _write_data(tmp_path / "d.pt", train_poison=HUGE)
+    args = ["--dataset", spec, *NET_ARGS, "--widths", "16,16,16", "--norm", "whiten", "--head", "gap",
+            "--seed", "2", "--epochs", "1"]  # (seed 2: the image is in process 1's half of a batch)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "svdgrad", "train", *args, "--out", str(tmp_path / "ddp")]
+    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["skipped_steps"] == 1
+    one = trainer.train(cli.config_from_args(cli.train_parser().parse_args(args + ["--out", str(tmp_path / "one")])),
+                        echo=lambda m: None)
+    assert one["skipped_steps"] == 1
+    (row,) = [json.loads(line) for line in open(tmp_path / "one" / "log.jsonl")]
+    assert list(row["skip_reasons"]) == ["whitening rejected its input"]
+
+
 def _torchrun(script, args, tmp_path):
     path = tmp_path / "harness.py"
     path.write_text(script)
