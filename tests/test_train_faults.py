@@ -438,6 +438,105 @@ def test_ddp_processes_agree_to_skip_a_rejected_pooled_matrix(tmp_path, keep_thr
     assert one["skipped_steps"] == 1
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
 
+def test_ddp_processes_agree_to_skip_an_input_that_whitening_rejects(tmp_path, keep_threads):
+    # --norm whiten: the stem's output of the 3e38 image overflows and Whitening refuses it. One process
+    # skipped the step; under torchrun the process holding the image raised (an error on process 1 is not
+    # printed) and the other died on gloo's "Connection closed by peer": the run stopped instead of skipping.
+    spec = _write_data(tmp_path / "d.pt", train_poison=HUGE)
+    args = ["--dataset", spec, *NET_ARGS, "--widths", "16,16,16", "--norm", "whiten", "--head", "gap",
+            "--seed", "2", "--epochs", "1"]  # (seed 2: the image is in process 1's half of a batch)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "svdgrad", "train", *args, "--out", str(tmp_path / "ddp")]
+    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["skipped_steps"] == 1
+    one = trainer.train(cli.config_from_args(cli.train_parser().parse_args(args + ["--out", str(tmp_path / "one")])),
+                        echo=lambda m: None)
+    assert one["skipped_steps"] == 1
+    (row,) = [json.loads(line) for line in open(tmp_path / "one" / "log.jsonl")]
+    assert list(row["skip_reasons"]) == ["whitening rejected its input"]
+
+
+def _torchrun(script, args, tmp_path):
+    path = tmp_path / "harness.py"
+    path.write_text(script)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(path), *args]
+    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+#: Run under torchrun: each process saves the model it validates (``_evaluate``'s) to DUMP/rank<r>.pt.
+_EVALUATED_MODEL = """
+import os, sys, torch
+from svdgrad.train import trainer
+from svdgrad.train.cli import main
+inner = trainer._evaluate
+def evaluate(model, x, y, batch_size, info):
+    torch.save(model.state_dict(), os.path.join(sys.argv[1], f"rank{info.rank}.pt"))
+    return inner(model, x, y, batch_size, info)
+trainer._evaluate = evaluate
+sys.exit(main("train", sys.argv[2:]))
+"""
+
+
+def test_ddp_processes_validate_the_model_of_the_checkpoint(tmp_path):
+    # Whitening keeps running statistics of the local batch, so after the epoch's last step each process held
+    # its own; the validation split over the processes then scored a mix of two models, none of them the
+    # checkpoint's (rank 0's).
+    spec = _write_data(tmp_path / "d.pt")
+    out = tmp_path / "ddp"
+    args = ["--dataset", spec, *NET_ARGS, "--widths", "16,16,16", "--norm", "whiten", "--protocol", "ns",
+            "--epochs", "1", "--out", str(out)]
+    _torchrun(_EVALUATED_MODEL, [str(tmp_path), *args], tmp_path)
+    saved = trainer.load_checkpoint(str(out / "checkpoint.pt"))["model"]
+    for rank in (0, 1):
+        seen = torch.load(tmp_path / f"rank{rank}.pt")
+        differ = [k for k in saved if not torch.equal(seen[k], saved[k])]
+        assert not differ, f"process {rank} validated a model other than the checkpoint's: {differ[:4]}"
+
+
+#: Run under torchrun: SyncBatchNorm2d on each process's half of a batch against BatchNorm2d on the whole
+#: batch (float32) and in float64; prints the largest errors (output, input gradient, running variance).
+_SYNC_BN = """
+import json, torch, torch.distributed as dist
+from torch import nn
+from svdgrad.train import ddp
+dist.init_process_group("gloo")
+r, W = dist.get_rank(), dist.get_world_size()
+mine, rows = slice(r * 8 // W, (r + 1) * 8 // W), []
+for offset in (0.0, 1e3, 1e4):
+    g = torch.Generator().manual_seed(0)
+    x = offset + torch.randn(8, 3, 5, 5, generator=g)  # the global batch (the same on every process)
+    w = torch.randn(8, 3, 5, 5, generator=g)           # the cotangent
+    got = {}
+    for name, layer, xin in (("float64", nn.BatchNorm2d(3).double(), x.double()), ("bn", nn.BatchNorm2d(3), x),
+                             ("sync", ddp.SyncBatchNorm2d(3), x[mine])):
+        part = slice(None) if name == "sync" else mine
+        xin = xin.clone().requires_grad_()
+        y = layer(xin)
+        (y * w[mine if name == "sync" else slice(None)].to(y.dtype)).sum().backward()
+        got[name] = (y.detach()[part].double(), xin.grad[part].double(), layer.running_var.double())
+    rows.append({"offset": offset, **{f"{name}_{what}": float((got[name][i] - got["float64"][i]).abs().max())
+                                      for name in ("bn", "sync") for i, what in enumerate(("y", "grad", "var"))}})
+gathered = [None] * W
+dist.all_gather_object(gathered, rows)
+if r == 0:
+    print("SYNC_BN " + json.dumps(gathered), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_synchronized_batch_norm_is_as_accurate_as_batch_norm_far_from_zero(tmp_path):
+    # The variance was E[x²] - mean² in float32: features of mean 1e3 and spread 1 lost every digit of it
+    # (an output off by 0.14, at 1e4 by 1e3), where BatchNorm on the whole batch is right to 6e-4.
+    res = _torchrun(_SYNC_BN, [], tmp_path)
+    rows = json.loads(res.stdout.split("SYNC_BN ")[1].splitlines()[0])
+    assert len(rows) == 2  # (one list per process)
+    for row in (r for rows_of_one in rows for r in rows_of_one):
+        for what in ("y", "grad", "var"):
+            assert row[f"sync_{what}"] <= 4 * row[f"bn_{what}"] + 1e-5, (row["offset"], what, row)
+
 
 # ---------------------------------------------------------------------------
 # The study: Ctrl-C, --report-only, figures that do not mislead.

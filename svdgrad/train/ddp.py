@@ -4,8 +4,9 @@
 LOCAL_RANK (and MASTER_ADDR/PORT); ``init_from_env`` reads them and starts
 gloo on CPU or nccl on GPU.  torch's own SyncBatchNorm only runs on GPU, so
 the trainer replaces every BatchNorm2d by ``SyncBatchNorm2d``, which
-all-reduces the per-channel sums with a differentiable all-reduce (autograd
-flows through the reduction).  With it a DDP run over W processes computes
+all-reduces the per-channel sums, then the sums of squared deviations from
+the mean (two passes, as BatchNorm), with a differentiable all-reduce
+(autograd flows through the reduction).  With it a DDP run over W processes computes
 the same batch statistics and, after DDP's gradient averaging, the same
 gradient as one process on the whole global batch, up to summation order.
 """
@@ -93,20 +94,23 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        # Two passes, as BatchNorm: the mean over every process, then the sum of squared deviations from it.
+        # (E[x²] - mean² in one pass cancels catastrophically: features of mean 1e3 and spread 1 lost every
+        # digit of their variance in float32.)
         C = x.shape[1]
         count = torch.full((1,), float(x.numel() // C), dtype=x.dtype, device=x.device)
-        local = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])  # (2C + 1,)
-        total = _AllReduceSum.apply(local)
+        total = _AllReduceSum.apply(torch.cat([x.sum(dim=(0, 2, 3)), count]))  # (C + 1,)
         n = total[-1]
         mean = total[:C] / n
-        var = (total[C:2 * C] / n - mean * mean).clamp_min(0)  # biased, as BN normalizes with
+        d = x - mean[None, :, None, None]
+        var = _AllReduceSum.apply((d * d).sum(dim=(0, 2, 3))) / n  # biased, as BN normalizes with
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp_min(1))
-        y = (x - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        y = d * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y
@@ -149,6 +153,13 @@ def any_flag(flag: bool, device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy process ``src``'s buffers into ``module`` on every process (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        for b in module.buffers():
+            dist.broadcast(b, src)
 
 
 def barrier() -> None:

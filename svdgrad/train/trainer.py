@@ -17,7 +17,8 @@ Each epoch: SGD with momentum and weight decay over the training set
 resumed run replays exactly the same batches), then validation.
 
 A step whose loss, gradient or pooled matrix is not finite (or whose pooled
-matrix ``sqrtm`` rejects) is skipped and counted: the weights, the optimizer
+matrix ``sqrtm`` rejects, or whose input a Whitening layer refuses) is
+skipped and counted: the weights, the optimizer
 state and every buffer (batch-norm running statistics included) are left
 bitwise as they were before the step.  Under DDP every process skips the
 same steps.  If the model becomes non-finite anyway (weights, buffers or
@@ -501,7 +502,20 @@ class _PoolGuard:
             # (as NaN): DDP expects a gradient for each of them on every process.
             total = x.sum() + sum(p.sum() for p in self.pool.parameters())
             nan = total * float("nan")
-            return nan.expand(x.shape[0], self.pool.out_features).to(x.dtype)
+            return self._nan_output(x, nan)
+
+    def _nan_output(self, x, nan):
+        return nan.expand(x.shape[0], self.pool.out_features).to(x.dtype)
+
+
+class _WhiteningGuard(_PoolGuard):
+    """The same for a ``Whitening`` layer of the backbone (--norm whiten), which refuses a non-finite input
+    (the stem's output of a 3e38 image) or a Σ that ``inv_sqrtm`` rejects.  Its NaN output has the input's
+    shape, so every layer after it (the head's batch-norm all-reduces included) runs on every process, and
+    the step is skipped everywhere; before, the process holding the image raised and the run stopped."""
+
+    def _nan_output(self, x, nan):
+        return nan.to(x.dtype).expand(x.shape).contiguous()  # (an in-place ReLU follows: no stride-0 view)
 
 
 def _all_finite(tensors) -> bool:
@@ -509,19 +523,22 @@ def _all_finite(tensors) -> bool:
     return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
-def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, device=None):
+def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, whitening=(), device=None):
     """One SGD step on (x, y), or none at all.
 
     Returns ``(loss, logits, reason)``: ``reason`` is None when the step was
     applied, else why it was skipped.  A skipped step restores every buffer
     of ``net`` (batch-norm running statistics, ``num_batches_tracked``)
-    bitwise and leaves the weights and the optimizer state untouched.
+    bitwise and leaves the weights and the optimizer state untouched.  ``whitening``: the
+    ``_WhiteningGuard`` of each Whitening layer (the first that refused names the reason).
     """
     buffers = list(net.buffers())
     saved = [b.detach().clone() for b in buffers]
     opt.zero_grad(set_to_none=False)
     if guard is not None:
         guard.rejected = None
+    for w in whitening:
+        w.rejected = None
     reason = None
     loss = out = None
     try:
@@ -532,6 +549,9 @@ def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, device
         if dist_initialized():
             raise  # the other processes would wait for this one forever
         reason = f"sqrtm raised: {str(exc)[:120]}"
+    refused = next((w.rejected for w in whitening if w.rejected is not None), None)
+    if reason is None and refused is not None:  # (the layers after it only saw its NaN)
+        reason = "whitening rejected its input: " + refused.split(".")[0][:100]
     if reason is None:
         if guard is not None and guard.rejected is not None:
             reason = "pooled matrix rejected by sqrtm: " + guard.rejected.split(".")[0][:100]
@@ -705,6 +725,8 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
     t_run = time.perf_counter()
     pool = net.pool
     guard = _PoolGuard(pool) if cfg.head == "cov" else None
+    from ..nn import Whitening
+    whitening = [_WhiteningGuard(m) for m in net.modules() if isinstance(m, Whitening)]
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = schedule.lr(epoch)
@@ -743,7 +765,7 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
                 probe_rows[name].append(row)
             if cfg.head == "cov":
                 pool.last_covariance = None
-            loss, out, reason = train_step(model, net, opt, x, y, guard=guard, device=device)
+            loss, out, reason = train_step(model, net, opt, x, y, guard=guard, whitening=whitening, device=device)
             if reason is not None:
                 skipped += 1
                 last_reason = reason
@@ -776,6 +798,10 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
         loss_sum, correct, seen, small, total_eigs = ddp.all_reduce_sum(
             [loss_sum, float(correct), float(seen), float(small), float(total_eigs)], device)
         kap, lmins, lmaxs = ddp.gather_lists(kap), ddp.gather_lists(lmins), ddp.gather_lists(lmaxs)
+        # DDP trains the main process's buffers (it broadcasts them at every forward), but a statistic of the
+        # local batch (Whitening's running mean and whitening matrix) differs on the others after the epoch's
+        # last step: without this, the processes validated a mix of models, none of them the checkpoint's.
+        ddp.broadcast_buffers(net)
         val_loss, val_acc = _evaluate(net, vx, vy, max(local_bs, 64), info)
         total_skipped = skipped + sum(h["skipped_steps"] for h in history)
         bad = _nonfinite_state(net)
