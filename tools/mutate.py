@@ -1185,6 +1185,17 @@ MUTANTS = [
            "    except SvdgradError as exc:  # a command that does not report it itself (bench's report, a file in "
            "--out)", "    except ZeroDivisionError as exc:",
            "svdgrad CLI: an SvdgradError a command does not report itself is a traceback", "jobs"),
+    Mutant("ddp-syncbn-one-pass-variance", "svdgrad/train/ddp.py",
+           "var = _AllReduceSum.apply((d * d).sum(dim=(0, 2, 3))) / n  # biased, as BN normalizes with",
+           "var = (_AllReduceSum.apply((x * x).sum(dim=(0, 2, 3))) / n - mean * mean).clamp_min(0)",
+           "DDP batch norm: variance as E[x²] - mean² in one pass (cancels far from zero)", "jobs"),
+    Mutant("ddp-validate-local-buffers", "svdgrad/train/trainer.py",
+           "        ddp.broadcast_buffers(net)", "        pass",
+           "DDP: each process validates its own whitening statistics, not the checkpoint's model", "jobs"),
+    Mutant("ddp-whitening-refusal-not-guarded", "svdgrad/train/trainer.py",
+           "    whitening = [_WhiteningGuard(m) for m in net.modules() if isinstance(m, Whitening)]",
+           "    whitening = []",
+           "DDP: an input a whitening layer refuses stops the run instead of being skipped everywhere", "jobs"),
 ]
 
 
