@@ -14,6 +14,9 @@ import torch
 
 from ._errors import SvdgradError
 from ._kernels import sym as _sym
+# mpmath's working precision is process-wide: the references take the lock that guards it (workdps in two
+# threads at once restores the other's precision under it).
+from ._matmul_only import _MPMATH_LOCK
 
 #: Spectrum shapes of ``spd``.
 SPECTRA = ("logspaced", "clustered", "repeated", "rank_deficient")
@@ -173,7 +176,7 @@ def reference_sqrtm_grad(A: torch.Tensor, G: torch.Tensor, *, dps: int = 50, flo
     if A.dim() != 2:
         raise SvdgradError(f"reference_sqrtm_grad takes one matrix (n, n); received shape={tuple(A.shape)}.")
     n = A.shape[-1]
-    with mpmath.workdps(dps):
+    with _MPMATH_LOCK, mpmath.workdps(dps):
         Q, lam, Gs = _mp_floored_eig(A, G, floor, "sqrtm")
         s = [mpmath.sqrt(x) for x in lam]
         Z = Q * mpmath.diag(s) * Q.T
@@ -202,7 +205,7 @@ def reference_sqrtm_grad_derivative(A: torch.Tensor, G: torch.Tensor, H: torch.T
         raise SvdgradError(f"reference_sqrtm_grad_derivative takes one matrix (n, n); received shape="
                            f"{tuple(A.shape)}.")
     n = A.shape[-1]
-    with mpmath.workdps(dps):
+    with _MPMATH_LOCK, mpmath.workdps(dps):
         Q, lam, Gs = _mp_floored_eig(A, G, 0.0, "sqrtm")
         Am = Q * mpmath.diag(lam) * Q.T
         _, _, Hs = _mp_floored_eig(A, H, 0.0, "sqrtm")  # (the symmetrized H)
@@ -275,7 +278,7 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
         f_, df_ = (lambda m, x, p: fu(x)), (lambda m, x, p: dfu(x))
     n = A.shape[-1]
     pf = None if p is None else float(p.detach() if isinstance(p, torch.Tensor) else p)
-    with mpmath.workdps(dps):
+    with _MPMATH_LOCK, mpmath.workdps(dps):
         Q, lam, Gs = _mp_floored_eig(A, G, floor, function if isinstance(function, str) else "function")
         pm = None if pf is None else mpmath.mpf(pf)
         fl = [f_(mpmath, x, pm) for x in lam]
@@ -318,7 +321,7 @@ def reference_gram_grad(X: torch.Tensor, G: torch.Tensor, *, inverse: bool = Fal
     d = X.shape[0]
     x = X.detach().to(torch.float64).cpu().numpy()
     g = G.detach().to(torch.float64).cpu().numpy()
-    with mpmath.workdps(dps):
+    with _MPMATH_LOCK, mpmath.workdps(dps):
         Xm = mpmath.matrix(x.tolist())
         Gs = mpmath.matrix(d, d)
         for i in range(d):

@@ -85,3 +85,39 @@ def test_condition_number_is_inf_when_rounding_makes_lmin_nonpositive():
     A = T.spd(6, 1e3, "rank_deficient", seed=3)
     assert float(T.condition_number(A)) == float("inf") or float(T.condition_number(A)) > 1e12
     assert float(T.condition_number(torch.diag(torch.tensor([-1e-20, 1.0], dtype=torch.float64)))) == float("inf")
+
+
+def test_references_in_two_threads_keep_their_digits():
+    """mpmath's precision is one process-wide setting that workdps sets and restores: a reference that
+    ended in another thread while this one ran restored 15 digits under it (a threaded log reference at
+    κ = 1e12 was 8e-7 off) and left mp.dps at 50 for good.  The references share _matmul_only's lock."""
+    import threading
+
+    import mpmath
+
+    A = T.spd(3, 1e3, seed=1)
+    G = T.gradients((3, 3), seed=2)
+    dps0 = mpmath.mp.dps
+    inside, done = threading.Event(), threading.Event()
+    seen = []
+
+    def waiting_exp(x):  # the other thread's f: holds its reference open until this one has started
+        inside.set()
+        done.wait(timeout=1)
+        done.set()  # with the lock this one finishes first: wait once, not per eigenvalue
+        return mpmath.exp(x)
+
+    def recording_exp(x):
+        done.set()
+        other.join(timeout=2)  # without the lock the other reference ends here, inside this one
+        seen.append(mpmath.mp.dps)
+        return mpmath.exp(x)
+
+    other = threading.Thread(target=T.reference_function_grad, args=(A, G, (waiting_exp, mpmath.exp)))
+    other.start()
+    inside.wait(timeout=2)
+    _, g, _ = T.reference_function_grad(A, G, (recording_exp, mpmath.exp))
+    other.join()
+    assert seen and set(seen) == {50}
+    assert mpmath.mp.dps == dps0
+    assert torch.equal(g, T.reference_function_grad(A, G, (mpmath.exp, mpmath.exp))[1])

@@ -109,3 +109,31 @@ def test_verdicts_use_the_holm_adjusted_p_values():
     judged = stats.judge(cs)
     assert [c.p_holm for c in judged] == pytest.approx([0.06, 0.06])
     assert [c.verdict for c in judged] == [stats.UNRESOLVED, stats.UNRESOLVED]
+
+
+@pytest.mark.parametrize("value, n_a, n_b", [(0.9, 2, 7), (0.7, 3, 2), (0.2, 2, 3), (0.9125, 7, 2)])
+def test_welch_same_constant_value_with_other_seed_counts_is_a_zero_effect(value, n_a, n_b):
+    """Every run of both protocols at one accuracy (e.g. 360/400), with a stopped or missing seed on one
+    side: the means differ only by the rounding of the sums (1e-16), which is no effect.  It read
+    'holds'/'goes the other way' with p = 0."""
+    c = stats.welch("same", [value] * n_a, [value] * n_b)
+    assert (c.diff, c.low, c.high, c.p) == (0.0, 0.0, 0.0, 1.0)
+    assert stats.judge([c])[0].verdict == stats.UNRESOLVED
+    # two constant protocols at different values are still a (deterministic) effect
+    d = stats.judge([stats.welch("apart", [0.9] * n_a, [0.8975] * n_b)])[0]
+    assert d.p == 0.0 and d.verdict == stats.HOLDS
+
+
+def test_paired_differences_at_rounding_level_are_a_zero_effect():
+    """Per-seed values equal up to rounding (0.1 + 0.2 against 0.3): the differences, constant (5.6e-17)
+    or not, are no effect; they read 'holds' with p = 0, or a t-test on rounding noise."""
+    a = {k: 0.1 + 0.2 for k in range(6)}
+    b = {k: 0.3 for k in range(6)}
+    c = stats.paired("same", a, b)
+    assert (c.diff, c.low, c.high, c.p) == (0.0, 0.0, 0.0, 1.0)
+    assert stats.judge([c])[0].verdict == stats.UNRESOLVED
+    noisy = {**a, 5: 0.3}  # 5 seeds 5.6e-17 apart, one exactly equal
+    assert stats.judge([stats.paired("noise", noisy, b)])[0].verdict == stats.UNRESOLVED
+    assert stats.paired("noise", noisy, b).diff == 0.0
+    # a real constant shift is still an effect
+    assert stats.judge([stats.paired("up", {k: 0.3125 for k in range(6)}, b)])[0].verdict == stats.HOLDS
