@@ -1196,6 +1196,19 @@ MUTANTS = [
            "    whitening = [_WhiteningGuard(m) for m in net.modules() if isinstance(m, Whitening)]",
            "    whitening = []",
            "DDP: an input a whitening layer refuses stops the run instead of being skipped everywhere", "jobs"),
+    Mutant("job-stats-welch-rounding-diff-is-effect", "svdgrad/train/stats.py",
+           "        if abs(diff) <= _TIES * max(abs(ma), abs(mb)):", "        if diff == 0:",
+           "Welch: one constant value on both sides, means apart by rounding (other seed counts), judged an effect "
+           "with p = 0", "jobs"),
+    Mutant("job-stats-paired-rounding-diff-is-effect", "svdgrad/train/stats.py",
+           "    if max(abs(x) for x in d) <= _TIES * max(max(abs(float(a[k])), abs(float(b[k]))) for k in keys):",
+           "    if max(abs(x) for x in d) == 0:",
+           "paired: per-seed values equal up to rounding judged an effect (p = 0) or t-tested on rounding noise",
+           "jobs"),
+    Mutant("testing-reference-no-mpmath-lock", "svdgrad/testing.py",
+           "from ._matmul_only import _MPMATH_LOCK", "import contextlib; _MPMATH_LOCK = contextlib.nullcontext()",
+           "the mpmath references without the process-wide precision lock (a concurrent reference restores 15 "
+           "digits under another)", "core"),
 ]
 
 
