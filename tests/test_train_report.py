@@ -296,3 +296,12 @@ def test_a_report_write_that_fails_midway_keeps_the_old_file(tmp_path, monkeypat
         module.write_report(out)
     assert (tmp_path / name).read_bytes() == old[name]
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_a_landscape_range_with_a_nan_is_nan_wherever_it_sits():
+    """max/min over a probe's η with a NaN (a loss that diverged) depended on where the NaN sat in the list:
+    [nan, 1, 3] gave nan, [1, nan, 3] gave 2 and [1, 3, nan] gave 2 (Python's max/min compare False with NaN)."""
+    for vals in ([math.nan, 1.0, 3.0], [1.0, math.nan, 3.0], [1.0, 3.0, math.nan]):
+        r = {"landscape": [{"delta_l": vals}, {"delta_l": [0.0, 1.0]}]}
+        assert math.isnan(landscape_report._mean_range(r, "delta_l")), vals
+    assert landscape_report._mean_range({"landscape": [{"delta_l": [1.0, 3.0]}]}, "delta_l") == 2.0

@@ -137,3 +137,17 @@ def test_paired_differences_at_rounding_level_are_a_zero_effect():
     assert stats.paired("noise", noisy, b).diff == 0.0
     # a real constant shift is still an effect
     assert stats.judge([stats.paired("up", {k: 0.3125 for k in range(6)}, b)])[0].verdict == stats.HOLDS
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("test", ["welch", "paired"])
+def test_a_value_that_is_not_finite_is_named_not_called_one_seed(test, bad):
+    """A NaN (or Inf) value among 3 seeds gave p = NaN, and the sentence read 'one seed, no interval'; an Inf
+    gave a difference of ±inf judged like a number.  Now: not resolved, and the sentence says why."""
+    a, b = [0.7, bad, 0.72], [0.6, 0.61, 0.62]
+    c = (stats.welch("x", a, b) if test == "welch"
+         else stats.paired("x", dict(enumerate(a)), dict(enumerate(b))))
+    (c,) = stats.judge([c])
+    assert c.verdict == stats.UNRESOLVED and math.isnan(c.p)
+    text = stats.describe(c)
+    assert "one seed" not in text and "not finite" in text and "3" in text

@@ -43,7 +43,8 @@ def _acc(rs):
 
 def _mean_range(r, key):
     """Mean over a run's probes of (max − min over η) of ``key`` (delta_l or delta_g)."""
-    v = [max(p[key]) - min(p[key]) for p in r["landscape"]]
+    # (NaN if a probe's loss or gradient diverged: Python's max/min gave an answer that hung on where the NaN sat)
+    v = [math.nan if any(math.isnan(x) for x in p[key]) else max(p[key]) - min(p[key]) for p in r["landscape"]]
     return sum(v) / len(v) if v else math.nan
 
 

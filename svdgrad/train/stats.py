@@ -65,6 +65,8 @@ def paired(claim: str, a: dict, b: dict, level: float = 0.95) -> Comparison:
     n = len(d)
     if n == 0:
         return Comparison(claim, "none", len(a), len(b), math.nan, math.nan, math.nan, math.nan, level)
+    if not all(math.isfinite(x) for x in d):  # (a diverged run: no interval, and the sentence says so)
+        return Comparison(claim, "paired", n, n, math.nan, math.nan, math.nan, math.nan, level)
     mean = sum(d) / n
     if n == 1:
         return Comparison(claim, "paired", 1, 1, mean, -math.inf, math.inf, math.nan, level)
@@ -89,6 +91,8 @@ def welch(claim: str, a, b, level: float = 0.95) -> Comparison:
     na, nb = len(a), len(b)
     if na == 0 or nb == 0:
         return Comparison(claim, "none", na, nb, math.nan, math.nan, math.nan, math.nan, level)
+    if not all(math.isfinite(x) for x in a + b):  # (a diverged run: no interval, and the sentence says so)
+        return Comparison(claim, "welch", na, nb, math.nan, math.nan, math.nan, math.nan, level)
     ma, mb = sum(a) / na, sum(b) / nb
     diff = ma - mb
     if na < 2 or nb < 2:
@@ -146,6 +150,9 @@ def describe(c: Comparison, unit: str = "points", scale: float = 100.0, digits: 
     pct = f"{100 * c.level:.0f}%"
     if c.test == "none":
         return f"not resolved: runs missing ({c.n_a} and {c.n_b})"
+    if math.isnan(c.p) and math.isnan(c.diff):
+        seeds = f"{c.n_a} seeds" if c.test == "paired" else f"{c.n_a} and {c.n_b} seeds"
+        return f"not resolved: a value is not finite (NaN or Inf) among the {seeds}, so there is no interval"
     if math.isnan(c.p):
         return f"not resolved: one seed, no interval (difference {_num(c.diff, scale, digits)} {unit})"
     test = (f"paired t over {c.n_a} seeds" if c.test == "paired" else f"Welch t, {c.n_a} and {c.n_b} seeds")
