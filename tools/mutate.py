@@ -1209,6 +1209,13 @@ MUTANTS = [
            "from ._matmul_only import _MPMATH_LOCK", "import contextlib; _MPMATH_LOCK = contextlib.nullcontext()",
            "the mpmath references without the process-wide precision lock (a concurrent reference restores 15 "
            "digits under another)", "core"),
+    Mutant("job-stats-nonfinite-judged", "svdgrad/train/stats.py",
+           "    if not all(math.isfinite(x) for x in a + b):  # (a diverged run: no interval, and the sentence says so)",
+           "    if False:", "Welch: an Inf value is judged like a number, a NaN reads 'one seed'", "jobs"),
+    Mutant("job-landscape-range-nan-by-position", "svdgrad/train/landscape_report.py",
+           "    v = [math.nan if any(math.isnan(x) for x in p[key]) else max(p[key]) - min(p[key]) for p in r[\"landscape\"]]",
+           "    v = [max(p[key]) - min(p[key]) for p in r[\"landscape\"]]",
+           "landscape report: a probe's range over η with a NaN depends on where the NaN sits", "jobs"),
 ]
 
 
