@@ -153,9 +153,12 @@ def _init_ray(address: str | None) -> bool:
         return False
     kwargs = {"runtime_env": {"env_vars": dict(THREAD_ENV)}, "log_to_driver": False,
               "logging_level": logging.ERROR}
+    source = "--ray-address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **kwargs)
+        from .._ray import connect
+
+        connect(address, source, **kwargs)  # (SvdgradError where no cluster answers: Ray itself waits for good)
     else:
         ray.init(num_cpus=None, include_dashboard=False, **kwargs)
     logging.getLogger("ray").setLevel(logging.ERROR)  # ray.init configures its logger again

@@ -1,0 +1,70 @@
+"""The Ray backend of the long jobs (`svdgrad sweep --backend ray`, `svdgrad study --backend ray`) under faults.
+
+- an address where no Ray cluster answers: Ray's own ray.init retried for good (over 10 minutes seen,
+  logging GCS time-outs); the sweep and the study must say so and stop;
+- an address Ray cannot parse, given to a study in RAY_ADDRESS: a traceback.
+
+Nothing here starts a Ray instance: the faults are hit before one would be needed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+ENV.pop("RAY_ADDRESS", None)
+
+#: Two matrices, one method, one dtype: two cells of about a second each.
+TWO = ["--methods", "exact", "--functions", "sqrt", "--dtypes", "float64", "--sizes", "16", "--kappas", "2,4",
+       "--spectra", "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
+
+
+def _closed_port() -> int:
+    """A local port where nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["--ray-address", "RAY_ADDRESS"])
+def test_a_sweep_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, how):
+    address = f"127.0.0.1:{_closed_port()}"
+    env = dict(ENV)
+    argv = [sys.executable, "-m", "svdgrad", "sweep", *TWO, "--backend", "ray", "--out", str(tmp_path / "s")]
+    if how == "RAY_ADDRESS":
+        env["RAY_ADDRESS"] = address
+    else:
+        argv += ["--ray-address", address]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=50)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the sweep still waited for a Ray cluster at {address} after 50 s")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{how}={address}" in proc.stderr and "ray start --head" in proc.stderr, proc.stderr
+    assert time.monotonic() - t0 < 50
+
+
+@pytest.mark.parametrize("address", ["garbage", "127.0.0.1:{port}"])
+def test_a_study_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, address):
+    address = address.format(port=_closed_port())
+    argv = [sys.executable, "-m", "svdgrad", "study", "hybrid", "--quick", "--backend", "ray", "--out",
+            str(tmp_path / "study")]
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, env=dict(ENV, RAY_ADDRESS=address), capture_output=True, text=True,
+                              timeout=50)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the study still waited for a Ray cluster at {address} after 50 s")
+    assert proc.returncode == 2, proc.stderr
+    assert f"RAY_ADDRESS={address}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
