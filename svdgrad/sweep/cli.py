@@ -251,7 +251,7 @@ def _sweep(argv) -> int:
         raise UsageError(f"--out: {out} cannot be created or written: {base} is not writable; choose another --out")
     refuse_directories(out, (RESULTS, APPROX, GRID, RUNS, LOCK) + (() if args.no_report else (REPORT,)),
                        figures=not args.no_report, command="sweep")
-    from .runner import SweepLocked, run_sweep
+    from .runner import SweepLocked, WorkerLost, run_sweep
     from .store import ResultStore
 
     store = ResultStore(out / RESULTS)
@@ -284,6 +284,9 @@ def _sweep(argv) -> int:
                           log=lambda m: print(m, flush=True))
     except SweepLocked as exc:
         print(f"svdgrad sweep: error: {exc}", file=sys.stderr)
+        return 1
+    except WorkerLost as exc:
+        print(f"svdgrad sweep: error: {exc}; resume with: {resume_command(argv, out)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         print(f"svdgrad sweep: interrupted; resume with: {resume_command(argv, out)}", file=sys.stderr, flush=True)

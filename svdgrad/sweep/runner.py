@@ -153,9 +153,12 @@ def _init_ray(address: str | None) -> bool:
         return False
     kwargs = {"runtime_env": {"env_vars": dict(THREAD_ENV)}, "log_to_driver": False,
               "logging_level": logging.ERROR}
+    source = "--ray-address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **kwargs)
+        from .._ray import connect
+
+        connect(address, source, **kwargs)  # (SvdgradError where no cluster answers: Ray itself waits for good)
     else:
         ray.init(num_cpus=None, include_dashboard=False, **kwargs)
     logging.getLogger("ray").setLevel(logging.ERROR)  # ray.init configures its logger again
@@ -241,24 +244,48 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
         init, initargs = watchdog_initializer()
         config = joblib.parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1,
                                         initializer=init, initargs=initargs)
-    with config:
-        if backend == "ray":
-            # Ray's joblib backend (a multiprocessing-pool backend) returns no generator, so tasks go
-            # in chunks of RAY_CHUNK·jobs and each chunk's rows are written when the chunk ends: a
-            # killed Ray run can lose the finished cells of its last chunk (--resume recomputes them;
-            # nothing is duplicated).  Ray owns its workers' lifetimes: no watchdog.
-            tasks = list(tasks)
-            step = RAY_CHUNK * jobs
-            for i in range(0, len(tasks), step):
-                parallel = joblib.Parallel(batch_size=1)
-                yield from parallel(joblib.delayed(run_cell)(t) for t in tasks[i : i + step])
-        else:
-            parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-            yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
-    if started_ray:
-        import ray
+    try:
+        with config:
+            if backend == "ray":
+                yield from _execute_ray(tasks, jobs)
+            else:
+                parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
+                yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
+    finally:
+        if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)
+            import ray
 
-        ray.shutdown()
+            ray.shutdown()
+
+
+class WorkerLost(RuntimeError):
+    """A Ray worker died under the sweep (kill -9, the OOM killer, a lost node); the finished chunks are kept."""
+
+
+def _execute_ray(tasks, jobs: int):
+    """``execute`` on joblib's Ray backend (already configured).
+
+    Ray's joblib backend (a multiprocessing-pool backend) returns no generator, so tasks go in chunks of
+    RAY_CHUNK·jobs and each chunk's rows are written when the chunk ends: a killed Ray run can lose the
+    finished cells of its last chunk (--resume recomputes them; nothing is duplicated).  Ray owns its
+    workers' lifetimes: no watchdog.  A dead worker fails its chunk with one of Ray's own errors (its pool
+    does not retry), raised here as WorkerLost: the CLI's one line with the command that resumes, not a
+    traceback.
+    """
+    import joblib
+    from ray.exceptions import RayError
+
+    tasks = list(tasks)
+    step = RAY_CHUNK * jobs
+    for i in range(0, len(tasks), step):
+        parallel = joblib.Parallel(batch_size=1)
+        try:
+            rows = parallel(joblib.delayed(run_cell)(t) for t in tasks[i : i + step])
+        except RayError as exc:
+            what = (str(exc).strip().splitlines() or [""])[0]
+            raise WorkerLost(f"a Ray worker was lost ({type(exc).__name__}: {what}); the rows of the "
+                             f"chunks finished before are kept in {RESULTS}") from None
+        yield from rows
 
 
 @dataclass
@@ -400,4 +427,4 @@ def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address, log=p
 
 __all__ = ["COLUMNS", "RESULTS", "APPROX", "GRID", "REPORT", "RUNS", "BACKENDS", "matrix_keys", "plan", "execute",
            "run_sweep", "approximation_rows", "effective_jobs", "usable_cores",
-           "SweepLocked"]
+           "SweepLocked", "WorkerLost"]

@@ -204,7 +204,9 @@ def _run_ray(items, jobs, note, out_of_time) -> None:
         address = os.environ.get("RAY_ADDRESS")
         kw = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
         if address:
-            ray.init(address=address, **kw)
+            from .._ray import connect
+
+            connect(address, "RAY_ADDRESS", **kw)  # (SvdgradError where no cluster answers: Ray waits for good)
         else:
             ray.init(num_cpus=jobs, **kw)
         started = True

@@ -1,0 +1,120 @@
+"""The Ray backend of the long jobs (`svdgrad sweep --backend ray`, `svdgrad study --backend ray`) under faults.
+
+- an address where no Ray cluster answers: Ray's own ray.init retried for good (over 10 minutes seen,
+  logging GCS time-outs); the sweep and the study must say so and stop;
+- an address Ray cannot parse, given to a study in RAY_ADDRESS: a traceback;
+- a Ray worker that dies in a sweep (kill -9, the OOM killer, a lost node): a traceback, with nothing
+  saying that the finished chunks are kept and how to finish the grid.
+
+Nothing here starts a Ray instance: the faults are hit before one would be needed, or Ray's pool is replaced
+by one that fails the way a dead worker makes it fail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from svdgrad.sweep import cli, runner
+from svdgrad.sweep.store import read_rows, row_key
+
+ray = pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+ENV.pop("RAY_ADDRESS", None)
+
+#: Two matrices, one method, one dtype: two cells of about a second each.
+TWO = ["--methods", "exact", "--functions", "sqrt", "--dtypes", "float64", "--sizes", "16", "--kappas", "2,4",
+       "--spectra", "logspaced", "--seeds", "0", "--jobs", "1", "--no-progress", "--no-report"]
+
+
+def _closed_port() -> int:
+    """A local port where nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["--ray-address", "RAY_ADDRESS"])
+def test_a_sweep_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, how):
+    address = f"127.0.0.1:{_closed_port()}"
+    env = dict(ENV)
+    argv = [sys.executable, "-m", "svdgrad", "sweep", *TWO, "--backend", "ray", "--out", str(tmp_path / "s")]
+    if how == "RAY_ADDRESS":
+        env["RAY_ADDRESS"] = address
+    else:
+        argv += ["--ray-address", address]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=50)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the sweep still waited for a Ray cluster at {address} after 50 s")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{how}={address}" in proc.stderr and "ray start --head" in proc.stderr, proc.stderr
+    assert time.monotonic() - t0 < 50
+
+
+@pytest.mark.parametrize("address", ["garbage", "127.0.0.1:{port}"])
+def test_a_study_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, address):
+    address = address.format(port=_closed_port())
+    argv = [sys.executable, "-m", "svdgrad", "study", "hybrid", "--quick", "--backend", "ray", "--out",
+            str(tmp_path / "study")]
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, env=dict(ENV, RAY_ADDRESS=address), capture_output=True, text=True,
+                              timeout=50)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the study still waited for a Ray cluster at {address} after 50 s")
+    assert proc.returncode == 2, proc.stderr
+    assert f"RAY_ADDRESS={address}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_ray_worker_that_dies_keeps_the_finished_chunks_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import joblib
+
+    real = joblib.Parallel
+    calls = []
+
+    class DyingPool:
+        """Ray's pool: the first chunk runs (here, in this process), the second loses its worker."""
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, jobs):
+            calls.append(1)
+            if len(calls) > 1:
+                raise ray.exceptions.ActorDiedError()
+            with joblib.parallel_config(backend="sequential"):
+                return real(n_jobs=1)(jobs)
+
+    shutdowns = []
+    monkeypatch.setattr(runner, "RAY_CHUNK", 1)  # one matrix per chunk (jobs 1)
+    from ray.util.joblib import register_ray
+
+    # as if this sweep had started Ray (joblib's "ray" backend registered, no instance started)
+    monkeypatch.setattr(runner, "_init_ray", lambda address: register_ray() or True)
+    monkeypatch.setattr(joblib, "Parallel", DyingPool)
+    monkeypatch.setattr(ray, "shutdown", lambda *a, **k: shutdowns.append(1))
+    out = tmp_path / "s"
+    rc = cli.main("sweep", TWO + ["--backend", "ray", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "Ray worker" in err and "ActorDiedError" in err, err
+    assert lines[0].endswith(f"resume with: svdgrad sweep {' '.join(TWO)} --backend ray --out {out} --resume"), err
+    assert shutdowns == [1]  # the Ray instance this sweep started is shut down on the failure too
+    first = read_rows(out / runner.RESULTS)
+    assert first and {r["log10_kappa"] for r in first} == {"2"}  # the finished chunk is kept
+    monkeypatch.setattr(joblib, "Parallel", real)
+    assert cli.main("sweep", TWO + ["--out", str(out), "--resume"]) == 0  # and the grid is finished by --resume
+    after = read_rows(out / runner.RESULTS)
+    assert {r["log10_kappa"] for r in after} == {"2", "4"} and len({row_key(r) for r in after}) == len(after)
