@@ -53,7 +53,7 @@ JOB_TESTS = [
     "tests/test_bench.py", "tests/test_bench_report.py", "tests/test_bench_cases.py", "tests/test_cli.py",
     "tests/test_io.py", "tests/test_train_report.py", "tests/test_train_measures.py", "tests/test_train_probes.py",
     "tests/test_train_datasets.py", "tests/test_train_faults.py", "tests/test_train.py", "tests/test_train_options.py",
-    "tests/test_study_runner.py", "tests/test_train_stats.py",
+    "tests/test_study_runner.py", "tests/test_train_stats.py", "tests/test_ray_backend.py",
 ]
 
 SUITES = {"core": CORE_TESTS, "jobs": JOB_TESTS}
@@ -1216,6 +1216,19 @@ MUTANTS = [
            "    v = [math.nan if any(math.isnan(x) for x in p[key]) else max(p[key]) - min(p[key]) for p in r[\"landscape\"]]",
            "    v = [max(p[key]) - min(p[key]) for p in r[\"landscape\"]]",
            "landscape report: a probe's range over η with a NaN depends on where the NaN sits", "jobs"),
+    Mutant("job-ray-no-address-probe", "svdgrad/_ray.py",
+           "            socket.create_connection(target, timeout=PROBE_TIMEOUT_S).close()", "            pass",
+           "sweep/study: no check that a Ray cluster answers at HOST:PORT (ray.init waits for good)", "jobs"),
+    Mutant("job-ray-connect-errors-escape", "svdgrad/_ray.py",
+           "    except (ValueError, ConnectionError, RuntimeError) as exc:", "    except RuntimeError as exc:",
+           "sweep/study: Ray's ValueError/ConnectionError for a bad address escape as a traceback", "jobs"),
+    Mutant("job-ray-worker-lost-escapes", "svdgrad/sweep/runner.py",
+           "        except RayError as exc:", "        except RuntimeError as exc:",
+           "sweep: a dead Ray worker's ActorDiedError escapes as a traceback, with no resume command", "jobs"),
+    Mutant("job-ray-kept-after-failure", "svdgrad/sweep/runner.py",
+           "        if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)",
+           "        if started_ray and False:",
+           "sweep: the Ray instance it started is left running after a failure or Ctrl-C", "jobs"),
 ]
 
 
