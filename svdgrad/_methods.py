@@ -93,6 +93,8 @@ class Method(abc.ABC):
                     f"Expected a finite number {field} >= 0 (relative to the matrix norm) for {self.name}; "
                     f"received {_received(field, v)}. Use None for the default sqrt(eps) of the input dtype."
                 )
+        if type(self.check).__module__ == "numpy" and type(self.check).__name__ in ("bool", "bool_"):
+            object.__setattr__(self, "check", bool(self.check))  # (a NumPy bool: stored as a Python one)
         if not isinstance(self.check, bool):
             raise SvdgradError(f"Expected check=True or check=False for {self.name}; received check={self.check!r}.")
         if self.compute_dtype is not None and self.compute_dtype not in (torch.float32, torch.float64):

@@ -256,3 +256,13 @@ def test_method_options_accept_numpy_numbers_as_python_ones(method, options):
         assert type(getattr(m, k)) in (int, float), k
     A = T.spd(4, 10.0, seed=3)
     assert torch.equal(svdgrad.sqrtm(A, m), svdgrad.sqrtm(A, method, **plain))
+
+
+@pytest.mark.parametrize("flag", [np.bool_(True), np.bool_(False)])
+def test_check_accepts_a_numpy_bool_as_a_python_one(flag):
+    """check=np.bool_(True) (e.g. from a config array) was refused as not True or False, although NumPy
+    numbers are taken for every numeric option; it is stored as a Python bool."""
+    m = svdgrad.get_method("exact", check=flag)
+    assert type(m.check) is bool and m == svdgrad.get_method("exact", check=bool(flag))
+    with pytest.raises(svdgrad.SvdgradError, match="check=True or check=False"):
+        svdgrad.get_method("exact", check=np.int64(1))

@@ -1229,6 +1229,9 @@ MUTANTS = [
            "        if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)",
            "        if started_ray and False:",
            "sweep: the Ray instance it started is left running after a failure or Ctrl-C", "jobs"),
+    Mutant("check-numpy-bool-refused", "svdgrad/_methods.py",
+           '            object.__setattr__(self, "check", bool(self.check))  # (a NumPy bool: stored as a Python one)',
+           "            pass", "check=np.bool_(True) is refused although NumPy numbers are taken elsewhere", "core"),
 ]
 
 
