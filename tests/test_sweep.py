@@ -254,18 +254,58 @@ def test_store_drops_a_torn_line(tmp_path):
     assert len(store.load()) == 2
 
 
-def test_store_drops_a_complete_line_with_the_wrong_number_of_fields(tmp_path):
-    """A line that ends in a newline but is not a row (hand-edited, or corrupted on disk) is dropped, as a torn
-    one is: loading it as a partial row would make the resume's keys fail, or count a missing row as done."""
+@pytest.mark.parametrize("line", ["method,sqrt,pade,,float64,16\n", "x\n", "a,b,c," * 20 + "d\n"])
+def test_a_complete_line_that_is_not_a_row_is_an_error_naming_the_line(tmp_path, line):
+    """A line that ends in a newline but has the wrong number of fields (hand-edited, or damaged on disk; a kill
+    leaves only a torn last line, without a newline) is reported with its line number and what to do, as a row
+    with a damaged number is. It used to be dropped silently: `svdgrad report` drew its tables without that
+    row and said nothing."""
     store = ResultStore(tmp_path / "results.csv")
     store.reset()
     keys = [("method", "sqrt", m, "", "float64", 16, 0, "logspaced", 0) for m in ("exact", "pade")]
     store.append([cells._row(keys[0], grad_err=1e-15)])
     with open(store.path, "a") as f:
-        f.write("method,sqrt,pade,,float64,16\n")  # the start of a row, but a complete line
+        f.write(line)
     store.append([cells._row(keys[1], grad_err=2e-15)])
-    assert [r["method"] for r in store.load()] == ["exact", "pade"]
+    with pytest.raises(svdgrad.SvdgradError) as err:
+        store.load()
+    msg = str(err.value)
+    assert "line 3" in msg and str(store.path) in msg and f"expected {len(cells.COLUMNS)}" in msg
+    assert "--resume" in msg  # (the fix: delete that line, then resume)
+
+
+def test_a_blank_line_holds_no_row_and_is_passed_over(tmp_path):
+    store = ResultStore(tmp_path / "results.csv")
+    store.reset()
+    keys = [("method", "sqrt", m, "", "float64", 16, 0, "logspaced", 0) for m in ("exact", "pade")]
+    store.append([cells._row(keys[0], grad_err=1e-15)])
+    with open(store.path, "a") as f:
+        f.write("\n")
+    store.append([cells._row(keys[1], grad_err=2e-15)])
     assert store.done_keys() == set(keys)
+
+
+def test_append_finishes_a_short_write(tmp_path, monkeypatch):
+    """os.write may write fewer bytes than asked (a signal, a nearly full disk, a pipe-like file system): the rest
+    is written too. The first byte count used to be taken as the whole, so the rows' tail was lost and the next
+    append glued onto a half row."""
+    from svdgrad.sweep import store as store_module
+
+    real = os.write
+    calls = []
+
+    def short(fd, data):
+        calls.append(len(data))
+        return real(fd, bytes(data[:7]))
+    monkeypatch.setattr(store_module.os, "write", short)
+    store = ResultStore(tmp_path / "results.csv")
+    store.reset()
+    keys = [("method", "sqrt", m, "", "float64", 16, 0, "logspaced", 0) for m in ("exact", "pade", "taylor")]
+    store.append([cells._row(k, grad_err=1e-15) for k in keys[:2]])
+    store.append([cells._row(keys[2], grad_err=2e-15)])
+    assert len(calls) > 2
+    assert store.done_keys() == set(keys)
+    assert store.path.read_text().endswith("\n")
 
 
 # ---------------------------------------------------------------------------

@@ -1232,6 +1232,14 @@ MUTANTS = [
     Mutant("check-numpy-bool-refused", "svdgrad/_methods.py",
            '            object.__setattr__(self, "check", bool(self.check))  # (a NumPy bool: stored as a Python one)',
            "            pass", "check=np.bool_(True) is refused although NumPy numbers are taken elsewhere", "core"),
+    Mutant("store-short-write-lost", "svdgrad/sweep/store.py",
+           "                view = view[os.write(fd, view):]",
+           "                os.write(fd, view)\n                view = view[len(view):]",
+           "results.csv takes os.write's first byte count as the whole: a short write loses the rows' tail", "jobs"),
+    Mutant("store-wrong-fields-dropped", "svdgrad/sweep/store.py",
+           "        if len(rec) != len(columns):  # (a kill leaves only a torn last line, cut above; this line is complete)",
+           "        if len(rec) != len(columns):\n            continue\n        if False:",
+           "a complete results.csv line with the wrong number of fields is dropped silently", "jobs"),
 ]
 
 

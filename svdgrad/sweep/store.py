@@ -2,8 +2,8 @@
 
 Each finished matrix appends its rows with one ``os.write`` on a file opened
 with O_APPEND, followed by fsync, so a killed run leaves every finished cell
-on disk.  If the kill lands inside a write, the torn last line (no newline,
-or the wrong number of fields) is dropped on load, and ``repair`` truncates
+on disk.  If the kill lands inside a write, the torn last line (no newline)
+is dropped on load, and ``repair`` truncates
 it away before a resumed run appends; rows are keyed, so a resumed run
 recomputes exactly the missing ones.  A file torn inside its header (no
 complete first line) holds no rows: ``repair`` rewrites the header, never
@@ -104,13 +104,15 @@ class ResultStore:
         data = _csv_text(rows, COLUMNS, header=False).encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # (os.write may write less than asked; the rest follows)
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
 
     def load(self) -> list[dict]:
-        """Complete rows as dicts of strings (header checked; torn or malformed lines dropped)."""
+        """Complete rows as dicts of strings (header checked; a torn last line dropped, other damage raises)."""
         return read_rows(self.path)
 
     def has_rows(self) -> bool:
@@ -129,8 +131,8 @@ def read_rows(path: Path, columns=COLUMNS, *, ints=_INT_KEYS, floats=NUMERIC, fi
     """The complete rows of a table written by this module, as dicts of strings.
 
     What a kill can leave is not an error: the torn last line (cut at any byte, even inside a
-    character) is dropped, and so are lines with the wrong number of fields.  Anything else (another
-    header, bytes that are not UTF-8 text, a row whose ``ints`` / ``floats`` columns are not numbers)
+    character) is dropped.  Anything else (another header, bytes that are not UTF-8 text, a complete
+    line with the wrong number of fields, a row whose ``ints`` / ``floats`` columns are not numbers)
     raises SvdgradError naming the file, the line and what to do: ``fix`` for a damaged row,
     ``header_fix`` when line 1 is not the header (the header is checked first: deleting a row cannot
     repair it).
@@ -168,8 +170,11 @@ def read_rows(path: Path, columns=COLUMNS, *, ints=_INT_KEYS, floats=NUMERIC, fi
     next(reader)
     rows = []
     for rec in reader:
-        if len(rec) != len(columns):
+        if not rec:  # a blank line holds nothing (as in read_jsonl)
             continue
+        if len(rec) != len(columns):  # (a kill leaves only a torn last line, cut above; this line is complete)
+            raise damaged(reader.line_num, f"has {len(rec)} field{'' if len(rec) == 1 else 's'}, expected "
+                                           f"{len(columns)}: received {','.join(rec)[:60]!r}")
         row = dict(zip(columns, rec))
         for c, kind in [(c, int) for c in ints if c in row] + [(c, to_float) for c in floats if c in row]:
             try:
