@@ -1240,6 +1240,18 @@ MUTANTS = [
            "        if len(rec) != len(columns):  # (a kill leaves only a torn last line, cut above; this line is complete)",
            "        if len(rec) != len(columns):\n            continue\n        if False:",
            "a complete results.csv line with the wrong number of fields is dropped silently", "jobs"),
+    Mutant("report-missing-rows-unsaid", "svdgrad/sweep/tables.py",
+           "    return len(expected - {row_key(r) for r in all_rows}), len(expected)",
+           "    return 0, len(expected)",
+           "svdgrad report draws a stopped sweep's partial table as if it were complete", "jobs"),
+    Mutant("report-baselines-of-this-torch", "svdgrad/sweep/tables.py",
+           "    baselines = [b for b in g.baselines if b in baselines]",
+           "    baselines = None",
+           "the report counts the baselines of the torch it runs under, not those the sweep's torch ran", "jobs"),
+    Mutant("report-finished-runs-baselines-ignored", "svdgrad/sweep/tables.py",
+           "        baselines |= {b for b in g.baselines if b not in skipped}",
+           "        pass",
+           "baseline rows a finished run wrote and results.csv lost are not counted as missing", "jobs"),
 ]
 
 

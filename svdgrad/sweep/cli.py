@@ -310,10 +310,15 @@ def _report(argv) -> int:
         raise UsageError(f"--out: expected a sweep output directory containing {RESULTS}; "
                          f"{args.out / RESULTS} {what}")
     refuse_directories(args.out, (APPROX, GRID, RUNS, REPORT), figures=True, command="report")
-    from . import report
+    from . import report, tables
 
     path = report.build(args.out)
     print(f"svdgrad report: rebuilt {path} from {args.out / RESULTS}")
+    missing, expected = tables.missing_rows(tables.load(args.out), tables.load_grid(args.out),
+                                            tables.load_runs(args.out))
+    if missing:
+        print(f"svdgrad report: note: {tables.completeness_text(missing, expected).replace('**', '')}.",
+              file=sys.stderr)
     return 0
 
 

@@ -8,9 +8,10 @@ import statistics
 from . import grid as grid_mod
 from .cells import GRAD_SEED, REF_SELF
 from .grid import Grid
-from .tables import (accuracy_cost, approx_table, axes, baseline_rows, eig_table, error_messages, error_table,
-                     function_rows, functions_present, gram_ratio, gram_table, method_cells, nonfinite_table,
-                     ns_table, option_sizes, reference_of, skipped_baselines, summary_rows, table, timing_table)
+from .tables import (accuracy_cost, approx_table, axes, baseline_rows, completeness_text, eig_table, error_messages,
+                     error_table, function_rows, functions_present, gram_ratio, gram_table, method_cells, nonfinite_table,
+                     missing_rows, ns_table, option_sizes, reference_of, skipped_baselines, summary_rows, table,
+                     timing_table)
 
 #: Section titles of the functions.
 FUNCTION_NAMES = {"sqrt": "`sqrtm`", "inv_sqrt": "`inv_sqrtm`", "log": "`logm`", "power": "`powm`"}
@@ -76,6 +77,7 @@ def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None) -> str
         f"{', '.join(map(str, g.option_seeds))}.")
     add(f"- timing: {g.timing_repeats} timed call(s) after one warm-up per row.")
     add(f"- {len(mrows)} sqrt method rows, {len(all_rows)} rows in all, {n_err} recorded errors.")
+    add(f"- rows: {completeness_text(*missing_rows(all_rows, g, runs))}.")
     add("")
     if runs:
         add("Runs that wrote `results.csv` (from `runs.jsonl`):")

@@ -15,8 +15,8 @@ from pathlib import Path
 from . import grid as grid_mod
 from .cells import REF_EXACT64, REF_MPMATH, REF_SELF, parse_ns_variant
 from .grid import Grid, default_grid, read_grid
-from .runner import APPROX, APPROX_COLUMNS, GRID, GRID_FIX, RESULTS, RUNS, read_runs
-from .store import NUMERIC, read_rows, to_float
+from .runner import APPROX, APPROX_COLUMNS, GRID, GRID_FIX, RESULTS, RUNS, matrix_keys, read_runs
+from .store import NUMERIC, read_rows, row_key, to_float
 
 EPS64 = 2.0 ** -52
 EPS32 = 2.0 ** -23
@@ -233,6 +233,31 @@ def load_approx(out: Path) -> list[dict]:
 
 def load_runs(out: Path) -> list[dict]:
     return read_runs(Path(out) / RUNS)
+
+
+def missing_rows(all_rows, g: Grid, runs=()) -> tuple[int, int]:
+    """(rows the grid defines that results.csv lacks, rows it defines): a sweep stopped midway lacks some.
+
+    The baselines counted are those the sweep ran: which ones it runs depends on its torch
+    (``grid.available_baselines``), and the report may be drawn under another.  So they are the
+    baselines the rows hold, and those the last finished run (``runs``) did not skip.
+    """
+    baselines = {r["method"] for r in all_rows if r["study"] == "baseline"}
+    if runs:
+        skipped = runs[-1].get("skipped_baselines") or {}
+        baselines |= {b for b in g.baselines if b not in skipped}
+    baselines = [b for b in g.baselines if b in baselines]
+    expected = {k for n, kk, sp, s in g.matrices() for k in matrix_keys(g, n, kk, sp, s, baselines=baselines)}
+    return len(expected - {row_key(r) for r in all_rows}), len(expected)
+
+
+def completeness_text(missing: int, expected: int) -> str:
+    """One line on whether results.csv holds every row its grid defines (REPORT.md and ``svdgrad report``)."""
+    if not missing:
+        return f"all {expected} rows the grid defines are present (the sweep is complete)"
+    return (f"**Incomplete: {missing} of the {expected} rows the grid defines are missing** (the sweep was stopped "
+            f"before its end): the tables and figures below are drawn from the rows present. Run `svdgrad sweep` "
+            f"again with the same options and --resume to compute the missing rows")
 
 
 #: Ranges of 1 − x of the approximation table: [lo, hi).
