@@ -1,6 +1,8 @@
-"""The one exception type of svdgrad."""
+"""The one exception type of svdgrad (bad input), and what the long jobs raise when a worker dies."""
 
 from __future__ import annotations
+
+import re
 
 
 class SvdgradError(ValueError):
@@ -25,3 +27,23 @@ def describe(A) -> str:
 
 class ConvergenceWarning(UserWarning):
     """An iteration stopped at its cap before reaching its tolerance (the result is the last iterate)."""
+
+
+class WorkerLost(RuntimeError):
+    """A worker process of a long job (a sweep's, a study's) died: kill -9, the OOM killer, a lost Ray node.
+
+    The work finished before is kept; the CLIs print the message in one line with the command that resumes.
+    """
+
+
+def loky_worker_lost(exc: BaseException, kept: str) -> WorkerLost:
+    """WorkerLost for joblib/loky's TerminatedWorkerError ``exc``, naming the workers' exit codes and ``kept``."""
+    found = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
+    codes = found.group(1) if found else "unknown"
+    return WorkerLost(f"a worker process died (exit codes {codes}: killed, out of memory, or crashed); {kept}")
+
+
+def ray_worker_lost(exc: BaseException, kept: str) -> WorkerLost:
+    """WorkerLost for one of Ray's errors ``exc`` (WorkerCrashedError, NodeDiedError, ...) after Ray's retries."""
+    what = (str(exc).strip().splitlines() or [""])[0]
+    return WorkerLost(f"a Ray worker was lost ({type(exc).__name__}: {what}); {kept}")

@@ -49,7 +49,7 @@ CORE_TESTS = [
 #: non-finite steps and bad data (sweep, bench, trainer and its study runner).
 JOB_TESTS = [
     "tests/test_sweep_safety.py", "tests/test_sweep.py", "tests/test_sweep_cells.py", "tests/test_sweep_report.py",
-    "tests/test_sweep_tables.py", "tests/test_grids.py",
+    "tests/test_sweep_tables.py", "tests/test_grids.py", "tests/test_worker_lost.py",
     "tests/test_bench.py", "tests/test_bench_report.py", "tests/test_bench_cases.py", "tests/test_cli.py",
     "tests/test_io.py", "tests/test_train_report.py", "tests/test_train_measures.py", "tests/test_train_probes.py",
     "tests/test_train_datasets.py", "tests/test_train_faults.py", "tests/test_train.py", "tests/test_train_options.py",
@@ -1252,6 +1252,26 @@ MUTANTS = [
            "        baselines |= {b for b in g.baselines if b not in skipped}",
            "        pass",
            "baseline rows a finished run wrote and results.csv lost are not counted as missing", "jobs"),
+    Mutant("sweep-loky-worker-lost-escapes", "svdgrad/sweep/runner.py",
+           "                except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others)",
+           "                except ZeroDivisionError as exc:",
+           "a killed loky worker ends the sweep in joblib's three-line message, without the resume command", "jobs"),
+    Mutant("study-loky-worker-lost-escapes", "svdgrad/train/runner.py",
+           "    except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others, mid-run)",
+           "    except ZeroDivisionError as exc:",
+           "a killed loky worker ends the study in a traceback", "jobs"),
+    Mutant("study-ray-worker-lost-escapes", "svdgrad/train/runner.py",
+           "            except RayError as exc:  # its worker died, after Ray's retries",
+           "            except ZeroDivisionError as exc:",
+           "a Ray worker lost for good ends the study in a traceback", "jobs"),
+    Mutant("study-ray-task-cause-hidden", "svdgrad/train/runner.py",
+           "                if isinstance(exc.cause, Exception):",
+           "                if False:",
+           "an SvdgradError raised in a Ray worker reaches the user as Ray's remote traceback text", "jobs"),
+    Mutant("study-worker-lost-no-resume", "svdgrad/train/cli.py",
+           '            print(f"svdgrad study: error: {exc}; resume with: {command}", file=sys.stderr, flush=True)',
+           '            print(f"svdgrad study: error: {exc}", file=sys.stderr, flush=True)',
+           "a lost study worker's message leaves out the command that resumes", "jobs"),
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .._errors import WorkerLost, loky_worker_lost, ray_worker_lost
 from .._io import remove_stale_temporaries
 from .cells import COLUMNS, GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA, CellTask, ns_variant, run_cell
 from .grid import Grid, available_baselines, read_grid
@@ -249,17 +250,19 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
             if backend == "ray":
                 yield from _execute_ray(tasks, jobs)
             else:
+                from joblib.externals.loky.process_executor import TerminatedWorkerError
+
                 parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-                yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
+                try:
+                    yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
+                except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others)
+                    raise loky_worker_lost(exc, f"the rows of the matrices finished before are kept in "
+                                                f"{RESULTS}") from None
     finally:
         if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)
             import ray
 
             ray.shutdown()
-
-
-class WorkerLost(RuntimeError):
-    """A Ray worker died under the sweep (kill -9, the OOM killer, a lost node); the finished chunks are kept."""
 
 
 def _execute_ray(tasks, jobs: int):
@@ -282,9 +285,7 @@ def _execute_ray(tasks, jobs: int):
         try:
             rows = parallel(joblib.delayed(run_cell)(t) for t in tasks[i : i + step])
         except RayError as exc:
-            what = (str(exc).strip().splitlines() or [""])[0]
-            raise WorkerLost(f"a Ray worker was lost ({type(exc).__name__}: {what}); the rows of the "
-                             f"chunks finished before are kept in {RESULTS}") from None
+            raise ray_worker_lost(exc, f"the rows of the chunks finished before are kept in {RESULTS}") from None
         yield from rows
 
 

@@ -13,7 +13,7 @@ import re
 import shlex
 import sys
 
-from .._errors import SvdgradError
+from .._errors import SvdgradError, WorkerLost
 
 #: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
 EXIT_INTERRUPTED = 130
@@ -281,12 +281,15 @@ def run_study(argv: list[str]) -> int:
     except SvdgradError as exc:
         print(f"svdgrad study: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, WorkerLost) as exc:
         args = [a for a in rest if a not in ("--report-only", "--resume")]
         if ns.out is None:
             args += ["--out", out]
-        return _interrupted("study", shlex.join(["svdgrad", "study", name] + args + ["--resume"]),
-                           "finished runs are kept and unfinished ones resume from their last epoch")
+        command = shlex.join(["svdgrad", "study", name] + args + ["--resume"])
+        if isinstance(exc, WorkerLost):
+            print(f"svdgrad study: error: {exc}; resume with: {command}", file=sys.stderr, flush=True)
+            return 1
+        return _interrupted("study", command, "finished runs are kept and unfinished ones resume from their last epoch")
     print(f"wrote {out}")
     return 0
 

@@ -22,7 +22,7 @@ import signal
 import time
 from typing import Callable
 
-from .._errors import SvdgradError
+from .._errors import SvdgradError, loky_worker_lost, ray_worker_lost
 
 BACKENDS = ("joblib", "ray")
 
@@ -172,11 +172,20 @@ def run_all(todo: list[tuple[str, object]], *, jobs: int = 1, backend: str = "jo
 
     # A run is launched when a worker is free (pre_dispatch = jobs, one run per batch), so the time budget is
     # checked at each launch and no worker waits for the slowest run of a wave.
-    with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", inner_max_num_threads=1,
-                  pre_dispatch="n_jobs", batch_size=1) as par:
-        for label in par(launches()):
-            note(label)
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    try:
+        with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", inner_max_num_threads=1,
+                      pre_dispatch="n_jobs", batch_size=1) as par:
+            for label in par(launches()):
+                note(label)
+    except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others, mid-run)
+        raise loky_worker_lost(exc, KEPT) from None
     return done
+
+
+#: What a study keeps when a worker dies (``WorkerLost``).
+KEPT = "the finished runs are kept, and an unfinished one resumes from its last epoch"
 
 
 def _outcome(label: str, out) -> str:
@@ -199,6 +208,8 @@ def _run_ray(items, jobs, note, out_of_time) -> None:
                            f"{exc}.") from None
     import logging
 
+    from ray.exceptions import RayError, RayTaskError
+
     started = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
@@ -220,7 +231,14 @@ def _run_ray(items, jobs, note, out_of_time) -> None:
             if not pending:
                 break
             ready, pending = ray.wait(pending, num_returns=1)
-            note(ray.get(ready[0]))
+            try:
+                note(ray.get(ready[0]))
+            except RayTaskError as exc:  # the run raised: its own error (an SvdgradError: the study's message)
+                if isinstance(exc.cause, Exception):
+                    raise exc.cause from None
+                raise
+            except RayError as exc:  # its worker died, after Ray's retries
+                raise ray_worker_lost(exc, KEPT) from None
             if out_of_time():
                 queue.clear()
     finally:
