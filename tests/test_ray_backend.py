@@ -62,10 +62,30 @@ def test_a_sweep_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, how):
     assert time.monotonic() - t0 < 50
 
 
-@pytest.mark.parametrize("address", ["garbage", "127.0.0.1:{port}"])
-def test_a_study_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, address):
+def test_a_sweep_pointed_at_no_cluster_leaves_its_folder_as_it_was(tmp_path):
+    """The address is tried before a file is written: with --overwrite, a bad address used to empty the
+    finished results.csv (and write a new grid.json) before it failed; in a new folder it left a header-only
+    table behind."""
+    out = tmp_path / "s"
+    assert cli.main("sweep", TWO + ["--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    address = f"127.0.0.1:{_closed_port()}"
+    for folder, extra in ((out, ["--overwrite"]), (tmp_path / "new", [])):
+        proc = subprocess.run([sys.executable, "-m", "svdgrad", "sweep", *TWO, "--backend", "ray", "--ray-address",
+                               address, "--out", str(folder), *extra], cwd=ROOT, env=ENV, capture_output=True,
+                              text=True, timeout=50)
+        assert proc.returncode == 2, proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not [p.name for p in (tmp_path / "new").iterdir() if p.name != runner.LOCK]
+
+
+@pytest.mark.parametrize("study, address", [("hybrid", "garbage"), ("hybrid", "127.0.0.1:{port}"),
+                                            ("landscape", "127.0.0.1:{port}")])
+def test_a_study_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, study, address):
+    """... before study.json is written: a rerun with the address corrected (or another backend) used to be
+    refused, the folder then holding "this study with 0 of 10 runs finished"."""
     address = address.format(port=_closed_port())
-    argv = [sys.executable, "-m", "svdgrad", "study", "hybrid", "--quick", "--backend", "ray", "--out",
+    argv = [sys.executable, "-m", "svdgrad", "study", study, "--quick", "--backend", "ray", "--out",
             str(tmp_path / "study")]
     try:
         proc = subprocess.run(argv, cwd=ROOT, env=dict(ENV, RAY_ADDRESS=address), capture_output=True, text=True,
@@ -74,6 +94,7 @@ def test_a_study_pointed_at_no_cluster_stops_with_a_clear_error(tmp_path, addres
         pytest.fail(f"the study still waited for a Ray cluster at {address} after 50 s")
     assert proc.returncode == 2, proc.stderr
     assert f"RAY_ADDRESS={address}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "study" / "study.json").exists()
 
 
 def test_a_ray_worker_that_dies_keeps_the_finished_chunks_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
@@ -100,7 +121,13 @@ def test_a_ray_worker_that_dies_keeps_the_finished_chunks_and_says_how_to_resume
     from ray.util.joblib import register_ray
 
     # as if this sweep had started Ray (joblib's "ray" backend registered, no instance started)
-    monkeypatch.setattr(runner, "_init_ray", lambda address: register_ray() or True)
+    started = []
+
+    def init_ray(address):  # as _init_ray: True where this call started Ray (the first), False once it runs
+        register_ray()
+        started.append(1)
+        return len(started) == 1
+    monkeypatch.setattr(runner, "_init_ray", init_ray)
     monkeypatch.setattr(joblib, "Parallel", DyingPool)
     monkeypatch.setattr(ray, "shutdown", lambda *a, **k: shutdowns.append(1))
     out = tmp_path / "s"

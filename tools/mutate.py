@@ -1272,6 +1272,19 @@ MUTANTS = [
            '            print(f"svdgrad study: error: {exc}; resume with: {command}", file=sys.stderr, flush=True)',
            '            print(f"svdgrad study: error: {exc}", file=sys.stderr, flush=True)',
            "a lost study worker's message leaves out the command that resumes", "jobs"),
+    Mutant("sweep-ray-connect-after-files", "svdgrad/sweep/runner.py",
+           '        started_ray = _init_ray(ray_address) if backend == "ray" else False',
+           "        started_ray = False",
+           "a bad Ray address is found after the sweep has emptied results.csv (--overwrite) and written grid.json",
+           "jobs"),
+    Mutant("study-ray-connect-after-study-json", "svdgrad/train/study.py",
+           "        with runner.ray_session(backend, jobs, needed=bool(todo)):  # (a bad RAY_ADDRESS: before study.json)",
+           "        with runner.ray_session(backend, jobs, needed=False):",
+           "a bad RAY_ADDRESS is found after study.json is written: the corrected rerun needs --resume", "jobs"),
+    Mutant("landscape-ray-connect-after-study-json", "svdgrad/train/landscape.py",
+           "        with runner.ray_session(backend, jobs, needed=bool(todo)):  # (a bad RAY_ADDRESS: before study.json)",
+           "        with runner.ray_session(backend, jobs, needed=False):",
+           "the landscape study finds a bad RAY_ADDRESS after writing study.json", "jobs"),
 ]
 
 

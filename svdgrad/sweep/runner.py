@@ -228,7 +228,11 @@ def watchdog_initializer(parent: int | None = None) -> tuple:
 
 
 def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | None = None):
-    """Yield each task's rows as it finishes (in completion order)."""
+    """Yield each task's rows as it finishes (in completion order).
+
+    Ray: ``run_sweep`` connects it before writing a file; called alone, this connects (or starts) it and
+    shuts down what it started.
+    """
     import joblib
 
     if backend not in BACKENDS:
@@ -329,8 +333,17 @@ def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", re
     try:
         remove_stale_temporaries(out)  # (a killed sweep's half-written grid.json, runs.jsonl, ...)
         runs = read_runs(out / RUNS) if resume else []  # (damage found before hours of work, not after)
-        stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
-                           ray_address=ray_address, log=log)
+        # Ray connected (or started) before a file is written: an address where no cluster answers leaves the
+        # folder as it was (with --overwrite it emptied the finished results.csv first). ``execute`` finds it.
+        started_ray = _init_ray(ray_address) if backend == "ray" else False
+        try:
+            stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
+                               ray_address=ray_address, log=log)
+        finally:
+            if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)
+                import ray
+
+                ray.shutdown()
         _log_run(out / RUNS, stats, resume=resume, command=command, jobs=stats.jobs, backend=backend, runs=runs)
         return stats
     finally:

@@ -107,8 +107,9 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                  "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
                  "torch": torch.__version__, "command": "svdgrad study landscape" + (" --quick" if quick else "")
                  + (f" --seeds {seeds}" if seeds != (QUICK_SEEDS if quick else SEEDS) else "")}
-        write_atomic(study_path, json.dumps(study, indent=1))
-        runner.run_missing(todo, len(grid), out, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
-                           local_fn=_run_one)
+        with runner.ray_session(backend, jobs, needed=bool(todo)):  # (a bad RAY_ADDRESS: before study.json)
+            write_atomic(study_path, json.dumps(study, indent=1))
+            runner.run_missing(todo, len(grid), out, jobs=jobs, backend=backend, echo=echo,
+                               max_minutes=max_minutes, local_fn=_run_one)
         write_report(out)
         return out

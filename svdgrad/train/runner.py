@@ -14,6 +14,7 @@ part of the grid ran, and running the study again with ``--resume`` completes it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -200,27 +201,53 @@ def _labelled(fn, label, d):
     return _outcome(label, fn(d))
 
 
-def _run_ray(items, jobs, note, out_of_time) -> None:
+def _import_ray():
     try:
         import ray
     except ImportError as exc:
         raise SvdgradError("Expected Ray for --backend ray (pip install -e '.[cluster]'); importing it failed: "
                            f"{exc}.") from None
+    return ray
+
+
+def _start_ray(jobs: int) -> bool:
+    """Connect to the cluster in RAY_ADDRESS, or start a local Ray with ``jobs`` CPUs, unless Ray runs already;
+    True where this call started it (its caller shuts it down)."""
     import logging
 
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    kw = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+    if address:
+        from .._ray import connect
+
+        connect(address, "RAY_ADDRESS", **kw)  # (SvdgradError where no cluster answers: Ray waits for good)
+    else:
+        ray.init(num_cpus=jobs, **kw)
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(backend: str, jobs: int, needed: bool = True):
+    """With --backend ray (and runs ``needed``): Ray connected or started on entry, shut down on exit if
+    started here.  A study enters it before it writes study.json, so an address where no cluster answers
+    stops it with the folder as it was (the rerun with the address corrected was refused: the folder held
+    "this study with 0 of N runs finished")."""
+    started = backend == "ray" and needed and _start_ray(jobs)
+    try:
+        yield
+    finally:
+        if started:
+            _import_ray().shutdown()
+
+
+def _run_ray(items, jobs, note, out_of_time) -> None:
+    ray = _import_ray()
     from ray.exceptions import RayError, RayTaskError
 
-    started = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        kw = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
-        if address:
-            from .._ray import connect
-
-            connect(address, "RAY_ADDRESS", **kw)  # (SvdgradError where no cluster answers: Ray waits for good)
-        else:
-            ray.init(num_cpus=jobs, **kw)
-        started = True
+    started = _start_ray(jobs)
     try:
         remote = ray.remote(num_cpus=1)(_labelled)
         pending, queue = [], list(items)

@@ -138,9 +138,10 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                  "protocols": PROTOCOLS, "jobs": jobs,
                  "backend": backend, "device": device, "cpu_count": os.cpu_count(), "machine": platform.machine(),
                  "torch": torch.__version__, "planned_runs": len(grid)}
-        write_atomic(study_path, json.dumps(study, indent=1))  # first, so --resume and --report-only find it
-        runner.run_missing(todo, len(grid), out, jobs=jobs, backend=backend, echo=echo, max_minutes=max_minutes,
-                           local_fn=_run_one)
+        with runner.ray_session(backend, jobs, needed=bool(todo)):  # (a bad RAY_ADDRESS: before study.json)
+            write_atomic(study_path, json.dumps(study, indent=1))  # first, so --resume and --report-only find it
+            runner.run_missing(todo, len(grid), out, jobs=jobs, backend=backend, echo=echo,
+                               max_minutes=max_minutes, local_fn=_run_one)
         write_report(out)
         return out
 
