@@ -67,6 +67,7 @@ class Mutant:
     new: str
     what: str
     suite: str = "core"  # a key of SUITES: the test files that should notice
+    first: tuple = ()  # test files of the suite to run before the others (only the time to a kill changes)
 
 
 MUTANTS = [
@@ -458,8 +459,8 @@ MUTANTS = [
            'cut = len(data) - (data.rfind(b"\\n") + 1)', "cut = 0",
            "sweep: --resume appends after a torn last line instead of cutting it", "jobs"),
     Mutant("job-store-load-keeps-short-rows", "svdgrad/sweep/store.py",
-           "        if len(rec) != len(columns):\n            continue\n", "        if not rec:\n            continue\n",
-           "sweep: a malformed (short) line is loaded as a row", "jobs"),
+           "        if len(rec) != len(columns):  # (a kill leaves only a torn last line, cut above; this line is complete)",
+           "        if False:", "sweep: a malformed (short) line is loaded as a row", "jobs"),
     Mutant("job-store-header-tear-leaves-headerless", "svdgrad/sweep/store.py",
            '        if b"\\n" not in data:', '        if False:',
            "sweep: a tear inside the header is cut away, leaving an empty headerless file", "jobs"),
@@ -1226,9 +1227,10 @@ MUTANTS = [
            "        except RayError as exc:", "        except RuntimeError as exc:",
            "sweep: a dead Ray worker's ActorDiedError escapes as a traceback, with no resume command", "jobs"),
     Mutant("job-ray-kept-after-failure", "svdgrad/sweep/runner.py",
-           "        if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)",
-           "        if started_ray and False:",
-           "sweep: the Ray instance it started is left running after a failure or Ctrl-C", "jobs"),
+           "            if started_ray:  # (the Ray this sweep started: shut down after a failure or Ctrl-C too)",
+           "            if started_ray and False:",
+           "sweep: the Ray instance it started is left running after a failure or Ctrl-C", "jobs",
+           first=("tests/test_ray_backend.py",)),
     Mutant("check-numpy-bool-refused", "svdgrad/_methods.py",
            '            object.__setattr__(self, "check", bool(self.check))  # (a NumPy bool: stored as a Python one)',
            "            pass", "check=np.bool_(True) is refused although NumPy numbers are taken elsewhere", "core"),
@@ -1255,36 +1257,44 @@ MUTANTS = [
     Mutant("sweep-loky-worker-lost-escapes", "svdgrad/sweep/runner.py",
            "                except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others)",
            "                except ZeroDivisionError as exc:",
-           "a killed loky worker ends the sweep in joblib's three-line message, without the resume command", "jobs"),
+           "a killed loky worker ends the sweep in joblib's three-line message, without the resume command", "jobs",
+           first=("tests/test_worker_lost.py",)),
     Mutant("study-loky-worker-lost-escapes", "svdgrad/train/runner.py",
            "    except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others, mid-run)",
            "    except ZeroDivisionError as exc:",
-           "a killed loky worker ends the study in a traceback", "jobs"),
+           "a killed loky worker ends the study in a traceback", "jobs",
+           first=("tests/test_worker_lost.py",)),
     Mutant("study-ray-worker-lost-escapes", "svdgrad/train/runner.py",
            "            except RayError as exc:  # its worker died, after Ray's retries",
            "            except ZeroDivisionError as exc:",
-           "a Ray worker lost for good ends the study in a traceback", "jobs"),
+           "a Ray worker lost for good ends the study in a traceback", "jobs",
+           first=("tests/test_worker_lost.py",)),
     Mutant("study-ray-task-cause-hidden", "svdgrad/train/runner.py",
            "                if isinstance(exc.cause, Exception):",
            "                if False:",
-           "an SvdgradError raised in a Ray worker reaches the user as Ray's remote traceback text", "jobs"),
+           "an SvdgradError raised in a Ray worker reaches the user as Ray's remote traceback text", "jobs",
+           first=("tests/test_worker_lost.py",)),
     Mutant("study-worker-lost-no-resume", "svdgrad/train/cli.py",
            '            print(f"svdgrad study: error: {exc}; resume with: {command}", file=sys.stderr, flush=True)',
            '            print(f"svdgrad study: error: {exc}", file=sys.stderr, flush=True)',
-           "a lost study worker's message leaves out the command that resumes", "jobs"),
+           "a lost study worker's message leaves out the command that resumes", "jobs",
+           first=("tests/test_worker_lost.py",)),
     Mutant("sweep-ray-connect-after-files", "svdgrad/sweep/runner.py",
            '        started_ray = _init_ray(ray_address) if backend == "ray" else False',
            "        started_ray = False",
            "a bad Ray address is found after the sweep has emptied results.csv (--overwrite) and written grid.json",
-           "jobs"),
+           "jobs",
+           first=("tests/test_ray_backend.py",)),
     Mutant("study-ray-connect-after-study-json", "svdgrad/train/study.py",
            "        with runner.ray_session(backend, jobs, needed=bool(todo)):  # (a bad RAY_ADDRESS: before study.json)",
            "        with runner.ray_session(backend, jobs, needed=False):",
-           "a bad RAY_ADDRESS is found after study.json is written: the corrected rerun needs --resume", "jobs"),
+           "a bad RAY_ADDRESS is found after study.json is written: the corrected rerun needs --resume", "jobs",
+           first=("tests/test_ray_backend.py",)),
     Mutant("landscape-ray-connect-after-study-json", "svdgrad/train/landscape.py",
            "        with runner.ray_session(backend, jobs, needed=bool(todo)):  # (a bad RAY_ADDRESS: before study.json)",
            "        with runner.ray_session(backend, jobs, needed=False):",
-           "the landscape study finds a bad RAY_ADDRESS after writing study.json", "jobs"),
+           "the landscape study finds a bad RAY_ADDRESS after writing study.json", "jobs",
+           first=("tests/test_ray_backend.py",)),
 ]
 
 
@@ -1306,12 +1316,15 @@ def _first_failure(proc: subprocess.CompletedProcess) -> str:
     return next((line.split(" ")[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")), "")
 
 
-def nearest_first(path: str, files) -> list[str]:
-    """The suite's files, those named after the mutated module's folder or file first (``svdgrad/train/x.py``:
-    test_train*.py, test_study_runner.py for runner.py).  Only the time to a kill changes: a survivor runs them all."""
+def nearest_first(path: str, files, first=()) -> list[str]:
+    """The suite's files, ``first`` and then those named after the mutated module's folder or file
+    (``svdgrad/train/x.py``: test_train*.py, test_study_runner.py for runner.py) before the others.  Only the
+    time to a kill changes: a survivor runs them all."""
     parts = [s.strip("_") for s in Path(path).with_suffix("").parts[1:]]  # e.g. ["train", "runner"]
 
     def rank(f):
+        if f in first:
+            return -1
         words = Path(f).stem.split("_")
         if parts[-1] in words:  # test_bench_report.py before test_sweep_report.py for bench/report.py
             return 0 if all(s in words for s in parts) else 1
@@ -1346,7 +1359,7 @@ def run_mutant(m: Mutant, scratch: Path, timeout: float) -> tuple[str, float, st
     target.write_text(text.replace(m.old, m.new))
     t0 = time.monotonic()
     try:
-        proc = _pytest(work, nearest_first(m.path, SUITES[m.suite]), timeout)
+        proc = _pytest(work, nearest_first(m.path, SUITES[m.suite], m.first), timeout)
     except subprocess.TimeoutExpired:
         shutil.rmtree(work)
         return "timeout", time.monotonic() - t0, ""

@@ -340,7 +340,7 @@ def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", re
             stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
                                ray_address=ray_address, log=log)
         finally:
-            if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)
+            if started_ray:  # (the Ray this sweep started: shut down after a failure or Ctrl-C too)
                 import ray
 
                 ray.shutdown()
