@@ -348,36 +348,29 @@ def test_a_report_of_a_stopped_sweep_says_it_is_incomplete(tiny_run, tmp_path, c
     assert f"7 of the {total} rows the grid defines are missing" in out.out + out.err
 
 
-def test_the_report_counts_the_baselines_the_sweeps_torch_ran(tiny_run, tmp_path, monkeypatch):
+def test_the_report_counts_the_baselines_the_sweeps_torch_ran(tiny_run, monkeypatch):
     """Which baselines a sweep runs depends on its torch (``torch.linalg.matrix_sqrth`` since 2.14): a report
     drawn under another torch counts those of the sweep, not its own."""
-    for name in ("results.csv", "approx.csv", "grid.json", "runs.jsonl"):
-        shutil.copy(tiny_run / name, tmp_path / name)
+    rows, g, runs = tables.load(tiny_run), tables.load_grid(tiny_run), tables.load_runs(tiny_run)
+    assert tables.missing_rows(rows, g, runs) == (0, len(rows))
     have = grid.available_baselines()
     other = (tuple(b for b in grid.BASELINES if b not in have[0]) + have[0],
              {b: "not in this torch" for b in have[0]})
     monkeypatch.setattr(grid, "available_baselines", lambda: other)
     monkeypatch.setattr(runner, "available_baselines", lambda: other)
-    assert cli.main("report", ["--out", str(tmp_path)]) == 0
-    assert "- rows: all " in (tmp_path / "REPORT.md").read_text()
+    assert tables.missing_rows(rows, g, runs) == (0, len(rows))
 
 
-def test_baseline_rows_a_finished_run_wrote_count_when_they_are_gone(tiny_run, tmp_path):
+def test_baseline_rows_a_finished_run_wrote_count_when_they_are_gone(tiny_run):
     """The last finished run in runs.jsonl says which baselines its torch ran; if results.csv has lost all of
     their rows, the report counts them as missing (the rows alone would not show that they were ever there)."""
-    import json
-
-    for name in ("results.csv", "approx.csv", "grid.json"):
-        shutil.copy(tiny_run / name, tmp_path / name)
-    runs = [json.loads(line) for line in (tiny_run / "runs.jsonl").read_text().splitlines()]
-    runs[-1]["skipped_baselines"] = {}  # as if that run's torch had every baseline
-    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
-    g = _parse(TINY)
+    rows, g, runs = tables.load(tiny_run), tables.load_grid(tiny_run), tables.load_runs(tiny_run)
+    assert not [r for r in rows if r["study"] == "baseline"]
+    runs[-1] = dict(runs[-1], skipped_baselines={})  # as if that run's torch had every baseline
     n_base = len(g.matrices()) * len(g.dtypes) * len(grid.BASELINES)
-    total = len(read_rows(tmp_path / "results.csv")) + n_base
-    assert not [r for r in read_rows(tmp_path / "results.csv") if r["study"] == "baseline"]
-    assert cli.main("report", ["--out", str(tmp_path)]) == 0
-    assert f"**Incomplete: {n_base} of the {total} rows" in (tmp_path / "REPORT.md").read_text()
+    assert tables.missing_rows(rows, g, runs) == (n_base, len(rows) + n_base)
+    assert tables.completeness_text(n_base, len(rows) + n_base).startswith(
+        f"**Incomplete: {n_base} of the {len(rows) + n_base} rows the grid defines are missing**")
 
 
 # ---------------------------------------------------------------------------

@@ -44,9 +44,9 @@ def _loky_workers(pid: int) -> list[int]:
     return out
 
 
-def _kill_a_worker_after(proc: subprocess.Popen, marker: str) -> str:
-    """Read ``proc``'s stdout until a line containing ``marker``, then kill -9 one of its loky workers; the
-    rest of the output and stderr after the process ends."""
+def _kill_a_worker_after(proc: subprocess.Popen, marker: str, settle: float) -> str:
+    """Read ``proc``'s stdout until a line containing ``marker``, wait ``settle`` seconds, then kill -9 one of
+    its loky workers; stderr after the process ends."""
     seen = []
     deadline = time.monotonic() + 120
     for line in proc.stdout:
@@ -60,7 +60,8 @@ def _kill_a_worker_after(proc: subprocess.Popen, marker: str) -> str:
         workers = _loky_workers(proc.pid)
     assert proc.poll() is None, "the job ended before a worker could be killed:\n" + "".join(seen)
     assert workers, "no loky worker to kill:\n" + "".join(seen)
-    time.sleep(1.0)  # (inside a task)
+    time.sleep(settle)
+    assert proc.poll() is None, "the job ended before a worker could be killed:\n" + "".join(seen)
     os.kill(workers[0], signal.SIGKILL)
     rest, err = proc.communicate(timeout=120)
     return err
@@ -81,7 +82,7 @@ def test_a_killed_sweep_worker_ends_in_one_line_and_the_resume_finishes_the_grid
             "2,4,6,8", "--spectra", "logspaced", "--seeds", "0", "--jobs", "2", "--no-report", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "sweep", *argv], cwd=ROOT, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = _kill_a_worker_after(proc, "svdgrad sweep:")  # (the first progress line: the n = 256 cells run)
+    err = _kill_a_worker_after(proc, "svdgrad sweep:", 1.0)  # (the first line: inside an n = 256 cell then)
     assert proc.returncode == 1, err
     resume = _one_line_with_the_resume_command(err, "sweep")
     assert resume[:2] == ["svdgrad", "sweep"] and resume[-1] == "--resume" and str(out) in resume, err
@@ -100,7 +101,7 @@ def test_a_killed_study_worker_ends_in_one_line_and_the_resume_finishes_the_stud
     argv = ["hybrid", "--quick", "--seeds", "1", "--jobs", "2", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "svdgrad", "study", *argv], cwd=ROOT, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = _kill_a_worker_after(proc, " done (")  # (the first finished run)
+    err = _kill_a_worker_after(proc, " done (", 0.0)  # (the first finished run: 9 to go, both workers busy)
     assert proc.returncode == 1, err
     resume = _one_line_with_the_resume_command(err, "study")
     assert resume[:3] == ["svdgrad", "study", "hybrid"] and resume[-1] == "--resume" and str(out) in resume, err
