@@ -351,6 +351,28 @@ def test_resume_command_adds_out_and_drops_overwrite():
     assert cmd == f"svdgrad train --protocol svd --out {out} --resume"
 
 
+@pytest.mark.parametrize("info, env, expected", [
+    (ddp.DistInfo(), {}, ["svdgrad", "train"]),
+    # one node, 2 processes: --standalone picks a free port, as the interrupted run's may still be taken
+    (ddp.DistInfo(0, 2, 0, 2), {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "GROUP_RANK": "0"},
+     ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "svdgrad", "train"]),
+    # 2 nodes of 4 processes: --nproc_per_node is the local count (it was the world size, 8), and the
+    # nodes must meet again: their count, this node's rank and the rendezvous
+    (ddp.DistInfo(0, 8, 0, 4), {"MASTER_ADDR": "node0.cluster", "MASTER_PORT": "29400", "GROUP_RANK": "0"},
+     ["torchrun", "--nnodes=2", "--nproc_per_node=4", "--node_rank=0", "--master_addr=node0.cluster",
+      "--master_port=29400", "-m", "svdgrad", "train"]),
+])
+def test_the_resume_command_starts_the_run_as_torchrun_did(info, env, expected):
+    """The printed resume command had --nproc_per_node set to the world size, and no other torchrun option:
+    on 2 nodes of 4 it asked for 8 processes on one node, and said nothing of the other node."""
+    prefix, note = ddp.launch_command(info, env)
+    assert prefix == expected
+    if info.world_size > info.local_world_size:
+        assert "on each of the 2 nodes" in note and "--node_rank" in note
+    else:
+        assert note == ""
+
+
 # ---------------------------------------------------------------------------
 # Issue 12: the CLI.
 # ---------------------------------------------------------------------------

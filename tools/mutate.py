@@ -1295,6 +1295,14 @@ MUTANTS = [
            "        with runner.ray_session(backend, jobs, needed=False):",
            "the landscape study finds a bad RAY_ADDRESS after writing study.json", "jobs",
            first=("tests/test_ray_backend.py",)),
+    Mutant("ddp-resume-world-size", "svdgrad/train/ddp.py",
+           "    local = info.local_world_size\n", "    local = info.world_size\n",
+           "the printed torchrun resume command asks each node for the whole world's processes", "jobs",
+           first=("tests/test_train_faults.py",)),
+    Mutant("ddp-resume-no-node-options", "svdgrad/train/ddp.py",
+           "    if nodes == 1:\n", "    if True:\n",
+           "a multi-node run's resume command has no --nnodes, --node_rank or rendezvous", "jobs",
+           first=("tests/test_train_faults.py",)),
 ]
 
 

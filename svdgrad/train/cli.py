@@ -194,9 +194,8 @@ def run_train(argv: list[str]) -> int:
     except KeyboardInterrupt:
         if not info.is_main:
             return EXIT_INTERRUPTED
-        prefix = (["torchrun", f"--nproc_per_node={info.world_size}", "-m", "svdgrad", "train"]
-                  if info.distributed else ["svdgrad", "train"])
-        return _interrupted("train", resume_command(prefix, argv, cfg.out if cfg else default_out(ns)),
+        prefix, note = ddp.launch_command(info)
+        return _interrupted("train", resume_command(prefix, argv, cfg.out if cfg else default_out(ns)) + note,
                            "every finished epoch is in the checkpoint")
     if info.is_main:
         print(json.dumps(summary))

@@ -46,6 +46,28 @@ def env_info() -> DistInfo:
     return DistInfo(get("RANK", 0), world, get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", world))
 
 
+def launch_command(info: DistInfo, env=None) -> tuple[list[str], str]:
+    """(the command that starts ``svdgrad train`` again as this run was started, a note for the user).
+
+    One process: ``svdgrad train``.  One node: ``torchrun --standalone --nproc_per_node=L`` (a free port of
+    its own: the interrupted run's may still be taken).  Several nodes: their count, this node's rank
+    (``GROUP_RANK``) and a static rendezvous at MASTER_ADDR:MASTER_PORT, which torchrun sets to rank 0's
+    node; the note says to run it on each node with that node's --node_rank.
+    """
+    env = os.environ if env is None else env
+    if not info.distributed:
+        return ["svdgrad", "train"], ""
+    local = info.local_world_size
+    nodes = max(1, info.world_size // max(1, local))
+    if nodes == 1:
+        return ["torchrun", "--standalone", f"--nproc_per_node={local}", "-m", "svdgrad", "train"], ""
+    node = env.get("GROUP_RANK", "0")
+    prefix = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={local}", f"--node_rank={node}",
+              f"--master_addr={env.get('MASTER_ADDR', '')}", f"--master_port={env.get('MASTER_PORT', '')}",
+              "-m", "svdgrad", "train"]
+    return prefix, f" (on each of the {nodes} nodes, with that node's --node_rank; this is node {node}'s)"
+
+
 def init_from_env(device: str) -> DistInfo:
     info = env_info()
     if info.distributed and not dist.is_initialized():
