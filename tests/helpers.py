@@ -7,8 +7,10 @@ root's gradient amounts to about κ·eps relative, as measured against mpmath).
 
 import contextlib
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -110,3 +112,19 @@ def disk_full_on(monkeypatch, name):
         return Full(f) if named and any(c in mode for c in "wax+") else f
 
     monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def children(pid: int, cmdline: bytes = b"") -> list[int]:
+    """Live (non-zombie) processes whose parent is ``pid`` (Linux /proc), with ``cmdline`` in their command line."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z" and cmdline in cmd:
+                out.append(int(d))
+    return out

@@ -121,13 +121,7 @@ def test_a_ray_worker_that_dies_keeps_the_finished_chunks_and_says_how_to_resume
     from ray.util.joblib import register_ray
 
     # as if this sweep had started Ray (joblib's "ray" backend registered, no instance started)
-    started = []
-
-    def init_ray(address):  # as _init_ray: True where this call started Ray (the first), False once it runs
-        register_ray()
-        started.append(1)
-        return len(started) == 1
-    monkeypatch.setattr(runner, "_init_ray", init_ray)
+    monkeypatch.setattr(runner, "_init_ray", lambda address: register_ray() or True)
     monkeypatch.setattr(joblib, "Parallel", DyingPool)
     monkeypatch.setattr(ray, "shutdown", lambda *a, **k: shutdowns.append(1))
     out = tmp_path / "s"

@@ -26,6 +26,7 @@ from svdgrad.sweep import cli, runner
 from svdgrad.sweep.cells import COLUMNS
 from svdgrad.sweep.store import ResultStore, read_rows, row_key
 
+from .helpers import children as _children
 from .helpers import lock_held_elsewhere
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,21 +42,6 @@ def _sweep(argv, capsys=None):
     rc = cli.main("sweep", list(argv))
     captured = capsys.readouterr() if capsys is not None else None
     return rc, captured
-
-
-def _children(pid: int) -> list[int]:
-    """Live (non-zombie) processes whose parent is ``pid``."""
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(d))
-    return out
 
 
 def _alive(pids) -> list[int]:

@@ -22,26 +22,11 @@ import pytest
 
 from svdgrad.sweep.store import read_rows, row_key
 
+from .helpers import children
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
 ENV.pop("RAY_ADDRESS", None)
-
-
-def _loky_workers(pid: int) -> list[int]:
-    """The live loky worker processes whose parent is ``pid``."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z" and b"LokyProcess" in cmd:
-            out.append(int(d))
-    return out
 
 
 def _kill_a_worker_after(proc: subprocess.Popen, marker: str, settle: float) -> str:
@@ -57,7 +42,7 @@ def _kill_a_worker_after(proc: subprocess.Popen, marker: str, settle: float) -> 
     workers = []
     while not workers and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-        workers = _loky_workers(proc.pid)
+        workers = children(proc.pid, b"LokyProcess")
     assert proc.poll() is None, "the job ended before a worker could be killed:\n" + "".join(seen)
     assert workers, "no loky worker to kill:\n" + "".join(seen)
     time.sleep(settle)

@@ -310,15 +310,10 @@ def _report(argv) -> int:
         raise UsageError(f"--out: expected a sweep output directory containing {RESULTS}; "
                          f"{args.out / RESULTS} {what}")
     refuse_directories(args.out, (APPROX, GRID, RUNS, REPORT), figures=True, command="report")
-    from . import report, tables
+    from . import report
 
-    path = report.build(args.out)
+    path = report.build(args.out, note=lambda m: print(f"svdgrad report: note: {m}", file=sys.stderr))
     print(f"svdgrad report: rebuilt {path} from {args.out / RESULTS}")
-    missing, expected = tables.missing_rows(tables.load(args.out), tables.load_grid(args.out),
-                                            tables.load_runs(args.out))
-    if missing:
-        print(f"svdgrad report: note: {tables.completeness_text(missing, expected).replace('**', '')}.",
-              file=sys.stderr)
     return 0
 
 

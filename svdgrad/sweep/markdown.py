@@ -10,7 +10,7 @@ from .cells import GRAD_SEED, REF_SELF
 from .grid import Grid
 from .tables import (accuracy_cost, approx_table, axes, baseline_rows, completeness_text, eig_table, error_messages,
                      error_table, function_rows, functions_present, gram_ratio, gram_table, method_cells, nonfinite_table,
-                     missing_rows, ns_table, option_sizes, reference_of, skipped_baselines, summary_rows, table,
+                     ns_table, option_sizes, reference_of, skipped_baselines, summary_rows, table,
                      timing_table)
 
 #: Section titles of the functions.
@@ -39,11 +39,12 @@ def _ratio(a, b) -> str:
     return f"{b / a:.3g}×"
 
 
-def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None) -> str:
+def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None, coverage=None) -> str:
     """The text of REPORT.md, from the tables (``tables``) and the names of the drawn figures (``figs``).
 
     ``rows``: the sqrt study (sections 1–5); ``all_rows``: every row (the function axis, the features
-    route, the options study, the baselines; default ``rows``)."""
+    route, the options study, the baselines; default ``rows``); ``coverage``: (missing, expected) rows of
+    the grid (``tables.missing_rows``), said in the Grid section (None: not said)."""
     all_rows = rows if all_rows is None else all_rows
     L = []
     add = L.append
@@ -77,7 +78,8 @@ def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None) -> str
         f"{', '.join(map(str, g.option_seeds))}.")
     add(f"- timing: {g.timing_repeats} timed call(s) after one warm-up per row.")
     add(f"- {len(mrows)} sqrt method rows, {len(all_rows)} rows in all, {n_err} recorded errors.")
-    add(f"- rows: {completeness_text(*missing_rows(all_rows, g, runs))}.")
+    if coverage is not None:
+        add(f"- rows: {completeness_text(*coverage)}.")
     add("")
     if runs:
         add("Runs that wrote `results.csv` (from `runs.jsonl`):")

@@ -41,8 +41,11 @@ def console_table(out: Path) -> str:
     return "\n".join(parts)
 
 
-def build(out: Path) -> Path:
-    """Write REPORT.md and the figures into ``out`` from its results.csv / approx.csv / grid.json."""
+def build(out: Path, note=None) -> Path:
+    """Write REPORT.md and the figures into ``out`` from its results.csv / approx.csv / grid.json.
+
+    ``note`` (a print-like callable) gets one line if rows of the grid are missing (a stopped sweep).
+    """
     out = Path(out)
     remove_stale_temporaries(out)  # (a killed report's or sweep's; only dead writers': no lock is needed)
     runs = tables.load_runs(out)  # (every file read before any figure is drawn: damage is found first)
@@ -86,6 +89,9 @@ def build(out: Path) -> Path:
     for n in tables.option_sizes(all_rows):
         if figures.fig_accuracy_cost(tables.accuracy_cost(all_rows, n), n, out / f"accuracy_cost_n{n}.png"):
             figs[f"accuracy_cost_{n}"] = f"accuracy_cost_n{n}.png"
-    text = markdown.write(rows, approx, g, ax, cells, figs, runs, all_rows=all_rows)
+    coverage = tables.missing_rows(all_rows, g, runs)
+    text = markdown.write(rows, approx, g, ax, cells, figs, runs, all_rows=all_rows, coverage=coverage)
     write_atomic(out / REPORT, text)
+    if coverage[0] and note is not None:
+        note(tables.completeness_text(*coverage).replace("**", "") + ".")
     return out / REPORT

@@ -134,7 +134,8 @@ def require_backend(backend: str) -> None:
 
 
 def _init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray; True if this call started it (then ``execute`` shuts it down).
+    """Connect to (or start) Ray and register its joblib backend; True if this call started it (then
+    ``run_sweep`` shuts it down).
 
     Ray's own log lines (local instance started, token set-up, the joblib pool's
     unsupported 'context' argument, workers stopped at shutdown) are not the
@@ -227,11 +228,11 @@ def watchdog_initializer(parent: int | None = None) -> tuple:
                                     "PERIOD": WATCHDOG_PERIOD_S})
 
 
-def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | None = None):
+def execute(tasks, *, jobs: int = 2, backend: str = "loky"):
     """Yield each task's rows as it finishes (in completion order).
 
-    Ray: ``run_sweep`` connects it before writing a file; called alone, this connects (or starts) it and
-    shuts down what it started.
+    Ray: the caller has connected it and registered its joblib backend (``_init_ray``); ``run_sweep`` does
+    that before it writes a file, and shuts down what it started.
     """
     import joblib
 
@@ -239,34 +240,22 @@ def execute(tasks, *, jobs: int = 2, backend: str = "loky", ray_address: str | N
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     # Worker environments get THREAD_ENV (loky: inner_max_num_threads=1 sets these variables in each
     # worker; ray: the runtime_env); this process's own environment is left alone.
-    started_ray = False
     if backend == "ray":
-        started_ray = _init_ray(ray_address)
-        config = joblib.parallel_config(backend="ray", n_jobs=jobs)
-    else:
-        # Each loky worker starts a watchdog first thing (the executor's initializer), so that it
-        # exits with the sweep even while importing or inside a long cell.
-        init, initargs = watchdog_initializer()
-        config = joblib.parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1,
-                                        initializer=init, initargs=initargs)
-    try:
-        with config:
-            if backend == "ray":
-                yield from _execute_ray(tasks, jobs)
-            else:
-                from joblib.externals.loky.process_executor import TerminatedWorkerError
+        with joblib.parallel_config(backend="ray", n_jobs=jobs):
+            yield from _execute_ray(tasks, jobs)
+        return
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-                parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-                try:
-                    yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
-                except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others)
-                    raise loky_worker_lost(exc, f"the rows of the matrices finished before are kept in "
-                                                f"{RESULTS}") from None
-    finally:
-        if started_ray:  # (after a failure or Ctrl-C too: a caller that goes on must not inherit it)
-            import ray
-
-            ray.shutdown()
+    # Each loky worker starts a watchdog first thing (the executor's initializer), so that it
+    # exits with the sweep even while importing or inside a long cell.
+    init, initargs = watchdog_initializer()
+    with joblib.parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1, initializer=init,
+                                initargs=initargs):
+        parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
+        try:
+            yield from parallel(joblib.delayed(run_cell)(t) for t in tasks)
+        except TerminatedWorkerError as exc:  # (a worker killed: joblib stops the others)
+            raise loky_worker_lost(exc, f"the rows of the matrices finished before are kept in {RESULTS}") from None
 
 
 def _execute_ray(tasks, jobs: int):
@@ -334,11 +323,10 @@ def run_sweep(grid: Grid, out: Path, *, jobs: int = 2, backend: str = "loky", re
         remove_stale_temporaries(out)  # (a killed sweep's half-written grid.json, runs.jsonl, ...)
         runs = read_runs(out / RUNS) if resume else []  # (damage found before hours of work, not after)
         # Ray connected (or started) before a file is written: an address where no cluster answers leaves the
-        # folder as it was (with --overwrite it emptied the finished results.csv first). ``execute`` finds it.
+        # folder as it was (with --overwrite it emptied the finished results.csv first). ``execute`` uses it.
         started_ray = _init_ray(ray_address) if backend == "ray" else False
         try:
-            stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress,
-                               ray_address=ray_address, log=log)
+            stats = _run_sweep(grid, out, jobs=jobs, backend=backend, resume=resume, progress=progress, log=log)
         finally:
             if started_ray:  # (the Ray this sweep started: shut down after a failure or Ctrl-C too)
                 import ray
@@ -406,7 +394,7 @@ class _Progress:
             self.bar.close()
 
 
-def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address, log=print) -> SweepStats:
+def _run_sweep(grid, out, *, jobs, backend, resume, progress, log=print) -> SweepStats:
     t0 = time.perf_counter()
     store = ResultStore(out / RESULTS)
     covered = grid
@@ -429,7 +417,7 @@ def _run_sweep(grid, out, *, jobs, backend, resume, progress, ray_address, log=p
     written = errors = 0
     bar = _Progress(planned, progress, log)
     try:
-        for rows in execute(tasks, jobs=eff, backend=backend, ray_address=ray_address):
+        for rows in execute(tasks, jobs=eff, backend=backend):
             store.append(rows)
             written += len(rows)
             errors += sum(1 for r in rows if r.get("error"))
