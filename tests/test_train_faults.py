@@ -2,6 +2,7 @@
 existing output folders, bad labels, Ctrl-C; and the CLI's guards (issues 8 and 12)."""
 
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -500,6 +501,85 @@ def evaluate(model, x, y, batch_size, info):
 trainer._evaluate = evaluate
 sys.exit(main("train", sys.argv[2:]))
 """
+
+
+#: Run under torchrun --max-restarts: on its first attempt the main process copies the first checkpoint it
+#: writes to SIDE and is then killed (kill -9), so torchrun restarts every process with the same command.
+_KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, shutil, signal, sys
+from svdgrad.train import trainer
+from svdgrad.train.cli import main
+if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and os.environ["RANK"] == "0":
+    inner = trainer.save_checkpoint
+    def save(state, path):
+        out = inner(state, path)
+        shutil.copy(path, sys.argv[1])
+        os.kill(os.getpid(), signal.SIGKILL)
+    trainer.save_checkpoint = save
+sys.exit(main("train", sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+def test_a_torchrun_restart_resumes_the_checkpoint_of_its_first_attempt(tmp_path, flag):
+    # torchrun --max-restarts restarts the processes with the same command. That command was refused (the
+    # folder held the first attempt's run) until the restarts ran out; with --overwrite it deleted the first
+    # attempt's epochs and trained them again.
+    spec = _write_data(tmp_path / "d.pt")
+    out, side = tmp_path / "ddp", tmp_path / "attempt0.pt"
+    args = ["--dataset", spec, *NET_ARGS, "--head", "gap", "--epochs", "2", "--out", str(out), *flag]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--max-restarts=1", "--monitor-interval=0.2", str(tmp_path / "harness.py"), str(side), *args]
+    (tmp_path / "harness.py").write_text(_KILLED_AFTER_FIRST_CHECKPOINT)
+    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "torchrun restart 1: resuming" in res.stderr
+    first = trainer.load_checkpoint(str(side))["history"]
+    rows = [json.loads(line) for line in open(out / "log.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0] == first[0], "epoch 1 was trained again instead of resumed"
+
+
+def test_a_restart_resumes_only_a_checkpoint_of_its_own_torchrun(tmp_path, monkeypatch, keep_threads):
+    spec = _write_data(tmp_path / "d.pt")
+    cfg = trainer.TrainConfig(dataset=spec, **NET, head="gap", epochs=1, out=str(tmp_path / "run"), overwrite=True)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    trainer.train(cfg, echo=lambda m: None)
+    ckpt = os.path.join(cfg.out, "checkpoint.pt")
+    mine = trainer.load_checkpoint(ckpt)["env"]["launch"]
+    assert mine == ddp.launch_identity() and mine.startswith("none|")
+    said = []
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert trainer._elastic_restart(cfg, ddp.DistInfo(), ckpt, "cpu", said.append) == \
+        dataclasses.replace(cfg, resume=True, overwrite=False)
+    assert said == ["[svdgrad train] torchrun restart 1: resuming the checkpoint of its earlier attempt "
+                    "(--overwrite applied to the first attempt only)"]
+    # another torchrun's run with the same run id ('none' outside --standalone), a first attempt, a damaged
+    # checkpoint, no checkpoint: the command as given
+    monkeypatch.setattr(ddp, "launch_identity", lambda: mine.replace("none|", "none|other-host-"))
+    assert trainer._elastic_restart(cfg, ddp.DistInfo(), ckpt, "cpu", said.append) == cfg
+    monkeypatch.setattr(ddp, "launch_identity", lambda: mine)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert trainer._elastic_restart(cfg, ddp.DistInfo(), ckpt, "cpu", said.append) == cfg
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with open(ckpt, "r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 8)
+    assert trainer._elastic_restart(cfg, ddp.DistInfo(), ckpt, "cpu", said.append) == cfg
+    assert trainer._elastic_restart(cfg, ddp.DistInfo(), str(tmp_path / "none.pt"), "cpu", said.append) == cfg
+    assert len(said) == 1
+
+
+def test_launch_identity_and_restart_count_outside_and_inside_torchrun():
+    assert ddp.launch_identity({}) is None and ddp.restart_count({}) == 0 and ddp.attempt_store({}) is None
+    assert ddp.restart_count({"TORCHELASTIC_RESTART_COUNT": "3"}) == 3
+    assert ddp.restart_count({"TORCHELASTIC_RESTART_COUNT": "x"}) == 0
+    env = {"TORCHELASTIC_RESTART_COUNT": "0", "TORCHELASTIC_RUN_ID": "abc"}
+    a, b = ddp.launch_identity(env, ppid=os.getpid()), ddp.launch_identity(env, ppid=os.getppid())
+    assert a.startswith("abc|") and a != b and a == ddp.launch_identity(env, ppid=os.getpid())
+    if os.path.exists("/proc/self/stat"):
+        assert a.split("|")[-1].isdigit()  # the agent's start time: a reused pid is another agent
 
 
 def test_ddp_processes_validate_the_model_of_the_checkpoint(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 
 import torch
 import torch.distributed as dist
@@ -68,14 +69,67 @@ def launch_command(info: DistInfo, env=None) -> tuple[list[str], str]:
     return prefix, f" (on each of the {nodes} nodes, with that node's --node_rank; this is node {node}'s)"
 
 
+def restart_count(env=None) -> int:
+    """How many times torchrun (``--max-restarts``) has restarted this run's processes: 0 on its first attempt
+    and outside torchrun."""
+    env = os.environ if env is None else env
+    try:
+        return max(0, int(env.get("TORCHELASTIC_RESTART_COUNT") or 0))
+    except ValueError:
+        return 0
+
+
+def launch_identity(env=None, ppid: int | None = None) -> str | None:
+    """This torchrun invocation, the same in each of its restarts and unique to it; None outside torchrun.
+
+    torchrun's run id alone is not unique (``--rdzv-id`` defaults to ``none`` outside ``--standalone``), so
+    the host and the agent that starts the processes (their parent: pid and, where /proc has it, start time)
+    are part of it.  The agent is per node, so only the main process's identity is compared (``trainer``).
+    """
+    env = os.environ if env is None else env
+    if "TORCHELASTIC_RESTART_COUNT" not in env:
+        return None
+    ppid = os.getppid() if ppid is None else ppid
+    start = ""
+    try:
+        with open(f"/proc/{ppid}/stat") as f:  # field 22, starttime; the name in parentheses may hold spaces
+            start = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        pass
+    return f"{env.get('TORCHELASTIC_RUN_ID', '')}|{socket.gethostname()}|{ppid}|{start}"
+
+
 def init_from_env(device: str) -> DistInfo:
     info = env_info()
     if info.distributed and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+        store = attempt_store()
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
     return info
+
+
+def attempt_store(env=None):
+    """The process group's store under torchrun's shared agent store: its keys under this attempt's prefix.
+
+    torchrun (``TORCHELASTIC_USE_AGENT_STORE``) lends its own TCPStore to the processes and keeps it across
+    ``--max-restarts``, and torch's ``env://`` rendezvous adds no prefix per attempt there (torch 2.13): the
+    restarted processes read the dead ones' gloo addresses and hung in ``init_process_group``, or failed on
+    "Connection refused".  Under a prefix of the restart count each attempt meets its own processes.  None
+    (torch's own ``env://``) outside that case.
+    """
+    env = os.environ if env is None else env
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        return None
+    from datetime import timedelta
+
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), int(env["WORLD_SIZE"]), is_master=False,
+                          timeout=timedelta(minutes=10))
+    return dist.PrefixStore(f"svdgrad/attempt_{restart_count(env)}", store)
 
 
 def shutdown(wait: bool = True) -> None:

@@ -638,6 +638,35 @@ def train(cfg: TrainConfig, *, info: ddp.DistInfo | None = None, echo=None) -> d
         return _train(cfg, info, echo)
 
 
+def _elastic_restart(cfg: TrainConfig, info: ddp.DistInfo, ckpt_path: str, device, say) -> TrainConfig:
+    """Under ``torchrun --max-restarts``: a restarted attempt resumes the checkpoint its earlier attempt wrote.
+
+    torchrun restarts every process with the same command after one fails.  As given, that command was
+    refused (the folder holds the first attempt's run) until the restarts ran out, or, with --overwrite, it
+    deleted the first attempt's epochs and trained them again.  The main process compares the checkpoint's
+    launch record with this torchrun's (``ddp.launch_identity``) and every process follows its answer.  A
+    checkpoint of another run (or none: the first attempt died before its first epoch ended) leaves the
+    command as given.
+    """
+    count = ddp.restart_count()
+    if not count:
+        return cfg
+    ours = False
+    if info.is_main and os.path.exists(ckpt_path):
+        try:
+            launch = load_checkpoint(ckpt_path, map_location="cpu").get("env", {}).get("launch")
+        except SvdgradError:  # (a damaged checkpoint: the command as given says what to do with it)
+            launch = None
+        ours = launch is not None and launch == ddp.launch_identity()
+    if info.distributed:
+        ours = ddp.any_flag(ours, device)
+    if not ours:
+        return cfg
+    say(f"[svdgrad train] torchrun restart {count}: resuming the checkpoint of its earlier attempt"
+        + (" (--overwrite applied to the first attempt only)" if cfg.overwrite else ""))
+    return dataclasses.replace(cfg, resume=True, overwrite=False)
+
+
 def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     say = (lambda msg: echo(msg)) if info.is_main else (lambda msg: None)
@@ -652,6 +681,7 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
     log_path = os.path.join(cfg.out, "log.jsonl")
     for name in RUN_FILES:  # (before any work, and before a directory reads as an existing run)
         refuse_directory(os.path.join(cfg.out, name))
+    cfg = _elastic_restart(cfg, info, ckpt_path, device, say)
     existing = _existing_run(cfg.out)
     if existing and not (cfg.resume or cfg.overwrite):
         raise SvdgradError(f"{cfg.out} already holds {existing}. Pass --resume to continue it, --overwrite to "
@@ -667,7 +697,7 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
         raise SvdgradError(f"Expected at least --batch-size ({cfg.batch_size}) training images; the dataset "
                            f"{ds.name} has {len(ds.train_y)}. Lower --batch-size.")
     env = {"threads": threads, "world_size": info.world_size, "device_type": device.type,
-           "data_sha256": _data_fingerprint(ds)}
+           "data_sha256": _data_fingerprint(ds), "launch": ddp.launch_identity()}  # (launch: not compared)
     tx, ty, vx, vy = (t.to(device) for t in (ds.train_x, ds.train_y, ds.val_x, ds.val_y))
     net = build_model(cfg, ds.in_channels, ds.num_classes).to(device)
     if info.distributed:
