@@ -461,6 +461,16 @@ def test_ddp_processes_agree_to_skip_a_rejected_pooled_matrix(tmp_path, keep_thr
     assert one["skipped_steps"] == 1
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
 
+def test_merged_skips_keep_the_cause_of_each_step():
+    o, g, w = trainer.OTHER_PROCESS, "non-finite gradient", "whitening rejected its input: x"
+    # process 0 saw step 3's NaN gradient after the all-reduce, process 1 the input whitening refused
+    assert trainer.merged_skips([(3, g), (7, o), (3, w), (7, "non-finite loss")]) == [
+        (3, w), (7, "non-finite loss")]
+    assert trainer.merged_skips([(5, "pooled matrix rejected by sqrtm: a"), (5, "pooled matrix rejected by sqrtm: b")]) \
+        == [(5, "pooled matrix rejected by sqrtm: a")]  # equals: the lowest rank's
+    assert trainer.merged_skips([(1, o), (1, o)]) == [(1, o)] and trainer.merged_skips([]) == []
+
+
 def test_ddp_processes_agree_to_skip_an_input_that_whitening_rejects(tmp_path, keep_threads):
     # --norm whiten: the stem's output of the 3e38 image overflows and Whitening refuses it. One process
     # skipped the step; under torchrun the process holding the image raised (an error on process 1 is not
@@ -478,6 +488,10 @@ def test_ddp_processes_agree_to_skip_an_input_that_whitening_rejects(tmp_path, k
     assert one["skipped_steps"] == 1
     (row,) = [json.loads(line) for line in open(tmp_path / "one" / "log.jsonl")]
     assert list(row["skip_reasons"]) == ["whitening rejected its input"]
+    # The log is the main process's: it recorded "another process skipped this step", not process 1's reason
+    (row,) = [json.loads(line) for line in open(tmp_path / "ddp" / "log.jsonl")]
+    assert row["skip_reasons"] == {"whitening rejected its input": 1}
+    assert "(whitening rejected its input: 1)" in res.stderr
 
 
 def _torchrun(script, args, tmp_path):

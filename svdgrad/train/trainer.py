@@ -569,9 +569,36 @@ def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, whiten
             for b, s in zip(buffers, saved):
                 b.copy_(s)
         opt.zero_grad(set_to_none=False)
-        return loss, out, reason or "another process skipped this step"
+        return loss, out, reason or OTHER_PROCESS
     opt.step()
     return loss, out, None
+
+
+#: The reason a process gives for a step it skips only because another one did (``train_step``).
+OTHER_PROCESS = "another process skipped this step"
+#: Skip reasons, causes first: under DDP a NaN gradient or batch statistic of one process reaches every
+#: process through the all-reduce, so there it is a consequence of another process's reason.
+SKIP_CAUSES = ("sqrtm raised", "whitening rejected its input", "pooled matrix rejected by sqrtm", "non-finite loss",
+               "non-finite gradient", "non-finite batch-norm statistics", OTHER_PROCESS)
+
+
+def merged_skips(skips: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """(step, reason) pairs of every process -> one pair per skipped step, with the reason nearest its cause.
+
+    Every process skips the same steps (``train_step`` agrees on them), each with its own reason: the one that
+    met the bad input names it, the others see only its consequence (a NaN gradient after the all-reduce) or
+    none (``OTHER_PROCESS``).  The main process writes the log, so it records the cause from whichever process
+    had it (the lowest rank among equals).
+    """
+    def rank(reason: str) -> int:
+        key = reason.split(":")[0]
+        return SKIP_CAUSES.index(key) if key in SKIP_CAUSES else 0  # (an unknown reason: a cause)
+
+    best: dict[int, str] = {}
+    for step, reason in skips:
+        if step not in best or rank(reason) < rank(best[step]):
+            best[step] = reason
+    return sorted(best.items())
 
 
 def dist_initialized() -> bool:
@@ -777,7 +804,7 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
         model.train()
         loss_sum = correct = seen = 0.0
         skipped = 0
-        reasons: dict[str, int] = {}
+        skips: list[tuple[int, str]] = []  # (step of the epoch, this process's reason)
         kap, lmins, lmaxs = [], [], []
         small = total_eigs = 0
         bar = _progress(n_batches, epoch, cfg, info)
@@ -798,9 +825,7 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
             loss, out, reason = train_step(model, net, opt, x, y, guard=guard, whitening=whitening, device=device)
             if reason is not None:
                 skipped += 1
-                last_reason = reason
-                key = reason.split(":")[0]
-                reasons[key] = reasons.get(key, 0) + 1
+                skips.append((b, reason))
             if loss is not None and bool(torch.isfinite(loss)):
                 loss_sum += float(loss.detach()) * len(y)
                 correct += int((out.detach().argmax(1) == y).sum())
@@ -820,6 +845,11 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
                 bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", skipped=skipped)
         if bar is not None:
             bar.close()
+        skips = merged_skips(ddp.gather_lists(skips))  # (the causes, from whichever process met them)
+        reasons: dict[str, int] = {}
+        for _, reason in skips:
+            reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+        last_reason = skips[-1][1] if skips else None
         if skipped == n_batches:  # nothing was learned: a systematic fault, not a stray batch
             raise RunStopped(
                 f"Every one of the {n_batches} steps of epoch {epoch} was skipped ("
