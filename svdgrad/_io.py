@@ -4,14 +4,17 @@ A killed process leaves either the old file or the new one, never half of
 one: the data go to a temporary file beside the target, are fsynced, and
 the temporary is renamed over the target (``os.replace`` is atomic on POSIX).
 A write that fails (a full disk, Ctrl-C) removes its temporary and leaves
-the target as it was.  A kill -9 leaves the temporary (``NAME.PID.tmp``): the next command that owns the
-folder removes it (``remove_stale_temporaries``).
+the target as it was.  A kill -9 leaves the temporary (``NAME.HOST-PID.tmp``): the next command that owns the
+folder removes it (``remove_stale_temporaries``), if it runs on the same host.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import re
+import socket
 from pathlib import Path
 
 
@@ -29,7 +32,7 @@ def write_atomic(path, data: str | bytes) -> None:
     """Write ``data`` (text or bytes) to ``path`` atomically."""
     path = Path(path)
     refuse_directory(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{host_token()}-{os.getpid()}.tmp")
     payload = data.encode() if isinstance(data, str) else data
     try:
         with open(tmp, "wb") as f:
@@ -61,15 +64,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def host_token() -> str:
+    """This host's name as the temporaries carry it: letters, digits and underscores only."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
+
+
 def remove_stale_temporaries(folder) -> list[Path]:
-    """Remove the temporaries of ``write_atomic`` (``NAME.PID.tmp``) left in ``folder`` by a kill -9 of their
-    writer: those of PIDs that are no live process.  A live writer's is kept (it may be writing it now),
-    and so is anything else.  Called by the command that owns the folder, under its lock.  Returns the
-    paths removed."""
+    """Remove the temporaries of ``write_atomic`` (``NAME.HOST-PID.tmp``) left in ``folder`` by a kill -9 of
+    their writer: those of this host whose PID is no live process here.  A live writer's is kept (it may be
+    writing it now), and so is another host's (its PID means nothing here: in a folder shared between hosts
+    it may be a live writer's) and anything else.  A name from before hosts were recorded (``NAME.PID.tmp``)
+    counts as this host's.  Called by the command that owns the folder.  Returns the paths removed."""
     removed = []
     for p in sorted(Path(folder).glob("*.*.tmp")):
-        pid = p.name[: -len(".tmp")].rpartition(".")[2]
-        if pid.isdigit() and p.is_file() and not _alive(int(pid)):
+        tag = p.name[: -len(".tmp")].rpartition(".")[2]
+        host, _, pid = tag.rpartition("-")
+        if pid.isdigit() and host in ("", host_token()) and p.is_file() and not _alive(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -94,6 +94,29 @@ def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
     assert remove_stale_temporaries(tmp_path / "missing") == []
 
 
+def test_another_hosts_temporaries_are_kept(tmp_path, monkeypatch):
+    """In a folder shared between hosts (NFS), a live writer's PID on host A is no process on host B, so B's
+    `svdgrad report` (which cleans without the folder's lock) removed A's temporary while A was writing it, and A's
+    os.replace then failed.  Temporaries now carry their host (NAME.HOST-PID.tmp); only this host's dead
+    writers' are removed, and a name from before (NAME.PID.tmp) as before."""
+    from svdgrad import _io
+
+    dead = dead_pid()
+    here = _io.host_token()
+    assert here and all(c.isalnum() or c == "_" for c in here)
+    ours, theirs = f"results.csv.{here}-{dead}.tmp", f"results.csv.{here}x-{dead}.tmp"
+    live = f"grid.json.{here}-{os.getpid()}.tmp"
+    for name in (ours, theirs, live):
+        (tmp_path / name).write_text("half")
+    assert [p.name for p in _io.remove_stale_temporaries(tmp_path)] == [ours]
+    assert {p.name for p in tmp_path.iterdir()} == {theirs, live}
+    # write_atomic's own temporary is of this form
+    seen = []
+    monkeypatch.setattr(_io.os, "replace", lambda a, b: seen.append(os.path.basename(a)) or os.rename(a, b))
+    _io.write_atomic(tmp_path / "x.json", "{}")
+    assert seen == [f"x.json.{here}-{os.getpid()}.tmp"]
+
+
 def test_an_atomic_write_onto_a_directory_is_a_clear_error(tmp_path):
     """A directory where a long job writes one of its files (summary.json, a bench raw file, a figure) failed
     in os.replace with '[Errno 21] Is a directory' (or 'Directory not empty'), a bare OSError.  Now the write

@@ -509,7 +509,7 @@ MUTANTS = [
            '    return shlex.join(["svdgrad", "bench", *keep, "--overwrite"])',
            "bench: the command printed after Ctrl-C / a refusal omits --out (measures into the default folder)", "jobs"),
     Mutant("job-atomic-write-in-place", "svdgrad/_io.py",
-           'tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")', "tmp = path",
+           'tmp = path.with_name(f"{path.name}.{host_token()}-{os.getpid()}.tmp")', "tmp = path",
            "atomic write: the data go straight into the target (a failed write leaves it torn)", "jobs"),
     # The trainer and its study runner (suite "jobs"): resume, the hybrid switch, skipped steps, checkpoints.
     # Resume: what the checkpoint restores, and where the run continues.

@@ -82,7 +82,7 @@ def existing_results(out: Path, device: str) -> list[Path]:
 
 def remove_stale(out: Path) -> list[Path]:
     """Remove what a kill -9 of an earlier bench left mid-write: the ``write_atomic`` temporaries
-    (``NAME.PID.tmp``) of dead processes in OUT (REPORT.md) and OUT/raw (the measurements).  A live writer's
+    (``NAME.HOST-PID.tmp``) of dead processes of this host in OUT (REPORT.md) and OUT/raw (the measurements).  A live writer's
     is kept, so no lock is needed (``--report-only`` takes none).  Returns the paths removed."""
     return [p for folder in (out, out / "raw") for p in remove_stale_temporaries(folder)]
 

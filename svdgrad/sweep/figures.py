@@ -42,7 +42,7 @@ def _colors(names):
 
 def _save(fig, path):
     # No bbox_inches="tight": it draws the figure twice; the margins are set by _layout.  Drawn in memory, then
-    # written by write_atomic: a failed write leaves no temporary, a killed one NAME.PID.tmp that the next
+    # written by write_atomic: a failed write leaves no temporary, a killed one NAME.HOST-PID.tmp that the next
     # sweep removes (remove_stale_temporaries).
     savefig_atomic(fig, path, metadata={"Software": None})
 
