@@ -460,6 +460,22 @@ def test_ddp_processes_agree_to_skip_a_rejected_pooled_matrix(tmp_path, keep_thr
                                             out=str(tmp_path / "one")), echo=lambda m: None)
     assert one["skipped_steps"] == 1
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
+    # (the rejected matrix's output is finite: both count the batch's loss, as one process does)
+    (r2,), (r1,) = ([json.loads(line) for line in open(tmp_path / d / "log.jsonl")] for d in ("ddp", "one"))
+    assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-5) and r2["train_acc"] == r1["train_acc"]
+
+def test_a_batch_whose_loss_another_process_found_nonfinite_is_not_counted(monkeypatch):
+    """Under DDP each process counted its own half of a skipped batch whenever its own loss was finite, so the
+    epoch's loss and accuracy took in images that one process (whose loss of the whole batch is NaN) leaves out."""
+    torch.manual_seed(0)
+    net, opt, guard = _tiny_model("gap")
+    net.train()
+    before = copy.deepcopy(net.state_dict())
+    monkeypatch.setattr(ddp, "any_flags", lambda flags, device: [True, True])  # the other process's loss: NaN
+    loss, _, reason = trainer.train_step(net, net, opt, _images(8, 0), torch.arange(8) % 4, guard=guard)
+    assert loss is None and reason == trainer.OTHER_PROCESS
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+
 
 def test_merged_skips_keep_the_cause_of_each_step():
     o, g, w = trainer.OTHER_PROCESS, "non-finite gradient", "whitening rejected its input: x"
@@ -491,6 +507,10 @@ def test_ddp_processes_agree_to_skip_an_input_that_whitening_rejects(tmp_path, k
     # The log is the main process's: it recorded "another process skipped this step", not process 1's reason
     (row,) = [json.loads(line) for line in open(tmp_path / "ddp" / "log.jsonl")]
     assert row["skip_reasons"] == {"whitening rejected its input": 1}
+    # The epoch's accuracy: process 0 counted its half of the skipped batch (its loss was finite), which one
+    # process, whose loss of the whole batch is NaN, leaves out: 8 of 36 images, where the 32 of the four other
+    # batches count. (Each process whitens its own half, so the two runs' numbers differ otherwise.)
+    assert (row["train_acc"] * 32) == pytest.approx(round(row["train_acc"] * 32), abs=1e-9)
     assert "(whitening rejected its input: 1)" in res.stderr
 
 

@@ -1135,7 +1135,8 @@ MUTANTS = [
            '    return [__import__("json").loads(line) for line in open(path) if line.strip()] if os.path.exists(path) else []',
            "the landscape report reads run logs with bare json.loads (traceback on damage)", "jobs"),
     Mutant("stale-tmp-ignores-live-pid", "svdgrad/_io.py",
-           "        if pid.isdigit() and p.is_file() and not _alive(int(pid)):", "        if pid.isdigit() and p.is_file():",
+           '        if pid.isdigit() and host in ("", host_token()) and p.is_file() and not _alive(int(pid)):',
+           '        if pid.isdigit() and host in ("", host_token()) and p.is_file():',
            "cleanup deletes a live writer's temporary (races a running write)", "jobs"),
     Mutant("report-keeps-stale-tmp", "svdgrad/sweep/report.py",
            "    remove_stale_temporaries(out)  # (a killed report's or sweep's; only dead writers': no lock is needed)",
@@ -1344,6 +1345,11 @@ MUTANTS = [
            "if pid.isdigit() and p.is_file() and not _alive(int(pid)):",
            "another host's temporary (a PID that means nothing here) is removed as a dead writer's", "jobs",
            first=("tests/test_io.py",)),
+
+    Mutant("ddp-epoch-counts-a-nonfinite-batch", "svdgrad/train/trainer.py",
+           "    if nonfinite:\n        loss = None\n", "",
+           "DDP: a process counts its half of a batch whose loss another process found non-finite", "jobs",
+           first=("tests/test_train_faults.py",)),
 
 ]
 

@@ -224,11 +224,17 @@ def gather_lists(values: list, ) -> list:
 
 
 def any_flag(flag: bool, device) -> bool:
+    """``flag`` OR-ed over the processes."""
+    return any_flags([flag], device)[0]
+
+
+def any_flags(flags: list[bool], device) -> list[bool]:
+    """Each flag OR-ed over the processes, in one all-reduce."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return [v > 0 for v in t.tolist()]
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:

@@ -527,7 +527,9 @@ def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, whiten
     """One SGD step on (x, y), or none at all.
 
     Returns ``(loss, logits, reason)``: ``reason`` is None when the step was
-    applied, else why it was skipped.  A skipped step restores every buffer
+    applied, else why it was skipped; ``loss`` is None when the batch's loss is not finite (on some process:
+    the epoch's loss and accuracy then leave the batch out on every process, as one process, whose loss of the
+    whole batch is then NaN, does).  A skipped step restores every buffer
     of ``net`` (batch-norm running statistics, ``num_batches_tracked``)
     bitwise and leaves the weights and the optimizer state untouched.  ``whitening``: the
     ``_WhiteningGuard`` of each Whitening layer (the first that refused names the reason).
@@ -563,7 +565,10 @@ def train_step(model, net, opt, x, y, *, guard: _PoolGuard | None = None, whiten
             # (an image of 1e19 overflows a running variance, while the loss and the gradients stay finite:
             # batch norm divides by the inf variance; the run used to stop at the model check instead)
             reason = "non-finite batch-norm statistics"
-    skip = ddp.any_flag(reason is not None, device if device is not None else x.device)
+    nonfinite = loss is None or not bool(torch.isfinite(loss))
+    skip, nonfinite = ddp.any_flags([reason is not None, nonfinite], device if device is not None else x.device)
+    if nonfinite:
+        loss = None
     if skip:
         with torch.no_grad():
             for b, s in zip(buffers, saved):
@@ -826,7 +831,7 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
             if reason is not None:
                 skipped += 1
                 skips.append((b, reason))
-            if loss is not None and bool(torch.isfinite(loss)):
+            if loss is not None:  # (finite on every process)
                 loss_sum += float(loss.detach()) * len(y)
                 correct += int((out.detach().argmax(1) == y).sum())
                 seen += len(y)
