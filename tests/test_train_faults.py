@@ -605,6 +605,21 @@ def test_a_restart_resumes_only_a_checkpoint_of_its_own_torchrun(tmp_path, monke
     assert len(said) == 1
 
 
+def test_each_torchrun_attempt_meets_under_its_own_keys():
+    """torchrun keeps its store across restarts; a restarted process that read the dead attempt's keys (gloo's
+    addresses) hung or was refused, or, by the luck of the race, not: the torchrun test alone cannot tell."""
+    from torch.distributed import TCPStore
+
+    agent = TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(agent.port),
+           "WORLD_SIZE": "2", "TORCHELASTIC_RESTART_COUNT": "0"}
+    first = ddp.attempt_store(env)
+    first.set("default_pg/rank_0", "the dead process's address")
+    again = ddp.attempt_store({**env, "TORCHELASTIC_RESTART_COUNT": "1"})
+    assert not again.check(["default_pg/rank_0"]) and first.check(["default_pg/rank_0"])
+    assert ddp.attempt_store({**env, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None  # (torch's env:// then)
+
+
 def test_launch_identity_and_restart_count_outside_and_inside_torchrun():
     assert ddp.launch_identity({}) is None and ddp.restart_count({}) == 0 and ddp.attempt_store({}) is None
     assert ddp.restart_count({"TORCHELASTIC_RESTART_COUNT": "3"}) == 3
