@@ -96,6 +96,23 @@ def _reduction(in_channels: int, reduced_channels: int | None) -> nn.Module:
     )
 
 
+def _non_finite_whitening_input(x: torch.Tensor) -> SvdgradError:
+    return SvdgradError(
+        f"Expected finite values in the input of Whitening; received NaN or Inf (shape={tuple(x.shape)}, "
+        f"dtype={x.dtype}). Check the layer that produced it; a NaN here usually comes from an earlier overflow."
+    )
+
+
+def _pow2_exponent(amax: torch.Tensor, lower: float = 0.0) -> torch.Tensor:
+    """floor(log2(amax)) per entry, at least ``lower``; 0 where amax is 0 and ``lower`` is 0, NaN or Inf -> 0.
+
+    With ``lower=-inf`` a zero amax gives −inf, for a caller that takes a maximum with it next."""
+    k = torch.floor(torch.log2(amax))
+    if lower == 0.0:
+        return torch.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0).clamp_min_(0)
+    return torch.nan_to_num(k, nan=0.0, posinf=0.0, neginf=-math.inf)
+
+
 def _check_input(x, layer: str, *, needs_data: bool = True) -> None:
     """A layer's input x: a dense real floating tensor with values (``_validate``).  ``needs_data=False`` lets a
     meta tensor through where the forward reads no value (shapes alone propagate).  Before, a list, a nested or a
@@ -291,22 +308,33 @@ class CovariancePooling(nn.Module):
         if self._route == "covariance":
             M = S = self.covariance(x)  # (B, d, d)
             tr = S.detach().diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
+            zero = tr <= 0
         else:
             M = self.scaled_features(x)  # (B, d, N), Σ = M Mᵀ is never formed for the gradient
             S = None
             tr = M.detach().square().sum(dim=(-2, -1))  # (B,) tr(Σ) = ‖Y‖_F²
+            # tr(Σ) = 0 exactly where Y = 0: ‖Y‖² of a tiny Y underflows (1e-30 in float32), Y's maximum does not
+            zero = M.detach().abs().amax(dim=(-2, -1)) == 0
         if self.keep_covariance:
             if S is None:
                 Md = M.detach()
                 S = 0.5 * (Md @ Md.mT + (Md @ Md.mT).mT)
             self.last_covariance = S.detach()
         d = M.shape[-2]
-        low, nonfinite = torch.stack(((tr <= max(self.floor, 0.0)).any(), ~torch.isfinite(tr).all())).tolist()
+        low, nonfinite = torch.stack(((zero if self.floor <= 0 else tr <= self.floor).any(),
+                                      ~torch.isfinite(tr).all())).tolist()
         if nonfinite and not bool(torch.isfinite(M).all()):  # (tr alone overflows for large finite Y: no error)
             raise self._non_finite(x, M)
         if self.floor <= 0:
             if low:
-                idx = int(torch.nonzero(tr <= 0)[0, 0])
+                idx = int(torch.nonzero(zero)[0, 0])
+                if S is not None and bool(self.scaled_features(x.detach()[idx:idx + 1]).abs().amax() > 0):
+                    raise SvdgradError(
+                        f"Expected a covariance with positive trace; sample {idx} of the batch has features that "
+                        f"vary, but its Σ underflows {S.dtype} to 0 (max|x| = {float(x[idx].detach().abs().amax()):.3g}) "
+                        f"and floor=0. Use route='features', which never forms Σ and takes any scale, or a wider "
+                        f"dtype, or set floor > 0 to get Z = sqrt(floor)·I there."
+                    )
                 raise SvdgradError(
                     f"Expected a covariance with positive trace; sample {idx} of the batch has tr(Σ) = 0 "
                     f"(a constant or all-zero feature map) and floor=0. Set floor > 0 (e.g. 1e-10) to "
@@ -565,6 +593,15 @@ class Whitening(nn.Module):
             mu = self.running_mean.to(wd).view(G, g, 1)
             W = self.running_whitening.to(wd)
             Y = torch.bmm(W, X - mu)
+            if not bool(torch.isfinite(Y).all()):  # (one check of the output; the input only on this path)
+                if not bool(torch.isfinite(x).all()):
+                    raise _non_finite_whitening_input(x)
+                raise SvdgradError(
+                    f"Whitening in eval mode: W(x − μ) overflows {wd} (shape={tuple(x.shape)}, max|x| = "
+                    f"{float(x.detach().abs().amax()):.3g}): the input lies far outside the running statistics "
+                    f"(running_mean, running_whitening). Check the input's scale against the training data's, "
+                    f"or whiten it in training mode (batch statistics handle any scale)."
+                )
         Y = Y.reshape(C, m)  # (C, m)
         if self.affine:
             Y = torch.addcmul(self.bias.to(wd)[:, None], Y, self.weight.to(wd)[:, None])
@@ -574,37 +611,44 @@ class Whitening(nn.Module):
     def _batch_whitened(self, X: torch.Tensor, x: torch.Tensor, scaled: bool) -> torch.Tensor:
         """W(X − μ) (G, g, m) with W = Σ^{-1/2} of the batch, X (G, g, m) the groups of x; blends μ and W in.
 
-        Σ = (1/m)·X̄X̄ᵀ + eps·I sums m products before the 1/m: in float32 it overflows from |x| ≈ 1e17
-        (m = 65536), though W·X̄ is of order one.  Where Σ is not finite and x is, it is formed again
-        from X·2^-j instead (``scaled``; j >= 0 per group, max|X·2^-j| < 2): powers of two are exact, so
-        Σ_s = Σ/4^j (with the ridge eps·4^-j), W_s = 2^j·W and W_s·X̄_s = W·X̄, bit for bit where both
-        paths apply.  A non-finite x raises, naming the input.
+        μ is taken as x₀ + mean(X − x₀), x₀ each channel's first value: the same number, but a constant channel
+        gets X − μ = 0 exactly (a one-pass mean of B copies of 1e5 rounds in float32, and that noise, far
+        above eps, was whitened to unit scale).  Σ = (1/m)·X̄X̄ᵀ + eps·I sums m products before the 1/m: in
+        float32 it overflows from |x| ≈ 1e17 (m = 65536), though W·X̄ is of order one.  Where Σ is not finite
+        and x is, it is formed again (``scaled``): X·2^-j (j >= 0 per group, max|X·2^-j| < 2) is centred
+        without overflow, and X̄ is then scaled by 2^-t, t >= 0 from the centred values' own size (a
+        constant group has t = 0 and keeps its ridge eps, which eps·4^-j, with the j of its large values,
+        lost to underflow).  Powers of two are exact, so Σ_s = Σ/4^t (with the ridge eps·4^-t),
+        W_s = 2^t·W and W_s·X̄_s = W·X̄, bit for bit where both paths apply.  A non-finite x raises, naming
+        the input.
         """
         g, m = X.shape[-2], X.shape[-1]
-        j = None
+        j = t = None
         if scaled:
             amax = X.detach().abs().amax(dim=(-2, -1))  # (G,)
-            j = torch.nan_to_num(torch.floor(torch.log2(amax)), nan=0.0, posinf=0.0, neginf=0.0).clamp_min_(0)
+            j = _pow2_exponent(amax)
             X = times_pow2_halves(X, -j)
-            ridge = (self.eps * torch.exp2(-2.0 * j.to(torch.float64))).to(X.dtype)[:, None, None]  # (G, 1, 1)
+        x0 = X[..., :1]  # (G, g, 1)
+        D = X - x0
+        dbar = D.mean(dim=-1, keepdim=True)
+        mu = x0 + dbar  # (G, g, 1)
+        Xc = D - dbar
+        if scaled:
+            t = (j + _pow2_exponent(Xc.detach().abs().amax(dim=(-2, -1)), lower=-math.inf)).clamp_min_(0)
+            Xc = times_pow2_halves(Xc, j - t)  # X̄·2^-t: max|X̄·2^-t| < 4 where t > 0, <= max|X̄| <= 2 where t = 0
+            ridge = (self.eps * torch.exp2(-2.0 * t.to(torch.float64))).to(X.dtype)[:, None, None]  # (G, 1, 1)
         else:
             ridge = self.eps
-        mu = X.mean(dim=-1, keepdim=True)  # (G, g, 1)
-        Xc = X - mu
         eye = torch.eye(g, dtype=X.dtype, device=X.device)
-        S = torch.baddbmm(ridge * eye, Xc, Xc.mT, alpha=1.0 / m)  # (G, g, g) Σ + eps·I (over 4^j)
+        S = torch.baddbmm(ridge * eye, Xc, Xc.mT, alpha=1.0 / m)  # (G, g, g) Σ + eps·I (over 4^t)
         if not bool(torch.isfinite(S).all()):
             if not bool(torch.isfinite(x).all()):
-                raise SvdgradError(
-                    f"Expected finite values in the input of Whitening; received NaN or Inf (shape={tuple(x.shape)}, "
-                    f"dtype={x.dtype}). Check the layer that produced it; a NaN here usually comes from an earlier "
-                    f"overflow."
-                )
+                raise _non_finite_whitening_input(x)
             if not scaled:
                 return self._batch_whitened(X, x, scaled=True)
         W = inv_sqrtm(S, self._method)  # (G, g, g)
         if scaled:
-            self._update_running(times_pow2_halves(mu.detach(), j), times_pow2_halves(W.detach(), -j))
+            self._update_running(times_pow2_halves(mu.detach(), j), times_pow2_halves(W.detach(), -t))
         else:
             self._update_running(mu.detach(), W.detach())
         return torch.bmm(W, Xc)

@@ -228,3 +228,26 @@ def test_covariance_overflowing_float32_points_to_the_features_route():
     z = snn.CovariancePooling(4, None, "exact", route="features")(x)
     z1 = snn.CovariancePooling(4, None, "exact", route="features")(x / 1e25)
     assert torch.isfinite(z).all() and float(((z / 1e25 - z1).norm() / z1.norm())) <= 10 * EPS[torch.float32]
+
+
+@pytest.mark.parametrize("dtype, s", [(torch.float64, 1e-200), (torch.float32, 1e-30)])
+def test_features_route_with_floor_0_takes_tiny_features(dtype, s):
+    """With floor=0 the features route refused tiny random features as 'tr(Σ) = 0 (a constant or all-zero feature
+    map)': its test ‖Y‖² underflowed, though the route never forms Σ and gram_sqrtm handles the scale."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    layer = snn.CovariancePooling(4, None, route="features", floor=0.0).to(dtype)
+    ref = layer(x.to(dtype)).double()
+    out = layer((x * s).to(dtype)).double()
+    torch.testing.assert_close(out / s, ref, rtol=1e3 * torch.finfo(dtype).eps, atol=0)
+    with pytest.raises(SvdgradError, match=r"sample 1 .*constant or all-zero"):
+        layer(torch.cat([x[:1], torch.full_like(x[:1], 3.0)]).to(dtype))  # (a constant map: still refused)
+
+
+def test_covariance_route_names_an_underflowing_covariance_as_such():
+    """At 1e-30 in float32 the covariance route's Σ underflows to 0: the message said 'a constant or all-zero
+    feature map' of random features; it now says that Σ underflows and names the features route."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 3, 3) * 1e-30
+    with pytest.raises(SvdgradError, match=r"underflows.*route='features'"):
+        snn.CovariancePooling(4, None, floor=0.0)(x)

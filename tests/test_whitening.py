@@ -464,3 +464,64 @@ def test_small_resnet_names_a_bad_group_size_as_such(value):
 def test_small_resnet_rejects_num_features_in_norm_options():
     with pytest.raises(SvdgradError, match="num_features.*set per layer"):
         snn.SmallResNet(3, 1, norm="whiten", norm_options={"num_features": 4})
+
+
+# --- Session 20 review: a constant group at any offset and scale, and eval mode's bad input ----------------------
+
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 1e20), (torch.float64, 1e200)])
+def test_a_constant_group_is_unchanged_when_another_group_sends_the_batch_down_the_scaled_path(dtype, big):
+    """Groups are independent.  A constant group at 1e20 (Σ = eps·I, W = eps^-1/2·I) got W ≈ 280 instead of 316 in
+    float32, and about 0 in float64, once another group's Σ overflowed: its ridge eps·4^-j underflowed with the
+    j of its own large values, though its centred values are 0."""
+    torch.manual_seed(0)
+    g0, g1 = torch.randn(8, 2, dtype=dtype), torch.full((8, 2), big, dtype=dtype)
+    cot = torch.randn(8, 4, dtype=dtype)
+    runs = []
+    for s in (1.0, big):
+        layer = snn.Whitening(4, group_size=2, method="exact").to(dtype)
+        x = torch.cat([g0 * s, g1], 1).requires_grad_(True)
+        y = layer(x)
+        (y * cot).sum().backward()
+        runs.append((y[:, 2:].detach(), x.grad[:, 2:], layer.running_whitening[1].clone(), layer.running_mean[2:].clone()))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    expect = 0.9 + 0.1 / math.sqrt(1e-5)
+    torch.testing.assert_close(runs[1][2], expect * torch.eye(2, dtype=dtype), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("value, batch", [(12345.7, 3), (1e5, 3), (1e10, 100), (1e30, 3), (-7.3e17, 64)])
+def test_a_constant_group_gives_beta_whatever_its_mean_rounds_to(value, batch):
+    """float32's mean of B copies of a constant rounds (1e5 over 3: X̄ ≠ 0), and that noise, far above eps, was
+    whitened to unit scale: the output was β ± 0.7 where the README says β."""
+    layer = snn.Whitening(4, group_size=2)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    x = torch.randn(batch, 4)
+    x[:, :2] = value
+    y = layer(x)
+    assert torch.equal(y[:, :2], torch.tensor([1.0, 2.0]).expand(batch, 2))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_eval_mode_refuses_non_finite_input_too(bad):
+    """The README's 'a NaN or Inf in the input raises, naming the input' held in training mode only: eval mode
+    returned NaN in the bad value's group (as torch's BatchNorm does), silently."""
+    layer = snn.Whitening(4, group_size=2)
+    layer(torch.randn(16, 4))
+    layer.eval()
+    x = torch.randn(8, 4)
+    x[3, 1] = bad
+    with pytest.raises(SvdgradError, match=r"Expected finite values in the input of Whitening.*shape=\(8, 4\)"):
+        layer(x)
+    assert torch.isfinite(layer(torch.randn(8, 4))).all()
+
+
+def test_eval_mode_output_that_overflows_is_an_error_not_inf():
+    """A finite input far outside the running statistics: W(x − μ) beyond float32's range was inf, silently."""
+    layer = snn.Whitening(4, group_size=2, momentum=1.0)
+    layer(torch.randn(64, 4) * 0.01)  # (running W about 100·I)
+    layer.eval()
+    x = torch.randn(8, 4)
+    x[2, 0] = 3e37
+    with pytest.raises(SvdgradError, match=r"overflows.*running statistics"):
+        layer(x)
