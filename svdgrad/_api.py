@@ -423,15 +423,18 @@ def matrix_function(A: torch.Tensor, f, df, method="exact", *, dd=None, **option
     if not (callable(f) and callable(df)) or (dd is not None and not callable(dd)):
         raise SvdgradError("Expected callables f(λ) and df(λ) (and dd(λi, λj) if given) acting on eigenvalue "
                            "tensors, e.g. matrix_function(A, torch.exp, torch.exp).")
-    if isinstance(A, torch.Tensor) and torch.is_grad_enabled() and not is_traced(A):
+    if isinstance(A, torch.Tensor) and not torch.compiler.is_compiling():
         _refuse_differentiable_closures(A, f, df, dd)
     return _spectral(A, UserFunction(fn=f, dfn=df, divided=dd), method, "matrix_function", **options)
 
 
 def _refuse_differentiable_closures(A: torch.Tensor, f, df, dd) -> None:
-    """Refuse a user's f, df or dd that computes with tensors requiring grad (f = lambda x: w * x): they run
-    inside the autograd Function, so those tensors' gradients would be silently missing.  Each is probed once
-    on a constant (1.0; dd at (1.0, 2.0)) with grad enabled; a probe that fails is left to the real call."""
+    """Refuse a user's f, df or dd that computes with tensors being differentiated (f = lambda x: w * x): they
+    run inside the autograd Function, so those tensors' derivatives would be silently missing.  Each is probed
+    once on a constant (1.0; dd at (1.0, 2.0)); a probe that fails is left to the real call.  The probe's result
+    carries the derivative in one of three ways: it requires grad (reverse mode, grad enabled; also under vmap
+    over A, where the refusal used to be skipped), it has a forward-mode tangent (a forward_ad dual w), or it is
+    a torch.func grad/jvp wrapper (w a torch.func.grad or jvp input).  A vmap-batched w is no derivative."""
     dtype = A.dtype if A.dtype in FLOAT_DTYPES and not A.is_meta else torch.float32
     one = torch.ones(1, dtype=dtype, device="cpu" if A.is_meta else A.device)
     probes = (("f", f, (one,)), ("df", df, (one,))) + ((("dd", dd, (one, one * 2.0)),) if dd is not None else ())
@@ -440,11 +443,16 @@ def _refuse_differentiable_closures(A: torch.Tensor, f, df, dd) -> None:
             out = fn(*args)
         except Exception:  # noqa: BLE001 (the real call reports what is wrong with it)
             continue
-        if isinstance(out, torch.Tensor) and out.requires_grad:
+        if isinstance(out, torch.Tensor) and (
+                (out.requires_grad and torch.is_grad_enabled())
+                or torch._C._functorch.is_gradtrackingtensor(out)
+                or (torch.autograd.forward_ad._current_level >= 0
+                    and torch.autograd.forward_ad.unpack_dual(out).tangent is not None)):
             raise SvdgradError(
                 f"Expected {name} of svdgrad.matrix_function to compute with constants; its result requires grad "
-                f"(it uses a tensor that requires grad, e.g. a parameter w in lambda x: w * x). {name} runs inside "
-                f"the autograd Function, so that tensor would get no gradient, silently. Detach it (w.detach()) if "
+                f"or carries a derivative (it uses a tensor being differentiated, e.g. a parameter w in "
+                f"lambda x: w * x). {name} runs inside the autograd Function, so that tensor would get no "
+                f"derivative through it, silently. Detach it (w.detach()) if "
                 f"it is a constant; for a parametrized function, differentiate through the eigendecomposition "
                 f"yourself (svdgrad.eigh) or call matrix_function under torch.no_grad().")
 

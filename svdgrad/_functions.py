@@ -169,8 +169,11 @@ class SpectralOp(torch.autograd.Function):
         ctx.has_in_pow2 = in_pow2 is not None
         saved = (U, Lf) + ((p,) if ctx.p_tensor else ()) + ((pow2,) if ctx.has_pow2 else ()) + (
             (in_pow2,) if ctx.has_in_pow2 else ())
-        # With a tensor p, T (an input: no copy) anchors p's gradient for the higher-order guard (backward)
-        ctx.save_for_backward(*saved, *((inputs[0],) if ctx.p_tensor else ()))
+        # With a tensor p, T (an input: no copy) anchors p's gradient for the higher-order guard (backward).
+        # Both lists are the same: torch's generated vmap rule keeps one list of the saved tensors' batch
+        # dimensions, and a longer backward list failed there ("flat_bdims must not be None", vmap with a tensor p).
+        saved = saved + ((inputs[0],) if ctx.p_tensor else ())
+        ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
         ctx.p = None if ctx.p_tensor else p
         ctx.method, ctx.fn = method, fn
@@ -858,7 +861,7 @@ def _to_order_one(X: torch.Tensor, dtype: torch.dtype):
     """(X·2^-s cast to ``dtype``, s): s (*) per matrix makes max|X| of order 1, so the cast neither
     overflows nor underflows; s = 0 for a zero or non-finite matrix."""
     with torch.no_grad():
-        s = _kernels.scale_exponent(X.detach().abs().amax(dim=(-2, -1))) * 2.0  # 4^k: max|X|·2^-s in [1/4, 4)
+        s = _kernels.scale_exponent(X.abs().amax(dim=(-2, -1))) * 2.0  # 4^k: max|X|·2^-s in [1/4, 4)
     return _kernels.times_pow2_halves(X, -s).to(dtype), s
 
 

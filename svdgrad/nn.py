@@ -57,7 +57,7 @@ from ._api import gram_sqrtm, inv_sqrtm, sqrtm
 from ._errors import SvdgradError, describe
 from ._kernels import times_pow2_halves
 from ._methods import get_method, methods
-from ._validate import check_dense_float, check_has_data
+from ._validate import check_dense_float, check_has_data, is_traced
 
 __all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "Whitening", "SmallResNet",
            "covariance", "triu_vector", "ROUTES", "NORMS"]
@@ -593,7 +593,8 @@ class Whitening(nn.Module):
             mu = self.running_mean.to(wd).view(G, g, 1)
             W = self.running_whitening.to(wd)
             Y = torch.bmm(W, X - mu)
-            if not bool(torch.isfinite(Y).all()):  # (one check of the output; the input only on this path)
+            # (one check of the output, the input's only on this path; none for shapes alone or under tracing)
+            if not (Y.is_meta or is_traced(Y)) and not bool(torch.isfinite(Y).all()):
                 if not bool(torch.isfinite(x).all()):
                     raise _non_finite_whitening_input(x)
                 raise SvdgradError(

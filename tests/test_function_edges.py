@@ -242,3 +242,30 @@ def test_a_user_function_with_parameters_that_require_grad_is_refused(which):
     with torch.no_grad():
         F = call()
     assert torch.allclose(F.diagonal(), (2.0 if which == "f" else 1.0) * torch.tensor([1.0, 2.0, 3.0]).double().exp())
+
+
+def test_a_user_function_with_parameters_is_refused_under_vmap_and_forward_mode_too():
+    """The refusal above was skipped when A was traced (vmap over A), and blind to forward mode: there w's
+    derivative was silently dropped (vmap: dL/dw 2.0 for 6.303; torch.func.jvp and a forward_ad dual w: 1.0 for
+    3.151).  Each is refused now; a constant w still works under vmap (session 20 review)."""
+    import torch.autograd.forward_ad as fwAD
+
+    A = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    As = A[None].expand(2, 3, 3)
+
+    def L(w, A_):
+        return svdgrad.matrix_function(A_, lambda x: w * x, lambda x: w * torch.ones_like(x)).sum() + w
+
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(SvdgradError, match="requires grad|derivative"):
+        torch.func.vmap(lambda A_: L(w, A_))(As)
+    w0 = torch.tensor(2.0, dtype=torch.float64)
+    with pytest.raises(SvdgradError, match="requires grad|derivative"):
+        torch.func.jvp(lambda w_: L(w_, A), (w0,), (torch.ones((), dtype=torch.float64),))
+    with pytest.raises(SvdgradError, match="requires grad|derivative"):
+        torch.func.grad(lambda w_: L(w_, A))(w0)
+    with fwAD.dual_level():
+        with pytest.raises(SvdgradError, match="requires grad|derivative"):
+            L(fwAD.make_dual(w0, torch.ones((), dtype=torch.float64)), A)
+    out = torch.func.vmap(lambda A_: L(w0, A_))(As)  # (a constant w: nothing to refuse)
+    torch.testing.assert_close(out, torch.full((2,), 2.0 * 6.0 + 2.0, dtype=torch.float64))

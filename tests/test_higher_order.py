@@ -627,3 +627,41 @@ def test_powm_forward_over_forward_in_p_raises():
     h = torch.func.hessian(L)(p)  # forward over reverse in p alone: exact (test_powm_forward_over_reverse_in_p_only_is_right)
     d = lambda q: torch.func.grad(L)(q)  # noqa: E731
     assert abs(float(h) - float((d(p + 1e-5) - d(p - 1e-5)) / 2e-5)) <= 1e-6 * abs(float(h))
+
+
+def test_vmap_with_a_tensor_p_that_requires_grad():
+    """powm with a 0-dim p requiring grad, under vmap over A: torch's generated vmap rule failed with a raw
+    AssertionError ('flat_bdims must not be None'), because the Function saved one more tensor for its backward
+    than for its jvp (session 20 review)."""
+    torch.manual_seed(0)
+    X = torch.randn(4, 3, 6, dtype=torch.float64)
+    As = X @ X.mT / 6 + 0.1 * torch.eye(3, dtype=torch.float64)
+    p = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    svdgrad.powm(As, p).sum().backward()
+    expect, p.grad = p.grad.clone(), None
+    torch.func.vmap(lambda A: svdgrad.powm(A, p))(As).sum().backward()
+    torch.testing.assert_close(p.grad, expect, rtol=1e-12, atol=0)
+    g = torch.func.grad(lambda q: torch.func.vmap(lambda A: svdgrad.powm(A, q))(As).sum())(p.detach())
+    torch.testing.assert_close(g, expect, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("scale, f", [
+    (1.0, lambda A: svdgrad.sqrtm(A, compute_dtype=torch.float32)),
+    (1.0, lambda A: svdgrad.logm(A, compute_dtype=torch.float32)),
+    (1e40, lambda A: svdgrad.sqrtm(A, "newton_schulz")),
+    (1e40, lambda A: svdgrad.sqrtm(A, "power_iteration")),
+])
+def test_batched_cotangents_through_the_scaling_pair(scale, f):
+    """is_grads_batched=True (and jacobian(vectorize=True)) failed with 'Batching rule not implemented for
+    aten::detach' wherever the NarrowIn/NarrowOut pair is in the graph: a narrower compute dtype, or an iterative
+    method on a matrix far from order one (session 20 review).  Each batched cotangent's gradient is the one
+    computed alone."""
+    torch.manual_seed(0)
+    X = torch.randn(2, 3, 6, dtype=torch.float64)
+    A = ((X @ X.mT / 6 + 0.1 * torch.eye(3, dtype=torch.float64)) * scale).requires_grad_(True)
+    Gs = torch.randn(5, 2, 3, 3, dtype=torch.float64)
+    Y = f(A)
+    (batched,) = torch.autograd.grad(Y, A, Gs, is_grads_batched=True, retain_graph=True)
+    for i in range(len(Gs)):
+        (one,) = torch.autograd.grad(Y, A, Gs[i], retain_graph=True)
+        torch.testing.assert_close(batched[i], one, rtol=1e-6, atol=0)
