@@ -205,12 +205,18 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
             # p's derivative cannot cross the cast per matrix: it is added on the wide side (_narrow_dp)
             p = p.detach()
     elif narrower:  # (under vmap or torch.compile, or a user's f: the cast without the pair's shared state)
-        scaled = first_derivatives_only(T)  # (else the plain chain: a second derivative may follow)
+        # (else the plain chain: a second derivative may follow, in A or in a tensor p: torch.func.hessian in p
+        # alone went through the scaled cast, which carries first derivatives only, 6-10 % off from max|A| = 4)
+        scaled = first_derivatives_only(T) and not (isinstance(p, torch.Tensor) and not first_derivatives_only(p))
         refusal = plain_narrow_refusal(k, fn, p, cdtype) if not scaled and fn.scalable else None
         T, carrier = apply(NarrowCast, T, e, cdtype, scaled, refusal)
         e = None
     else:
         T = cast(T, cdtype)
+    # The scale law 4^(k·p) takes p as given: p rounded to a narrower compute dtype was off by up to 2k·|Δp|
+    # in its exponent (7e-6 at 1e300, float64 p computed in float32), where a Python float p kept float32's
+    # accuracy.  The method's spectrum takes p in the compute dtype, as it takes the eigenvalues.
+    p_law = p
     if isinstance(p, torch.Tensor):
         p = p.to(cdtype)
     tol = _psd_tol(m, in_dtype, cdtype)
@@ -226,13 +232,13 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     # The output's scale law as a factor 2^pow2 folded into the spectrum, where the method and the function allow.
     # (Not when the compute dtype is narrower than the input's: 2^k of a float64 input may overflow float32.)
     # (Nor with the pair, whose NarrowOut applies the law.)
-    pow2 = fn.output_pow2(k, p) if (fn.scalable and m.folds_output_scale and not narrower
-                                    and narrow_e is None) else None
+    pow2 = fn.output_pow2(k, p_law) if (fn.scalable and m.folds_output_scale and not narrower
+                                        and narrow_e is None) else None
     F, L = m.apply(T, fn, p, pow2, S) if e is None else m.apply(T, fn, p, pow2, S, in_pow2=e)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
     if narrow_e is not None:
-        F = apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p), scales)
+        F = apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p_law), scales)
         if p_wide is not None:
             F = F + _narrow_dp(T_wide, S, k, p_wide, m, fn, cdtype)
         if isinstance(fn, Power) and m.check:
@@ -240,9 +246,9 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         return F.to(in_dtype)
     F = cast(F, wide) if carrier is None else apply(NarrowCastBack, F, carrier, wide, scaled, refusal)
     if fn.scalable and pow2 is None:
-        F = fn.rescale(F, k, p.to(F.dtype) if isinstance(p, torch.Tensor) else p)
+        F = fn.rescale(F, k, p_law.to(F.dtype) if isinstance(p_law, torch.Tensor) else p_law)
     elif pow2 is not None:
-        F = fn.rescale_remainder(F, k, p, pow2)
+        F = fn.rescale_remainder(F, k, p_law, pow2)
     if isinstance(fn, Power) and m.check:
         _check_power_finite(F, p, cdtype, narrower)
     return cast(F, in_dtype)
@@ -432,9 +438,9 @@ def _refuse_differentiable_closures(A: torch.Tensor, f, df, dd) -> None:
     """Refuse a user's f, df or dd that computes with tensors being differentiated (f = lambda x: w * x): they
     run inside the autograd Function, so those tensors' derivatives would be silently missing.  Each is probed
     once on a constant (1.0; dd at (1.0, 2.0)); a probe that fails is left to the real call.  The probe's result
-    carries the derivative in one of three ways: it requires grad (reverse mode, grad enabled; also under vmap
-    over A, where the refusal used to be skipped), it has a forward-mode tangent (a forward_ad dual w), or it is
-    a torch.func grad/jvp wrapper (w a torch.func.grad or jvp input).  A vmap-batched w is no derivative."""
+    carries the derivative in one of two ways: it requires grad (reverse mode, grad enabled, torch.func.grad;
+    also under vmap over A, where the refusal used to be skipped), or it has a forward-mode tangent (a
+    forward_ad dual w, torch.func.jvp).  A vmap-batched w is no derivative."""
     dtype = A.dtype if A.dtype in FLOAT_DTYPES and not A.is_meta else torch.float32
     one = torch.ones(1, dtype=dtype, device="cpu" if A.is_meta else A.device)
     probes = (("f", f, (one,)), ("df", df, (one,))) + ((("dd", dd, (one, one * 2.0)),) if dd is not None else ())
@@ -445,7 +451,6 @@ def _refuse_differentiable_closures(A: torch.Tensor, f, df, dd) -> None:
             continue
         if isinstance(out, torch.Tensor) and (
                 (out.requires_grad and torch.is_grad_enabled())
-                or torch._C._functorch.is_gradtrackingtensor(out)
                 or (torch.autograd.forward_ad._current_level >= 0
                     and torch.autograd.forward_ad.unpack_dual(out).tangent is not None)):
             raise SvdgradError(

@@ -732,3 +732,19 @@ def test_matrix_function_is_the_method_applied_to_f(method):
     (gm,) = torch.autograd.grad(Fm, A1, G)
     assert T.rel_error(Fm, F) <= accurate_tol(torch.float64, math.sqrt(1e3), 7)
     assert T.rel_error(T.sym_part(gm), g) <= accurate_tol(torch.float64, 1e3, 7)
+
+
+@pytest.mark.parametrize("dtype, scale, opts", [(torch.float64, 1e300, {"compute_dtype": torch.float32}),
+                                                (torch.float64, 1e100, {"compute_dtype": torch.float32}),
+                                                (torch.float32, 1e36, {})])
+def test_a_tensor_p_is_as_accurate_as_a_float_p_at_any_scale(dtype, scale, opts):
+    """A float64 tensor p was rounded to the compute dtype before the scale law 4^(k·p): 7e-6 off at 1e300 in
+    float32 (2k·|Δp| in the exponent), where the same p as a Python float kept float32's 1.3e-7 (session 20
+    review)."""
+    torch.manual_seed(0)
+    X = torch.randn(3, 6, dtype=torch.float64)
+    A = ((X @ X.mT / 6 + 0.1 * torch.eye(3, dtype=torch.float64)) * scale).to(dtype)
+    ref = svdgrad.powm(A.double(), 1 / 3)
+    for p in (1 / 3, torch.tensor(1 / 3, dtype=torch.float64)):
+        out = svdgrad.powm(A, p, **opts).double()
+        assert float((out - ref).abs().max() / ref.abs().max()) <= 8 * torch.finfo(torch.float32).eps, p

@@ -665,3 +665,18 @@ def test_batched_cotangents_through_the_scaling_pair(scale, f):
     for i in range(len(Gs)):
         (one,) = torch.autograd.grad(Y, A, Gs[i], retain_graph=True)
         torch.testing.assert_close(batched[i], one, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("scale", [16.0, 256.0, 1e5])
+def test_hessian_in_p_alone_with_a_narrower_compute_dtype(scale):
+    """torch.func.hessian of powm in p alone (A held constant), float64 A computed in float32: it went through
+    the scaled cast, which carries first derivatives only, and was 6-10 % off from max|A| = 4 (k >= 1) (session 20
+    review).  It takes the plain chain now: the float64 hessian to float32's accuracy."""
+    torch.manual_seed(0)
+    X = torch.randn(3, 6, dtype=torch.float64)
+    A = (X @ X.mT / 6 + 0.1 * torch.eye(3, dtype=torch.float64)) * scale
+    W = torch.randn(3, 3, dtype=torch.float64)
+    q = torch.tensor(0.4, dtype=torch.float64)
+    h64 = torch.func.hessian(lambda p: (svdgrad.powm(A, p) * W).sum())(q)
+    h32 = torch.func.hessian(lambda p: (svdgrad.powm(A, p, compute_dtype=torch.float32) * W).sum())(q)
+    torch.testing.assert_close(h32, h64, rtol=1e-4, atol=0)
