@@ -201,8 +201,9 @@ class SpectralOp(torch.autograd.Function):
             if may_differentiate_again(T, p):
                 msg = unsupported_message(
                     f"powm with a tensor p (method={ctx.method.name!r})",
-                    "Pass p as a float for second derivatives in A; one in p alone (A held constant) works by "
-                    "forward over reverse (torch.func.hessian in p).")
+                    "Pass p as a float for second derivatives in A; one in p alone (A held constant) works with "
+                    "torch.func.hessian in p (not with jvp or jacfwd of grad in p, whose backward runs without the "
+                    "outer tangent).")
                 gT = raise_on_second_derivative(gT, T, msg, loose=p)
                 gp = None if gp is None else raise_on_second_derivative(gp, T, msg, loose=p)
         return gT, gp, None, None, None, None, None

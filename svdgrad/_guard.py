@@ -40,8 +40,8 @@ class _RaiseOnBackward(torch.autograd.Function):
     """g (a gradient), tied to ``anchor`` and ``loose``: differentiating it raises ``message``.
 
     Backward: raises (for a derivative with respect to anything upstream of g, anchor or loose).
-    jvp: raises where ``anchor`` carries a tangent; a tangent of g or of ``loose`` alone passes
-    through (the caller vouches that g's forward-mode derivative in them is right).
+    jvp: raises where ``anchor`` carries a tangent, or ``loose`` one that g lacks; a tangent of g (with
+    or without one of ``loose``) passes through (the caller vouches that g's forward-mode derivative is right).
     """
 
     generate_vmap_rule = True
@@ -60,8 +60,11 @@ class _RaiseOnBackward(torch.autograd.Function):
         raise RuntimeError(ctx.message)
 
     @staticmethod
-    def jvp(ctx, dg, danchor, _dloose, _message):
-        if danchor is not None:
+    def jvp(ctx, dg, danchor, dloose, _message):
+        # A tangent of ``loose`` that did not reach g (torch.func.jvp of grad in p: the backward ran without the
+        # outer level's tangent) would leave g's derivative out; returning None there died in a PyTorch INTERNAL
+        # ASSERT ("Expected both tensor and its forward grad to be floating point").
+        if danchor is not None or (dg is None and dloose is not None):
             raise RuntimeError(ctx.message)
         return dg
 

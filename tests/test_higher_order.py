@@ -680,3 +680,21 @@ def test_hessian_in_p_alone_with_a_narrower_compute_dtype(scale):
     h64 = torch.func.hessian(lambda p: (svdgrad.powm(A, p) * W).sum())(q)
     h32 = torch.func.hessian(lambda p: (svdgrad.powm(A, p, compute_dtype=torch.float32) * W).sum())(q)
     torch.testing.assert_close(h32, h64, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("method", ["exact", "taylor"])
+def test_jvp_of_grad_in_p_alone_is_refused_clearly(method):
+    """torch.func.jvp(grad) and jacfwd(grad) in p alone died in a PyTorch INTERNAL ASSERT ('Expected both tensor
+    and its forward grad to be floating point'): the backward ran without the outer level's tangent of p, and the
+    guard returned None for g's.  They raise svdgrad's message now; torch.func.hessian in p still works
+    (session 20 review)."""
+    torch.manual_seed(0)
+    X = torch.randn(3, 6, dtype=torch.float64)
+    A = X @ X.mT / 6 + 0.1 * torch.eye(3, dtype=torch.float64)
+    q = torch.tensor(0.4, dtype=torch.float64)
+    f = lambda p: svdgrad.powm(A, p, method).sum()  # noqa: E731
+    with pytest.raises(RuntimeError, match=r"svdgrad: a second derivative.*torch.func.hessian in p"):
+        torch.func.jvp(torch.func.grad(f), (q,), (torch.ones_like(q),))
+    with pytest.raises(RuntimeError, match=r"svdgrad: a second derivative"):
+        torch.func.jacfwd(torch.func.grad(f))(q)
+    assert torch.isfinite(torch.func.hessian(f)(q))
