@@ -103,14 +103,9 @@ def _non_finite_whitening_input(x: torch.Tensor) -> SvdgradError:
     )
 
 
-def _pow2_exponent(amax: torch.Tensor, lower: float = 0.0) -> torch.Tensor:
-    """floor(log2(amax)) per entry, at least ``lower``; 0 where amax is 0 and ``lower`` is 0, NaN or Inf -> 0.
-
-    With ``lower=-inf`` a zero amax gives −inf, for a caller that takes a maximum with it next."""
-    k = torch.floor(torch.log2(amax))
-    if lower == 0.0:
-        return torch.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0).clamp_min_(0)
-    return torch.nan_to_num(k, nan=0.0, posinf=0.0, neginf=-math.inf)
+def _pow2_exponent(amax: torch.Tensor) -> torch.Tensor:
+    """floor(log2(amax)) per entry: −inf where amax is 0 (the callers clamp), 0 where it is NaN or Inf."""
+    return torch.nan_to_num(torch.floor(torch.log2(amax)), nan=0.0, posinf=0.0, neginf=-math.inf)
 
 
 def _check_input(x, layer: str, *, needs_data: bool = True) -> None:
@@ -308,13 +303,14 @@ class CovariancePooling(nn.Module):
         if self._route == "covariance":
             M = S = self.covariance(x)  # (B, d, d)
             tr = S.detach().diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
-            zero = tr <= 0
+            zero = (tr <= 0) if self.floor <= 0 else None
         else:
             M = self.scaled_features(x)  # (B, d, N), Σ = M Mᵀ is never formed for the gradient
             S = None
             tr = M.detach().square().sum(dim=(-2, -1))  # (B,) tr(Σ) = ‖Y‖_F²
-            # tr(Σ) = 0 exactly where Y = 0: ‖Y‖² of a tiny Y underflows (1e-30 in float32), Y's maximum does not
-            zero = M.detach().abs().amax(dim=(-2, -1)) == 0
+            # floor = 0 refuses tr(Σ) = 0, that is Y = 0: ‖Y‖² of a tiny Y underflows (1e-30 in float32), Y's
+            # maximum does not.  (floor > 0 needs only tr: a tiny tr is below the floor either way.)
+            zero = (M.detach().abs().amax(dim=(-2, -1)) == 0) if self.floor <= 0 else None
         if self.keep_covariance:
             if S is None:
                 Md = M.detach()
@@ -627,7 +623,7 @@ class Whitening(nn.Module):
         j = t = None
         if scaled:
             amax = X.detach().abs().amax(dim=(-2, -1))  # (G,)
-            j = _pow2_exponent(amax)
+            j = _pow2_exponent(amax).clamp_min_(0)
             X = times_pow2_halves(X, -j)
         x0 = X[..., :1]  # (G, g, 1)
         D = X - x0
@@ -635,7 +631,7 @@ class Whitening(nn.Module):
         mu = x0 + dbar  # (G, g, 1)
         Xc = D - dbar
         if scaled:
-            t = (j + _pow2_exponent(Xc.detach().abs().amax(dim=(-2, -1)), lower=-math.inf)).clamp_min_(0)
+            t = (j + _pow2_exponent(Xc.detach().abs().amax(dim=(-2, -1)))).clamp_min_(0)
             Xc = times_pow2_halves(Xc, j - t)  # X̄·2^-t: max|X̄·2^-t| < 4 where t > 0, <= max|X̄| <= 2 where t = 0
             ridge = (self.eps * torch.exp2(-2.0 * t.to(torch.float64))).to(X.dtype)[:, None, None]  # (G, 1, 1)
         else:

@@ -36,6 +36,7 @@ differ from the current ones, since each of them changes the results.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -851,9 +852,7 @@ def _train(cfg: TrainConfig, info: ddp.DistInfo, echo) -> dict:
         if bar is not None:
             bar.close()
         skips = merged_skips(ddp.gather_lists(skips))  # (the causes, from whichever process met them)
-        reasons: dict[str, int] = {}
-        for _, reason in skips:
-            reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+        reasons = dict(collections.Counter(reason.split(":")[0] for _, reason in skips))  # (first-seen order)
         last_reason = skips[-1][1] if skips else None
         if skipped == n_batches:  # nothing was learned: a systematic fault, not a stray batch
             raise RunStopped(
