@@ -373,9 +373,11 @@ class ExactSqrtOp(SpectralOp):
         gF = _writable(gF)
         from ._guard import may_differentiate_again  # (imports this module)
 
-        T = ExactSqrtOp._saved(ctx)[3]
-        # create_graph=True, or T has a tangent: a second derivative may follow
-        return ExactSqrtOp._map(ctx, _kernels.sym2(gF), may_differentiate_again(T)), None, None, None, None, None, None
+        U, _, sb, T, _, _ = ExactSqrtOp._saved(ctx)
+        if may_differentiate_again(T):  # create_graph=True, or T has a tangent: a second derivative may follow
+            return ExactSqrtOp._map(ctx, _kernels.sym2(gF), True), None, None, None, None, None, None
+        with _no_tf32():  # (the map of G + Gᵀ, symmetrized in the eigenbasis: two buffers fewer)
+            return _kernels.sqrtm_vjp_exact(sb, U, gF), None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, dT, _dp, _method, _fn, _pow2, _S, _in_pow2):
