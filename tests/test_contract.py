@@ -29,6 +29,21 @@ def test_registry_names():
         assert svdgrad.get_method(m) == m
 
 
+def test_a_spec_string_is_resolved_once_and_a_bad_one_every_time():
+    """Each sqrtm(A) resolves its method: a spec string alone gives the same (frozen) object every call; options
+    still make a new one, and a spec that raises raises again (it is not cached)."""
+    assert svdgrad.get_method("exact") is svdgrad.get_method("exact")
+    assert svdgrad.get_method("taylor:degree=9") is svdgrad.get_method("taylor:degree=9")
+    assert svdgrad.get_method("taylor:degree=9") == svdgrad.get_method("taylor", degree=9)
+    assert svdgrad.get_method("exact", check=False).check is False
+    assert svdgrad.get_method("exact").check is True
+    for _ in range(2):
+        with pytest.raises(svdgrad.SvdgradError, match="Unknown method 'nope'"):
+            svdgrad.get_method("nope")
+        with pytest.raises(svdgrad.SvdgradError, match="Unknown option"):
+            svdgrad.get_method("exact:nope=1")
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shape_dtype_and_symmetry(method, dtype):
