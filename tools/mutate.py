@@ -42,7 +42,7 @@ CORE_TESTS = [
     "tests/test_functions_gram.py", "tests/test_double_backward.py", "tests/test_nn.py", "tests/test_layer_meanings.py",
     "tests/test_nn_features.py", "tests/test_whitening.py", "tests/test_matmul_only.py",
     "tests/test_power_range.py", "tests/test_higher_order.py", "tests/test_bad_input.py",
-    "tests/test_function_edges.py", "tests/test_api_hygiene.py",
+    "tests/test_function_edges.py", "tests/test_api_hygiene.py", "tests/test_kernels.py",
 ]
 
 #: Test files of the long jobs: kill -9 and --resume, torn files, refusals to overwrite, Ctrl-C, locks,
@@ -1416,6 +1416,32 @@ MUTANTS = [
            "jvp of grad in p: the guard returns no tangent for g (a PyTorch INTERNAL ASSERT, not svdgrad's message)",
            first=("tests/test_higher_order.py",)),
 
+    # Session 21: exact's vjp symmetrized in the eigenbasis, and the cached method objects.
+    Mutant("exact-vjp-drops-asymmetric-part", "svdgrad/_kernels.py", "    torch.add(M, M.mT, out=X)\n",
+           "    torch.add(M, M, out=X)\n", "exact's vjp takes 2·UᵀGU for Uᵀ(G + Gᵀ)U (an asymmetric G's gradient wrong)",
+           first=("tests/test_kernels.py",)),
+    Mutant("exact-vjp-fallback-drops-asymmetric-part", "svdgrad/_kernels.py", "        P = (M + M.mT).div_(",
+           "        P = (M + M).div_(", "exact's vjp on the out-of-place route (torch.func, create_graph) takes 2·UᵀGU",
+           first=("tests/test_kernels.py",)),
+    Mutant("exact-vjp-D-wrong", "svdgrad/_kernels.py",
+           "    X.div_(torch.add(s[..., :, None], s[..., None, :], out=M))",
+           "    X.div_(torch.add(s[..., :, None], s[..., :, None], out=M))",
+           "exact's vjp divides by 2 s_i instead of s_i + s_j", first=("tests/test_kernels.py",)),
+    Mutant("exact-vjp-buffer-aliasing", "svdgrad/_kernels.py", "    return mm(mm(U, X, out=M), U.mT, out=X)",
+           "    return mm(mm(U, X, out=M), U.mT, out=M)", "exact's vjp: the last product written over its own operand",
+           first=("tests/test_kernels.py",)),
+    Mutant("exact-vjp-writes-under-transforms", "svdgrad/_kernels.py",
+           "    if not _may_write_into(X, M):\n        P = (M + M.mT)", "    if False:\n        P = (M + M.mT)",
+           "exact's vjp uses out= under torch.func, a recording autograd and forward mode",
+           first=("tests/test_kernels.py",)),
+    Mutant("exact-backward-first-order-under-create-graph", "svdgrad/_functions.py",
+           "        if may_differentiate_again(T):  # create_graph=True", "        if False:  # create_graph=True",
+           "exact's backward is the first-order map under create_graph=True (no second derivative)",
+           first=("tests/test_double_backward.py",)),
+    Mutant("method-cache-ignores-options", "svdgrad/_methods.py",
+           "        return _from_spec(method) if not options else _from_spec_and_options(method, options)",
+           "        return _from_spec(method)", "get_method(name, **options) drops the options (the cached object)",
+           first=("tests/test_contract.py",)),
 ]
 
 
