@@ -1044,3 +1044,76 @@ def test_a_directory_where_train_writes_a_file_is_refused_before_training(tmp_pa
     assert f"{name} to be a file" in err and "is a directory" in err and "Errno" not in err
     assert "epoch" not in err.lower()
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [name]
+
+
+#: Run under torchrun: process 1 stops itself (SIGSTOP, as Ctrl-Z or a debugger would) when it reaches the
+#: second epoch's validation, after the first checkpoint.
+_STOPPED_AFTER_FIRST_EPOCH = """
+import os, signal, sys
+from svdgrad.train import trainer
+from svdgrad.train.cli import main
+if os.environ["RANK"] == "1":
+    inner, calls = trainer._evaluate, []
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return inner(*args, **kwargs)
+    trainer._evaluate = evaluate
+sys.exit(main("train", sys.argv[1:]))
+"""
+
+
+def test_a_stopped_process_ends_the_run_after_the_ddp_timeout_and_resume_finishes_it(tmp_path):
+    # A process stopped under torchrun made the others wait in their next collective for gloo's default
+    # 30 minutes, with no option to shorten it. --ddp-timeout sets it: the waiting process stops the run with
+    # one line that says why and how to resume, and every finished epoch is kept.
+    spec = _write_data(tmp_path / "d.pt")
+    out = tmp_path / "ddp"
+    args = ["--dataset", spec, *NET_ARGS, "--head", "gap", "--epochs", "3", "--ddp-timeout", "5", "--out", str(out)]
+    (tmp_path / "harness.py").write_text(_STOPPED_AFTER_FIRST_EPOCH)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(tmp_path / "harness.py"), *args]
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=170)
+    took = time.monotonic() - t0
+    assert res.returncode != 0, res.stderr[-3000:]
+    line = [x for x in res.stderr.splitlines() if "svdgrad train: error: process 0 of 2 waited" in x]
+    assert line and "--ddp-timeout 5 s" in line[0] and "Resume with:" in line[0], res.stderr[-3000:]
+    assert "Traceback" not in res.stderr.split("svdgrad train: error")[0][-2000:]  # (not before the message)
+    assert took < 150, took
+    history = trainer.load_checkpoint(str(out / "checkpoint.pt"))["history"]
+    assert [h["epoch"] for h in history] == [1]
+    resume = shlex.split(line[0].split("Resume with: ", 1)[1])
+    assert resume[:6] == ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "svdgrad", "train"], resume
+    assert resume[-1] == "--resume" and "--ddp-timeout" in resume, resume
+    # The printed command itself (torchrun as a module: the console script may not be on PATH here)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", *resume[1:]], env=_env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=170)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(x) for x in open(out / "log.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[0] == history[0]
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_ddp_timeout_must_be_a_positive_number_of_seconds(value):
+    with pytest.raises(SvdgradError, match="--ddp-timeout"):
+        trainer.TrainConfig(ddp_timeout=value).validate()
+    trainer.TrainConfig(ddp_timeout=2.5).validate()
+
+
+def test_the_ddp_timeout_reaches_the_process_group(monkeypatch):
+    from datetime import timedelta
+
+    seen = []
+    monkeypatch.setattr(ddp.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(ddp.dist, "init_process_group", lambda **kw: seen.append(kw))
+    monkeypatch.setattr(ddp, "env_info", lambda: ddp.DistInfo(rank=0, world_size=2, local_rank=0,
+                                                               local_world_size=2))
+    monkeypatch.setattr(ddp, "attempt_store", lambda env=None: None)
+    ddp.init_from_env("cpu", timeout=7.5)
+    ddp.init_from_env("cpu")
+    assert seen == [{"backend": "gloo", "timeout": timedelta(seconds=7.5)}, {"backend": "gloo"}]
+    assert cli.config_from_args(cli.train_parser().parse_args(["--ddp-timeout", "7.5"])).ddp_timeout == 7.5
+    assert ddp.is_timeout(RuntimeError("[x/unbound_buffer.cc:78] Timed out waiting 5000ms for recv operation"))
+    assert not ddp.is_timeout(RuntimeError("Connection closed by peer"))

@@ -103,9 +103,10 @@ def test_resume_accepts_an_older_checkpoint_without_the_new_options(tmp_path, ke
 
 def test_resume_compares_every_option_that_changes_the_results():
     """A new TrainConfig field is compared on --resume unless it is named here as not changing the numbers
-    (threads and device are compared through the environment record; the rest say where and how to run)."""
+    (threads and device are compared through the environment record; the rest say where and how to run:
+    --ddp-timeout only says how long a process waits for the others)."""
     import dataclasses
 
-    not_compared = {"threads", "device", "out", "resume", "overwrite", "progress"}
+    not_compared = {"threads", "device", "ddp_timeout", "out", "resume", "overwrite", "progress"}
     fields = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
     assert set(trainer._RESUME_KEYS) == fields - not_compared

@@ -95,6 +95,10 @@ def train_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=d.seed, help="default %(default)s")
     a("--threads", type=int, default=d.threads, help="torch threads per process (default 1: small convs gain little from more, and oversubscribed cores stall; 0 = cores / local processes)")
     a("--device", default=d.device, help="auto | cpu | cuda (default %(default)s)")
+    a("--ddp-timeout", type=float, default=d.ddp_timeout, help="under torchrun: seconds a process waits for the "
+      "others in a collective before the run stops with an error and the command that resumes it (default: "
+      "torch's, 30 minutes; a stopped or hung process stalls the others that long). Set it well above the "
+      "slowest step and the data's loading")
     a("--probe-every", type=int, default=d.probe_every, help="every K steps, log to OUT/probes.jsonl how far the "
       "method's gradient at the pooling layer's input is from exact's, on a fixed probe batch (0 = off)")
     a("--probe-batch", type=int, default=d.probe_batch, help="images in the fixed probe batch (default %(default)s)")
@@ -125,7 +129,8 @@ def config_from_args(ns) -> "TrainConfig":
         svd_method=ns.svd_method, ns_iterations=ns.ns_iterations, switch_lr=ns.switch_lr, switch_epoch=ns.switch_epoch, epochs=ns.epochs,
         batch_size=ns.batch_size, lr=ns.lr, momentum=ns.momentum, weight_decay=ns.weight_decay,
         schedule=ns.schedule, gamma=ns.gamma, milestones=ns.milestones, poly_power=ns.poly_power,
-        poly_final_epoch=ns.poly_final_epoch, seed=ns.seed, threads=ns.threads, device=ns.device, out=out,
+        poly_final_epoch=ns.poly_final_epoch, seed=ns.seed, threads=ns.threads, device=ns.device,
+        ddp_timeout=ns.ddp_timeout, out=out,
         resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress,
     )
 
@@ -180,7 +185,7 @@ def run_train(argv: list[str]) -> int:
         cfg = config_from_args(ns)
         cfg.validate()
         info = ddp.init_from_env("cuda" if cfg.device.startswith("cuda") or (
-            cfg.device == "auto" and _cuda()) else "cpu")
+            cfg.device == "auto" and _cuda()) else "cpu", timeout=cfg.ddp_timeout)
         try:
             summary = train(cfg, info=info)
         except BaseException:
@@ -190,6 +195,17 @@ def run_train(argv: list[str]) -> int:
     except SvdgradError as exc:
         if info.is_main:
             print(f"svdgrad train: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if not (info.distributed and ddp.is_timeout(exc)):
+            raise
+        # (every process that timed out says so: the main process may be the one that stopped)
+        prefix, note = ddp.launch_command(info)
+        limit = "torch's default timeout" if cfg.ddp_timeout is None else f"--ddp-timeout {cfg.ddp_timeout:g} s"
+        print(f"svdgrad train: error: process {info.rank} of {info.world_size} waited longer than {limit} for the "
+              f"others in a collective ({str(exc).splitlines()[0]}): another process stopped, hung or died. Every "
+              f"finished epoch is in the checkpoint. Resume with: {resume_command(prefix, argv, cfg.out)}{note}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if not info.is_main:

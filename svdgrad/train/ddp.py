@@ -99,18 +99,28 @@ def launch_identity(env=None, ppid: int | None = None) -> str | None:
     return f"{env.get('TORCHELASTIC_RUN_ID', '')}|{socket.gethostname()}|{ppid}|{start}"
 
 
-def init_from_env(device: str) -> DistInfo:
+def init_from_env(device: str, timeout: float | None = None) -> DistInfo:
+    """Join torchrun's process group (gloo on CPU, nccl on CUDA); ``timeout`` in seconds for its collectives
+    (None: torch's default, 30 minutes for gloo)."""
     info = env_info()
     if info.distributed and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
+        from datetime import timedelta
+
+        extra = {} if timeout is None else {"timeout": timedelta(seconds=timeout)}
         store = attempt_store()
         if store is None:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, **extra)
         else:
-            dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
+            dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size, **extra)
     return info
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective's timeout: gloo raises a plain RuntimeError "Timed out waiting ...ms"."""
+    return isinstance(exc, RuntimeError) and "Timed out waiting" in str(exc)
 
 
 def attempt_store(env=None):

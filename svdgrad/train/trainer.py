@@ -134,6 +134,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     device: str = "auto"
+    #: Seconds a process waits for the others in a collective before it fails (under torchrun); None: torch's
+    #: default (30 minutes for gloo), which a stopped or hung process makes every other one wait.
+    ddp_timeout: float | None = None
     probe_every: int = 0
     probe_batch: int = 64
     landscape_every: int = 0
@@ -198,6 +201,11 @@ class TrainConfig:
         if not (0 <= self.threads <= MAX_THREADS):  # (20000 failed in libgomp, 100000 segfaulted)
             raise SvdgradError(f"Expected --threads in [0, {MAX_THREADS}] (0 = automatic); received {self.threads!r}. "
                                f"This machine has {os.cpu_count()} cores.")
+        if self.ddp_timeout is not None and not (isinstance(self.ddp_timeout, (int, float))
+                                                 and not isinstance(self.ddp_timeout, bool)
+                                                 and 0 < self.ddp_timeout < math.inf):
+            raise SvdgradError(f"Expected --ddp-timeout to be a finite number of seconds > 0; received "
+                               f"{self.ddp_timeout!r}. Leave it unset for torch's default (30 minutes).")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise SvdgradError(f"Expected --device auto, cpu or cuda[:i]; received {self.device!r}.")
         if self.resume and self.overwrite:
