@@ -1064,6 +1064,22 @@ sys.exit(main("train", sys.argv[1:]))
 """
 
 
+def _run_own_group(cmd, timeout=170):
+    """subprocess.run in a session of its own, all of which is killed (SIGKILL reaches a stopped process) when it
+    ends or times out: a stopped worker must not outlive a failing test and hold a core's worth of waiting peer."""
+    proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_a_stopped_process_ends_the_run_after_the_ddp_timeout_and_resume_finishes_it(tmp_path):
     # A process stopped under torchrun made the others wait in their next collective for gloo's default
     # 30 minutes, with no option to shorten it. --ddp-timeout sets it: the waiting process stops the run with
@@ -1075,7 +1091,7 @@ def test_a_stopped_process_ends_the_run_after_the_ddp_timeout_and_resume_finishe
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(tmp_path / "harness.py"), *args]
     t0 = time.monotonic()
-    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=170)
+    res = _run_own_group(cmd)
     took = time.monotonic() - t0
     assert res.returncode != 0, res.stderr[-3000:]
     line = [x for x in res.stderr.splitlines() if "svdgrad train: error: process 0 of 2 waited" in x]
@@ -1088,8 +1104,7 @@ def test_a_stopped_process_ends_the_run_after_the_ddp_timeout_and_resume_finishe
     assert resume[:6] == ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "svdgrad", "train"], resume
     assert resume[-1] == "--resume" and "--ddp-timeout" in resume, resume
     # The printed command itself (torchrun as a module: the console script may not be on PATH here)
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", *resume[1:]], env=_env(), cwd=REPO,
-                         capture_output=True, text=True, timeout=170)
+    res = _run_own_group([sys.executable, "-m", "torch.distributed.run", *resume[1:]])
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in open(out / "log.jsonl")]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[0] == history[0]

@@ -1442,6 +1442,23 @@ MUTANTS = [
            "        return _from_spec(method) if not options else _from_spec_and_options(method, options)",
            "        return _from_spec(method)", "get_method(name, **options) drops the options (the cached object)",
            first=("tests/test_contract.py",)),
+    Mutant("ddp-timeout-not-passed", "svdgrad/train/ddp.py",
+           '        extra = {} if timeout is None else {"timeout": timedelta(seconds=timeout)}', "        extra = {}",
+           "--ddp-timeout never reaches init_process_group (a stopped process stalls the run for 30 minutes)",
+           suite="jobs", first=("tests/test_train_faults.py",)),
+    Mutant("ddp-timeout-uncaught", "svdgrad/train/cli.py",
+           "        if not (info.distributed and ddp.is_timeout(exc)):", "        if True:",
+           "a collective's timeout ends the run in a traceback, without the command that resumes",
+           suite="jobs", first=("tests/test_train_faults.py",)),
+    Mutant("ddp-timeout-zero-accepted", "svdgrad/train/trainer.py",
+           "                                                 and 0 < self.ddp_timeout < math.inf):",
+           "                                                 and 0 <= self.ddp_timeout < math.inf):",
+           "--ddp-timeout 0 accepted", suite="jobs", first=("tests/test_train_faults.py",)),
+    Mutant("ddp-is-timeout-any-error", "svdgrad/train/ddp.py",
+           '    return isinstance(exc, RuntimeError) and "Timed out waiting" in str(exc)',
+           "    return isinstance(exc, RuntimeError)",
+           "every RuntimeError under DDP is reported as another process's timeout",
+           suite="jobs", first=("tests/test_train_faults.py",)),
 ]
 
 
