@@ -6,13 +6,17 @@
 - a Ray worker that dies in a sweep (kill -9, the OOM killer, a lost node): a traceback, with nothing
   saying that the finished chunks are kept and how to finish the grid.
 
-Nothing here starts a Ray instance: the faults are hit before one would be needed, or Ray's pool is replaced
-by one that fails the way a dead worker makes it fail.
+All but one start no Ray instance: the faults are hit before one would be needed, or Ray's pool is replaced
+by one that fails the way a dead worker makes it fail.  The last one runs a study on a real local Ray instance
+and kills its workers (kill -9) more times than Ray retries a task.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -139,3 +143,66 @@ def test_a_ray_worker_that_dies_keeps_the_finished_chunks_and_says_how_to_resume
     assert cli.main("sweep", TWO + ["--out", str(out), "--resume"]) == 0  # and the grid is finished by --resume
     after = read_rows(out / runner.RESULTS)
     assert {r["log10_kappa"] for r in after} == {"2", "4"} and len({row_key(r) for r in after}) == len(after)
+
+
+def _session_pids(sid: int) -> dict[int, str]:
+    """pid -> command line of every process in session ``sid`` (a Ray instance started by a driver runs there)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    found = {}
+    for line in ps.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[1] == str(sid) and int(parts[0]) != os.getpid():
+            found[int(parts[0])] = parts[2]
+    return found
+
+
+def _kill_session(sid: int) -> None:
+    for pid in _session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_real_ray_worker_killed_beyond_ray_s_retries_ends_the_study_in_one_line_and_resume_finishes_it(tmp_path):
+    """On a real local Ray instance: every worker that runs a study's task is killed (kill -9, as the OOM killer
+    does). Ray runs a task 4 times (3 retries); then the study must stop with one line naming the lost worker and
+    the command that resumes, shut its Ray instance down, and the printed command must finish the study.
+    (The other Ray tests replace Ray's calls; this one kills real worker processes.)"""
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "svdgrad", "study", "hybrid", "--quick", "--backend", "ray", "--jobs", "1",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    killed = []
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            for pid, args in _session_pids(proc.pid).items():
+                if args.startswith("ray::_labelled"):  # (Ray's title for a worker running the study's task)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _kill_session(proc.pid)
+        proc.wait()
+    assert proc.returncode == 1, err[-3000:]
+    assert len(set(killed)) >= 4, killed  # the first attempt and Ray's 3 retries
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[svdgrad study]")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0].startswith("svdgrad study: error: a Ray worker was lost (WorkerCrashedError"), lines[0]
+    resume = lines[0].split("resume with: ", 1)[1]
+    assert resume == f"svdgrad study hybrid --quick --backend ray --jobs 1 --out {out} --resume", resume
+    # the Ray instance the study started is gone (its processes were in the driver's session)
+    time.sleep(1)
+    assert not [a for a in _session_pids(proc.pid).values() if "ray" in a], _session_pids(proc.pid)
+    argv = shlex.split(resume)
+    res = subprocess.run([sys.executable, "-m", *argv], env=ENV, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, start_new_session=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    planned = sum(json.loads((out / "study.json").read_text())["seeds_by_protocol"].values())
+    assert len(list(out.glob("runs/*/seed*/summary.json"))) == planned
