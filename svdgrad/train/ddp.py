@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -107,8 +108,6 @@ def init_from_env(device: str, timeout: float | None = None) -> DistInfo:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
-        from datetime import timedelta
-
         extra = {} if timeout is None else {"timeout": timedelta(seconds=timeout)}
         store = attempt_store()
         if store is None:
@@ -135,8 +134,6 @@ def attempt_store(env=None):
     env = os.environ if env is None else env
     if env.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
         return None
-    from datetime import timedelta
-
     store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), int(env["WORLD_SIZE"]), is_master=False,
                           timeout=timedelta(minutes=10))
     return dist.PrefixStore(f"svdgrad/attempt_{restart_count(env)}", store)

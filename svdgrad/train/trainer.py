@@ -201,9 +201,7 @@ class TrainConfig:
         if not (0 <= self.threads <= MAX_THREADS):  # (20000 failed in libgomp, 100000 segfaulted)
             raise SvdgradError(f"Expected --threads in [0, {MAX_THREADS}] (0 = automatic); received {self.threads!r}. "
                                f"This machine has {os.cpu_count()} cores.")
-        if self.ddp_timeout is not None and not (isinstance(self.ddp_timeout, (int, float))
-                                                 and not isinstance(self.ddp_timeout, bool)
-                                                 and 0 < self.ddp_timeout < math.inf):
+        if self.ddp_timeout is not None and not (self.ddp_timeout > 0 and math.isfinite(self.ddp_timeout)):
             raise SvdgradError(f"Expected --ddp-timeout to be a finite number of seconds > 0; received "
                                f"{self.ddp_timeout!r}. Leave it unset for torch's default (30 minutes).")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
