@@ -493,7 +493,7 @@ class Eigh(torch.autograd.Function):
     def backward(ctx, gL, gU):
         L, U = ctx.saved_tensors
         with _no_tf32():
-            K = ctx.rule.K(L)
+            K = ctx.rule.eigh_K(L)
             return _kernels.eigh_backward(L, U, _writable(gL), _writable(gU), K), None
 
     @staticmethod
@@ -502,7 +502,7 @@ class Eigh(torch.autograd.Function):
         # raises through the guard's tie of dA, ``_guard``)
         L, U = (t.detach() for t in ctx.saved_tensors)
         with _no_tf32():
-            return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), ctx.rule.K(L))
+            return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), ctx.rule.eigh_K(L))
 
 
 class EighNarrow(Eigh):
@@ -527,7 +527,7 @@ class EighNarrow(Eigh):
 
     @staticmethod
     def _K(ctx, L):
-        return ctx.rule.K(L.to(ctx.narrow)).to(L.dtype)  # L holds narrow values exactly
+        return ctx.rule.eigh_K(L.to(ctx.narrow)).to(L.dtype)  # L holds narrow values exactly
 
     @staticmethod
     @once_differentiable_in_cotangent

@@ -254,6 +254,11 @@ class _KRuleMethod(_EigenMethod):
     def loewner(self, fn, L, p=None):
         return _kernels.k_rule_loewner(fn.f(L, p), fn.df(L, p), self.K(L))
 
+    def eigh_K(self, L: torch.Tensor) -> torch.Tensor:
+        """K for ``svdgrad.eigh``'s backward and jvp, where it multiplies any eigenvector cotangent (not, as
+        in ``loewner``, differences f(λi) − f(λj) of the same floored eigenvalues): ``K`` unless a rule says."""
+        return self.K(L)
+
     def _positive(self, L):
         return L.clamp_min(_kernels.eigenvalue_floor(L, self.floor_eps(L.dtype)))
 
@@ -339,11 +344,28 @@ class Pade(_KRuleMethod):
     #: lru_cache and took 83 s to compile ``pade``).
     coefficients: tuple = dataclasses.field(init=False, repr=False, compare=False)
 
+    def _gap(self, dtype: torch.dtype) -> float:
+        eps = torch.finfo(dtype).eps
+        return eps if self.pole_gap is None else max(self.pole_gap, eps)
+
     def K(self, L):
         p, q = self.coefficients
-        eps = torch.finfo(L.dtype).eps
-        gap = eps if self.pole_gap is None else max(self.pole_gap, eps)
-        return _kernels.pade_K(self._positive(L), p, q, gap)
+        return _kernels.pade_K(self._positive(L), p, q, self._gap(L.dtype))
+
+    def eigh_K(self, L):
+        """``K`` within its documented bound |K_ij| <= 1/(pole_gap·λmax), λmax the matrix's largest eigenvalue.
+
+        The pole gap is relative to each pair, so two eigenvalues raised to the floor eps·λmax (the null space
+        of a rank-deficient covariance: rounding noise) got a gap of eps²·λmax, |K| up to 1/(eps²·λmax).  In a
+        matrix function that K meets f(λi) − f(λj) = 0 of the same floored pair; in ``svdgrad.eigh`` it meets
+        the eigenvector cotangent, which carries the unfloored eigenvalues, and the gradient of a smooth loss
+        came out 1e15 too large (float64; inf in float16).  Differences below pole_gap·λmax are below the
+        eigendecomposition's own resolution (eps·λmax), so K is held to the bound there.
+        """
+        p, q = self.coefficients
+        gap, Lp = self._gap(L.dtype), self._positive(L)
+        bound = (Lp[..., -1:, None] * gap).reciprocal_()  # (*, 1, 1)
+        return _kernels.pade_K(Lp, p, q, gap).clamp_(-bound, bound)
 
 
 @dataclass(frozen=True, kw_only=True)

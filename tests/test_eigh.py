@@ -90,3 +90,37 @@ def test_eigh_jvp_matches_torch_forward_mode_and_the_vjp(rule):
     (gA,) = vjp((cL, cU))
     lhs = float((dL * cL).sum() + (dU * cU).sum())
     assert abs(lhs - float((gA * t).sum())) <= 1e-10 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_pade_stays_bounded_on_rank_deficient_covariances(dtype):
+    # A = X Xᵀ/N with N < d: the null-space eigenvalues are rounding noise, all raised to the floor eps·λmax, so
+    # pade's pair-relative pole gap used to give them a gap of eps²·λmax, |K| up to 1e31 (1e15 past its documented
+    # 1/(pole_gap·λmax)), and the gradient of a smooth loss came out 1e15 too large in float64, inf in float16.
+    # Review, session 22.  The loss sum(C ∘ U diag(L) Uᵀ) = sum(C ∘ A) has gradient C; a remedy may lose the
+    # null space's share of it (truncated's error is 0.4 here), not amplify it: with |K| <= 1/(eps_c·λmax) (eps_c
+    # the compute dtype's) against eigenvalue differences of the input's rounding, eps_in·λmax, the error is at
+    # most of order eps_in/eps_c (1 for float64 and float32; float16 is computed in float32: 8192, measured 139).
+    bound = torch.finfo(dtype).eps / torch.finfo(torch.float32 if dtype == torch.float16 else dtype).eps
+    gen = torch.Generator().manual_seed(0)
+    for d, N in ((6, 2), (16, 5)):
+        X = torch.randn(d, N, generator=gen, dtype=torch.float64)
+        C = torch.randn(d, d, generator=gen, dtype=torch.float64)
+        C = C + C.T
+        A = (X @ X.T / N).to(dtype).requires_grad_(True)
+        L, U = svdgrad.eigh(A, backward="pade")
+        ((U * L[None, :]) @ U.T * C.to(dtype)).sum().backward()
+        g = A.grad.double()
+        assert bool(torch.isfinite(g).all()), (d, N)
+        assert float((g - C).norm() / C.norm()) < bound, (d, N, float(g.abs().max()))
+
+
+@given(T.spd_matrices(n=(2, 12), log10_kappa=(1, 30), spectra=("logspaced", "clustered", "repeated")))
+def test_pade_K_of_the_eigh_backward_is_within_its_documented_bound(case):
+    # Pade's docstring: |K_ij| <= 1/(pole_gap·λmax), λmax the matrix's largest eigenvalue (κ up to 1e30: floored ones)
+    A, info = case
+    rule = svdgrad.get_method("pade")
+    L = torch.linalg.eigvalsh(A)
+    K = rule.eigh_K(L)
+    bound = 1.0 / (torch.finfo(L.dtype).eps * L[..., -1])
+    assert float(K.abs().max()) <= float(bound) * (1 + 1e-12), info
