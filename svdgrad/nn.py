@@ -307,7 +307,10 @@ class CovariancePooling(nn.Module):
         else:
             M = self.scaled_features(x)  # (B, d, N), Σ = M Mᵀ is never formed for the gradient
             S = None
-            tr = M.detach().square().sum(dim=(-2, -1))  # (B,) tr(Σ) = ‖Y‖_F²
+            Md = M.detach()
+            # (B,) tr(Σ) = ‖Y‖_F², float16 summed in float32: its squares underflow from |Y| < 2.4e-4 (a live
+            # sample with features of 1e-4 was taken for a dead one)
+            tr = (Md.float() if Md.dtype == torch.float16 else Md).square().sum(dim=(-2, -1))
             # floor = 0 refuses tr(Σ) = 0, that is Y = 0: ‖Y‖² of a tiny Y underflows (1e-30 in float32), Y's
             # maximum does not.  (floor > 0 needs only tr: a tiny tr is below the floor either way.)
             zero = (M.detach().abs().amax(dim=(-2, -1)) == 0) if self.floor <= 0 else None

@@ -251,3 +251,15 @@ def test_covariance_route_names_an_underflowing_covariance_as_such():
     x = torch.randn(2, 4, 3, 3) * 1e-30
     with pytest.raises(SvdgradError, match=r"underflows.*route='features'"):
         snn.CovariancePooling(4, None, floor=0.0)(x)
+
+
+def test_float16_features_of_small_size_are_not_taken_for_a_dead_sample():
+    # tr(Σ) = ‖Y‖² was summed in float16, where each Y² of features about 1e-4 underflows to 0: a live sample
+    # (tr(Σ) = 8e-8, far above floor = 1e-10) was pooled as sqrt(floor)·I, 90 % off (review, session 22).
+    gen = torch.Generator().manual_seed(0)
+    x = (1e-4 * torch.randn(2, 8, 8, 8, generator=gen)).half()
+    ref = snn.CovariancePooling(8, None, method="exact", route="covariance")(x.double())
+    for route in ("features", "covariance"):
+        y = snn.CovariancePooling(8, None, method="exact", route=route)(x)
+        # float16's rounding of the input and of the result: a few eps16 (9.8e-4)
+        assert float((y.double() - ref).norm() / ref.norm()) < 10 * torch.finfo(torch.float16).eps, route
