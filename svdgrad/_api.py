@@ -571,8 +571,15 @@ def _gram(X, inverse: bool, entry: str, args: tuple, **options) -> torch.Tensor:
         f"svdgrad.{entry}", f"For second derivatives use svdgrad.{entry[5:]}(X @ X.mT, " + (
             "'newton_schulz', backward='autograd')" if inverse else "'exact')") + " (it forms X Xᵀ, squaring κ)."))
     # (GramOp scales by 4^-k, casts, and scales back itself: its vjp and jvp run at order one)
-    F = apply(GramOp, work, k.to(work.dtype), opts.floor_eps(cdtype), inverse, algorithm, cdtype)[0]
-    return F.to(X.dtype)
+    F = apply(GramOp, work, k.to(work.dtype), opts.floor_eps(cdtype), inverse, algorithm, cdtype)[0].to(X.dtype)
+    # The square root of a finite X can exceed its dtype (σmax up to √N·max|X|): it came back inf, silently.
+    # (The inverse's inf on a float16 null space is a documented limitation, left as it is.)
+    if not inverse and opts.check and not is_traced(F) and not bool(torch.isfinite(F).all()):
+        raise SvdgradError(
+            f"(X Xᵀ)^(1/2) does not fit {X.dtype}: its largest entries are about σmax(X), up to √N·max|X| "
+            f"= {math.sqrt(X.shape[-1]) * float(amax.max()):.3g} here ({describe(X)}). Compute in a wider dtype "
+            f"(X.float() or X.double()) or scale X down; check=False returns the inf entries.")
+    return F
 
 
 def gram_sqrtm(X: torch.Tensor, *args, **options) -> torch.Tensor:
@@ -604,7 +611,8 @@ def gram_sqrtm(X: torch.Tensor, *args, **options) -> torch.Tensor:
     - ``"auto"`` (default): ``"gram64"`` where it applies (compute dtype
       narrower than float64, a device with float64), else ``"svd"``.
 
-    X is scaled by an exact power of two first, so any finite X works.
+    X is scaled by an exact power of two first, so any finite X works whose
+    result fits the dtype (σmax(X) up to √N·max|X|; beyond it SvdgradError, or inf with check=False).
     """
     return _gram(X, False, "gram_sqrtm", args, **options)
 

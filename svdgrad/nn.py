@@ -360,10 +360,12 @@ class CovariancePooling(nn.Module):
                                 f"(shape={tuple(x.shape)}, dtype={x.dtype}). Check the layer that produced it; a "
                                 f"NaN here usually comes from an earlier overflow.")
         what = "Σ" if self._route == "covariance" else "the reduced features"
+        helps = ("Use route='features', which never forms Σ = X Xᵀ, or a float64 input." if self._route == "covariance"
+                 else "Centring them overflows near the dtype's largest number: use a float64 input, or scale the "
+                      "features down before this layer.")
         return SvdgradError(
             f"Expected {what} of a finite input to be finite; it overflows {M.dtype} at this input scale "
-            f"(max |x| = {float(x.detach().abs().max()):.3g}, shape={tuple(x.shape)}). Use route='features', which "
-            f"never forms Σ = X Xᵀ, or a float64 input."
+            f"(max |x| = {float(x.detach().abs().max()):.3g}, shape={tuple(x.shape)}). {helps}"
         )
 
     def extra_repr(self) -> str:

@@ -417,3 +417,12 @@ def test_gram_auto_picks_gram64_below_float64(dtype, expect):
         assert torch.equal(GRAM[inverse](X), GRAM[inverse](X, algorithm=expect))
     assert torch.equal(svdgrad.gram_sqrtm(X.float(), compute_dtype=torch.float64),
                        svdgrad.gram_sqrtm(X.float(), compute_dtype=torch.float64, algorithm="svd"))
+
+
+@pytest.mark.parametrize("X", [torch.full((1, 5000), 1000.0, dtype=torch.float16),  # σ = 70711 > 65504
+                               torch.full((2, 4), 3e38)])  # entries of √(X Xᵀ): 4.2e38 > 3.4e38
+def test_gram_sqrtm_refuses_a_result_beyond_its_dtype(X):
+    # It returned inf silently (review, session 22), where the docstring says any finite X works.
+    with pytest.raises(svdgrad.SvdgradError, match="does not fit"):
+        svdgrad.gram_sqrtm(X)
+    assert torch.isinf(svdgrad.gram_sqrtm(X, check=False)).any()  # check=False skips it, as the other checks

@@ -263,3 +263,12 @@ def test_float16_features_of_small_size_are_not_taken_for_a_dead_sample():
         y = snn.CovariancePooling(8, None, method="exact", route=route)(x)
         # float16's rounding of the input and of the result: a few eps16 (9.8e-4)
         assert float((y.double() - ref).norm() / ref.norm()) < 10 * torch.finfo(torch.float16).eps, route
+
+
+def test_features_route_overflow_does_not_point_to_itself():
+    # Centring features near float32's largest number overflows; the error told the user to "Use route='features'",
+    # the route in use (review, session 22).  It now names what helps there: a float64 input or smaller features.
+    x = torch.tensor([[3e38, -3e38, -3e38], [-3e38, 1e38, 2e38], [-3e38, -3e38, 3e38]]).reshape(1, 3, 3, 1)
+    with pytest.raises(SvdgradError, match="float64") as info:
+        snn.CovariancePooling(3, None, route="features")(x)
+    assert "route='features'" not in str(info.value)
