@@ -33,3 +33,22 @@ def test_replace_block_keeps_the_markers_and_the_rest():
     new = wm.replace_block(text, "new block\n")
     assert new == f"# t\n\nbefore\n{wm.START} (generated) -->\nnew block\n{wm.END}\nafter\n"
     assert wm.current_block(new) == "new block\n"
+
+
+def _row(method, spectrum, k, err, dtype="float64"):
+    return dict(study="method", function="sqrt", error="", reference="mpmath", method=method, spectrum=spectrum,
+                log10_kappa=k, dtype=dtype, grad_err=err, nonfinite_grad=0)
+
+
+def test_accuracy_medians_are_over_the_same_columns_for_every_method():
+    # ordinary is undefined at exact ties (the repeated spectrum here): its rows there were dropped, but exact's
+    # stayed, so exact's median took in its errors on ties and ordinary's did not; the README named ordinary
+    # the more accurate where both have the same median on the shared columns (review, session 22).
+    wm = _script()
+    rows = []
+    for k in (9, 10, 11, 12):
+        rows += [_row("exact", "logspaced", k, 1e-7), _row("ordinary", "logspaced", k, 1e-7)]
+        rows += [_row("exact", "repeated", k, 1e-5), _row("ordinary", "repeated", k, 1.0)]
+    acc = wm.accuracy(rows, "sqrt", None)
+    band = [b for b, lo, hi in __import__("svdgrad.sweep.grid", fromlist=["x"]).KAPPA_BANDS if lo <= 9 <= hi][0]
+    assert acc[("exact", "float64", band)][0] == acc[("ordinary", "float64", band)][0] == 1e-7
