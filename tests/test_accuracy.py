@@ -32,8 +32,9 @@ def test_exact_matches_mpmath_within_kappa_eps(case):
     G = T.gradients(A.shape, seed=info["seed"] % 997)
     Z, gA = grad_of(A, G, "exact")
     Zr, gr = _ref(A, G)
+    # The matrix's own κ, not the drawn one: at n = 1, and at n = 2 on the clustered and repeated spectra (one
+    # pair), spd returns κ ≈ 1 whatever was drawn, and the drawn κ (up to 1e12) made the bound 2e-3 (session 22).
     kappa = float(T.condition_number(A)) if info["n"] > 1 else 1.0
-    kappa = max(kappa, info["kappa"])
     assert T.rel_error(Z, Zr) <= accurate_tol(torch.float64, math.sqrt(kappa), info["n"]), info
     assert T.rel_error(gA, gr) <= accurate_tol(torch.float64, kappa, info["n"]), info
 
@@ -197,9 +198,12 @@ METHODS = svdgrad.methods()
 
 
 @pytest.mark.parametrize("method", METHODS)
-@given(T.spd_matrices(n=(2, 16), log10_kappa=(0, 6), spectra=("logspaced",)))
+@given(T.spd_matrices(n=(2, 16), log10_kappa=(0, 5), spectra=("logspaced",)))
 def test_float32_error_within_kappa_scaled_bound(method, case):
-    """float32 against the method's own float64 result: the precision effect alone, C·(κ + n)·eps32."""
+    """float32 against the method's own float64 result: the precision effect alone, C·(κ + n)·eps32.
+
+    κ up to 1e5, where the bound is at most 0.12: from κ ≈ 8e5 it exceeds 1, and a zero gradient (error 1)
+    passed (review, session 22)."""
     A64, info = case
     if method not in ("exact", "newton_schulz"):
         # κ = 1 means (near-)ties.  There the K-rules and topn are not functions of A: the
