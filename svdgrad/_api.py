@@ -15,7 +15,7 @@ import numbers
 import torch
 
 from ._errors import SvdgradError, describe
-from ._functions import (Eigh, EighNarrow, GramOp, NarrowCast, NarrowCastBack, NarrowDp, NarrowIn, NarrowOut,
+from ._functions import (Eigh, GramOp, NarrowCast, NarrowCastBack, NarrowDp, NarrowIn, NarrowOut,
                          NarrowScales, apply, narrow_pair_applies, plain_narrow_refusal)
 from ._guard import first_derivatives_only, guard, unsupported_message
 from . import _kernels
@@ -648,21 +648,20 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     check_matrix(A)
     if A.shape[-1] == 0:  # n = 0: empty, as torch.linalg.eigh
         return A.diagonal(dim1=-2, dim2=-1).clone(), A.clone()  # (*, 0), (*, 0, 0), with A's graph
-    T, _, _, k, in_dtype, cdtype = _prepare(A, rule)
-    T = guard(T, rule.name, message=unsupported_message(
+    # (the fold: X is A in its working dtype, S = 2^e·(X + Xᵀ) = sym(A)/4^k without a graph; Eigh applies the
+    # law's factors to its derivatives itself, at order one)
+    X, e, S, k, in_dtype, cdtype = _prepare(A, rule, fold=True)
+    if e is None:  # an empty batch: X is T = A/(2·4^k) and nothing is folded
+        S, e = cast(sym2(X.detach()), cdtype), torch.zeros_like(k)
+    X = guard(X, rule.name, message=unsupported_message(
         f"svdgrad.eigh (backward={rule.name!r})", "torch.linalg.eigh is differentiable twice where the "
         "eigenvalues are distinct; for a matrix function use svdgrad.sqrtm(A, 'exact')."))
-    if torch.finfo(cdtype).bits < torch.finfo(_work_dtype(in_dtype)).bits:  # float64 computed in float32:
-        L, U = apply(EighNarrow, sym2(T), rule, cdtype)  # derivatives on the wide side (see EighNarrow)
-    else:
-        L, U = apply(Eigh, sym2(T.to(cdtype)), rule)
+    L, U, Ls = apply(Eigh, X, S, e, k, rule)
     if rule.check and rule.needs_positive:
-        check_psd(L.detach(), psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A, scale_exponent=k,
+        check_psd(Ls, psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A, scale_exponent=k,
                   why=f"The {rule.name!r} K-rule expands 1/(λi-λj) in the ratio λmin/λmax, which needs "
                       f"λ >= 0; use backward='ordinary' or 'truncated' for an indefinite matrix.")
-    L = L.to(_work_dtype(in_dtype))
-    pow2 = torch.exp2(k.to(L.dtype))[..., None]  # (*, 1)
-    L = ((L * pow2) * pow2).to(in_dtype)  # undo the 4^-k scaling, one exact factor at a time
+    L = L.to(in_dtype)
     if rule.check and not is_traced(L) and L.numel() and not bool(torch.isfinite(L).all()):
         raise SvdgradError(
             f"The eigenvalues of A overflow {in_dtype} (|λ| can reach n·max|A|; received max|A| = "

@@ -470,77 +470,84 @@ class ExactSqrtVJP(torch.autograd.Function):
 
 
 class Eigh(torch.autograd.Function):
-    """(L, U) = eigh(A) with the eigen backward using a method's K-rule."""
+    """(L, U, Ls) = eigh(A) with the eigen backward using a method's K-rule, and the scaling law inside.
+
+    Inputs (X, S, e, k, rule): X is A in its working dtype (the graph's anchor), S = 2^e·(X + Xᵀ) = A/4^k
+    symmetrized, formed without a graph in the compute dtype (``_api._prepare``'s fold), e = −2k−1.  The
+    eigenpairs are those of S; the outputs are L = 4^k·Ls and U in X's dtype, and Ls (not differentiable).
+
+    The derivatives are taken at order one and the law's factors applied once, at the end.  dλ/dA = u uᵀ
+    carries no factor, the eigenvectors' part 4^-k (K is the scaled matrix's): gA = B(gL, 4^-k·gU) for the
+    backward map B of S's eigenpairs.  Applied through autograd one factor at a time (4^k on gL, then 2^e on
+    the gradient), a cotangent of 1e10 at A ~ 1e30 (float32) overflowed on the way and the gradient was inf,
+    one of 1e-20 at 1e-30 underflowed to 0, and a tangent of 1e9 at 1e-30 gave dL = inf (session 22).
+
+    With a compute dtype narrower than X's (float64 computed in float32) the K-rule is evaluated on the
+    narrow eigenvalues (its epsilons are the compute dtype's), and the backward and jvp run in X's dtype.
+    """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(A, rule):
-        L, U = eigh_or_raise(A)  # a plain tuple: vmap's generated rule rejects the namedtuple
-        return L, U
+    def forward(X, S, e, k, rule):
+        Ls, U = eigh_or_raise(S)  # a plain tuple: vmap's generated rule rejects the namedtuple
+        h = torch.exp2(_kernels.cast(k, X.dtype))[..., None]  # 2^k: normal wherever 4^k·Ls can be finite
+        return (Ls.to(X.dtype) * h) * h, U.to(X.dtype), Ls
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        L, U = output
-        ctx.save_for_backward(L, U)
-        ctx.save_for_forward(L, U)
-        ctx.rule = inputs[1]
+        _, _, _, k, rule = inputs
+        _, U, Ls = output
+        ctx.mark_non_differentiable(Ls)
+        ctx.save_for_backward(U, Ls, k)
+        ctx.save_for_forward(U, Ls, k)
+        ctx.rule = rule
         # An unused output arrives as None, which eigh_backward skips.
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    @once_differentiable_in_cotangent
-    def backward(ctx, gL, gU):
-        L, U = ctx.saved_tensors
-        with _no_tf32():
-            K = ctx.rule.eigh_K(L)
-            return _kernels.eigh_backward(L, U, _writable(gL), _writable(gU), K), None
+    def _K(ctx, U, Ls):
+        return ctx.rule.eigh_K(Ls).to(U.dtype)  # (on the compute dtype's eigenvalues)
 
     @staticmethod
-    def jvp(ctx, dA, _rule):
+    @once_differentiable_in_cotangent
+    def backward(ctx, gL, gU, _gLs):
+        U, Ls, k = ctx.saved_tensors
+        if gL is None and gU is None:
+            return None, None, None, None, None
+        # one exponent t per matrix with gL·2^-t and gU·2^(-2k-t) at most of order one; gA = 2^t·B(both)
+        tL, tU = _order(gL, 1), _order(gU, 2)
+        tU = None if tU is None else tU - 2.0 * k
+        t = tU if tL is None else tL if tU is None else torch.maximum(tL, tU)
+        t = torch.where(torch.isfinite(t), t, torch.zeros_like(t))  # (all-zero cotangents)
+        gLs = None if gL is None else _kernels.pow2_vector(_writable(gL), -t, halves=True)
+        gUs = None if gU is None else _kernels.times_pow2_halves(_writable(gU), -2.0 * k - t)
+        with _no_tf32():
+            gX = _kernels.eigh_backward(Ls, U, gLs, gUs, Eigh._K(ctx, U, Ls))
+        return _kernels.times_pow2_halves(gX, t, inplace=True), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dX, _dS, _de, _dk, _rule):
         # (the rule's K is formed in place, and its derivative is not taken: reverse mode over this tangent
-        # raises through the guard's tie of dA, ``_guard``)
-        L, U = (t.detach() for t in ctx.saved_tensors)
+        # raises through the guard's tie of dX, ``_guard``)
+        U, Ls, k = (t.detach() for t in ctx.saved_tensors)
+        dX = _tangent_or_zero(dX, U)
+        with torch.no_grad():
+            s = 2.0 * _kernels.scale_exponent(dX.abs().amax(dim=(-2, -1)))  # (*): dX·2^-s of order one
         with _no_tf32():
-            return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), ctx.rule.eigh_K(L))
+            dL, dU = _kernels.eigh_jvp(Ls, U, _kernels.times_pow2_halves(dX, -s), Eigh._K(ctx, U, Ls))
+        # dL = diag(Uᵀ sym(dA) U), no factor; dU = U(Kᵀ ∘ Uᵀ dS U) with dS = 2^e·(dX + dXᵀ) = 4^-k·2·sym(dX)
+        return _kernels.pow2_vector(dL, s, halves=True), _kernels.times_pow2_halves(dU, s - 2.0 * k), None
 
 
-class EighNarrow(Eigh):
-    """``Eigh`` of a wide A (float64) computed in a narrower ``dtype`` (float32), differentiated on the wide side.
-
-    The eigenpairs come from ``eigh(A.to(dtype))`` and are returned cast back to A's dtype; the K-rule
-    is evaluated on the narrow eigenvalues (its epsilons are the compute dtype's), and the backward
-    and jvp run in A's dtype.  So the scaling law's factor 4^k on the eigenvalues' cotangent, and
-    cotangents or tangents of any size, never pass through the narrow dtype (a float32 cotangent
-    overflows above 3e38 and underflows below 1e-38; a float64 eigenvalue of 1e300 has one).
-    """
-
-    @staticmethod
-    def forward(A, rule, dtype):
-        L, U = eigh_or_raise(A.to(dtype))
-        return L.to(A.dtype), U.to(A.dtype)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        Eigh.setup_context(ctx, inputs[:2], output)
-        ctx.narrow = inputs[2]
-
-    @staticmethod
-    def _K(ctx, L):
-        return ctx.rule.eigh_K(L.to(ctx.narrow)).to(L.dtype)  # L holds narrow values exactly
-
-    @staticmethod
-    @once_differentiable_in_cotangent
-    def backward(ctx, gL, gU):
-        L, U = ctx.saved_tensors
-        with _no_tf32():
-            return _kernels.eigh_backward(L, U, _writable(gL), _writable(gU), EighNarrow._K(ctx, L)), None, None
-
-    @staticmethod
-    def jvp(ctx, dA, _rule, _dtype):
-        L, U = (t.detach() for t in ctx.saved_tensors)  # (as Eigh.jvp)
-        with _no_tf32():
-            return _kernels.eigh_jvp(L, U, _tangent_or_zero(dA, U), EighNarrow._K(ctx, L))
+def _order(g, dims: int):
+    """(*) 2·scale_exponent(max|g|) over g's last ``dims`` dimensions, −inf where g is all zero; None for None."""
+    if g is None:
+        return None
+    with torch.no_grad():
+        amax = g.detach().abs().amax(dim=tuple(range(-dims, 0)))
+        t = 2.0 * _kernels.scale_exponent(amax)
+        return torch.where(amax > 0, t, torch.full_like(t, -math.inf))
 
 
 class NewtonSchulzManual(torch.autograd.Function):

@@ -124,3 +124,49 @@ def test_pade_K_of_the_eigh_backward_is_within_its_documented_bound(case):
     K = rule.eigh_K(L)
     bound = 1.0 / (torch.finfo(L.dtype).eps * L[..., -1])
     assert float(K.abs().max()) <= float(bound) * (1 + 1e-12), info
+
+
+@pytest.mark.parametrize("dtype, sA, g", [(torch.float32, 1e30, 1e10), (torch.float32, 1e-30, 1e-20),
+                                          (torch.float64, 1e200, 1e120), (torch.float64, 1e-200, 1e-200),
+                                          (torch.float64, 1e300, 1e-300)])
+@pytest.mark.parametrize("rule", RULES)
+def test_eigh_vjp_is_right_for_any_scale_of_A_and_the_cotangent(dtype, sA, g, rule):
+    # The 4^k of the scaling law was applied to the eigenvalues' cotangent through autograd, one factor at a time:
+    # at A ~ 1e30 (float32) a cotangent of 1e10 became 1e40 on the way and the gradient inf; at 1e-30 one of 1e-20
+    # became 0 (review, session 22).  dλ/dA = u uᵀ, so gA = U diag(gL) Uᵀ whatever the scale; and the eigenvector
+    # part scales as 1/scale.
+    A0 = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    A = (A0 * sA).to(dtype).requires_grad_(True)
+    L, U = svdgrad.eigh(A, backward=rule)
+    (gA,) = torch.autograd.grad(L, A, torch.full_like(L, g), retain_graph=True)
+    # g·U Uᵀ: off the diagonal, U's orthogonality to rounding
+    tol = 10 * torch.finfo(dtype).eps * g
+    assert torch.allclose(gA.double(), g * torch.eye(2, dtype=torch.float64), rtol=1e-5, atol=tol), (gA, g)
+    # the eigenvector part: a loss |U_ij|² (gauge invariant), against float64 at order one, rescaled
+    W = T.gradients((2, 2), seed=8).double()
+    A1 = A0.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(((svdgrad.eigh(A1, backward=rule)[1] ** 2) * W).sum(), A1)
+    (gU,) = torch.autograd.grad(((U ** 2) * W.to(dtype)).sum() * g, A)  # d/dA of g·loss: ref·g/sA
+    if _normal(g / sA, dtype):
+        assert torch.allclose(gU.double(), ref * (g / sA), rtol=1e-4, atol=0), (gU, ref * g / sA)
+
+
+def _normal(x: float, dtype) -> bool:
+    """Whether values of about x (and 100× either way) are normal numbers of ``dtype``."""
+    info = torch.finfo(dtype)
+    return 100 * info.tiny < abs(x) < info.max / 100
+
+
+@pytest.mark.parametrize("dtype, sA, t", [(torch.float32, 1e-30, 1e9), (torch.float32, 1e30, 1e-10),
+                                          (torch.float32, 1e-30, 1e-20),
+                                          (torch.float64, 1e-300, 1e10), (torch.float64, 1e300, 1e-300)])
+def test_eigh_jvp_is_right_for_any_scale_of_A_and_the_tangent(dtype, sA, t):
+    # A tangent of 1e9 at A ~ 1e-30 (float32) gave dL = inf (the tangent of A/4^k overflowed); dL = diag(Uᵀ dA U)
+    A0 = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    dA0 = torch.tensor([[1.0, 0.5], [0.5, -2.0]], dtype=torch.float64)
+    L0, U0 = torch.linalg.eigh(A0)
+    _, (dL, dU) = torch.func.jvp(lambda a: svdgrad.eigh(a), ((A0 * sA).to(dtype),), ((dA0 * t).to(dtype),))
+    assert torch.allclose(dL.double(), (U0.mT @ dA0 @ U0).diagonal() * t, rtol=1e-5, atol=0), dL
+    _, (dL1, dU1) = torch.func.jvp(lambda a: svdgrad.eigh(a), (A0,), (dA0,))
+    if _normal(t / sA, dtype):  # dU = dU(A0, dA0)·t/sA, up to the eigenvectors' signs
+        assert torch.allclose(dU.double().abs(), (dU1 * (t / sA)).abs(), rtol=1e-4, atol=0), (dU, dU1 * t / sA)
