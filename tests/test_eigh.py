@@ -170,3 +170,19 @@ def test_eigh_jvp_is_right_for_any_scale_of_A_and_the_tangent(dtype, sA, t):
     _, (dL1, dU1) = torch.func.jvp(lambda a: svdgrad.eigh(a), (A0,), (dA0,))
     if _normal(t / sA, dtype):  # dU = dU(A0, dA0)·t/sA, up to the eigenvectors' signs
         assert torch.allclose(dU.double().abs(), (dU1 * (t / sA)).abs(), rtol=1e-4, atol=0), (dU, dU1 * t / sA)
+
+
+def test_eigh_vjp_with_both_cotangents_far_apart_and_zero_ones():
+    # One exponent per matrix serves both cotangents: it must be the larger one's (the smaller's share may
+    # underflow, the larger's must not overflow).  float32 A ~ 1e30, gL = 1e38, gU = 1e-30: gA ≈ 1e38·I.
+    A0 = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
+    A = (A0 * 1e30).requires_grad_(True)
+    L, U = svdgrad.eigh(A)
+    (gA,) = torch.autograd.grad((L, U), A, (torch.full_like(L, 1e38), torch.full_like(U, 1e-30)))
+    assert torch.allclose(gA.double(), 1e38 * torch.eye(2, dtype=torch.float64), rtol=1e-5, atol=1e38 * 1e-6), gA
+    # an all-zero cotangent (one matrix of a batch, or all of it) gives a zero gradient, not NaN
+    B = (torch.stack([A0, A0]) * 1e30).requires_grad_(True)
+    L, U = svdgrad.eigh(B)
+    gL = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    (gB,) = torch.autograd.grad(L, B, gL)
+    assert torch.equal(gB[0], torch.zeros(2, 2)) and bool(torch.isfinite(gB).all()), gB
