@@ -4,6 +4,8 @@ Only gauge-invariant quantities are compared: eigenvalues, and losses that
 depend on eigenvectors through U diag(f) U^T or |U_ij|².
 """
 
+import math
+
 import pytest
 import torch
 from hypothesis import given
@@ -186,3 +188,17 @@ def test_eigh_vjp_with_both_cotangents_far_apart_and_zero_ones():
     gL = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
     (gB,) = torch.autograd.grad(L, B, gL)
     assert torch.equal(gB[0], torch.zeros(2, 2)) and bool(torch.isfinite(gB).all()), gB
+
+
+def test_eigh_jvp_takes_a_huge_tangent_at_a_near_tie():
+    # The tangent is scaled to order one before K: at a near tie (gap 1e-3, |K| ~ 1e3 at order one) a float32
+    # tangent of 1e37 made K ∘ (Uᵀ dA U) overflow (1e40) where dU itself (~1e10 at A ~ 1e30) is a normal number.
+    c, s = math.cos(0.5), math.sin(0.5)
+    Q = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    A0 = Q @ torch.diag(torch.tensor([1.0, 1.001], dtype=torch.float64)) @ Q.T
+    dA0 = torch.tensor([[1.0, 0.5], [0.5, -2.0]], dtype=torch.float64)
+    sA, t = 1e30, 1e37
+    _, (dL, dU) = torch.func.jvp(lambda a: svdgrad.eigh(a), ((A0 * sA).float(),), ((dA0 * t).float(),))
+    _, (dL1, dU1) = torch.func.jvp(lambda a: svdgrad.eigh(a), (A0,), (dA0,))
+    assert torch.allclose(dL.double(), dL1 * t, rtol=1e-3, atol=0), (dL, dL1 * t)
+    assert bool(torch.isfinite(dU).all()) and torch.allclose(dU.double().abs(), (dU1 * (t / sA)).abs(), rtol=1e-2), dU
