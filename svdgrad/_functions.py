@@ -695,7 +695,10 @@ class GramOp(torch.autograd.Function):
             P = (Uw.mT @ X.to(torch.float64)).to(X.dtype)
         else:
             _, U, Sf, S, Vh = ctx.saved_tensors
-            P = S[..., :, None] * Vh
+            # σ below the floor is the SVD's rounding noise (about eps·σmax) of a σ that may be 0: its row of P
+            # is taken as zero, as the d > N rows are (with the noise, D at the floor, 1/floor³ for the inverse
+            # root, made the gradient of an X with a zero row 1e13 too large, and dependent on the column order)
+            P = torch.where(S < Sf[..., :S.shape[-1]], 0.0, S)[..., :, None] * Vh
         return U, P, _kernels.gram_loewner(Sf, ctx.inverse)
 
     @staticmethod
