@@ -327,7 +327,7 @@ class CovariancePooling(nn.Module):
         if self.floor <= 0:
             if low:
                 idx = int(torch.nonzero(zero)[0, 0])
-                if S is not None and bool(self.scaled_features(x.detach()[idx:idx + 1]).abs().amax() > 0):
+                if S is not None and self._features_vary(x.detach()[idx:idx + 1]):
                     raise SvdgradError(
                         f"Expected a covariance with positive trace; sample {idx} of the batch has features that "
                         f"vary, but its Σ underflows {S.dtype} to 0 (max|x| = {float(x[idx].detach().abs().amax()):.3g}) "
@@ -352,6 +352,20 @@ class CovariancePooling(nn.Module):
             if live.numel():
                 Z = Z.index_put((live,), self._root(M[live]))
         return triu_vector(Z, self.offdiag_scale).to(x.dtype)
+
+    def _features_vary(self, x1: torch.Tensor) -> bool:
+        """Whether one sample's reduced features vary (an underflowed Σ, not a constant map), for the error.
+
+        Re-run in eval mode, without a graph: in train mode BatchNorm refused a one-sample 1×1 map with its own
+        ValueError and counted the sample in its running statistics a second time.  Eval mode's per-channel
+        affine map keeps a constant map constant and a varying one varying."""
+        was = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                return bool(self.scaled_features(x1).abs().amax() > 0)
+        finally:
+            self.train(was)
 
     def _non_finite(self, x: torch.Tensor, M: torch.Tensor) -> SvdgradError:
         """The error for a non-finite Σ (or Y): the input's NaN/Inf, or Σ's overflow of its dtype."""

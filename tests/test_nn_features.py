@@ -272,3 +272,19 @@ def test_features_route_overflow_does_not_point_to_itself():
     with pytest.raises(SvdgradError, match="float64") as info:
         snn.CovariancePooling(3, None, route="features")(x)
     assert "route='features'" not in str(info.value)
+
+
+def test_floor_0_diagnosis_neither_fails_in_batch_norm_nor_updates_its_statistics():
+    # With floor=0 a zero trace raises SvdgradError; to tell an underflowed Σ from a constant map the layer re-ran
+    # its reduction (conv + BatchNorm) on one sample in train mode: on a 1x1 map BatchNorm raised its own ValueError
+    # ("Expected more than 1 value per channel"), and on larger maps it updated the running statistics a second
+    # time (review, session 22).
+    torch.manual_seed(0)
+    layer = snn.CovariancePooling(4, 3, method="exact", route="covariance", floor=0.0)
+    with pytest.raises(SvdgradError, match="positive trace"):
+        layer(torch.randn(2, 4, 1, 1))
+    layer = snn.CovariancePooling(4, 3, method="exact", route="covariance", floor=0.0)
+    x = torch.randn(2, 4, 1, 1).expand(2, 4, 3, 3).contiguous()  # constant maps: tr Σ = 0
+    with pytest.raises(SvdgradError, match="positive trace"):
+        layer(x)
+    assert int(layer.reduce[1].num_batches_tracked) == 1 and layer.training
