@@ -1507,6 +1507,13 @@ MUTANTS = [
            'r["log10_kappa"])]',
            "which-method medians leave out a method's undefined columns for that method alone (different row sets)",
            suite="jobs", first=("tests/test_sweep_which_method.py",)),
+    Mutant("gram-svd-noise-rows-kept", "svdgrad/_functions.py",
+           "P = torch.where(S < Sf[..., :S.shape[-1]], 0.0, S)[..., :, None] * Vh", "P = S[..., :, None] * Vh",
+           "gram svd route keeps the rounding-noise σ of a rank-deficient X in P (gradient 1e13 off)",
+           first=("tests/test_functions_gram.py",)),
+    Mutant("pooling-diagnosis-in-train-mode", "svdgrad/nn.py", "            self.eval()\n", "            pass\n",
+           "floor=0 diagnosis re-runs BatchNorm in train mode (its ValueError; running stats counted twice)",
+           first=("tests/test_nn_features.py",)),
 ]
 
 
