@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from ._errors import SvdgradError
+from ._errors import SvdgradError, describe
 from ._kernels import sym as _sym
 # mpmath's working precision is process-wide: the references take the lock that guards it (workdps in two
 # threads at once restores the other's precision under it).
@@ -430,13 +430,17 @@ def jvp_fd_error(f, A: torch.Tensor, *, directions: int = 3, step: float | None 
 
 
 def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖x - ref‖_F / ‖ref‖_F over the whole tensor, in float64 (inf if x is not finite).
+    """‖x - ref‖_F / ‖ref‖_F over the whole tensor, in float64 (inf if x is not finite; SvdgradError if ref is not).
 
     Both are divided by max|ref| first, so that the norms neither overflow nor underflow (entries of
     1e288, as A^-40 has, squared overflow float64).
     """
     x = x.detach().double()
     ref = ref.detach().double()
+    if not bool(torch.isfinite(ref).all()):
+        # (the error would be NaN, and medians drop NaN rows without a word: the sweep records this as an error)
+        raise SvdgradError(f"rel_error: the reference has NaN or Inf entries ({describe(ref)}); an error "
+                           f"against it means nothing. Check the reference's inputs and precision.")
     if not bool(torch.isfinite(x).all()):
         return math.inf
     m = float(ref.abs().max()) if ref.numel() else 0.0

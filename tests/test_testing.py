@@ -1,5 +1,7 @@
 """The generators keep their promises (meta-tests), and the reference is what it claims."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,27 @@ def test_references_in_two_threads_keep_their_digits():
     assert seen and set(seen) == {50}
     assert mpmath.mp.dps == dps0
     assert torch.equal(g, T.reference_function_grad(A, G, (mpmath.exp, mpmath.exp))[1])
+
+
+def test_rel_error_refuses_a_non_finite_reference():
+    # A NaN or Inf in the reference made the error NaN, and the sweep's medians drop NaN rows without a word:
+    # such a cell vanished from the tables (review, session 22).  It is refused, so the sweep records the row as
+    # an error, which its report lists.
+    x = torch.ones(2, 2, dtype=torch.float64)
+    for bad in (math.inf, math.nan):
+        ref = x.clone()
+        ref[0, 1] = bad
+        with pytest.raises(svdgrad.SvdgradError, match="reference"):
+            T.rel_error(x, ref)
+    assert T.rel_error(x * math.inf, x) == math.inf  # a non-finite result against a finite reference: inf, as before
+
+
+def test_sweep_metrics_refuse_a_non_finite_reference():
+    # (run_cell records a row that raises as an error row, with the message)
+    from svdgrad.sweep import cells
+
+    Z = torch.ones(1, 2, 2, dtype=torch.float64)
+    ref = Z.clone()
+    ref[0, 0, 0] = math.nan
+    with pytest.raises(svdgrad.SvdgradError, match="reference"):
+        cells._metrics(Z, ref, Z, Z)

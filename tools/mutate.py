@@ -1514,6 +1514,11 @@ MUTANTS = [
     Mutant("pooling-diagnosis-in-train-mode", "svdgrad/nn.py", "            self.eval()\n", "            pass\n",
            "floor=0 diagnosis re-runs BatchNorm in train mode (its ValueError; running stats counted twice)",
            first=("tests/test_nn_features.py",)),
+    Mutant("rel-error-nan-reference", "svdgrad/testing.py",
+           "    if not bool(torch.isfinite(ref).all()):\n        # (the error would be NaN",
+           "    if False:\n        # (the error would be NaN",
+           "rel_error against a non-finite reference reads NaN (the sweep's medians drop the row silently)",
+           first=("tests/test_testing.py",)),
 ]
 
 
