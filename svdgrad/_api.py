@@ -656,7 +656,8 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     X = guard(X, rule.name, message=unsupported_message(
         f"svdgrad.eigh (backward={rule.name!r})", "torch.linalg.eigh is differentiable twice where the "
         "eigenvalues are distinct; for a matrix function use svdgrad.sqrtm(A, 'exact')."))
-    L, U, Ls = apply(Eigh, X, S, e, k, rule)
+    # (the coarser dtype's eps: the eigenvalues' resolution, as for the PSD tolerance, ``_psd_tol``)
+    L, U, Ls = apply(Eigh, X, S, e, k, rule, max(torch.finfo(in_dtype).eps, torch.finfo(cdtype).eps))
     if rule.check and rule.needs_positive:
         check_psd(Ls, psd_tol=_psd_tol(rule, in_dtype, cdtype), A=A, scale_exponent=k,
                   why=f"The {rule.name!r} K-rule expands 1/(λi-λj) in the ratio λmin/λmax, which needs "

@@ -472,8 +472,9 @@ class ExactSqrtVJP(torch.autograd.Function):
 class Eigh(torch.autograd.Function):
     """(L, U, Ls) = eigh(A) with the eigen backward using a method's K-rule, and the scaling law inside.
 
-    Inputs (X, S, e, k, rule): X is A in its working dtype (the graph's anchor), S = 2^e·(X + Xᵀ) = A/4^k
-    symmetrized, formed without a graph in the compute dtype (``_api._prepare``'s fold), e = −2k−1.  The
+    Inputs (X, S, e, k, rule, resolution): X is A in its working dtype (the graph's anchor), S = 2^e·(X + Xᵀ)
+    = A/4^k symmetrized, formed without a graph in the compute dtype (``_api._prepare``'s fold), e = −2k−1,
+    and ``resolution`` the eps of the coarser of the input and compute dtypes (``Method.eigh_K``).  The
     eigenpairs are those of S; the outputs are L = 4^k·Ls and U in X's dtype, and Ls (not differentiable).
 
     The derivatives are taken at order one and the law's factors applied once, at the end.  dλ/dA = u uᵀ
@@ -489,32 +490,32 @@ class Eigh(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(X, S, e, k, rule):
+    def forward(X, S, e, k, rule, resolution):
         Ls, U = eigh_or_raise(S)  # a plain tuple: vmap's generated rule rejects the namedtuple
         h = torch.exp2(_kernels.cast(k, X.dtype))[..., None]  # 2^k: normal wherever 4^k·Ls can be finite
         return (Ls.to(X.dtype) * h) * h, U.to(X.dtype), Ls
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, _, _, k, rule = inputs
+        _, _, _, k, rule, resolution = inputs
         _, U, Ls = output
         ctx.mark_non_differentiable(Ls)
         ctx.save_for_backward(U, Ls, k)
         ctx.save_for_forward(U, Ls, k)
-        ctx.rule = rule
+        ctx.rule, ctx.resolution = rule, resolution
         # An unused output arrives as None, which eigh_backward skips.
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def _K(ctx, U, Ls):
-        return ctx.rule.eigh_K(Ls).to(U.dtype)  # (on the compute dtype's eigenvalues)
+        return ctx.rule.eigh_K(Ls, ctx.resolution).to(U.dtype)  # (on the compute dtype's eigenvalues)
 
     @staticmethod
     @once_differentiable_in_cotangent
     def backward(ctx, gL, gU, _gLs):
         U, Ls, k = ctx.saved_tensors
         if gL is None and gU is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         # one exponent t per matrix with gL·2^-t and gU·2^(-2k-t) at most of order one; gA = 2^t·B(both)
         tL, tU = _order(gL, 1), _order(gU, 2)
         tU = None if tU is None else tU - 2.0 * k
@@ -524,10 +525,10 @@ class Eigh(torch.autograd.Function):
         gUs = None if gU is None else _kernels.times_pow2_halves(_writable(gU), -2.0 * k - t)
         with _no_tf32():
             gX = _kernels.eigh_backward(Ls, U, gLs, gUs, Eigh._K(ctx, U, Ls))
-        return _kernels.times_pow2_halves(gX, t, inplace=True), None, None, None, None
+        return _kernels.times_pow2_halves(gX, t, inplace=True), None, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dX, _dS, _de, _dk, _rule):
+    def jvp(ctx, dX, _dS, _de, _dk, _rule, _resolution):
         # (the rule's K is formed in place, and its derivative is not taken: reverse mode over this tangent
         # raises through the guard's tie of dX, ``_guard``)
         U, Ls, k = (t.detach() for t in ctx.saved_tensors)
@@ -545,7 +546,7 @@ def _order(g, dims: int):
     if g is None:
         return None
     with torch.no_grad():
-        amax = g.detach().abs().amax(dim=tuple(range(-dims, 0)))
+        amax = g.abs().amax(dim=tuple(range(-dims, 0)))  # (no detach: torch's legacy batching has no rule for it)
         t = 2.0 * _kernels.scale_exponent(amax)
         return torch.where(amax > 0, t, torch.full_like(t, -math.inf))
 

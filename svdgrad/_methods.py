@@ -254,9 +254,11 @@ class _KRuleMethod(_EigenMethod):
     def loewner(self, fn, L, p=None):
         return _kernels.k_rule_loewner(fn.f(L, p), fn.df(L, p), self.K(L))
 
-    def eigh_K(self, L: torch.Tensor) -> torch.Tensor:
+    def eigh_K(self, L: torch.Tensor, resolution: float = 0.0) -> torch.Tensor:
         """K for ``svdgrad.eigh``'s backward and jvp, where it multiplies any eigenvector cotangent (not, as
-        in ``loewner``, differences f(λi) − f(λj) of the same floored eigenvalues): ``K`` unless a rule says."""
+        in ``loewner``, differences f(λi) − f(λj) of the same floored eigenvalues): ``K`` unless a rule says.
+        ``resolution``: the relative resolution of the eigenvalues, the eps of the coarser of the input and
+        compute dtypes (a float16 input computed in float32 carries float16's rounding)."""
         return self.K(L)
 
     def _positive(self, L):
@@ -352,19 +354,23 @@ class Pade(_KRuleMethod):
         p, q = self.coefficients
         return _kernels.pade_K(self._positive(L), p, q, self._gap(L.dtype))
 
-    def eigh_K(self, L):
-        """``K`` within its documented bound |K_ij| <= 1/(pole_gap·λmax), λmax the matrix's largest eigenvalue.
+    def eigh_K(self, L, resolution=0.0):
+        """``K`` within its documented bound |K_ij| <= 1/(g·λmax), λmax the matrix's largest eigenvalue and
+        g the larger of pole_gap and ``resolution`` (the coarser dtype's eps).
 
         The pole gap is relative to each pair, so two eigenvalues raised to the floor eps·λmax (the null space
         of a rank-deficient covariance: rounding noise) got a gap of eps²·λmax, |K| up to 1/(eps²·λmax).  In a
         matrix function that K meets f(λi) − f(λj) = 0 of the same floored pair; in ``svdgrad.eigh`` it meets
         the eigenvector cotangent, which carries the unfloored eigenvalues, and the gradient of a smooth loss
         came out 1e15 too large (float64; inf in float16).  Differences below pole_gap·λmax are below the
-        eigendecomposition's own resolution (eps·λmax), so K is held to the bound there.
+        eigendecomposition's own resolution (eps·λmax), so K is held to the bound there.  Where the input is
+        coarser than the compute dtype, its own rounding (eps_in·λmax, some of it negative and floored to ties)
+        is the resolution: with the compute dtype's eps the gradient still grew by eps_in/eps_c (5e6 for float32
+        computed in float64).
         """
         p, q = self.coefficients
         gap, Lp = self._gap(L.dtype), self._positive(L)
-        bound = (Lp[..., -1:, None] * gap).reciprocal_()  # (*, 1, 1)
+        bound = (Lp[..., -1:, None] * max(gap, resolution)).reciprocal_()  # (*, 1, 1)
         return _kernels.pade_K(Lp, p, q, gap).clamp_(-bound, bound)
 
 

@@ -1467,7 +1467,7 @@ MUTANTS = [
            "svdgrad.eigh's pade K not held to 1/(pole_gap·λmax): floored null-space pairs get 1/(eps²·λmax)",
            first=("tests/test_eigh.py",)),
     Mutant("eigh-backward-K-not-eigh-K", "svdgrad/_functions.py",
-           "return ctx.rule.eigh_K(Ls).to(U.dtype)", "return ctx.rule.K(Ls).to(U.dtype)",
+           "return ctx.rule.eigh_K(Ls, ctx.resolution).to(U.dtype)", "return ctx.rule.K(Ls).to(U.dtype)",
            "svdgrad.eigh's backward and jvp use the matrix functions' pair-relative K", first=("tests/test_eigh.py",)),
     Mutant("eigh-vjp-eigvec-factor-dropped", "svdgrad/_functions.py",
            "_kernels.times_pow2_halves(_writable(gU), -2.0 * k - t)", "_kernels.times_pow2_halves(_writable(gU), -t)",
@@ -1519,6 +1519,15 @@ MUTANTS = [
            "    if False:\n        # (the error would be NaN",
            "rel_error against a non-finite reference reads NaN (the sweep's medians drop the row silently)",
            first=("tests/test_testing.py",)),
+    Mutant("pade-eigh-K-compute-eps-only", "svdgrad/_methods.py",
+           "bound = (Lp[..., -1:, None] * max(gap, resolution)).reciprocal_()",
+           "bound = (Lp[..., -1:, None] * gap).reciprocal_()",
+           "svdgrad.eigh's pade bound from the compute dtype's eps alone (coarser input: gradient grows eps_in/eps_c)",
+           first=("tests/test_eigh.py",)),
+    Mutant("eigh-order-detach", "svdgrad/_functions.py",
+           "amax = g.abs().amax(dim=tuple(range(-dims, 0)))", "amax = g.detach().abs().amax(dim=tuple(range(-dims, 0)))",
+           "svdgrad.eigh's backward detaches the cotangent (torch's legacy batched gradients fail)",
+           first=("tests/test_eigh.py",)),
 ]
 
 
