@@ -475,7 +475,8 @@ class Eigh(torch.autograd.Function):
     Inputs (X, S, e, k, rule, resolution): X is A in its working dtype (the graph's anchor), S = 2^e·(X + Xᵀ)
     = A/4^k symmetrized, formed without a graph in the compute dtype (``_api._prepare``'s fold), e = −2k−1,
     and ``resolution`` the eps of the coarser of the input and compute dtypes (``Method.eigh_K``).  The
-    eigenpairs are those of S; the outputs are L = 4^k·Ls and U in X's dtype, and Ls (not differentiable).
+    eigenpairs are those of S; the outputs are L = 4^k·Ls and U in the wider of X's and the compute dtype
+    (the entry point casts them to A's), and Ls (not differentiable).
 
     The derivatives are taken at order one and the law's factors applied once, at the end.  dλ/dA = u uᵀ
     carries no factor, the eigenvectors' part 4^-k (K is the scaled matrix's): gA = B(gL, 4^-k·gU) for the
@@ -484,7 +485,9 @@ class Eigh(torch.autograd.Function):
     one of 1e-20 at 1e-30 underflowed to 0, and a tangent of 1e9 at 1e-30 gave dL = inf (session 22).
 
     With a compute dtype narrower than X's (float64 computed in float32) the K-rule is evaluated on the
-    narrow eigenvalues (its epsilons are the compute dtype's), and the backward and jvp run in X's dtype.
+    narrow eigenvalues (its epsilons are the compute dtype's), and the backward and jvp run in X's dtype; with
+    a wider one (float32 computed in float64) they run in the compute dtype (in float32, K ~ 1e5 at a gap of
+    1e-5 times a float32 Uᵀ gU was 5x less accurate than the float64 backward).
     """
 
     generate_vmap_rule = True
@@ -492,8 +495,9 @@ class Eigh(torch.autograd.Function):
     @staticmethod
     def forward(X, S, e, k, rule, resolution):
         Ls, U = eigh_or_raise(S)  # a plain tuple: vmap's generated rule rejects the namedtuple
-        h = torch.exp2(_kernels.cast(k, X.dtype))[..., None]  # 2^k: normal wherever 4^k·Ls can be finite
-        return (Ls.to(X.dtype) * h) * h, U.to(X.dtype), Ls
+        wide = torch.promote_types(X.dtype, S.dtype)  # the outputs', the backward's and the jvp's dtype
+        h = torch.exp2(_kernels.cast(k, wide))[..., None]  # 2^k: normal wherever 4^k·Ls can be finite
+        return (Ls.to(wide) * h) * h, U.to(wide), Ls
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -502,7 +506,7 @@ class Eigh(torch.autograd.Function):
         ctx.mark_non_differentiable(Ls)
         ctx.save_for_backward(U, Ls, k)
         ctx.save_for_forward(U, Ls, k)
-        ctx.rule, ctx.resolution = rule, resolution
+        ctx.rule, ctx.resolution, ctx.in_dtype = rule, resolution, inputs[0].dtype
         # An unused output arrives as None, which eigh_backward skips.
         ctx.set_materialize_grads(False)
 
@@ -525,14 +529,15 @@ class Eigh(torch.autograd.Function):
         gUs = None if gU is None else _kernels.times_pow2_halves(_writable(gU), -2.0 * k - t)
         with _no_tf32():
             gX = _kernels.eigh_backward(Ls, U, gLs, gUs, Eigh._K(ctx, U, Ls))
-        return _kernels.times_pow2_halves(gX, t, inplace=True), None, None, None, None, None
+        return (_kernels.times_pow2_halves(gX, t, inplace=True).to(ctx.in_dtype),
+                None, None, None, None, None)
 
     @staticmethod
     def jvp(ctx, dX, _dS, _de, _dk, _rule, _resolution):
         # (the rule's K is formed in place, and its derivative is not taken: reverse mode over this tangent
         # raises through the guard's tie of dX, ``_guard``)
         U, Ls, k = (t.detach() for t in ctx.saved_tensors)
-        dX = _tangent_or_zero(dX, U)
+        dX = _tangent_or_zero(dX, U).to(U.dtype)  # (in the outputs' dtype, the wider of X's and the compute one)
         with torch.no_grad():
             s = 2.0 * _kernels.scale_exponent(dX.abs().amax(dim=(-2, -1)))  # (*): dX·2^-s of order one
         with _no_tf32():

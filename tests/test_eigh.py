@@ -221,3 +221,25 @@ def test_eigh_batched_gradients():
         assert torch.allclose(gb[i], g, rtol=1e-12, atol=1e-14), i
     J = torch.autograd.functional.jacobian(lambda X: svdgrad.eigh(X)[0], A.detach(), vectorize=True)
     assert torch.allclose(J, torch.autograd.functional.jacobian(lambda X: svdgrad.eigh(X)[0], A.detach()))
+
+
+@pytest.mark.parametrize("rule", ["ordinary", "pade"])
+def test_eigh_compute_dtype_wider_than_the_input_keeps_its_precision_in_the_backward(rule):
+    # float32 input with compute_dtype=float64: the backward ran in the input's float32 after the session-22
+    # rewrite (K ~ 1e5 at a gap of 1e-5 times a float32 Uᵀ gU): 1.4e-3 off the float64 gradient of the same
+    # float32 matrix, against 2.9e-4 before, which ran it in float64 (self-review).  It runs in the wider dtype.
+    gen = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))
+    lam = torch.tensor([0.5, 1.0, 1.0 + 1e-5, 2.0, 3.0, 4.0], dtype=torch.float64)
+    A = (Q @ torch.diag(lam) @ Q.T).float()
+    W = T.gradients((6, 6), seed=4)
+
+    def loss(L, U, W):  # U log(1 + Λ) Uᵀ against W: gauge invariant, and sensitive to the pair's eigenvectors
+        return (((U * torch.log1p(L)[None, :]) @ U.mT) * W).sum() + (L ** 2).sum()
+
+    A1 = A.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss(*svdgrad.eigh(A1, backward=rule, compute_dtype=torch.float64), W.float()), A1)
+    A2 = A.double().requires_grad_(True)
+    (g0,) = torch.autograd.grad(loss(*svdgrad.eigh(A2, backward=rule), W), A2)
+    assert g.dtype == torch.float32
+    assert float((g.double() - g0).norm() / g0.norm()) < 5e-4
