@@ -109,7 +109,6 @@ def test_pade_stays_bounded_on_rank_deficient_covariances(dtype, compute_dtype):
     opts = {} if compute_dtype is None else {"compute_dtype": compute_dtype}
     gen = torch.Generator().manual_seed(0)
     for d, N in ((6, 2), (16, 5)):
-        X = torch.randn(d, N, generator=gen, dtype=torch.float64)
         C = torch.randn(d, d, generator=gen, dtype=torch.float64)
         C = C + C.T
         for seed in range(3):
