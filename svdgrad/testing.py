@@ -134,12 +134,13 @@ def condition_number(A: torch.Tensor) -> torch.Tensor:
 # High-precision reference.
 # ---------------------------------------------------------------------------
 
-def _mp_floored_eig(A: torch.Tensor, G: torch.Tensor, floor: float, what: str):
+def _mp_floored_eig(A: torch.Tensor, G: torch.Tensor, floor: float, what: str, zeros: int = 0):
     """(Q, floored eigenvalues, sym(G)) of sym(A) in mpmath at the caller's working precision.
 
     Shared by the references: A and G are symmetrized exactly in mpmath,
-    eigenvalues below ``floor`` are raised to it, and a singular result
-    (the gradient would be infinite) is refused.
+    the ``zeros`` smallest eigenvalues are set to exact zeros (a null space
+    the caller knows of), the others below ``floor`` are raised to it, and a
+    singular result among those (the gradient would be infinite) is refused.
     """
     import mpmath
 
@@ -153,11 +154,14 @@ def _mp_floored_eig(A: torch.Tensor, G: torch.Tensor, floor: float, what: str):
             Am[i, j] = (mpmath.mpf(a[i, j]) + mpmath.mpf(a[j, i])) / 2
             Gs[i, j] = (mpmath.mpf(g[i, j]) + mpmath.mpf(g[j, i])) / 2
     E, Q = mpmath.eigsy(Am)
-    lam = [max(E[i], mpmath.mpf(floor)) for i in range(n)]
-    if min(lam) <= 0:
+    null = set(sorted(range(n), key=lambda i: E[i])[:zeros])
+    lam = [mpmath.mpf(0) if i in null else max(E[i], mpmath.mpf(floor)) for i in range(n)]
+    kept = [lam[i] for i in range(n) if i not in null]
+    if min(kept) <= 0:
         raise SvdgradError(
             f"The {what} gradient is infinite at a singular matrix (λmin={mpmath.nstr(min(E), 5)}); "
-            f"pass floor=... to take it at the floored matrix."
+            f"pass floor=... to take it at the floored matrix"
+            + (", or zero_eigenvalues=... to take the limit on a known null space." if what != "sqrtm" else ".")
         )
     return Q, lam, Gs
 
@@ -238,7 +242,7 @@ _MP_FUNCTIONS = {
 
 
 def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=None, dps: int = 50,
-                            floor: float = 0.0):
+                            floor: float = 0.0, zero_eigenvalues: int = 0):
     """(F, gA, gp) for one symmetric matrix, at ``dps`` decimal digits with mpmath (small n).
 
     ``function`` is a name of ``svdgrad.functions()`` ("sqrt", "inv_sqrt",
@@ -256,6 +260,17 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
     (absolute) are raised to it; a floored eigenvalue <= 0 raises
     SvdgradError (f′ or log λ is infinite there).  Returns float64 tensors
     (gp is a 0-dim tensor for the power, else None).
+
+    ``zero_eigenvalues`` = m takes A as singular with a known null space:
+    its m smallest eigenvalues (rounding noise of A's float entries) are
+    exact zeros.  f(0) must be finite (√, a power p > 0).  The gradient is
+    then the limit, as those eigenvalues go to 0, of everything but its
+    null × null block: f[λi, 0] = (f(λi) − f(0))/λi between the range and
+    the null space.  The null × null block, infinite in that limit for √
+    and p < 1 (f′(0)), is returned as 0; compare g − P₀gP₀ (P₀ the
+    projector on the null space).  Unlike a floor, the limit does not move
+    with the size of the noise (a floor at eps·λmax moves the cross terms
+    1/(√λi + √floor) by √(eps·κ)).  gp's terms at λ = 0 are their limit 0.
     """
     import mpmath
 
@@ -277,21 +292,29 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
             raise SvdgradError(f"Expected a function name or a pair (f, df); received {function!r}.") from None
         f_, df_ = (lambda m, x, p: fu(x)), (lambda m, x, p: dfu(x))
     n = A.shape[-1]
+    if not (isinstance(zero_eigenvalues, int) and 0 <= zero_eigenvalues < n):
+        raise SvdgradError(f"Expected zero_eigenvalues an integer in [0, n) = [0, {n}); received "
+                           f"{zero_eigenvalues!r}. It counts A's known zero eigenvalues (n minus its rank).")
     pf = None if p is None else float(p.detach() if isinstance(p, torch.Tensor) else p)
     with _MPMATH_LOCK, mpmath.workdps(dps):
-        Q, lam, Gs = _mp_floored_eig(A, G, floor, function if isinstance(function, str) else "function")
+        Q, lam, Gs = _mp_floored_eig(A, G, floor, function if isinstance(function, str) else "function",
+                                     zeros=zero_eigenvalues)
         pm = None if pf is None else mpmath.mpf(pf)
+        if zero_eigenvalues:
+            _require_finite_at_zero(lambda: f_(mpmath, mpmath.mpf(0), pm), function, p)
         fl = [f_(mpmath, x, pm) for x in lam]
         F = Q * mpmath.diag(fl) * Q.T
         M = Q.T * Gs * Q
         close = mpmath.mpf(10) ** (-(dps // 3))
         gp = mpmath.mpf(0)
         for i in range(n):
-            if pm is not None:
+            if pm is not None and lam[i] != 0:  # (λ^p·log λ -> 0 at a zero eigenvalue, p > 0)
                 gp += M[i, i] * mpmath.power(lam[i], pm) * mpmath.log(lam[i])
             for j in range(n):
                 li, lj = lam[i], lam[j]
-                if abs(li - lj) <= close * max(abs(li), abs(lj)):
+                if li == 0 and lj == 0:  # (zero_eigenvalues: the null × null block, left out)
+                    D = 0
+                elif abs(li - lj) <= close * max(abs(li), abs(lj)):
                     D = df_(mpmath, (li + lj) / 2, pm)
                 else:
                     D = (fl[i] - fl[j]) / (li - lj)
@@ -301,6 +324,62 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
         gn = np.array(gA.tolist(), dtype=float)
         gpn = None if pm is None else torch.tensor(float(gp), dtype=torch.float64)
     return torch.from_numpy(Fn), torch.from_numpy(gn), gpn
+
+
+def _require_finite_at_zero(f0, function, p) -> None:
+    """Refuse ``zero_eigenvalues`` for a function that is not finite at 0 (log, inv_sqrt, p <= 0)."""
+    try:
+        v = complex(f0())
+        ok = math.isfinite(v.real) and math.isfinite(v.imag)
+    except (ZeroDivisionError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        name = function if isinstance(function, str) else "the function"
+        raise SvdgradError(f"zero_eigenvalues needs f(0) finite; {name}"
+                           + (f" with p={p!r}" if p is not None else "") + " is not. Pass floor=... to take "
+                           "the gradient at the floored matrix instead.")
+
+
+def limit_function_grad(A: torch.Tensor, G: torch.Tensor, function: str, *, zero_eigenvalues: int, p=None):
+    """(F, gA) in float64 at a singular PSD A with a known null space: ``reference_function_grad(...,
+    zero_eigenvalues=m)``'s limit, for sizes where mpmath is too slow.
+
+    A float64 eigendecomposition of sym(A); its m smallest eigenvalues are
+    set to exact zeros.  F = U f(λ) Uᵀ and gA = U[(Uᵀ sym(G) U) ∘ D]Uᵀ with
+    D the function's own cancellation-free divided differences on the
+    range (``svdgrad.functions()``), f[λi, 0] = (f(λi) − f(0))/λi between
+    the range and the null space, and 0 on the null × null block.  Its
+    error is the eigendecomposition's, of order (κ + n)·eps64.
+    """
+    from ._spectral import get_function
+
+    if A.dim() != 2 or G.shape != A.shape:
+        raise SvdgradError(f"limit_function_grad takes one matrix A (n, n) and G of the same shape; "
+                           f"received A {tuple(A.shape)}, G {tuple(G.shape)}.")
+    n = A.shape[-1]
+    if not (isinstance(zero_eigenvalues, int) and 0 <= zero_eigenvalues < n):
+        raise SvdgradError(f"Expected zero_eigenvalues an integer in [0, n) = [0, {n}); received "
+                           f"{zero_eigenvalues!r}. It counts A's known zero eigenvalues (n minus its rank).")
+    fn = get_function(function)
+    zero = torch.zeros(1, dtype=torch.float64)
+    _require_finite_at_zero(lambda: float(fn.f(zero, p)), function, p)
+    m = zero_eigenvalues
+    L, U = torch.linalg.eigh(_sym(A.detach().to(torch.float64)))
+    L = torch.cat([torch.zeros(m, dtype=torch.float64), L[m:]])
+    Lr = L[m:]
+    if float(Lr[0]) <= 0:
+        raise SvdgradError(f"Expected {n - m} positive eigenvalues above the {m} zero ones; received "
+                           f"λ = {float(Lr[0]):.3g} among them. Pass the number of A's zero eigenvalues.")
+    fl = fn.f(L, p)
+    f0 = fn.f(zero, p)
+    D = torch.zeros(n, n, dtype=torch.float64)
+    D[m:, m:] = fn.dd(Lr[:, None], Lr[None, :], p)
+    cross = (fl[m:] - f0) / Lr  # f[λi, 0]
+    D[m:, :m] = cross[:, None]
+    D[:m, m:] = cross[None, :]
+    F = (U * fl) @ U.mT
+    g = U @ ((U.mT @ _sym(G.detach().to(torch.float64)) @ U) * D) @ U.mT
+    return F, g
 
 
 def reference_gram_grad(X: torch.Tensor, G: torch.Tensor, *, inverse: bool = False, dps: int = 50):

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from svdgrad.sweep.cells import GRAM_ROUTE, REF_EXACT64, REF_GRAM64, CellTask, _eig_row, _with_floor, run_cell
+from svdgrad.sweep.cells import (GRAM_ROUTE, REF_EXACT64, REF_GRAM64, REF_LIMIT64, REF_MPMATH, REF_SELF, CellTask,
+                                 _eig_row, _with_floor, run_cell)
 from svdgrad.sweep.grid import reference_floor
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -38,9 +39,31 @@ def test_a_rank_deficient_matrix_is_judged_on_its_defined_block_and_its_own_kapp
     smallest *positive* eigenvalue."""
     n, k = 8, 2
     (row,) = _rows(n, k, "rank_deficient", _key("method", "exact", "float32", n, k, "rank_deficient"))
-    assert row["reference"] == REF_EXACT64
+    assert row["reference"] == REF_LIMIT64
     assert float(row["grad_err"]) <= 10 * math.sqrt(EPS32 * 10.0 ** k)
     assert float(row["kappa_reached"]) == pytest.approx(10.0 ** k, rel=1e-5)
+
+
+@pytest.mark.parametrize("function,p", [("sqrt", 0.5), ("power", 0.25)])
+def test_rank_deficient_rows_are_measured_against_the_limit_at_zero_eigenvalues(function, p):
+    """The reference is the finite part's limit as the zero eigenvalues go to 0, the same from mpmath and
+    from float64 (``float64-limit``), and float64 ``exact`` is measured against it above the mpmath
+    size, not taken as the reference.  Its floor eps64·λmax then shows: the cross terms f[λi, floor]
+    against f[λi, 0] are (eps64·κ)^p off.  (The reference floored at eps64·λmax had exact at its own
+    floor, and moved by √(eps64·κ) with A's rounding.)"""
+    n, k = 8, 8
+    keys = [_key("method", "exact", d, n, k, "rank_deficient", function) for d in ("float32", "float64")]
+    mp = {r["dtype"]: r for r in _rows(n, k, "rank_deficient", *keys, mpmath_max_n=16)}
+    f64 = {r["dtype"]: r for r in _rows(n, k, "rank_deficient", *keys, mpmath_max_n=4)}
+    assert {r["reference"] for r in mp.values()} == {REF_MPMATH}
+    assert {r["reference"] for r in f64.values()} == {REF_LIMIT64}
+    for d in mp:
+        assert float(f64[d]["grad_err"]) == pytest.approx(float(mp[d]["grad_err"]), rel=1e-3)
+    floor_effect = (2.0 ** -52 * 10.0 ** k) ** p
+    assert 0.1 * floor_effect <= float(f64["float64"]["grad_err"]) <= 10 * floor_effect
+    # full-rank matrices above the mpmath size keep float64 exact as their reference
+    (row,) = _rows(n, k, "logspaced", _key("method", "exact", "float64", n, k, "logspaced", function))
+    assert row["reference"] == REF_SELF
 
 
 def test_the_features_route_reports_kappa_of_the_gram_matrix_and_the_floor_of_kappa_x():

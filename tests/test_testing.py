@@ -147,3 +147,83 @@ def test_sweep_metrics_refuse_a_non_finite_reference():
     ref[0, 0, 0] = math.nan
     with pytest.raises(svdgrad.SvdgradError, match="reference"):
         cells._metrics(Z, ref, Z, Z)
+
+
+# ---------------------------------------------------------------------------
+# The reference at a singular PSD matrix: the limit as its zero eigenvalues go to 0.
+# ---------------------------------------------------------------------------
+
+def _finite_part(A, g, zeros):
+    U = torch.linalg.eigh(A)[1][:, :zeros]
+    P0 = U @ U.mT
+    return g - P0 @ g @ P0
+
+
+@pytest.mark.parametrize("function,p", [("sqrt", None), ("power", 0.25)])
+def test_reference_at_zero_eigenvalues_is_the_limit_of_the_floored_ones(function, p):
+    """With ``zero_eigenvalues`` the null space's eigenvalues are exact zeros: the gradient off the
+    null × null block is the floored one's limit as the floor goes to 0, f[λi, 0] = f(λi)/λi, and
+    that block (infinite for √ and p < 1) is 0.  On a diagonal A (exact eigenvectors, the zeros
+    interleaved with the range) that is a closed form, and a floor of 1e-80 is within (1e-80/1e-6)^p of it."""
+    lam = torch.tensor([0.5, 0.0, 1e-6, 0.0, 1.0, 1e-3, 0.0], dtype=torch.float64)
+    A = torch.diag(lam)
+    n, zeros = lam.numel(), 3
+    G = T.gradients((n, n), seed=5)
+    F, g, _ = T.reference_function_grad(A, G, function, p=p, zero_eigenvalues=zeros)
+    f = (lambda x: x.sqrt()) if function == "sqrt" else (lambda x: x.pow(p))
+    li, lj = lam[:, None], lam[None, :]
+    tie = li == lj
+    dd = torch.where(tie, 0.5 / li.sqrt() if function == "sqrt" else p * li.pow(p - 1),
+                     (f(li) - f(lj)) / torch.where(tie, torch.ones_like(li), li - lj))
+    dd = torch.where((li == 0) & (lj == 0), torch.zeros_like(dd), dd)
+    assert T.rel_error(g, T.sym_part(G) * dd) < 1e-14
+    assert T.rel_error(F, torch.diag(f(lam))) < 1e-15
+    null = lam == 0
+    assert float(g[null][:, null].abs().max()) == 0.0
+    _, g40, _ = T.reference_function_grad(A, G, function, p=p, floor=1e-80)
+    g40[null[:, None] & null[None, :]] = 0.0
+    assert T.rel_error(g40, g) < 1e-15
+    with pytest.raises(svdgrad.SvdgradError, match="zero_eigenvalues"):
+        T.reference_function_grad(A, G, "log", zero_eigenvalues=zeros)  # log(0) is not finite
+    with pytest.raises(svdgrad.SvdgradError, match="zero_eigenvalues"):
+        T.reference_function_grad(A, G, "sqrt", zero_eigenvalues=n)
+
+
+def test_the_zero_eigenvalue_reference_does_not_depend_on_rounding_at_the_root_scale():
+    """The floored reference moved by √(eps·κ) when A moved by eps (the cross terms 1/(√λi + √floor) meet
+    the roots of the rounding noise): 2.6e-5 at κ = 1e8.  The limit moves by the problem's own κ·eps."""
+    n, kappa = 16, 1e8
+    A, lam = T.spd(n, kappa, "rank_deficient", seed=3, return_eigenvalues=True)
+    zeros = int((lam == 0).sum())
+    G = T.gradients((n, n), seed=10003)
+    E = T.gradients((n, n), seed=7)
+    E = (E + E.mT) * (2.0 ** -53 * float(A.abs().max()) / float(E.abs().max()))
+    _, g0, _ = T.reference_function_grad(A, G, "sqrt", zero_eigenvalues=zeros)
+    _, g1, _ = T.reference_function_grad(A + E, G, "sqrt", zero_eigenvalues=zeros)
+    moved = T.rel_error(_finite_part(A, T.sym_part(g1), zeros), _finite_part(A, T.sym_part(g0), zeros))
+    assert moved < 10 * kappa * 2.0 ** -52
+
+
+@pytest.mark.parametrize("function,p", [("sqrt", None), ("power", 0.25)])
+def test_float64_limit_reference_matches_mpmath(function, p):
+    """``limit_function_grad`` is the same limit in float64 (eigh, the functions' closed-form divided
+    differences), for the sizes where mpmath is too slow: within (κ + n)·eps64 of mpmath's."""
+    n, kappa = 12, 1e6
+    A, lam = T.spd(n, kappa, "rank_deficient", seed=2, return_eigenvalues=True)
+    zeros = int((lam == 0).sum())
+    G = T.gradients((n, n), seed=6)
+    F, g, _ = T.reference_function_grad(A, G, function, p=p, zero_eigenvalues=zeros)
+    F64, g64 = T.limit_function_grad(A, G, function, p=p, zero_eigenvalues=zeros)
+    assert T.rel_error(F64, F) < 10 * (kappa + n) * 2.0 ** -52
+    assert T.rel_error(_finite_part(A, g64, zeros), _finite_part(A, g, zeros)) < 10 * (kappa + n) * 2.0 ** -52
+    U0 = torch.linalg.eigh(A)[1][:, :zeros]
+    assert float((U0.mT @ g64 @ U0).abs().max()) < 1e-12 * float(g64.abs().max())
+
+
+def test_float64_limit_reference_refuses_what_it_cannot_compute():
+    A = T.spd(4, 10.0, seed=1)
+    G = torch.eye(4, dtype=torch.float64)
+    with pytest.raises(svdgrad.SvdgradError, match="zero_eigenvalues"):
+        T.limit_function_grad(A, G, "inv_sqrt", zero_eigenvalues=1)
+    with pytest.raises(svdgrad.SvdgradError, match="zero_eigenvalues"):
+        T.limit_function_grad(A, G, "sqrt", zero_eigenvalues=5)

@@ -34,7 +34,7 @@ def console_table(out: Path) -> str:
     parts = []
     for sp in ax["spectra"]:
         parts.append(f"\nRelative gradient error (symmetric part, median over {len(ax['seeds'])} seeds) vs κ; "
-                     f"n={n}, spectrum={sp}, reference: {reference_of(cells, n)}")
+                     f"n={n}, spectrum={sp}, reference: {reference_of(cells, n, sp)}")
         parts.append(error_table(cells, ax, n, sp, markdown=False))
     parts.append("inf = non-finite gradient; ≤floor = below the float64 reference's κ·eps floor; "
                  "ref = this is the reference.")

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import grid as grid_mod
-from .cells import REF_EXACT64, REF_MPMATH, REF_SELF, parse_ns_variant
+from .cells import FLOAT64_REFS, REF_EXACT64, REF_LIMIT64, REF_MPMATH, REF_SELF, parse_ns_variant
 from .grid import Grid, default_grid, read_grid
 from .runner import APPROX, APPROX_COLUMNS, GRID, GRID_FIX, RESULTS, RUNS, matrix_keys, read_runs
 from .store import NUMERIC, read_rows, row_key, to_float
@@ -138,12 +138,17 @@ def table(head, body, markdown: bool) -> str:
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
 
 
-def reference_of(cells, n) -> str:
-    refs = {c.reference for k, c in cells.items() if k[2] == n and c.reference and c.reference != REF_SELF}
+def reference_of(cells, n, spectrum=None) -> str:
+    """The reference of size n's tables (of one spectrum's, if given), in words."""
+    refs = {c.reference for k, c in cells.items() if k[2] == n and (spectrum is None or k[4] == spectrum)
+            and c.reference and c.reference != REF_SELF}
     if refs == {REF_MPMATH}:
         return "mpmath (50 digits)"
-    if REF_EXACT64 in refs:
-        return "float64 exact (errors below its floor shown as ≤floor)"
+    said = {REF_EXACT64: "float64 exact", REF_LIMIT64: "float64 limit at the exact zero eigenvalues"}
+    if refs and refs <= set(said):
+        names = [said[r] for r in FLOAT64_REFS if r in refs]
+        where = " (rank_deficient: the limit)" if len(names) > 1 else ""
+        return f"{' and '.join(names)}{where} (errors below the float64 floor shown as ≤floor)"
     return ", ".join(sorted(refs)) or "-"
 
 
@@ -174,7 +179,7 @@ def summary_rows(rows, ax):
         band = band_of(r["log10_kappa"])
         if band is None:
             continue
-        floored = r["reference"] == REF_EXACT64 and r["grad_err"] <= r["ref_floor"]
+        floored = r["reference"] in FLOAT64_REFS and r["grad_err"] <= r["ref_floor"]
         by[(r["dtype"], r["spectrum"], band)][r["method"]].append(
             (r["ref_floor"] if floored else r["grad_err"], floored, r["log10_kappa"]))
     out = []
@@ -438,10 +443,10 @@ def accuracy_cost(rows, n: int) -> list[dict]:
             b = [r for r in measured if lo <= r["log10_kappa"] <= hi]
             if not b:
                 continue
-            vals = [(r["ref_floor"] if r["reference"] == REF_EXACT64 and r["grad_err"] <= r["ref_floor"]
+            vals = [(r["ref_floor"] if r["reference"] in FLOAT64_REFS and r["grad_err"] <= r["ref_floor"]
                      else r["grad_err"]) for r in b]
             err[band] = median(vals)
-            floored[band] = sum(r["reference"] == REF_EXACT64 and r["grad_err"] <= r["ref_floor"] for r in b) * 2 \
+            floored[band] = sum(r["reference"] in FLOAT64_REFS and r["grad_err"] <= r["ref_floor"] for r in b) * 2 \
                 >= len(b)
         out.append(dict(label=label, method=label.partition(":")[0], short=_short(label), dtype=d, n=n,
                         time=median([r["time_ms"] for r in rs]), err=err, floored=floored,
