@@ -574,6 +574,7 @@ def gradients(G_shape, *, seed: int = 0, dtype=torch.float64, symmetric: bool = 
 
 __all__ = [
     "SPECTRA", "CLUSTER_GAP", "eigenvalues", "spd", "features", "haar_orthogonal", "condition_number",
-    "reference_sqrtm_grad", "reference_sqrtm_grad_derivative", "reference_function_grad", "reference_gram_grad", "random_symmetric",
+    "reference_sqrtm_grad", "reference_sqrtm_grad_derivative", "reference_function_grad", "limit_function_grad",
+    "reference_gram_grad", "random_symmetric",
     "vjp_fd_error", "jvp_fd_error", "rel_error", "sym_part", "spd_matrices", "gradients",
 ]

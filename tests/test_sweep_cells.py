@@ -59,6 +59,7 @@ def test_rank_deficient_rows_are_measured_against_the_limit_at_zero_eigenvalues(
     assert {r["reference"] for r in f64.values()} == {REF_LIMIT64}
     for d in mp:
         assert float(f64[d]["grad_err"]) == pytest.approx(float(mp[d]["grad_err"]), rel=1e-3)
+    assert {float(r["ref_floor"]) for r in f64.values()} == {reference_floor(10.0 ** k, n)}
     floor_effect = (2.0 ** -52 * 10.0 ** k) ** p
     assert 0.1 * floor_effect <= float(f64["float64"]["grad_err"]) <= 10 * floor_effect
     # full-rank matrices above the mpmath size keep float64 exact as their reference

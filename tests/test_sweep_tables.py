@@ -13,8 +13,8 @@ import math
 import pytest
 
 from svdgrad.sweep import grid, markdown, tables
-from svdgrad.sweep.cells import (GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA, KEY, REF_EXACT64, REF_MPMATH, REF_SELF,
-                                 VALUES)
+from svdgrad.sweep.cells import (GRAM_ROUTE, GRAM_SVD, GRAM_VIA_SIGMA, KEY, REF_EXACT64, REF_LIMIT64, REF_MPMATH,
+                                 REF_SELF, VALUES)
 from svdgrad.sweep.grid import default_grid
 
 WELL, ILL, NEAR = (label for label, _, _ in grid.KAPPA_BANDS)
@@ -74,14 +74,17 @@ def test_each_kappa_falls_in_its_band_edges_included(k, band):
     assert s[("float32", "logspaced", band)]["best"] == "exact"
 
 
-def test_the_best_method_is_at_the_floor_when_at_least_half_its_rows_are():
+@pytest.mark.parametrize("ref", [REF_EXACT64, REF_LIMIT64])
+def test_the_best_method_is_at_the_floor_when_at_least_half_its_rows_are(ref):
+    """Either float64 reference (float64 exact; the limit at exact zero eigenvalues on rank_deficient)
+    has its own error floor, below which a row counts as at the floor."""
     floor = 1e-13
 
     def rows(n_below, n_above):
-        return ([row("exact", seed=s, reference=REF_EXACT64, ref_floor=floor, grad_err=1e-15) for s in range(n_below)]
-                + [row("exact", seed=10 + s, reference=REF_EXACT64, ref_floor=floor, grad_err=2e-13)
+        return ([row("exact", seed=s, reference=ref, ref_floor=floor, grad_err=1e-15) for s in range(n_below)]
+                + [row("exact", seed=10 + s, reference=ref, ref_floor=floor, grad_err=2e-13)
                    for s in range(n_above)]
-                + [row("taylor", seed=s, reference=REF_EXACT64, ref_floor=floor, grad_err=1e-3) for s in range(3)])
+                + [row("taylor", seed=s, reference=ref, ref_floor=floor, grad_err=1e-3) for s in range(3)])
 
     half = summary(rows(1, 1))[("float32", "logspaced", WELL)]
     assert half["best"] == "exact" and half["best_floor"]
@@ -89,6 +92,19 @@ def test_the_best_method_is_at_the_floor_when_at_least_half_its_rows_are():
     assert half["best_err"] == pytest.approx(1.5e-13)
     third = summary(rows(1, 2))[("float32", "logspaced", WELL)]
     assert third["best"] == "exact" and not third["best_floor"]
+
+
+def test_the_reference_is_named_per_spectrum_where_rank_deficient_has_its_own():
+    rows = [row("exact", "float32", 64, spectrum="logspaced", reference=REF_EXACT64, ref_floor=1e-13, grad_err=1e-4),
+            row("exact", "float32", 64, spectrum="rank_deficient", reference=REF_LIMIT64, ref_floor=1e-13,
+                grad_err=1e-2),
+            row("exact", "float32", 16, spectrum="rank_deficient", grad_err=1e-2)]
+    cells = tables.method_cells(rows)
+    assert tables.reference_of(cells, 64, "logspaced").startswith("float64 exact (errors below")
+    assert tables.reference_of(cells, 64, "rank_deficient").startswith("float64 limit at the exact zero")
+    both = tables.reference_of(cells, 64)
+    assert both.startswith("float64 exact; on rank_deficient the float64 limit at the exact zero")
+    assert tables.reference_of(cells, 16, "rank_deficient") == "mpmath (50 digits)"
 
 
 def test_float64_regimes_rank_only_sizes_where_exact_is_measured():

@@ -169,8 +169,12 @@ def test_reference_at_zero_eigenvalues_is_the_limit_of_the_floored_ones(function
     A = torch.diag(lam)
     n, zeros = lam.numel(), 3
     G = T.gradients((n, n), seed=5)
-    F, g, _ = T.reference_function_grad(A, G, function, p=p, zero_eigenvalues=zeros)
+    F, g, gp = T.reference_function_grad(A, G, function, p=p, zero_eigenvalues=zeros)
     f = (lambda x: x.sqrt()) if function == "sqrt" else (lambda x: x.pow(p))
+    if p is not None:  # dL/dp = Σ_i M_ii·λi^p·log λi, whose terms at λ = 0 are their limit 0
+        live = lam > 0
+        expect = float((G.diagonal()[live] * lam[live].pow(p) * lam[live].log()).sum())
+        assert float(gp) == pytest.approx(expect, rel=1e-14)
     li, lj = lam[:, None], lam[None, :]
     tie = li == lj
     dd = torch.where(tie, 0.5 / li.sqrt() if function == "sqrt" else p * li.pow(p - 1),

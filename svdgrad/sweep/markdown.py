@@ -100,11 +100,11 @@ def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None, covera
         "a fixed non-symmetric random matrix per seed. Gradients are compared through their symmetric parts.")
     add(f"- **Reference.** n ≤ {g.mpmath_max_n}: mpmath at {g.mpmath_dps} digits "
         "(`svdgrad.testing.reference_function_grad`, one reference per function). Larger n: float64 `exact` of "
-        "the same function (Daleckii–Krein). Where the "
-        "reference is float64 `exact`, a gradient error below "
+        "the same function (Daleckii–Krein); on `rank_deficient` the float64 limit below. Where the "
+        "reference is in float64, a gradient error below "
         f"{grid_mod.REFERENCE_FLOOR_FACTOR:g}·(κ + n)·eps64 is reported as **≤floor** (\"at the float64 floor\") "
         "and not as a number, and the float64 `exact` row itself is the reference (**ref**), never compared "
-        "with itself. The mpmath cutoff was chosen by measurement (see `svdgrad/sweep/grid.py`, `MPMATH_MAX_N`).")
+        "with itself (on `rank_deficient` it is measured against the limit). The mpmath cutoff was chosen by measurement (see `svdgrad/sweep/grid.py`, `MPMATH_MAX_N`).")
     add("- **rank_deficient.** n − r exact zero eigenvalues with r = ⌈n/2⌉: the covariance X·Xᵀ of r samples "
         "X = Q_r·diag(√λ), the small-feature-map case of covariance pooling; κ is that of the nonzero part. "
         "The true gradient is infinite on the null × null block, so gradient error and blow-up are measured "
@@ -248,7 +248,8 @@ def _function_section(num, f, rows, g: Grid, figs) -> list[str]:
     L += [f"Methods valid for `{f}`: {', '.join(ax['methods'])}. Loss ⟨G, f(A)⟩ on the same matrices and G as "
           f"sqrt, at n ∈ {{{', '.join(map(str, ax['sizes']))}}}, seeds {', '.join(map(str, ax['seeds']))}, spectra "
           f"{', '.join(ax['spectra'])}; reference as for sqrt (mpmath for n ≤ {g.mpmath_max_n}, float64 `exact` "
-          f"of `{f}` above).", ""]
+          f"of `{f}` above" + ("; on `rank_deficient` the limit at its zero eigenvalues"
+                                   if "rank_deficient" in ax["spectra"] else "") + ").", ""]
     L += ["Most accurate method per regime (as in the sqrt summary):", "", _summary_table(rows, ax), ""]
     for n in ax["sizes"]:
         key = f"{f}_grad_{n}"

@@ -146,9 +146,9 @@ def reference_of(cells, n, spectrum=None) -> str:
         return "mpmath (50 digits)"
     said = {REF_EXACT64: "float64 exact", REF_LIMIT64: "float64 limit at the exact zero eigenvalues"}
     if refs and refs <= set(said):
-        names = [said[r] for r in FLOAT64_REFS if r in refs]
-        where = " (rank_deficient: the limit)" if len(names) > 1 else ""
-        return f"{' and '.join(names)}{where} (errors below the float64 floor shown as ≤floor)"
+        name = said[REF_EXACT64] + "; on rank_deficient the " + said[REF_LIMIT64] if len(refs) > 1 else \
+            said[refs.pop()]
+        return f"{name} (errors below the float64 floor shown as ≤floor)"
     return ", ".join(sorted(refs)) or "-"
 
 
