@@ -241,17 +241,19 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         F = apply(NarrowOut, F, wide, lambda X: fn.rescale(X, k, p_law), scales)
         if p_wide is not None:
             F = F + _narrow_dp(T_wide, S, k, p_wide, m, fn, cdtype)
-        if isinstance(fn, Power) and m.check:
-            _check_power_finite(F, p, cdtype, narrower)
-        return F.to(in_dtype)
+        out = F.to(in_dtype)
+        if m.check and not fn.result_fits_input:
+            _check_result_fits(out, F, fn, p, cdtype, narrower, entry)
+        return out
     F = cast(F, wide) if carrier is None else apply(NarrowCastBack, F, carrier, wide, scaled, refusal)
     if fn.scalable and pow2 is None:
         F = fn.rescale(F, k, p_law.to(F.dtype) if isinstance(p_law, torch.Tensor) else p_law)
     elif pow2 is not None:
         F = fn.rescale_remainder(F, k, p_law, pow2)
-    if isinstance(fn, Power) and m.check:
-        _check_power_finite(F, p, cdtype, narrower)
-    return cast(F, in_dtype)
+    out = cast(F, in_dtype)
+    if m.check and not fn.result_fits_input:
+        _check_result_fits(out, F, fn, p, cdtype, narrower, entry)
+    return out
 
 
 def _check_fits(A: torch.Tensor, cdtype: torch.dtype, entry: str) -> None:
@@ -270,6 +272,34 @@ def _check_fits(A: torch.Tensor, cdtype: torch.dtype, entry: str) -> None:
             f"compute_dtype={cdtype}: expected max|A| in [{lo:.3g}, {hi:.3g}] per matrix; received {worst:.3g} "
             f"({describe(A)}). Leave compute_dtype unset to compute in A's dtype, or rescale A yourself."
         )
+
+
+def _check_result_fits(out: torch.Tensor, F: torch.Tensor, fn: SpectralFunction, p, cdtype: torch.dtype,
+                       narrower: bool, entry: str) -> None:
+    """Refuse a non-finite f(A) of a finite PSD A (``out``, in A's dtype; ``F`` before that cast).
+
+    Either f(λ) left the compute dtype's range on the way (a power; a user's f), or the result, finite in
+    a wider compute dtype, does not fit A's: inv_sqrtm and powm of float16 input (computed in float32)
+    returned inf silently where the floor eps·λmax of a singular A, or a power, went past 65504.
+    """
+    if out.numel() == 0 or is_traced(out) or bool(torch.isfinite(out).all()):
+        return
+    if not bool(torch.isfinite(F).all()):
+        if isinstance(fn, Power):
+            _check_power_finite(F, p, cdtype, narrower)
+        raise SvdgradError(
+            f"Expected a finite f(A) from svdgrad.{entry}; received NaN or Inf entries ({describe(out)}): f(λ) "
+            f"leaves the range of the compute dtype {cdtype} for this A. Compute in a wider dtype "
+            f"(compute_dtype=torch.float64), or check f on the eigenvalues' range.")
+    top = float(F.detach().abs().amax())
+    # (f decreasing: the largest entries come from the smallest eigenvalues, on a singular A the floor eps·λmax)
+    decreasing = isinstance(fn, InvSqrt) or (isinstance(fn, Power) and not bool(torch.as_tensor(p).gt(0).all()))
+    raise SvdgradError(
+        f"The result of svdgrad.{entry} does not fit {out.dtype}: computed in {cdtype}, its largest |entry| is "
+        f"{top:.3g}, above {out.dtype}'s largest number {torch.finfo(out.dtype).max:.3g}."
+        + (" On a singular A the null space gets f(eps·λmax), the floor's value." if decreasing else "")
+        + f" Pass A in a wider dtype (A.float())" + (", a larger eps=... (floor)" if decreasing else "")
+        + ", or check=False to get the inf entries.")
 
 
 def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool) -> None:
@@ -572,9 +602,17 @@ def _gram(X, inverse: bool, entry: str, args: tuple, **options) -> torch.Tensor:
             "'newton_schulz', backward='autograd')" if inverse else "'exact')") + " (it forms X Xᵀ, squaring κ)."))
     # (GramOp scales by 4^-k, casts, and scales back itself: its vjp and jvp run at order one)
     F = apply(GramOp, work, k.to(work.dtype), opts.floor_eps(cdtype), inverse, algorithm, cdtype)[0].to(X.dtype)
-    # The square root of a finite X can exceed its dtype (σmax up to √N·max|X|): it came back inf, silently.
-    # (The inverse's inf on a float16 null space is a documented limitation, left as it is.)
-    if not inverse and opts.check and not is_traced(F) and not bool(torch.isfinite(F).all()):
+    # The square root of a finite X can exceed its dtype (σmax up to √N·max|X|), the inverse one too (1/σmin,
+    # σ floored at eps·σmax: float16 X with a null space, whose floor takes float32's eps, or a subnormal
+    # float32 X): both came back inf, silently.
+    if opts.check and not is_traced(F) and not bool(torch.isfinite(F).all()):
+        if inverse:
+            raise SvdgradError(
+                f"(X Xᵀ)^(-1/2) does not fit {X.dtype}: its largest entries are about 1/σmin(X), with σ floored "
+                f"at eps·σmax ({describe(X)}, max|X| = {float(amax.max()):.3g}): on a rank-deficient X, or d > N, "
+                f"1/(eps·σmax) with the compute dtype's eps ({torch.finfo(cdtype).eps:.3g}). Compute in a wider "
+                f"dtype (X.float() or X.double()), pass a larger eps=... (floor), or scale X up; check=False "
+                f"returns the inf entries.")
         raise SvdgradError(
             f"(X Xᵀ)^(1/2) does not fit {X.dtype}: its largest entries are about σmax(X), up to √N·max|X| "
             f"= {math.sqrt(X.shape[-1]) * float(amax.max()):.3g} here ({describe(X)}). Compute in a wider dtype "
@@ -623,7 +661,9 @@ def gram_inv_sqrtm(X: torch.Tensor, *args, **options) -> torch.Tensor:
     D_ij = −1/(σi·σj·(σi + σj)).  Singular values below eps·σmax (a rank-
     deficient X, or d > N) are raised to it, so the result is finite and
     of size about 1/(eps·σmax) on the null space (the floor, or the
-    decomposition's rounding noise there where that is larger).
+    decomposition's rounding noise there where that is larger).  Where that
+    does not fit X's dtype (float16 X, computed in float32: 1/(eps32·σmax)
+    ≈ 8e6/σmax), ``check=True`` raises SvdgradError; pass a larger ``eps``.
     """
     return _gram(X, True, "gram_inv_sqrtm", args, **options)
 

@@ -47,6 +47,10 @@ class SpectralFunction(abc.ABC):
     scalable: ClassVar[bool] = True
     #: What the PSD error says about why the input must be PSD.
     psd_reason: ClassVar[str | None] = None
+    #: Whether f(A) fits A's dtype for every finite PSD A (√ halves the exponent range, log shrinks it to
+    #: a few hundred): the entry points then skip the check that the result, cast back from a wider compute
+    #: dtype, is finite (``_api._check_result_fits``).
+    result_fits_input: ClassVar[bool] = False
 
     @abc.abstractmethod
     def f(self, L: torch.Tensor, p=None) -> torch.Tensor:
@@ -100,6 +104,7 @@ class Sqrt(SpectralFunction):
 
     name: ClassVar[str] = "sqrt"
     psd_reason: ClassVar[str] = "The square root of an indefinite matrix is not real."
+    result_fits_input: ClassVar[bool] = True
 
     def f(self, L, p=None):
         return L.sqrt()
@@ -157,6 +162,7 @@ class Log(SpectralFunction):
 
     name: ClassVar[str] = "log"
     psd_reason: ClassVar[str] = "The logarithm of an indefinite matrix is not real."
+    result_fits_input: ClassVar[bool] = True
 
     def f(self, L, p=None):
         return L.log()

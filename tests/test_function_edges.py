@@ -269,3 +269,59 @@ def test_a_user_function_with_parameters_is_refused_under_vmap_and_forward_mode_
             L(fwAD.make_dual(w0, torch.ones((), dtype=torch.float64)), A)
     out = torch.func.vmap(lambda A_: L(w0, A_))(As)  # (a constant w: nothing to refuse)
     torch.testing.assert_close(out, torch.full((2,), 2.0 * 6.0 + 2.0, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------
+# (session 23) A result computed in a wider dtype that does not fit the input's came back inf, silently.
+# ---------------------------------------------------------------------------
+
+def _half_rank_deficient_covariance():
+    """A float16 covariance of 2 samples in 4 channels with λmax ≈ 1e-4: its null space gets the floor
+    eps32·λmax (float16 is computed in float32), whose inverse root 1/√(1.2e-11) = 2.9e5 exceeds 65504."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(4, 2, generator=g) * 0.005
+    return X, (X @ X.mT).half()
+
+
+def _beyond_the_input_dtype():
+    X, S = _half_rank_deficient_covariance()
+    return [
+        ("inv_sqrtm of a float16 rank-deficient covariance", lambda **o: svdgrad.inv_sqrtm(S, **o)),
+        ("powm(-1/2) of it", lambda **o: svdgrad.powm(S, -0.5, **o)),
+        ("powm(2) of a float16 300·I", lambda **o: svdgrad.powm(300.0 * torch.eye(3, dtype=torch.float16), 2.0, **o)),
+        ("inv_sqrtm of the float16 zero matrix", lambda **o: svdgrad.inv_sqrtm(torch.zeros(3, 3, dtype=torch.float16), **o)),
+        ("a user's f of float16", lambda **o: svdgrad.matrix_function(
+            torch.diag(torch.tensor([12.0, 1.0], dtype=torch.float16)), torch.exp, torch.exp, **o)),
+        ("gram_inv_sqrtm of a float16 rank-deficient X", lambda **o: svdgrad.gram_inv_sqrtm(X.half(), **o)),
+        ("gram_inv_sqrtm of a float32 X at 1e-39", lambda **o: svdgrad.gram_inv_sqrtm(1e-39 * torch.eye(3), **o)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_beyond_the_input_dtype())),
+                         ids=[c[0] for c in _beyond_the_input_dtype()])
+def test_a_result_beyond_the_input_dtype_is_refused(case):
+    """Finite in the compute dtype, inf once cast back to the input's: inv_sqrtm and powm of float16 input
+    (computed in float32) returned inf silently, and so did gram_inv_sqrtm (its 1/σ of a subnormal float32 X
+    too).  Now refused with SvdgradError naming the dtype and the remedies; check=False returns the inf."""
+    _, f = _beyond_the_input_dtype()[case]
+    with pytest.raises(SvdgradError, match="does not fit torch.float"):
+        f()
+    assert torch.isinf(f(check=False)).any()
+
+
+def test_the_remedies_the_refusal_names_work():
+    X, S = _half_rank_deficient_covariance()
+    with pytest.raises(SvdgradError, match=r"eps=\.\.\..*check=False") as info:
+        svdgrad.inv_sqrtm(S)
+    assert "float16" in str(info.value) and "float()" in str(info.value)
+    assert torch.isfinite(svdgrad.inv_sqrtm(S.float())).all()
+    assert torch.isfinite(svdgrad.inv_sqrtm(S, eps=1e-3)).all()
+    assert torch.isfinite(svdgrad.gram_inv_sqrtm(X.half(), eps=1e-2)).all()
+    # a power p > 0 is largest at λmax: no floor to raise there, so no eps in the remedies
+    with pytest.raises(SvdgradError, match=r"A\.float\(\)\), or check=False") as info:
+        svdgrad.powm(300.0 * torch.eye(3, dtype=torch.float16), 2.0)
+    assert "eps" not in str(info.value)
+    with pytest.raises(SvdgradError, match=r"eps=\.\.\."):
+        svdgrad.powm(S, torch.tensor(-0.5))
+    # where the result fits, nothing changes (the same covariance at λmax ≈ 4e-3)
+    assert torch.isfinite(svdgrad.inv_sqrtm((X @ X.mT * 40).half())).all()
