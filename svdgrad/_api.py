@@ -235,6 +235,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
     pow2 = fn.output_pow2(k, p_law) if (fn.scalable and m.folds_output_scale and not narrower
                                         and narrow_e is None) else None
     F, L = m.apply(T, fn, p, pow2, S) if e is None else m.apply(T, fn, p, pow2, S, in_pow2=e)
+    Fc = F  # (in the compute dtype: where a non-finite result arose, if it did)
     if m.check and L is not None:
         check_psd(L, psd_tol=tol, A=A, scale_exponent=k, why=fn.psd_reason)
     if narrow_e is not None:
@@ -243,7 +244,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
             F = F + _narrow_dp(T_wide, S, k, p_wide, m, fn, cdtype)
         out = F.to(in_dtype)
         if m.check and not fn.result_fits_input:
-            _check_result_fits(out, F, fn, p, cdtype, narrower, entry)
+            _check_result_fits(out, Fc, L, fn, p, m, cdtype, narrower, entry)
         return out
     F = cast(F, wide) if carrier is None else apply(NarrowCastBack, F, carrier, wide, scaled, refusal)
     if fn.scalable and pow2 is None:
@@ -252,7 +253,7 @@ def _spectral(A, fn: SpectralFunction, method, entry: str, p=None, **options) ->
         F = fn.rescale_remainder(F, k, p_law, pow2)
     out = cast(F, in_dtype)
     if m.check and not fn.result_fits_input:
-        _check_result_fits(out, F, fn, p, cdtype, narrower, entry)
+        _check_result_fits(out, Fc, L, fn, p, m, cdtype, narrower, entry)
     return out
 
 
@@ -274,42 +275,59 @@ def _check_fits(A: torch.Tensor, cdtype: torch.dtype, entry: str) -> None:
         )
 
 
-def _check_result_fits(out: torch.Tensor, F: torch.Tensor, fn: SpectralFunction, p, cdtype: torch.dtype,
-                       narrower: bool, entry: str) -> None:
-    """Refuse a non-finite f(A) of a finite PSD A (``out``, in A's dtype; ``F`` before that cast).
+def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunction, p, m: Method,
+                       cdtype: torch.dtype, narrower: bool, entry: str) -> None:
+    """Refuse a non-finite f(A) of a finite PSD A: ``out`` in A's dtype, ``Fc`` as the method returned it in the
+    compute dtype, ``L`` its eigenvalues (None for the iterative methods).
 
-    Either f(λ) left the compute dtype's range on the way (a power; a user's f), or the result, finite in
+    Either f(λ) left the compute dtype's range on the way (a power, a user's f), or the result, finite in
     a wider compute dtype, does not fit A's: inv_sqrtm and powm of float16 input (computed in float32)
-    returned inf silently where the floor eps·λmax of a singular A, or a power, went past 65504.
+    returned inf silently where the floor eps·λmax of a singular A, or a power, went past 65504.  The
+    message offers only the remedies that apply: a wider dtype for A (none past float64), leaving a
+    compute dtype wider than A's unset (the all-zero matrix's floor is its √tiny), a larger eps only where
+    a decreasing f met eigenvalues floored relative to λmax.
     """
     if out.numel() == 0 or is_traced(out) or bool(torch.isfinite(out).all()):
         return
-    if not bool(torch.isfinite(F).all()):
+    if not bool(torch.isfinite(Fc).all()):
         if isinstance(fn, Power):
-            _check_power_finite(F, p, cdtype, narrower)
+            _check_power_finite(Fc, p, cdtype, narrower, out)
         raise SvdgradError(
             f"Expected a finite f(A) from svdgrad.{entry}; received NaN or Inf entries ({describe(out)}): f(λ) "
-            f"leaves the range of the compute dtype {cdtype} for this A. Compute in a wider dtype "
-            f"(compute_dtype=torch.float64), or check f on the eigenvalues' range.")
-    top = float(F.detach().abs().amax())
-    # (f decreasing: the largest entries come from the smallest eigenvalues, on a singular A the floor eps·λmax)
+            f"leaves the range of the compute dtype {cdtype} for this A. "
+            + ("Leave compute_dtype unset (compute in A's own dtype)." if narrower else
+               "Compute in a wider dtype (compute_dtype=torch.float64)." if cdtype != torch.float64 else
+               "The result does not fit float64; check f on the eigenvalues' range."))
+    dt = out.dtype
     decreasing = isinstance(fn, InvSqrt) or (isinstance(fn, Power) and not bool(torch.as_tensor(p).gt(0).all()))
+    floored = decreasing and L is not None and bool(
+        ((L[..., 0] < L[..., -1] * m.floor_eps(cdtype)) & (L[..., -1] > 0)).any())
+    remedies = []
+    wider = {torch.float16: "A.float()", torch.bfloat16: "A.float()", torch.float32: "A.double()"}.get(dt)
+    if wider:
+        remedies.append(f"pass A in a wider dtype ({wider})")
+    if torch.finfo(cdtype).bits > torch.finfo(_work_dtype(dt)).bits:
+        remedies.append("leave compute_dtype unset (the floor of a singular A, √tiny for the all-zero matrix, is "
+                        "the compute dtype's)")
+    if floored:
+        remedies.append("pass a larger eps=... (the floor of the null space)")
+    remedies.append("pass check=False to get the inf entries")
     raise SvdgradError(
-        f"The result of svdgrad.{entry} does not fit {out.dtype}: computed in {cdtype}, its largest |entry| is "
-        f"{top:.3g}, above {out.dtype}'s largest number {torch.finfo(out.dtype).max:.3g}."
-        + (" On a singular A the null space gets f(eps·λmax), the floor's value." if decreasing else "")
-        + f" Pass A in a wider dtype (A.float())" + (", a larger eps=... (floor)" if decreasing else "")
-        + ", or check=False to get the inf entries.")
+        f"The result of svdgrad.{entry} does not fit {dt}: finite in the compute dtype {cdtype}, it exceeds "
+        f"{dt}'s largest number {torch.finfo(dt).max:.3g} once cast back ({describe(out)})."
+        + (" On this singular A the null space gets f at the floor eps·λmax." if floored else "")
+        + " To compute it: " + ", ".join(remedies[:-1]) + "; or " + remedies[-1] + ".")
 
 
-def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool) -> None:
+def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool, out: torch.Tensor) -> None:
     """A^p non-finite for a finite PSD A: its spectrum λ^p left the range on the way (for a narrower compute
-    dtype, the narrow one's: powm(A, -30) computed in float32 gave inf/NaN silently)."""
+    dtype, the narrow one's: powm(A, -30) computed in float32 gave inf/NaN silently).  ``F`` in the compute
+    dtype, ``out`` the result as returned (which the message describes)."""
     if F.numel() == 0 or is_traced(F) or bool(torch.isfinite(F).all()):
         return
     pv = float(p) if not isinstance(p, torch.Tensor) or p.numel() == 1 else "a tensor"
     raise SvdgradError(
-        f"Expected a finite A^p; received NaN or Inf entries (p={pv}, {describe(F)}): λ^p leaves the range of the "
+        f"Expected a finite A^p; received NaN or Inf entries (p={pv}, {describe(out)}): λ^p leaves the range of the "
         f"compute dtype {cdtype} for this A. "
         + ("Compute in A's own dtype (leave compute_dtype unset)." if narrower else
            "The result does not fit the dtype: compute in torch.float64, or use a smaller |p|.")
@@ -607,17 +625,29 @@ def _gram(X, inverse: bool, entry: str, args: tuple, **options) -> torch.Tensor:
     # float32 X): both came back inf, silently.
     if opts.check and not is_traced(F) and not bool(torch.isfinite(F).all()):
         if inverse:
-            raise SvdgradError(
-                f"(X Xᵀ)^(-1/2) does not fit {X.dtype}: its largest entries are about 1/σmin(X), with σ floored "
-                f"at eps·σmax ({describe(X)}, max|X| = {float(amax.max()):.3g}): on a rank-deficient X, or d > N, "
-                f"1/(eps·σmax) with the compute dtype's eps ({torch.finfo(cdtype).eps:.3g}). Compute in a wider "
-                f"dtype (X.float() or X.double()), pass a larger eps=... (floor), or scale X up; check=False "
-                f"returns the inf entries.")
+            raise _gram_inverse_overflow(X, opts.floor_eps(cdtype), cdtype)
         raise SvdgradError(
             f"(X Xᵀ)^(1/2) does not fit {X.dtype}: its largest entries are about σmax(X), up to √N·max|X| "
             f"= {math.sqrt(X.shape[-1]) * float(amax.max()):.3g} here ({describe(X)}). Compute in a wider dtype "
             f"(X.float() or X.double()) or scale X down; check=False returns the inf entries.")
     return F
+
+
+def _gram_inverse_overflow(X: torch.Tensor, eps: float, cdtype: torch.dtype) -> SvdgradError:
+    """The refusal of a (X Xᵀ)^(-1/2) beyond X's dtype, with the remedies that apply: a larger eps only where
+    singular values were floored (a rank-deficient X, or d > N), a wider dtype below float64."""
+    with torch.no_grad():
+        sig = torch.linalg.svdvals(X.detach().to(torch.float64))  # (the error path only)
+        floored = X.shape[-2] > X.shape[-1] or bool((sig[..., -1] < eps * sig[..., 0]).any())
+    wider = {torch.float16: "X.float()", torch.bfloat16: "X.float()", torch.float32: "X.double()"}.get(X.dtype)
+    remedies = ([f"compute in a wider dtype ({wider})"] if wider else []) + (
+        ["pass a larger eps=... (the floor)"] if floored else [])
+    return SvdgradError(
+        f"(X Xᵀ)^(-1/2) does not fit {X.dtype}: its largest entries are about 1/σmin(X) ({describe(X)}, "
+        f"σmin/σmax = {float((sig[..., -1] / sig[..., 0]).min()):.3g})"
+        + (f", with σ floored at eps·σmax ({eps:.3g}) on a rank-deficient X or where d > N" if floored else "")
+        + ". " + ("To compute it: " + "; ".join(remedies) + "; or pass" if remedies else "Pass")
+        + " check=False to get the inf entries.")
 
 
 def gram_sqrtm(X: torch.Tensor, *args, **options) -> torch.Tensor:

@@ -158,10 +158,11 @@ def _mp_floored_eig(A: torch.Tensor, G: torch.Tensor, floor: float, what: str, z
     lam = [mpmath.mpf(0) if i in null else max(E[i], mpmath.mpf(floor)) for i in range(n)]
     kept = [lam[i] for i in range(n) if i not in null]
     if min(kept) <= 0:
+        limit = not zeros and what in ("sqrt", "power", "function")  # (functions finite at 0)
         raise SvdgradError(
             f"The {what} gradient is infinite at a singular matrix (λmin={mpmath.nstr(min(E), 5)}); "
             f"pass floor=... to take it at the floored matrix"
-            + (", or zero_eigenvalues=... to take the limit on a known null space." if what != "sqrtm" else ".")
+            + (", or zero_eigenvalues=... to take the limit on a known null space." if limit else ".")
         )
     return Q, lam, Gs
 
@@ -266,9 +267,9 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
     exact zeros.  f(0) must be finite (√, a power p > 0).  The gradient is
     then the limit, as those eigenvalues go to 0, of everything but its
     null × null block: f[λi, 0] = (f(λi) − f(0))/λi between the range and
-    the null space.  The null × null block, infinite in that limit for √
-    and p < 1 (f′(0)), is returned as 0; compare g − P₀gP₀ (P₀ the
-    projector on the null space).  Unlike a floor, the limit does not move
+    the null space.  The null × null block (f′(0): infinite for √ and
+    p < 1) is returned as 0 and is left out of every comparison: compare
+    g − P₀gP₀ (P₀ the projector on the null space).  Unlike a floor, the limit does not move
     with the size of the noise (a floor at eps·λmax moves the cross terms
     1/(√λi + √floor) by √(eps·κ)).  gp's terms at λ = 0 are their limit 0.
     """
@@ -292,10 +293,11 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
             raise SvdgradError(f"Expected a function name or a pair (f, df); received {function!r}.") from None
         f_, df_ = (lambda m, x, p: fu(x)), (lambda m, x, p: dfu(x))
     n = A.shape[-1]
-    if not (isinstance(zero_eigenvalues, int) and 0 <= zero_eigenvalues < n):
-        raise SvdgradError(f"Expected zero_eigenvalues an integer in [0, n) = [0, {n}); received "
-                           f"{zero_eigenvalues!r}. It counts A's known zero eigenvalues (n minus its rank).")
+    _check_zero_eigenvalues(zero_eigenvalues, n)
     pf = None if p is None else float(p.detach() if isinstance(p, torch.Tensor) else p)
+    if zero_eigenvalues and function == "power" and not pf > 0:
+        raise SvdgradError(f"zero_eigenvalues needs p > 0 for the power (λ^p·log λ, dL/dp's term, has no "
+                           f"limit 0 at λ = 0 otherwise); received p={p!r}. Pass floor=... instead.")
     with _MPMATH_LOCK, mpmath.workdps(dps):
         Q, lam, Gs = _mp_floored_eig(A, G, floor, function if isinstance(function, str) else "function",
                                      zeros=zero_eigenvalues)
@@ -326,6 +328,12 @@ def reference_function_grad(A: torch.Tensor, G: torch.Tensor, function, *, p=Non
     return torch.from_numpy(Fn), torch.from_numpy(gn), gpn
 
 
+def _check_zero_eigenvalues(zeros, n: int) -> None:
+    if isinstance(zeros, bool) or not (isinstance(zeros, int) and 0 <= zeros < n):
+        raise SvdgradError(f"Expected zero_eigenvalues an integer in [0, n) = [0, {n}); received "
+                           f"{zeros!r}. It counts A's known zero eigenvalues (n minus its rank).")
+
+
 def _require_finite_at_zero(f0, function, p) -> None:
     """Refuse ``zero_eigenvalues`` for a function that is not finite at 0 (log, inv_sqrt, p <= 0)."""
     try:
@@ -347,9 +355,10 @@ def limit_function_grad(A: torch.Tensor, G: torch.Tensor, function: str, *, zero
     A float64 eigendecomposition of sym(A); its m smallest eigenvalues are
     set to exact zeros.  F = U f(λ) Uᵀ and gA = U[(Uᵀ sym(G) U) ∘ D]Uᵀ with
     D the function's own cancellation-free divided differences on the
-    range (``svdgrad.functions()``), f[λi, 0] = (f(λi) − f(0))/λi between
-    the range and the null space, and 0 on the null × null block.  Its
-    error is the eigendecomposition's, of order (κ + n)·eps64.
+    range (``svdgrad.functions()``), f[λi, 0] = f(λi)/λi between the range
+    and the null space (f(0) = 0: "sqrt", or "power" with p > 0, the
+    functions finite at 0), and 0 on the null × null block.  Its error is
+    the eigendecomposition's, of order (κ + n)·eps64.
     """
     from ._spectral import get_function
 
@@ -357,10 +366,11 @@ def limit_function_grad(A: torch.Tensor, G: torch.Tensor, function: str, *, zero
         raise SvdgradError(f"limit_function_grad takes one matrix A (n, n) and G of the same shape; "
                            f"received A {tuple(A.shape)}, G {tuple(G.shape)}.")
     n = A.shape[-1]
-    if not (isinstance(zero_eigenvalues, int) and 0 <= zero_eigenvalues < n):
-        raise SvdgradError(f"Expected zero_eigenvalues an integer in [0, n) = [0, {n}); received "
-                           f"{zero_eigenvalues!r}. It counts A's known zero eigenvalues (n minus its rank).")
+    _check_zero_eigenvalues(zero_eigenvalues, n)
     fn = get_function(function)
+    if (function == "power") != (p is not None) or (p is not None and not float(p) > 0):
+        raise SvdgradError(f"limit_function_grad: p > 0 is needed for 'power' and only for it (f(0) = 0); "
+                           f"received function={function!r}, p={p!r}.")
     zero = torch.zeros(1, dtype=torch.float64)
     _require_finite_at_zero(lambda: float(fn.f(zero, p)), function, p)
     m = zero_eigenvalues
@@ -371,10 +381,9 @@ def limit_function_grad(A: torch.Tensor, G: torch.Tensor, function: str, *, zero
         raise SvdgradError(f"Expected {n - m} positive eigenvalues above the {m} zero ones; received "
                            f"λ = {float(Lr[0]):.3g} among them. Pass the number of A's zero eigenvalues.")
     fl = fn.f(L, p)
-    f0 = fn.f(zero, p)
     D = torch.zeros(n, n, dtype=torch.float64)
     D[m:, m:] = fn.dd(Lr[:, None], Lr[None, :], p)
-    cross = (fl[m:] - f0) / Lr  # f[λi, 0]
+    cross = fl[m:] / Lr  # f[λi, 0] = (f(λi) − f(0))/λi, f(0) = 0 for √ and p > 0
     D[m:, :m] = cross[:, None]
     D[:m, m:] = cross[None, :]
     F = (U * fl) @ U.mT

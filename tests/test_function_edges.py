@@ -318,10 +318,40 @@ def test_the_remedies_the_refusal_names_work():
     assert torch.isfinite(svdgrad.inv_sqrtm(S, eps=1e-3)).all()
     assert torch.isfinite(svdgrad.gram_inv_sqrtm(X.half(), eps=1e-2)).all()
     # a power p > 0 is largest at λmax: no floor to raise there, so no eps in the remedies
-    with pytest.raises(SvdgradError, match=r"A\.float\(\)\), or check=False") as info:
+    with pytest.raises(SvdgradError, match=r"A\.float\(\)\); or pass check=False") as info:
         svdgrad.powm(300.0 * torch.eye(3, dtype=torch.float16), 2.0)
     assert "eps" not in str(info.value)
     with pytest.raises(SvdgradError, match=r"eps=\.\.\."):
         svdgrad.powm(S, torch.tensor(-0.5))
     # where the result fits, nothing changes (the same covariance at λmax ≈ 4e-3)
     assert torch.isfinite(svdgrad.inv_sqrtm((X @ X.mT * 40).half())).all()
+
+
+@pytest.mark.parametrize("f,says,never", [
+    # float32 computed in float64: the result fits float64, the cast back does not (the all-zero matrix's floor is
+    # the compute dtype's √tiny).  It blamed the float64 compute dtype and suggested compute_dtype=torch.float64.
+    (lambda **o: svdgrad.inv_sqrtm(torch.zeros(3, 3), compute_dtype=torch.float64, **o),
+     ["does not fit torch.float32", "leave compute_dtype unset", "A.double()"], ["eps=", "leaves the range"]),
+    # the all-zero float16 matrix: its floor is absolute (√tiny), a larger eps does not move it
+    (lambda **o: svdgrad.inv_sqrtm(torch.zeros(3, 3, dtype=torch.float16), **o),
+     ["does not fit torch.float16", "A.float()"], ["eps="]),
+    # nonsingular: A^-2 is 1e8 itself, no floor involved (a larger eps would change the answer silently)
+    (lambda **o: svdgrad.powm(torch.diag(torch.tensor([1.0, 1e-4], dtype=torch.float16)), -2.0, **o),
+     ["does not fit torch.float16", "A.float()"], ["eps=", "singular"]),
+    # full-rank float32 X at 1e-39: nothing floored, and X is float32 already
+    (lambda **o: svdgrad.gram_inv_sqrtm(1e-39 * torch.eye(3), **o),
+     ["does not fit torch.float32", "X.double()"], ["eps=", "X.float()"]),
+    (lambda **o: svdgrad.gram_inv_sqrtm(_half_rank_deficient_covariance()[0].half(), **o),
+     ["does not fit torch.float16", "X.float()", "eps=..."], []),
+])
+def test_the_refusal_names_only_remedies_that_apply(f, says, never):
+    """The review of the refusal above: the dtype it suggested could be the one in use, and a larger eps was
+    offered where no eigenvalue was floored (the all-zero matrix's floor is absolute; a nonsingular A's result
+    is itself too large)."""
+    with pytest.raises(SvdgradError) as info:
+        f()
+    msg = str(info.value)
+    for s in says:
+        assert s in msg, (s, msg)
+    for s in never:
+        assert s not in msg, (s, msg)

@@ -231,3 +231,12 @@ def test_float64_limit_reference_refuses_what_it_cannot_compute():
         T.limit_function_grad(A, G, "inv_sqrt", zero_eigenvalues=1)
     with pytest.raises(svdgrad.SvdgradError, match="zero_eigenvalues"):
         T.limit_function_grad(A, G, "sqrt", zero_eigenvalues=5)
+    with pytest.raises(svdgrad.SvdgradError, match="zero_eigenvalues"):
+        T.limit_function_grad(A, G, "sqrt", zero_eigenvalues=True)
+    for p in (None, 0.0, -0.5):  # (the review: no p gave torch's TypeError; p <= 0 has f(0) = 1 or inf)
+        with pytest.raises(svdgrad.SvdgradError, match="p > 0"):
+            T.limit_function_grad(A, G, "power", p=p, zero_eigenvalues=1)
+    # the mpmath reference: p = 0 has 0^0 = 1 finite, but dL/dp's λ^0·log λ has no limit 0 at λ = 0
+    S = torch.diag(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    with pytest.raises(svdgrad.SvdgradError, match="p > 0"):
+        T.reference_function_grad(S, torch.eye(3, dtype=torch.float64), "power", p=0.0, zero_eigenvalues=1)

@@ -36,8 +36,9 @@ Conventions (stated in the report too):
   and the null space (``reference_function_grad(..., zero_eigenvalues=n - r)``
   for n <= 32, ``svdgrad.testing.limit_function_grad`` in float64 above, label
   ``float64-limit``, where float64 ``exact`` is then a measured row).  A
-  reference floored at eps64·λmax, as before, moved by √(eps64·κ) with the
-  noise and the floor (the cross terms 1/(√λi + √floor)): up to 7e-3 at κ = 1e12, n = 16.
+  reference floored at eps64·λmax, as before, sat √(eps64·κ) from the limit
+  for sqrt (the cross terms 1/(√λi + √floor)) and moved with A's rounding: at
+  κ = 1e12, n = 16 by 1e-3 to 3e-3 (sqrt) and 5e-3 to 8e-3 (p = 0.25).
   The forward reference likewise has exact zeros there.
 """
 

@@ -112,7 +112,8 @@ def write(rows, approx, g: Grid, ax, cells, figs, runs=(), all_rows=None, covera
         "that part's limit as the zero eigenvalues (rounding noise in the float64 A) go to 0: f[λi, 0] = "
         "f(λi)/λi between the range and the null space (mpmath for small n, else `float64-limit`, "
         "`svdgrad.testing.limit_function_grad`, against which float64 `exact` is measured too). It does not "
-        "move with the noise, where a reference floored at eps64·λmax moved by √(eps64·κ) (up to 7e-3 at κ = 1e12, n = 16). "
+        "move with the noise, where a reference floored at eps64·λmax sat √(eps64·κ) from it for sqrt and moved with "
+        "A's rounding (at κ = 1e12, n = 16: 1e-3 to 3e-3 for sqrt, 5e-3 to 8e-3 for the power). "
         "A method that floors its eigenvalues at eps·λmax therefore shows an error of order √(eps·κ) here: "
         "its cross terms 1/(√λi + √floor) against 1/√λi. The forward error is on the whole Z, against exact "
         "zeros on the null space.")
