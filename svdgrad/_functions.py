@@ -652,9 +652,10 @@ class GramOp(torch.autograd.Function):
             Xw = X.to(torch.float64)
             L, Uw = eigh_or_raise(Xw @ Xw.mT)  # ascending
             S = L.clamp_min(0).sqrt()
-            Sf = S.clamp_min(_kernels.singular_value_floor(S[..., -1:], eps, X.dtype)).to(X.dtype)
+            floor = _kernels.singular_value_floor(S[..., -1:], eps, X.dtype)  # (*, 1)
+            Sf = S.clamp_min(floor).to(X.dtype)
             U = Uw.to(X.dtype)
-            saved = (Uw,)
+            saved = (Uw, S < floor)  # (the floored σ: their rows of P are zero, as on the svd route)
         else:
             U, S, Vh = _svd_of_features(X)
             floor = _kernels.singular_value_floor(S, eps)  # (*, 1)
@@ -697,8 +698,11 @@ class GramOp(torch.autograd.Function):
     def factors(ctx):
         """U, P = S Vᵀ (rows accurate relative to σj) and D for ``_kernels.gram_backward``/``gram_jvp``."""
         if ctx.algorithm == "gram64":
-            _, U, Sf, X, Uw = ctx.saved_tensors
-            P = (Uw.mT @ X.to(torch.float64)).to(X.dtype)
+            _, U, Sf, X, Uw, floored = ctx.saved_tensors
+            # A σ held at the floor in the forward has no derivative: its row of P is zero, as on the svd route
+            # (UᵀX kept it, and D at the floor, −1/(2·floor³) for the inverse root, made the gradient of a float32
+            # X with a σ below eps32·σmax 4.6e5× too large)
+            P = (Uw.mT @ X.to(torch.float64)).masked_fill_(floored[..., :, None], 0.0).to(X.dtype)
         else:
             _, U, Sf, S, Vh = ctx.saved_tensors
             # σ below the floor is the SVD's rounding noise (about eps·σmax) of a σ that may be 0: its row of P

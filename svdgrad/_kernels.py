@@ -184,8 +184,10 @@ def taylor_K(L: torch.Tensor, degree: int) -> torch.Tensor:
     series = torch.mul(logx, degree + 1).expm1_()  # numerator 1 - x^{d+1}, negated
     series.div_(logx.expm1_())  # 0/0 at x = 1, replaced next
     series.masked_fill_(~(x < 1), degree + 1.0)
-    # sign·(1/λmax)·T_d: sign is ±1 or 0, so the order of the products is exact.
-    return series.mul_(inv_lmax).mul_(_index_sign(n, L.dtype, L.device))
+    # sign·(1/λmax)·T_d: sign is ±1 or 0, so the order of the products is exact.  Held within the dtype: a
+    # user's f gets A unscaled, and (d+1)/λmax overflowed near the smallest normal number (1e-37 in float32),
+    # where a tie's (f(λi) − f(λj))·K was 0·inf, a NaN gradient.
+    return series.mul_(inv_lmax).clamp_max_(torch.finfo(L.dtype).max).mul_(_index_sign(n, L.dtype, L.device))
 
 
 def horner(coeffs, x: torch.Tensor) -> torch.Tensor:
@@ -219,10 +221,13 @@ def pade_K(L: torch.Tensor, p, q, pole_gap: float) -> torch.Tensor:
     lmax = torch.maximum(Li, Lj)
     if tuple(p) == (1.0,) and tuple(q) == (1.0, -1.0):
         # λi − λj exact wherever the pair is within a factor 2 (Sterbenz), as in ordinary_K; |·| = hi − lo
-        return torch.maximum((Li - Lj).abs_(), lmax * pole_gap).reciprocal_().mul_(sign)
+        # (the gap at least tiny: pole_gap·λmax of a user's unscaled A near the smallest normal number, 1e-33 in
+        # float32, has a reciprocal beyond the dtype, and a tie's (f(λi) − f(λj))·K was 0·inf, a NaN gradient)
+        gap = (lmax * pole_gap).clamp_min_(torch.finfo(L.dtype).tiny)
+        return torch.maximum((Li - Lj).abs_(), gap).reciprocal_().mul_(sign)
     x = torch.minimum(Li, Lj).div_(lmax).clamp_max_(1.0 - pole_gap)
     r = horner(p, x).div_(horner(q, x))
-    return r.div_(lmax).mul_(sign)
+    return r.div_(lmax).clamp_max_(torch.finfo(L.dtype).max).mul_(sign)  # (held within the dtype, as above)
 
 
 # ---------------------------------------------------------------------------

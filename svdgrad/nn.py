@@ -17,7 +17,9 @@ Choices, and why:
 - **Compute dtype.**  ``compute_dtype="auto"`` forms Σ and its square root
   in float64 for the eigen methods (the ICCV21 paper computes eig in float64
   for float32 networks) and in the input dtype for Newton-Schulz (matmuls
-  only, stable in float32).  The output is cast back to the input dtype.
+  only, stable in float32), but never in a half dtype: float16 and bfloat16
+  features get their Σ (or Y) in float32, where X Xᵀ/N of small float16
+  features does not underflow.  The output is cast back to the input dtype.
 - **Floor.**  A zero-trace Σ (a constant or dead feature map; fast-MPN-COV
   issue #4 gave NaN there) would give an infinite gradient for the eigen
   methods.  The layer adds ``floor·I`` to Σ (default 1e-10, absolute: the
@@ -57,7 +59,7 @@ from ._api import gram_sqrtm, inv_sqrtm, sqrtm
 from ._errors import SvdgradError, describe
 from ._kernels import times_pow2_halves
 from ._methods import get_method, methods
-from ._validate import check_dense_float, check_has_data, is_traced
+from ._validate import HALF_DTYPES, check_dense_float, check_has_data, is_traced
 
 __all__ = ["CovariancePooling", "ParametricCovariancePooling", "GlobalAveragePooling", "Whitening", "SmallResNet",
            "covariance", "triu_vector", "ROUTES", "NORMS"]
@@ -259,8 +261,12 @@ class CovariancePooling(nn.Module):
         return m
 
     def _sigma_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype Σ (or Y) is formed in: the method's compute dtype; else the input's, but never a half dtype
+        (X Xᵀ/N of float16 features of 1e-4 underflowed to 0, and the live sample was pooled as a dead one)."""
         cd = self._method.compute_dtype
-        return dtype if cd is None or dtype == torch.float64 else cd
+        if cd is None:
+            return torch.float32 if dtype in HALF_DTYPES else dtype
+        return dtype if dtype == torch.float64 else cd
 
     def _reduced(self, x: torch.Tensor) -> torch.Tensor:
         """The reduced features X (B, d, N), in the method's compute dtype."""
@@ -671,10 +677,24 @@ class Whitening(nn.Module):
 
     @torch.no_grad()
     def _update_running(self, mu: torch.Tensor, W: torch.Tensor) -> None:
+        mu_b = mu.flatten().to(self.running_mean.dtype)
+        W_b = W.to(self.running_whitening.dtype)
+        # The batch's statistics in the buffers' dtype: float64 input at 1e300 with the default float32
+        # buffers made the running mean ±inf and the running whitening's update 0, silently.
+        if not (is_traced(W_b) or W_b.is_meta) and W_b.dtype != W.dtype:
+            top = W.detach().abs().amax()
+            lost = ~torch.isfinite(mu_b).all() | ~torch.isfinite(W_b).all() | (
+                (top > 0) & (top.to(W_b.dtype) < torch.finfo(W_b.dtype).tiny))
+            if bool(lost):
+                raise SvdgradError(
+                    f"Whitening: this batch's statistics do not fit the layer's {W_b.dtype} buffers "
+                    f"(max|μ| = {float(mu.detach().abs().amax()):.3g}, max|W| = {float(top):.3g}, input "
+                    f"{W.dtype}): the running mean would overflow or the running whitening underflow. Convert "
+                    f"the layer to the input's dtype (layer.double() for float64 input) or scale the input.")
         self.num_batches_tracked.add_(1)
         a = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        self.running_mean.lerp_(mu.flatten().to(self.running_mean.dtype), a)
-        self.running_whitening.lerp_(W.to(self.running_whitening.dtype), a)
+        self.running_mean.lerp_(mu_b, a)
+        self.running_whitening.lerp_(W_b, a)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, group_size={self.group_size}, method={self._method!r}, "

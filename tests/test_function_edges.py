@@ -355,3 +355,18 @@ def test_the_refusal_names_only_remedies_that_apply(f, says, never):
         assert s in msg, (s, msg)
     for s in never:
         assert s not in msg, (s, msg)
+
+
+@pytest.mark.parametrize("method,dtype,scale", [("pade", torch.float32, 1e-33), ("taylor", torch.float32, 1e-37),
+                                                ("pade", torch.float64, 1e-295), ("taylor", torch.float64, 1e-307)])
+def test_ratio_rules_under_matrix_function_near_the_bottom_of_the_range(method, dtype, scale):
+    """A user's f gets A unscaled, so pade's 1/max(|λi − λj|, pole_gap·λmax) and taylor's (d+1)/λmax overflowed
+    at eigenvalues near the smallest normal number, and a tie's (f(λi) − f(λj))·K was 0·inf: a NaN gradient with a
+    finite forward (review, session 23).  K is held within the dtype: the gradient is finite, with f′ on the
+    diagonal as every method has."""
+    A = (scale * torch.diag(torch.tensor([1.0, 1.0, 2.0, 3.0], dtype=dtype))).requires_grad_(True)
+    F = svdgrad.matrix_function(A, SQRT, DSQRT, method)
+    (g,) = torch.autograd.grad(F.sum(), A)
+    assert torch.isfinite(g).all()
+    expect = DSQRT(A.detach().diagonal())
+    assert torch.allclose(g.diagonal(), expect, rtol=10 * EPS[dtype], atol=0)

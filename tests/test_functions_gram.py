@@ -456,3 +456,27 @@ def test_gram_svd_route_gradient_at_an_exactly_rank_deficient_X(inverse, dtype):
         (g,) = torch.autograd.grad(f(X, algorithm="svd"), X, G.to(dtype))
         err = float((g.double() - ref[:, cols]).norm() / ref.norm())
         assert err <= 100 * eps, (err, cols)  # measured 1.3e-15 to 2.4e-15 (float64), 3.6e-7 to 6.4e-7 (float32)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gram64_gradient_where_a_singular_value_is_below_the_floor(inverse):
+    """A σ of X below the floor eps·σmax is held at the floor in the forward, so X's part along it gets no
+    gradient: the svd route takes its row of P as zero (session 22).  gram64, the default for float32 X (and for
+    float64 X computed in float32), kept P = UᵀX there, and D at the floor (−1/(2·floor³) for the inverse) made
+    the gradient of gram_inv_sqrtm 4.6e5× too large (review, session 23)."""
+    X = torch.zeros(4, 8, dtype=torch.float64)
+    for i, s in enumerate([1.0, 0.5, 0.25, 2.0 ** -24]):  # σ4 = 6e-8 below eps32·σmax = 1.2e-7
+        X[i, 2 * i] = s
+    grads = {}
+    for name, Xin, o in [("auto", X.float(), {}), ("svd", X.float(), {"algorithm": "svd"}),
+                         ("float64 in float32", X, {"compute_dtype": torch.float32})]:
+        Xr = Xin.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(GRAM[inverse](Xr).sum() if not o else GRAM[inverse](Xr, **o).sum(), Xr)
+        grads[name] = g.double()
+        _, jvp = torch.func.jvp(lambda Y: GRAM[inverse](Y, **o), (Xin,), (torch.ones_like(Xin),))
+        grads[name + " jvp"] = jvp.double()
+    g = grads["svd"]
+    assert float(g[3, 6].abs()) <= 1e-6 * float(g.abs().max())  # the floored direction's own entry
+    for name in ("auto", "float64 in float32"):
+        assert T.rel_error(grads[name], g) < 1e-5, name
+        assert T.rel_error(grads[name + " jvp"], grads["svd jvp"]) < 1e-5, name

@@ -288,3 +288,19 @@ def test_floor_0_diagnosis_neither_fails_in_batch_norm_nor_updates_its_statistic
     with pytest.raises(SvdgradError, match="positive trace"):
         layer(x)
     assert int(layer.reduce[1].num_batches_tracked) == 1 and layer.training
+
+
+@pytest.mark.parametrize("options", [{}, {"method": "exact", "compute_dtype": None}])
+def test_covariance_route_forms_the_sigma_of_half_input_in_float32(options):
+    """Σ of float16 features was formed in float16 where the compute dtype was unset (the default
+    newton_schulz under compute_dtype='auto', or compute_dtype=None): X Xᵀ/N of features of 1e-4 underflowed,
+    and the live sample was taken for a dead one, √floor·I, detached (89 % off; review, session 23).  Σ is
+    formed in float32 at least: the output is the float32 input's, rounded to float16."""
+    torch.manual_seed(0)
+    x = (1e-4 * torch.randn(2, 4, 8, 8)).half()
+    layer = snn.CovariancePooling(4, reduced_channels=None, **options)
+    y = layer(x.clone().requires_grad_(True))
+    assert y.requires_grad and y.dtype == torch.float16
+    with torch.no_grad():
+        ref = layer(x.float())
+        assert float((y.float() - ref).norm() / ref.norm()) <= torch.finfo(torch.float16).eps

@@ -525,3 +525,21 @@ def test_eval_mode_output_that_overflows_is_an_error_not_inf():
     x[2, 0] = 3e37
     with pytest.raises(SvdgradError, match=r"overflows.*running statistics"):
         layer(x)
+
+
+def test_running_statistics_that_do_not_fit_the_buffers_are_refused():
+    """float64 input at 1e300 with the default float32 buffers: the training output was right, but the running
+    mean became ±inf and the running whitening's update 0, silently; eval then blamed the input (review,
+    session 23).  The step that would write them refuses, and the layer in float64 takes the input."""
+    torch.manual_seed(0)
+    x = 1e300 * torch.randn(16, 4, dtype=torch.float64)
+    layer = snn.Whitening(4)
+    with pytest.raises(SvdgradError, match=r"float32 buffers.*layer\.double\(\)"):
+        layer(x)
+    assert int(layer.num_batches_tracked) == 0 and torch.isfinite(layer.running_mean).all()
+    layer = snn.Whitening(4).double()
+    layer(x)
+    assert torch.isfinite(layer.running_mean).all() and torch.isfinite(layer.running_whitening).all()
+    assert float(layer.running_whitening.abs().max()) > 0
+    layer.eval()
+    assert torch.isfinite(layer(x)).all()
