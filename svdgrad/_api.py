@@ -311,12 +311,12 @@ def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunct
                         "the compute dtype's)")
     if floored:
         remedies.append("pass a larger eps=... (the floor of the null space)")
-    remedies.append("pass check=False to get the inf entries")
     raise SvdgradError(
         f"The result of svdgrad.{entry} does not fit {dt}: finite in the compute dtype {cdtype}, it exceeds "
         f"{dt}'s largest number {torch.finfo(dt).max:.3g} once cast back ({describe(out)})."
         + (" On this singular A the null space gets f at the floor eps·λmax." if floored else "")
-        + " To compute it: " + ", ".join(remedies[:-1]) + "; or " + remedies[-1] + ".")
+        + (" To compute it: " + ", ".join(remedies) + "; or pass" if remedies else " Pass")
+        + " check=False to get the inf entries.")
 
 
 def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool, out: torch.Tensor) -> None:
@@ -330,7 +330,8 @@ def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool,
         f"Expected a finite A^p; received NaN or Inf entries (p={pv}, {describe(out)}): λ^p leaves the range of the "
         f"compute dtype {cdtype} for this A. "
         + ("Compute in A's own dtype (leave compute_dtype unset)." if narrower else
-           "The result does not fit the dtype: compute in torch.float64, or use a smaller |p|.")
+           "The result does not fit the dtype: compute in torch.float64, or use a smaller |p|."
+           if cdtype != torch.float64 else "The result exceeds float64's range: use a smaller |p|.")
     )
 
 
@@ -736,7 +737,8 @@ def eigh(A: torch.Tensor, backward="ordinary", **options) -> tuple[torch.Tensor,
     if rule.check and not is_traced(L) and L.numel() and not bool(torch.isfinite(L).all()):
         raise SvdgradError(
             f"The eigenvalues of A overflow {in_dtype} (|λ| can reach n·max|A|; received max|A| = "
-            f"{float(max_abs(A.detach().double()).max()):.3g}, {describe(A)}). Compute in torch.float64 "
-            f"or scale A down first."
+            f"{float(max_abs(A.detach().double()).max()):.3g}, {describe(A)}). "
+            + ("Compute in torch.float64 or scale A down first." if in_dtype != torch.float64 else
+               "They exceed float64's range: scale A down first (the eigenvectors do not depend on the scale).")
         )
     return L, U.to(in_dtype)

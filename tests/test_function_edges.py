@@ -370,3 +370,17 @@ def test_ratio_rules_under_matrix_function_near_the_bottom_of_the_range(method, 
     assert torch.isfinite(g).all()
     expect = DSQRT(A.detach().diagonal())
     assert torch.allclose(g.diagonal(), expect, rtol=10 * EPS[dtype], atol=0)
+
+
+def test_a_float64_overflow_is_not_told_to_compute_in_float64():
+    """The review: float64 input whose eigenvalues (svdgrad.eigh) or A^p overflow was told to "compute in
+    torch.float64", the dtype in use."""
+    with pytest.raises(SvdgradError, match="overflow") as info:
+        svdgrad.eigh(torch.full((2, 2), 1.7e308, dtype=torch.float64))
+    assert "float64 or" not in str(info.value) and "scale A down" in str(info.value)
+    with pytest.raises(SvdgradError, match="smaller |p|") as info:
+        svdgrad.powm(torch.diag(torch.tensor([1e300, 1.0], dtype=torch.float64)), 2.0)
+    assert "compute in torch.float64" not in str(info.value)
+    # float32 input still gets the wider dtype as a remedy
+    with pytest.raises(SvdgradError, match="torch.float64"):
+        svdgrad.eigh(torch.full((2, 2), 3e38))

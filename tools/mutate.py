@@ -1645,6 +1645,16 @@ MUTANTS = [
     Mutant("whitening-buffers-overflow-silent", "svdgrad/nn.py", "            if bool(lost):\n", "            if False:\n",
            "Whitening writes running statistics that overflow or underflow its buffers' dtype",
            first=("tests/test_whitening.py",)),
+    Mutant("eigh-overflow-advice-float64", "svdgrad/_api.py",
+           '("Compute in torch.float64 or scale A down first." if in_dtype != torch.float64 else',
+           '("Compute in torch.float64 or scale A down first." if True else',
+           "svdgrad.eigh tells a float64 input whose eigenvalues overflow to compute in float64",
+           first=("tests/test_function_edges.py",)),
+    Mutant("power-overflow-advice-float64", "svdgrad/_api.py",
+           "if cdtype != torch.float64 else \"The result exceeds float64's range: use a smaller |p|.\")",
+           "if True else \"The result exceeds float64's range: use a smaller |p|.\")",
+           "powm tells a float64 computation whose A^p overflows to compute in float64",
+           first=("tests/test_function_edges.py",)),
 ]
 
 
