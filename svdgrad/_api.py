@@ -303,7 +303,7 @@ def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunct
     floored = decreasing and L is not None and bool(
         ((L[..., 0] < L[..., -1] * m.floor_eps(cdtype)) & (L[..., -1] > 0)).any())
     remedies = []
-    wider = {torch.float16: "A.float()", torch.bfloat16: "A.float()", torch.float32: "A.double()"}.get(dt)
+    wider = _wider_cast(dt, "A")
     if wider:
         remedies.append(f"pass A in a wider dtype ({wider})")
     if torch.finfo(cdtype).bits > torch.finfo(_work_dtype(dt)).bits:
@@ -317,6 +317,12 @@ def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunct
         + (" On this singular A the null space gets f at the floor eps·λmax." if floored else "")
         + (" To compute it: " + ", ".join(remedies) + "; or pass" if remedies else " Pass")
         + " check=False to get the inf entries.")
+
+
+def _wider_cast(dtype: torch.dtype, name: str) -> str | None:
+    """The cast a refusal suggests for a result beyond ``dtype`` (``name.float()``), None past float64."""
+    wider = {torch.float16: "float", torch.bfloat16: "float", torch.float32: "double"}.get(dtype)
+    return None if wider is None else f"{name}.{wider}()"
 
 
 def _check_power_finite(F: torch.Tensor, p, cdtype: torch.dtype, narrower: bool, out: torch.Tensor) -> None:
@@ -640,7 +646,7 @@ def _gram_inverse_overflow(X: torch.Tensor, eps: float, cdtype: torch.dtype) -> 
     with torch.no_grad():
         sig = torch.linalg.svdvals(X.detach().to(torch.float64))  # (the error path only)
         floored = X.shape[-2] > X.shape[-1] or bool((sig[..., -1] < eps * sig[..., 0]).any())
-    wider = {torch.float16: "X.float()", torch.bfloat16: "X.float()", torch.float32: "X.double()"}.get(X.dtype)
+    wider = _wider_cast(X.dtype, "X")
     remedies = ([f"compute in a wider dtype ({wider})"] if wider else []) + (
         ["pass a larger eps=... (the floor)"] if floored else [])
     return SvdgradError(
