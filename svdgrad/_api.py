@@ -100,9 +100,13 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool | str = False):
     work = cast(A, _work_dtype(A.dtype))  # scale before any cast that could overflow
     cdtype = _compute_dtype(A, m)
     folded = bool(fold) and scale and work.numel() > 0
+    lift = None
     with torch.no_grad():
         w = work.detach()
         amax = max_abs(w)  # (*)
+        if torch.finfo(cdtype).bits > torch.finfo(w.dtype).bits and w.numel():
+            lift, amax = _zero_matrix_lift(w, amax)
+            w = w + lift
         k = scale_exponent(amax) if scale else torch.zeros_like(amax)
         if folded and fold == "extreme":  # (the scaling pair, only for a matrix far from order one)
             folded = not is_traced(work) and bool(k.abs().amax() > PAIR_FROM_K)
@@ -115,11 +119,14 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool | str = False):
             else:
                 T0 = _half_scaled(w, k)
                 S = sym2(T0)
+    values = None
+    if lift is not None:  # (a constant: the gradient passes as it is, at the floor)
+        work, values = work + lift, w
     if folded:
         if m.check:
             # max|T| = max|A|·2^(-2k-1) lies in [1/8, 2] for every nonzero A (scale_exponent)
             check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T0, factor=factor, scaled_sym2=S,
-                         scaled_lower=0.125)
+                         scaled_lower=0.125, values=values)
         return work, e, cast(S, cdtype), k, A.dtype, cdtype
     T = _half_scaled(work, k) if scale else work * 0.5
     S = None
@@ -129,10 +136,28 @@ def _prepare(A, m: Method, *, scale: bool = True, fold: bool | str = False):
         with torch.no_grad():
             S = sym2(T.detach())
         # max|T| = max|A|·2^(-2k-1) lies in [1/8, 2] for every nonzero A (scale_exponent)
-        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T, scaled_sym2=S, scaled_lower=0.125)
+        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T, scaled_sym2=S, scaled_lower=0.125,
+                     values=values)
     elif m.check:
-        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None)
+        check_values(A, symmetry_tol=m.symmetry_tol, amax=amax, scaled=T if scale else None, values=values)
     return T, None, (None if S is None else cast(S, cdtype)), k, A.dtype, cdtype
+
+
+def _zero_matrix_lift(w: torch.Tensor, amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(√tiny·I where a matrix of w is all zero, else 0; max|w + that|): the zero matrix's floor in w's dtype.
+
+    The zero matrix has no scale, so its eigenvalues get an absolute floor, √tiny of the dtype they are
+    computed in (``_kernels.eigenvalue_floor``).  Computed in a dtype wider than the input's work dtype
+    (float32 computed in float64), that was float64's: f′ there (4e76 for the square root) came back inf in
+    float32, ``inv_sqrtm`` was refused, and ``logm`` read −354 where float32 reads −43.7.  Lifting the zero
+    matrix to √tiny·I of the work dtype gives every method (eigen and iterative) what it computes in that
+    dtype: f and f′ at √tiny, within the range.  No synchronization (a mask), so the same under vmap.
+    """
+    zero = amax == 0  # (*)
+    n = w.shape[-1]
+    c = torch.finfo(w.dtype).tiny ** 0.5
+    lift = zero.to(w.dtype)[..., None, None] * torch.eye(n, dtype=w.dtype, device=w.device).mul_(c)
+    return lift, amax.masked_fill(zero, c)
 
 
 def _foldable(k: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -283,9 +308,10 @@ def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunct
     Either f(λ) left the compute dtype's range on the way (a power, a user's f), or the result, finite in
     a wider compute dtype, does not fit A's: inv_sqrtm and powm of float16 input (computed in float32)
     returned inf silently where the floor eps·λmax of a singular A, or a power, went past 65504.  The
-    message offers only the remedies that apply: a wider dtype for A (none past float64), leaving a
-    compute dtype wider than A's unset (the all-zero matrix's floor is its √tiny), a larger eps only where
-    a decreasing f met eigenvalues floored relative to λmax.
+    message offers only the remedies that apply: a wider dtype for A (none past float64); where a decreasing
+    f met eigenvalues floored relative to λmax, a larger eps, and leaving a compute dtype wider than A's
+    unset (its finer eps floors lower).  Not for the all-zero matrix: its floor is absolute, √tiny of A's
+    work dtype whatever the compute dtype (``_zero_matrix_lift``).
     """
     if out.numel() == 0 or is_traced(out) or bool(torch.isfinite(out).all()):
         return
@@ -306,9 +332,9 @@ def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunct
     wider = _wider_cast(dt, "A")
     if wider:
         remedies.append(f"pass A in a wider dtype ({wider})")
-    if torch.finfo(cdtype).bits > torch.finfo(_work_dtype(dt)).bits:
-        remedies.append("leave compute_dtype unset (the floor of a singular A, √tiny for the all-zero matrix, is "
-                        "the compute dtype's)")
+    if floored and torch.finfo(cdtype).bits > torch.finfo(_work_dtype(dt)).bits:
+        remedies.append("leave compute_dtype unset (the floor eps·λmax of a singular A takes the compute dtype's "
+                        "eps)")
     if floored:
         remedies.append("pass a larger eps=... (the floor of the null space)")
     raise SvdgradError(
@@ -317,6 +343,10 @@ def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunct
         + (" On this singular A the null space gets f at the floor eps·λmax." if floored else "")
         + (" To compute it: " + ", ".join(remedies) + "; or pass" if remedies else " Pass")
         + " check=False to get the inf entries.")
+
+
+def _coarser(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    return a if torch.finfo(a).bits < torch.finfo(b).bits else b
 
 
 def _wider_cast(dtype: torch.dtype, name: str) -> str | None:
@@ -645,14 +675,20 @@ def _gram_inverse_overflow(X: torch.Tensor, eps: float, cdtype: torch.dtype) -> 
     singular values were floored (a rank-deficient X, or d > N), a wider dtype below float64."""
     with torch.no_grad():
         sig = torch.linalg.svdvals(X.detach().to(torch.float64))  # (the error path only)
-        floored = X.shape[-2] > X.shape[-1] or bool((sig[..., -1] < eps * sig[..., 0]).any())
+        live = sig[..., 0] > 0  # an all-zero X has no σmax to be relative to: its floor is absolute
+        floored = bool(live.any()) and (X.shape[-2] > X.shape[-1] or bool(((sig[..., -1] < eps * sig[..., 0])
+                                                                           & live).any()))
+        ratio = float((sig[..., -1] / sig[..., 0])[live].min()) if bool(live.any()) else None
+    zero = not bool(live.all())
     wider = _wider_cast(X.dtype, "X")
     remedies = ([f"compute in a wider dtype ({wider})"] if wider else []) + (
         ["pass a larger eps=... (the floor)"] if floored else [])
     return SvdgradError(
-        f"(X Xᵀ)^(-1/2) does not fit {X.dtype}: its largest entries are about 1/σmin(X) ({describe(X)}, "
-        f"σmin/σmax = {float((sig[..., -1] / sig[..., 0]).min()):.3g})"
+        f"(X Xᵀ)^(-1/2) does not fit {X.dtype}: its largest entries are about 1/σmin(X) ({describe(X)}"
+        + (f", σmin/σmax = {ratio:.3g}" if ratio is not None else "") + ")"
         + (f", with σ floored at eps·σmax ({eps:.3g}) on a rank-deficient X or where d > N" if floored else "")
+        + (", and an all-zero X has its σ floored at the absolute tiny^(1/4) of "
+           f"{_coarser(_work_dtype(X.dtype), cdtype)}" if zero else "")
         + ". " + ("To compute it: " + "; ".join(remedies) + "; or pass" if remedies else "Pass")
         + " check=False to get the inf entries.")
 

@@ -641,24 +641,26 @@ class GramOp(torch.autograd.Function):
         F = 4^(±k)·(X Xᵀ)^{±1/2} is returned in Xw's dtype (the scaling, and the cast, are exact or are
         the cast's own rounding).  The vjp and the jvp are taken at order one (``_scaled_by``)."""
         X = _kernels.times_pow2_halves(Xw, -2.0 * k).to(cdtype)
-        F, *rest = GramOp._at_order_one_forward(X, eps, inverse, algorithm)
+        # (the zero X's absolute floor: the coarser dtype's, as ``_api._zero_matrix_lift`` for A)
+        coarser = Xw.dtype if torch.finfo(Xw.dtype).bits < torch.finfo(cdtype).bits else cdtype
+        F, *rest = GramOp._at_order_one_forward(X, eps, inverse, algorithm, coarser)
         F = _kernels.times_pow2_halves(F.to(Xw.dtype), -2.0 * k if inverse else 2.0 * k)
         return (F, *rest, X)
 
     @staticmethod
-    def _at_order_one_forward(X, eps, inverse, algorithm):
+    def _at_order_one_forward(X, eps, inverse, algorithm, zero_dtype):
         d, N = X.shape[-2], X.shape[-1]
         if algorithm == "gram64":
             Xw = X.to(torch.float64)
             L, Uw = eigh_or_raise(Xw @ Xw.mT)  # ascending
             S = L.clamp_min(0).sqrt()
-            floor = _kernels.singular_value_floor(S[..., -1:], eps, X.dtype)  # (*, 1)
+            floor = _kernels.singular_value_floor(S[..., -1:], eps, X.dtype, zero_dtype)  # (*, 1)
             Sf = S.clamp_min(floor).to(X.dtype)
             U = Uw.to(X.dtype)
             saved = (Uw, S < floor)  # (the floored σ: their rows of P are zero, as on the svd route)
         else:
             U, S, Vh = _svd_of_features(X)
-            floor = _kernels.singular_value_floor(S, eps)  # (*, 1)
+            floor = _kernels.singular_value_floor(S, eps, zero_dtype=zero_dtype)  # (*, 1)
             Sf = S.clamp_min(floor)  # (*, r), descending
             if d > N:  # the null space of X Xᵀ gets the floor as well
                 Sf = torch.cat((Sf, floor.expand(Sf.shape[:-1] + (d - N,))), -1)

@@ -432,7 +432,8 @@ def topn_map(fn, L: torch.Tensor, U: torch.Tensor, S: torch.Tensor, keep: int, p
 # The features route: (X Xᵀ)^{±1/2} from X = U S Vᵀ (the SVD of X, or float64 eigh of X Xᵀ).
 # ---------------------------------------------------------------------------
 
-def singular_value_floor(S: torch.Tensor, eps: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+def singular_value_floor(S: torch.Tensor, eps: float, dtype: torch.dtype | None = None,
+                         zero_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Floor eps·σmax for descending singular values S (*, r) -> (*, 1), for σ kept in ``dtype``
     (default S's own; the float64 eigenvalues of ``GramOp``'s gram64 are kept in float32).
 
@@ -440,12 +441,15 @@ def singular_value_floor(S: torch.Tensor, eps: float, dtype: torch.dtype | None 
     floor of the features route: λ = σ² keeps values down to eps²·λmax,
     where Σ = X Xᵀ formed explicitly keeps only eps·λmax (κ(X)², not κ(X)).
     Never below √tiny, so σ² stays a normal number; the zero matrix gets
-    tiny^(1/4), which matches ``eigenvalue_floor``'s √tiny for λ.
+    tiny^(1/4), which matches ``eigenvalue_floor``'s √tiny for λ: that of
+    ``zero_dtype`` if given (the input's, where it is coarser than the
+    compute dtype: the result and its derivative then fit it).
     """
     info = torch.finfo(S.dtype if dtype is None else dtype)
     smax = S[..., :1]
     relative = (eps * smax).clamp_min(info.tiny ** 0.5)
-    return torch.where(smax > 0, relative, torch.full_like(relative, info.tiny ** 0.25))
+    zero = torch.finfo(zero_dtype).tiny ** 0.25 if zero_dtype is not None else info.tiny ** 0.25
+    return torch.where(smax > 0, relative, torch.full_like(relative, zero))
 
 
 def gram_loewner(Sf: torch.Tensor, inverse: bool) -> torch.Tensor:

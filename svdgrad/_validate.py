@@ -109,7 +109,7 @@ def max_abs(A: torch.Tensor) -> torch.Tensor:
 def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A",
                  amax: torch.Tensor | None = None, scaled: torch.Tensor | None = None,
                  factor: torch.Tensor | None = None, scaled_sym2: torch.Tensor | None = None,
-                 scaled_lower: float | None = None) -> None:
+                 scaled_lower: float | None = None, values: torch.Tensor | None = None) -> None:
     """Finite entries and symmetry within ``symmetry_tol`` (relative, Frobenius).
 
     Both norms are taken of a copy of A with entries of order 1 (``scaled``,
@@ -125,14 +125,17 @@ def check_values(A: torch.Tensor, *, symmetry_tol: float | None, name: str = "A"
     the per-matrix norms when the asymmetry of the whole batch, taken as one
     norm, is below tol·scaled_lower (it bounds every matrix's; a zero matrix
     has no asymmetry, so passes too).  That one norm is also the finiteness
-    check: one synchronization for a valid batch.
+    check: one synchronization for a valid batch.  ``values``: the matrices
+    checked, where the caller changed A's (the zero matrix's floor,
+    ``_api._zero_matrix_lift``); A then names the input and its dtype.
     """
     if A.numel() == 0 or is_traced(A):
         return
     batch = A.shape[:-2]
     # The matrices below are detached (where they record a graph at all), and amax and factor are formed
     # without one (``_api._prepare``), so nothing here records one: no grad-mode switch (a few µs) is needed.
-    Af = A.float() if A.dtype in HALF_DTYPES else A
+    Af = A if values is None else values
+    Af = Af.float() if Af.dtype in HALF_DTYPES else Af
     Af = Af.detach() if Af.requires_grad else Af
     if scaled_sym2 is not None and scaled_sym2.requires_grad:
         scaled_sym2 = scaled_sym2.detach()

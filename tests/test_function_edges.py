@@ -328,10 +328,6 @@ def test_the_remedies_the_refusal_names_work():
 
 
 @pytest.mark.parametrize("f,says,never", [
-    # float32 computed in float64: the result fits float64, the cast back does not (the all-zero matrix's floor is
-    # the compute dtype's √tiny).  It blamed the float64 compute dtype and suggested compute_dtype=torch.float64.
-    (lambda **o: svdgrad.inv_sqrtm(torch.zeros(3, 3), compute_dtype=torch.float64, **o),
-     ["does not fit torch.float32", "leave compute_dtype unset", "A.double()"], ["eps=", "leaves the range"]),
     # the all-zero float16 matrix: its floor is absolute (√tiny), a larger eps does not move it
     (lambda **o: svdgrad.inv_sqrtm(torch.zeros(3, 3, dtype=torch.float16), **o),
      ["does not fit torch.float16", "A.float()"], ["eps="]),
@@ -343,6 +339,16 @@ def test_the_remedies_the_refusal_names_work():
      ["does not fit torch.float32", "X.double()"], ["eps=", "X.float()"]),
     (lambda **o: svdgrad.gram_inv_sqrtm(_half_rank_deficient_covariance()[0].half(), **o),
      ["does not fit torch.float16", "X.float()", "eps=..."], []),
+    # all-zero float16 features (d > N too): the floor is absolute, a larger eps does not move it; the
+    # message read "σmin/σmax = nan"
+    (lambda **o: svdgrad.gram_inv_sqrtm(torch.zeros(5, 3, dtype=torch.float16), **o),
+     ["does not fit torch.float16", "X.float()", "all-zero X"], ["eps=", "nan"]),
+    (lambda **o: svdgrad.gram_inv_sqrtm(torch.zeros(3, 5, dtype=torch.float16), **o),
+     ["does not fit torch.float16", "X.float()", "all-zero X"], ["eps=", "nan"]),
+    # float32 computed in float64, singular: the floor eps64·λmax is finer than float32's, so leaving
+    # compute_dtype unset helps (the all-zero matrix, whose floor is float32's either way, now fits)
+    (lambda **o: svdgrad.powm(torch.diag(torch.tensor([1e-5, 0.0])), -2.0, compute_dtype=torch.float64, **o),
+     ["does not fit torch.float32", "leave compute_dtype unset", "A.double()", "eps=..."], ["leaves the range"]),
 ])
 def test_the_refusal_names_only_remedies_that_apply(f, says, never):
     """The review of the refusal above: the dtype it suggested could be the one in use, and a larger eps was

@@ -16,8 +16,8 @@ import svdgrad
 from svdgrad import testing as T
 
 from .helpers import ACCURATE, finite
-from .test_functions import (DERIVATIVE_PAIRS, EIGEN, FUNCTIONS, P, PAIRS, POWERS, STABLE_PAIRS, call, fgrad,
-                             methods_for, pairs_for)
+from .test_functions import (ACCURATE_METHODS, DERIVATIVE_PAIRS, EIGEN, FUNCTIONS, P, PAIRS, POWERS, STABLE_PAIRS, call,
+                             fgrad, methods_for, pairs_for)
 
 #: f(a) and f′(a) of a scalar a > 0 (the 1×1 case), p = P for the power.
 SCALAR = {
@@ -206,6 +206,58 @@ def test_finite_on_ties_zero_and_rank_one(function, method, dtype, matrix):
     for p in powers:
         F, gA = fgrad(function, A, G, method, p)
         assert finite(F) and finite(gA), (p, F, gA)
+
+
+@pytest.mark.parametrize("function,method", pairs_for("zero_matrix_computed_wider", STABLE_PAIRS))
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_zero_matrix_computed_wider_is_the_input_dtypes(function, method, batch):
+    """float32 zeros computed in float64 give what the method gives at √tiny32·I in float32: finite.
+
+    The zero matrix has no scale, so its floor is absolute; it was the compute dtype's √tiny, so the
+    derivative there (4e76 for sqrt in float64) came back inf in float32, inv_sqrtm was refused, and
+    logm read -354 where float32 reads -43.7.  The eigen methods give exactly what float32 gives at the
+    zero matrix (f and f′ at the floor √tiny32), to one rounding of f and f′ in either dtype; the
+    iterative ones, which take the zero matrix to 0 in their own dtype, give f at √tiny32·I to their
+    own float32 convergence.  In a batch (the zero matrix in the middle) the others are untouched.
+    """
+    A = torch.zeros(batch + (4, 4))
+    if batch:
+        A[0], A[2] = T.spd(4, 10.0, seed=5), T.spd(4, 1e3, seed=6)
+    G = T.gradients(A.shape, seed=3, dtype=torch.float32)
+    p = -0.5  # (p < −1 overflows float32 at √tiny32 whatever the compute dtype: the xfail below)
+    F64, g64 = fgrad(function, A, G, method, p, compute_dtype=torch.float64)
+    assert finite(F64) and finite(g64), (F64, g64)
+    z = (1,) if batch else ()
+    c = torch.finfo(torch.float32).tiny ** 0.5
+    at_floor = fgrad(function, c * torch.eye(4), G[z], method, p)
+    accurate = method in ACCURATE_METHODS
+    tol = 8 * torch.finfo(torch.float32).eps if accurate else 1e-5
+    for got, want in zip((F64[z], g64[z]), at_floor):
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * float(want.abs().max()))
+    if accurate:  # float32's own zero matrix: the same floor
+        for got, want in zip((F64[z], g64[z]), fgrad(function, A[z], G[z], method, p)):
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol * float(want.abs().max()))
+    if batch:  # the others: as computed in float64 alone
+        F, g = fgrad(function, A[0::2], G[0::2], method, p, compute_dtype=torch.float64)
+        assert torch.equal(F64[0::2], F) and torch.equal(g64[0::2], g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_half_zero_matrix_computed_in_float64_is_computed_in_float32s(function, dtype):
+    """A half input's floor is float32's, where it is computed by default (logm read -354 with float64).
+    Where f(√tiny32) does not fit the half dtype (float16: 1/√√tiny32, and (√tiny32)^P), both refuse, and
+    the refusal computed in float64 no longer suggests leaving compute_dtype unset (it would not help)."""
+    A = torch.zeros(4, 4, dtype=dtype)
+    try:
+        want = call(function, A)
+    except svdgrad.SvdgradError as exc:
+        assert "does not fit" in str(exc)
+        with pytest.raises(svdgrad.SvdgradError, match="does not fit") as info:
+            call(function, A, compute_dtype=torch.float64)
+        assert "compute_dtype" not in str(info.value), str(info.value)
+        return
+    assert torch.equal(call(function, A, compute_dtype=torch.float64), want)
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -360,6 +360,28 @@ def test_gram_zero_features_are_finite(inverse, dtype, algorithm):
 
 
 @pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (2, 3, 5)])
+def test_gram_zero_features_computed_in_float64_are_the_work_dtypes(inverse, dtype, shape):
+    """Zero features computed in float64 give what the work dtype (float32) gives: σ floored at tiny32^(1/4).
+
+    It was float64's tiny^(1/4): gram_sqrtm read 0 (float32: 3.3e-10·I) and gram_inv_sqrtm was refused
+    as not fitting float32 (float32 gives 3.0e9·I).  The SVD route, the one that takes float64.
+    """
+    X = torch.zeros(shape, dtype=dtype)
+    try:
+        want = gram(inverse, "svd")(X)
+    except svdgrad.SvdgradError as exc:  # (float16: 1/tiny32^(1/4) does not fit; the same refusal either way)
+        with pytest.raises(svdgrad.SvdgradError, match="does not fit"):
+            gram(inverse, "svd")(X, compute_dtype=torch.float64)
+        assert "does not fit" in str(exc)
+        return
+    got = gram(inverse, "svd")(X, compute_dtype=torch.float64)
+    assert float(want.abs().max()) > 0 or dtype == torch.float16  # (float16: 3.3e-10 rounds to 0)
+    torch.testing.assert_close(got, want, rtol=2 * torch.finfo(torch.float32).eps, atol=0)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
 def test_gram_shapes_batch_empty_and_no_samples(inverse):
     f = GRAM[inverse]
     X = T.features(3, 5, 10.0, batch=(2, 3), seed=20)
