@@ -48,6 +48,49 @@ def test_non_finite_names_batch_index(method, bad):
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("where", ["diagonal", "pair"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_symmetric_non_finite_names_batch_index(method, where, bad, dtype):
+    """A non-finite A that is symmetric bit for bit (an inf on the diagonal, or a mirrored pair): exactly
+    symmetric input skips the asymmetry's norm, which was also the finiteness check (``_api._prepare``)."""
+    A = T.spd(4, 10.0, batch=(2, 3), seed=1, dtype=dtype)
+    if where == "diagonal":
+        A[1, 2, 1, 1] = bad
+    else:
+        A[1, 2, 0, 1] = A[1, 2, 1, 0] = bad
+    with pytest.raises(svdgrad.SvdgradError, match=r"NaN or Inf at batch index \(1, 2\).*shape=\(2, 3, 4, 4\)"):
+        svdgrad.sqrtm(A, method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exactly_symmetric_input_gives_the_bits_of_the_general_path(method, dtype):
+    """Exactly symmetric A takes S = 2^e·(A + A) (contiguous reads) where the general path forms 2^e·(A + Aᵀ)
+    and checks the asymmetry: the same values and gradient, also with signed zeros mirrored (−0 against +0),
+    at extreme scales, and in a batch that mixes it with a matrix symmetric only within the tolerance."""
+    B = T.spd(5, 100.0, batch=(4,), seed=3, dtype=dtype)
+    A = torch.zeros(4, 6, 6, dtype=dtype)
+    A[:, :5, :5], A[:, 5, 5] = B, 0.7
+    A[:, 0, 5] = A[:, 2, 5] = A[:, 5, 3] = -0.0
+    A[1] *= 1e30 if dtype == torch.float32 else 1e300
+    A[2] *= 1e-30 if dtype == torch.float32 else 1e-300
+    G = T.gradients(A.shape, seed=4, dtype=dtype)
+    near = A.clone()
+    near[3, 0, 1] += 1e-3 * float(torch.finfo(dtype).eps) ** 0.5 * float(A[3, 0, 1])  # (symmetric within tol)
+
+    def run(X, **o):
+        X = X.clone().requires_grad_(True)
+        F = svdgrad.sqrtm(X, method, **o)
+        (g,) = torch.autograd.grad(F, X, G)
+        return F, g
+
+    for X in (A, near):
+        for got, want in zip(run(X), run(X, check=False)):
+            assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_asymmetric(method):
     A = T.spd(4, 10.0, batch=(3,), seed=2)
     A[2, 0, 1] += 0.1
