@@ -23,10 +23,11 @@ Choices, and why:
 - **Floor.**  A zero-trace Σ (a constant or dead feature map; fast-MPN-COV
   issue #4 gave NaN there) would give an infinite gradient for the eigen
   methods.  The layer adds ``floor·I`` to Σ (default 1e-10, absolute: the
-  features after BN + ReLU are O(1)).  A sample with tr(Σ) <= floor
-  (features constant to within the floor) gets Z = sqrt(floor)·I as a
-  constant with zero gradient (dΣ/dX = 0 there), so no method ever sees
-  its d tied eigenvalues and nothing becomes NaN.  With ``floor=0`` a
+  features after BN + ReLU are O(1)).  A sample with Σ = 0 (an exactly
+  constant map: the centring makes a constant row exactly 0, ``centred``)
+  gets Z = sqrt(floor)·I as a constant with zero gradient (dΣ/dX = 0 there),
+  so no method ever sees its d tied eigenvalues and nothing becomes NaN;
+  features that vary, however little, keep their gradient.  With ``floor=0`` a
   zero-trace Σ raises ``SvdgradError`` instead.  The statistics in ``last_covariance`` are of
   Σ before the floor.
 - **Two routes to Σ^{1/2}.**  ``route="covariance"`` (default) forms Σ and
@@ -69,11 +70,22 @@ def covariance(X: torch.Tensor) -> torch.Tensor:
     """Centred covariance (1/N)·(X - mean)(X - mean)ᵀ of features X (*, d, N) -> (*, d, d).
 
     The mean over the N positions is subtracted from X itself, never through
-    an N×N centering matrix.
+    an N×N centering matrix (``centred``).
     """
-    Xc = X - X.mean(dim=-1, keepdim=True)  # (*, d, N)
+    Xc = centred(X)  # (*, d, N)
     S = Xc @ Xc.mT / X.shape[-1]
     return 0.5 * (S + S.mT)
+
+
+def centred(X: torch.Tensor) -> torch.Tensor:
+    """X − mean over the last dimension, as X − x₀ − mean(X − x₀) with x₀ each row's first value.
+
+    The same number, but a constant row gives exactly 0: X − mean(X) left a residue of an ulp of the value
+    (7e-9 for 0.1 in float32, the mean being a sum then a division), so a constant map had a tiny rank-one Σ
+    instead of Σ = 0, exactly tied eigenvalues for the pooling layer's methods, and (ordinary) NaN gradients.
+    """
+    D = X - X[..., :1]
+    return D - D.mean(dim=-1, keepdim=True)
 
 
 def triu_vector(Z: torch.Tensor, offdiag_scale: float = 1.0) -> torch.Tensor:
@@ -289,7 +301,7 @@ class CovariancePooling(nn.Module):
     def scaled_features(self, x: torch.Tensor) -> torch.Tensor:
         """Y (B, d, N) with Y Yᵀ = Σ: the centred reduced features over √N (the features route's input)."""
         X = self._reduced(x)
-        return (X - X.mean(dim=-1, keepdim=True)) / math.sqrt(X.shape[-1])
+        return centred(X) / math.sqrt(X.shape[-1])
 
     def _root(self, M: torch.Tensor) -> torch.Tensor:
         """Z = (Σ + floor·I)^{1/2} (B', d, d) from M = Σ (covariance route) or M = Y (features route)."""
@@ -309,7 +321,7 @@ class CovariancePooling(nn.Module):
         if self._route == "covariance":
             M = S = self.covariance(x)  # (B, d, d)
             tr = S.detach().diagonal(dim1=-2, dim2=-1).sum(-1)  # (B,)
-            zero = (tr <= 0) if self.floor <= 0 else None
+            zero = tr <= 0  # (Σ = 0: an exactly constant map, ``centred``; or Σ underflowed)
         else:
             M = self.scaled_features(x)  # (B, d, N), Σ = M Mᵀ is never formed for the gradient
             S = None
@@ -319,15 +331,14 @@ class CovariancePooling(nn.Module):
             tr = (Md.float() if Md.dtype == torch.float16 else Md).square().sum(dim=(-2, -1))
             # floor = 0 refuses tr(Σ) = 0, that is Y = 0: ‖Y‖² of a tiny Y underflows (1e-30 in float32), Y's
             # maximum does not.  (floor > 0 needs only tr: a tiny tr is below the floor either way.)
-            zero = (M.detach().abs().amax(dim=(-2, -1)) == 0) if self.floor <= 0 else None
+            zero = M.detach().abs().amax(dim=(-2, -1)) == 0
         if self.keep_covariance:
             if S is None:
                 Md = M.detach()
                 S = 0.5 * (Md @ Md.mT + (Md @ Md.mT).mT)
             self.last_covariance = S.detach()
         d = M.shape[-2]
-        low, nonfinite = torch.stack(((zero if self.floor <= 0 else tr <= self.floor).any(),
-                                      ~torch.isfinite(tr).all())).tolist()
+        low, nonfinite = torch.stack((zero.any(), ~torch.isfinite(tr).all())).tolist()
         if nonfinite and not bool(torch.isfinite(M).all()):  # (tr alone overflows for large finite Y: no error)
             raise self._non_finite(x, M)
         if self.floor <= 0:
@@ -346,7 +357,9 @@ class CovariancePooling(nn.Module):
                     f"get Z = sqrt(floor)·I there instead."
                 )
             return triu_vector(self._root(M), self.offdiag_scale).to(x.dtype)
-        dead = tr <= self.floor  # (B,) features constant to within the floor
+        # (B,) exactly constant maps: Σ = 0 and dΣ/dX = 0 there.  Not tr(Σ) <= floor: features of 1e-6 vary, and
+        # the gradient of (Σ + floor·I)^{1/2} there (about 0.04) was zeroed.
+        dead = zero
         if not low:
             Z = self._root(M)
         else:

@@ -184,3 +184,43 @@ def test_parametric_covariance_pooling():
     assert y.shape == (2, 6) and layer.out_features == 6
     y.sum().backward()
     assert torch.isfinite(layer.project.weight.grad).all()
+
+
+@pytest.mark.parametrize("route,method", [("covariance", "exact"), ("covariance", "newton_schulz"),
+                                          ("features", "exact")])
+def test_low_variance_features_keep_their_gradient(route, method):
+    """Features that vary but whose tr Σ is below the floor were pooled as a constant map: Z = √floor·I, a zero
+    gradient (the gradient of (Σ + floor·I)^{1/2} there is about 0.04 at features of 1e-6) and, for a batch of
+    such samples, an output with no grad_fn.  Only an exactly constant map (Σ = 0, dΣ/dX = 0) is constant now."""
+    layer = snn.CovariancePooling(4, None, method, route=route).double()
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[0] *= 1e-6
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(layer(x).sum(), x)
+    S = snn.covariance(x[:1].detach().flatten(2)) + layer.floor * torch.eye(4, dtype=torch.float64)
+    x0 = x[:1].detach().clone().requires_grad_(True)
+    Sx = snn.covariance(x0.flatten(2)) + layer.floor * torch.eye(4, dtype=torch.float64)
+    i, j = torch.triu_indices(4, 4)
+    (want,) = torch.autograd.grad(svdgrad.sqrtm(Sx, "exact")[..., i, j].sum(), x0)
+    assert float(want.abs().max()) > 1e-2  # (a gradient that matters)
+    tol = 1e-6 if method == "exact" else 1e-2  # (newton_schulz: 5 iterations at κ(Σ + floor·I) ≈ 1)
+    torch.testing.assert_close(g[:1], want, rtol=tol, atol=tol * float(want.abs().max()))
+    assert S.shape == (1, 4, 4)
+    # a batch of such samples alone still has a graph
+    assert layer(x[:1]).grad_fn is not None
+
+
+@pytest.mark.parametrize("route", ["covariance", "features"])
+@pytest.mark.parametrize("value", [0.1, 1e-3, 3.7, -2.2e5])
+def test_a_constant_map_is_exactly_constant_after_centring(route, value):
+    """x − mean(x) of a constant row is not exactly 0 in floating point (sum then divide); the layer's centring
+    (x − x₀ − mean(x − x₀)) is, so a constant map is recognized exactly and gets Z = √floor·I, zero gradient."""
+    layer = snn.CovariancePooling(3, None, "ordinary" if route == "covariance" else "exact", route=route)
+    x = torch.full((2, 3, 7, 7), value)
+    x[1] = torch.randn(3, 7, 7)
+    x.requires_grad_(True)
+    y = layer(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    i, j = torch.triu_indices(3, 3)
+    torch.testing.assert_close(y[0], (math.sqrt(layer.floor) * torch.eye(3))[i, j], rtol=0, atol=0)
+    assert torch.equal(g[0], torch.zeros_like(g[0])) and torch.isfinite(g).all()
