@@ -28,6 +28,33 @@ def refuse_directory(path) -> None:
                            f"rename it, or choose another --out.")
 
 
+#: What each long command leaves at the top of its --out folder, saying whose output the folder holds.
+OUTPUT_MARKERS = {"sweep": ("results.csv",), "study": ("study.json",), "bench": ("raw",)}
+
+
+def output_conflict(out, command: str, *, overwrite: bool = False) -> str | None:
+    """Why ``svdgrad {command}`` must not write its REPORT.md into ``out``, or None.
+
+    Each command refused to replace its own finished results, but wrote its REPORT.md over another's: a
+    sweep's report redrawn by ``bench --report-only``, a study's by a sweep.  Another command's output is
+    refused whatever the flags (``--overwrite`` replaces a command's own results only); a REPORT.md without
+    this command's own marker (a report some other tool wrote) is refused unless ``--overwrite``.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    for other, names in OUTPUT_MARKERS.items():
+        found = [n for n in names if other != command and (out / n).exists()]
+        if found:
+            return (f"{out} holds the output of `svdgrad {other}` ({found[0]}); `svdgrad {command}` would write "
+                    f"its REPORT.md over that one's. Choose another --out.")
+    mine = OUTPUT_MARKERS.get(command, ())
+    if (out / "REPORT.md").exists() and not any((out / n).exists() for n in mine) and not overwrite:
+        return (f"{out} holds a REPORT.md that `svdgrad {command}` did not write (no {' or '.join(mine)} beside "
+                f"it). Choose another --out, or pass --overwrite to replace it.")
+    return None
+
+
 def write_atomic(path, data: str | bytes) -> None:
     """Write ``data`` (text or bytes) to ``path`` atomically."""
     path = Path(path)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .._errors import SvdgradError
-from .._io import remove_stale_temporaries
+from .._io import output_conflict, remove_stale_temporaries
 from . import grid, report, runner
 
 #: Where the full profile writes (relative to the working directory, like ``svdgrad sweep``).
@@ -132,6 +132,26 @@ def _check_device_and_threads(device: str, threads: int) -> str | None:
     return None
 
 
+def _out_problem(out: Path, report_only: bool, overwrite: bool) -> str | None:
+    """Why --out cannot take this run, before anything is measured or written (a file there, or above it,
+    ended in a traceback; --report-only of a folder without raw/ wrote an empty report over whatever was there,
+    a sweep's REPORT.md included)."""
+    if out.exists() and not out.is_dir():
+        return f"--out: {out} is a file; expected a folder (new or one that `svdgrad bench` wrote)."
+    above = out.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        return f"--out: {out} cannot be created: {above} is a file."
+    conflict = output_conflict(out, "bench", overwrite=overwrite)
+    if conflict:
+        return f"--out: {conflict}"
+    if report_only and not (out / "raw").is_dir():
+        return (f"--report-only: {out} holds no measurements (no raw/ folder) to draw a report from. Run "
+                f"`svdgrad bench --out {shlex.quote(str(out))}` first.")
+    return None
+
+
 def main(command: str, argv: list[str]) -> int:
     args = parser().parse_args(argv)
     start = time.perf_counter()
@@ -151,6 +171,10 @@ def main(command: str, argv: list[str]) -> int:
         print(f"svdgrad bench: error: {problem}", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else (scratch_out() if args.profile == "quick" else DEFAULT_OUT)
+    problem = _out_problem(out, args.report_only, args.overwrite)
+    if problem:
+        print(f"svdgrad bench: error: {problem}", file=sys.stderr)
+        return 2
     if not args.report_only:
         found = existing_results(out, args.device)
         if found and not args.overwrite:

@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from .._errors import SvdgradError
+from .._io import output_conflict
 from .grid import default_grid, quick_grid
 from .runner import APPROX, BACKENDS, GRID, LOCK, REPORT, RESULTS, RUNS
 
@@ -251,6 +252,9 @@ def _sweep(argv) -> int:
         raise UsageError(f"--out: {out} cannot be created or written: {base} is not writable; choose another --out")
     refuse_directories(out, (RESULTS, APPROX, GRID, RUNS, LOCK) + (() if args.no_report else (REPORT,)),
                        figures=not args.no_report, command="sweep")
+    conflict = output_conflict(out, "sweep", overwrite=args.overwrite)
+    if conflict:
+        raise UsageError(f"--out: {conflict}")
     from .runner import SweepLocked, WorkerLost, run_sweep
     from .store import ResultStore
 

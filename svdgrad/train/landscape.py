@@ -25,7 +25,7 @@ import platform
 import tempfile
 
 from .._errors import SvdgradError
-from .._io import write_atomic
+from .._io import output_conflict, write_atomic
 from . import runner
 from .landscape_report import write_report
 from .report import read_study
@@ -78,6 +78,9 @@ def run(quick: bool = False, out: str | None = None, seeds: int | None = None, j
                                       max_minutes=max_minutes)
     if report_only:
         return runner.redraw(out, write_report)
+    conflict = output_conflict(out, "study")
+    if conflict:
+        raise SvdgradError(conflict)
     # The folder is locked while the study writes it: a second study (or --resume) into it is refused
     # (two resumes ran the same runs twice, every log line doubled, and both exited 0).
     from .trainer import _folder_lock  # (imports torch: not at module import)

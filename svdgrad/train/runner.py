@@ -32,6 +32,8 @@ def check_device(device: str) -> None:
     """Refuse ``--device cuda`` on a machine without a usable GPU, before anything is written."""
     import torch
 
+    if device not in ("auto", "cpu") and not (device == "cuda" or device.startswith("cuda:")):
+        raise SvdgradError(f"Expected --device auto, cpu or cuda[:i]; received {device!r}.")
     if device.startswith("cuda") and not torch.cuda.is_available():
         why = ("this torch was built without CUDA" if torch.version.cuda is None else
                f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU")
