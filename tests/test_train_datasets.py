@@ -85,3 +85,11 @@ def test_hybrid_study_on_elpv_has_its_own_folder_and_says_how_to_complete(monkey
             study.run(quick=True, out=str(tmp_path / "x"), dataset="imagenet", echo=lambda m: None)
     finally:
         data.elpv.cache_clear()
+
+
+def test_textures_refuse_an_image_size_beyond_their_strips_in_one_line():
+    """--image-size 224 ended in numpy's 'low >= high' inside the patch cropper; the largest side is named."""
+    with pytest.raises(SvdgradError, match=r"--image-size at most (\d+) for the textures dataset.*received 224") as info:
+        data.textures(224, 2, 2)
+    largest = int(str(info.value).split("at most ")[1].split()[0])
+    assert data.textures(largest, 1, 1).val_x.shape[-1] == largest

@@ -126,8 +126,16 @@ def textures(image_size: int = 32, train_per_class: int = 400, val_per_class: in
     rng = np.random.default_rng(split_seed)
     xs = {"train": [], "val": []}
     ys = {"train": [], "val": []}
-    for c, name in enumerate(TEXTURES):
-        img = torch.from_numpy(_texture_image(name))
+    images = [torch.from_numpy(_texture_image(name)) for name in TEXTURES]
+    # Patches are cut from each image's train and validation strips: a side beyond the narrower strip has no
+    # patch (--image-size 224 ended in numpy's 'low >= high' deep inside)
+    largest = min(min(img.shape[0], int(round(TRAIN_FRACTION * img.shape[1])),
+                      img.shape[1] - int(round(TRAIN_FRACTION * img.shape[1]))) for img in images)
+    if image_size > largest:
+        raise SvdgradError(f"Expected --image-size at most {largest} for the textures dataset (its validation "
+                           f"strips are {largest} pixels wide); received {image_size}. Use a smaller size, or "
+                           f"another --dataset (digits, second_order, or your own tensors).")
+    for c, img in enumerate(images):
         cut = int(round(TRAIN_FRACTION * img.shape[1]))
         for split, part, n in (("train", img[:, :cut], train_per_class), ("val", img[:, cut:], val_per_class)):
             xs[split].append(_crop_patches(part, n, image_size, rng))
