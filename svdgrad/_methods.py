@@ -18,7 +18,8 @@ import torch
 
 from . import _kernels, _matmul_only, _newton_schulz
 from ._errors import SvdgradError
-from ._functions import ExactSqrtOp, LyapunovRoot, NewtonSchulzManual, SpectralOp, apply, eigh_or_raise, symmetrized
+from ._functions import (ExactSqrtOp, LyapunovRoot, NewtonSchulzManual, SpectralOp, _shifted, apply, eigh_or_raise,
+                         symmetrized)
 from ._spectral import InvSqrt, SpectralFunction, Sqrt
 from ._pade import pade_coefficients
 
@@ -627,6 +628,8 @@ class PowerIteration(Method):
     name: ClassVar[str] = "power_iteration"
     # Deflation accumulates rounding: inv·sqrt = I to 3e-9 at κ = 1e6 in float64 (exact: 3e-14).
     forward_is_exact: ClassVar[bool] = False
+    #: The output's 2^pow2 joins the spectrum (with a large power's shift), as for the eigen methods.
+    folds_output_scale: ClassVar[bool] = True
     iterations: int = 9
 
     def __post_init__(self):
@@ -669,7 +672,16 @@ class PowerIteration(Method):
         # straight-through (the value is raised, the derivative passes), as ``exact`` does.
         floor = _kernels.eigenvalue_floor(L, self.floor_eps(A.dtype))  # (*, 1)
         lam = lam + (floor - lam).clamp_min(0).detach()
-        phi = fn.f(lam, p)
+        # The output's scale 2^pow2 and a large power's shift join f's values in one exponent, as for the eigen
+        # methods (``_functions._shifted``): λ^p at the scaled eigenvalues overflowed (float32 powm(0.975·ones(2, 2),
+        # 50) = 1.6e14 was refused as not fitting float32).
+        Lw, e, a = _shifted(fn, lam, p, pow2, 0)
+        phi = fn.f(Lw, p)
+        if e is not None:  # (a constant exponent: torch.func.jvp gave its zero tangent in float64)
+            phi = _kernels.pow2_vector(phi, e.detach(), halves=fn.wide_pow2)
+        if a is not None and isinstance(p, torch.Tensor) and p.requires_grad:
+            # λ^p = 2^(a·p)·Lw^p: e holds a·p as a constant; this factor is 1 with the derivative a·ln2 in p
+            phi = phi * torch.exp2(a.detach()[..., None] * (p - p.detach()))
         return (V * phi[..., None, :]) @ V.mT, L
 
 

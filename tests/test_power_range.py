@@ -111,11 +111,13 @@ def _large_power_cases(dtype):
     return [(A.to(dtype), p) for A, p in cases]
 
 
-@pytest.mark.parametrize("method", [m for m in POWER_METHODS if svdgrad.get_method(m).folds_output_scale])
+@pytest.mark.parametrize("method", POWER_METHODS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_large_powers_stay_in_range(method, dtype):
     """A^p and its gradients (in A and in a tensor p) where λ^p at the scaled eigenvalues overflows: float32
     powm(0.975·ones(2, 2), 50) gave inf (A^50 = 1.6e14), float64 powm(diag(1000, 1e-7), -40) gave [nan, inf].
+    power_iteration, which did not fold the output's scale into its spectrum, was refused there, told to
+    compute in float64 (float32) or that the result exceeds float64 (it is 1e280).
 
     Every method: finite wherever the reference is a normal number.  Against the 50-digit reference
     (normwise): the value for every method whose forward is f(A) to working precision (topn's is not), the
@@ -154,3 +156,19 @@ def test_large_power_under_vmap_over_p():
     Fv = torch.func.vmap(lambda q: svdgrad.powm(A, q))(ps)
     for i, q in enumerate(ps):
         assert torch.allclose(Fv[i], svdgrad.powm(A, float(q)), rtol=1e-5, atol=0), float(q)
+
+
+def test_power_iteration_gradient_in_p_at_a_shifted_power():
+    """power_iteration folds a large power's shift 2^(a·p) into its spectrum as a constant exponent; the factor's
+    derivative a·ln2·λ^p in p is carried separately.  Against exact: power_iteration's forward accuracy,
+    κ·eps·n (its deflation's rounding; κ = 1e10 here), times 10."""
+    Q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    A = Q @ torch.diag(torch.tensor([1000.0, 3.0, 1e-7], dtype=torch.float64)) @ Q.mT
+    A = (A + A.mT) / 2
+    G = T.gradients(A.shape, seed=2, dtype=torch.float64)
+    gps = {}
+    for method in ("exact", "power_iteration"):
+        p = torch.tensor(-40.0, dtype=torch.float64, requires_grad=True)
+        (gps[method],) = torch.autograd.grad(svdgrad.powm(A, p, method), p, G)
+    tol = 10 * 1e10 * torch.finfo(torch.float64).eps * 3
+    assert abs(float(gps["power_iteration"] / gps["exact"]) - 1) <= tol, gps
