@@ -422,6 +422,7 @@ def _exp_dd(a, b):
     (torch.float64, [1e6, 1e6 + 3, 1e6 + 5], torch.sin, torch.cos, _sin_dd),
     (torch.float32, [40.0, 40.15, 40.3], torch.exp, torch.exp, _exp_dd),
     (torch.float64, [1.0, 1.0 + 1e-9, 3.0], torch.exp, torch.exp, _exp_dd),
+    (torch.float64, [40.0, 40.0 + 1e-9, 42.0], torch.exp, torch.exp, _exp_dd),  # (|f| large: 2e17)
     (torch.float32, [2.0, 2.0 + 1e-4, 5.0], torch.sin, torch.cos, _sin_dd),
 ])
 def test_matrix_function_fallback_divided_difference_follows_f_not_the_size_of_lambda(dtype, lam, f, df, dd):
