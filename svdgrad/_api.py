@@ -350,10 +350,6 @@ def _check_result_fits(out: torch.Tensor, Fc: torch.Tensor, L, fn: SpectralFunct
         + " check=False to get the inf entries.")
 
 
-def _coarser(a: torch.dtype, b: torch.dtype) -> torch.dtype:
-    return a if torch.finfo(a).bits < torch.finfo(b).bits else b
-
-
 def _wider_cast(dtype: torch.dtype, name: str) -> str | None:
     """The cast a refusal suggests for a result beyond ``dtype`` (``name.float()``), None past float64."""
     wider = {torch.float16: "float", torch.bfloat16: "float", torch.float32: "double"}.get(dtype)
@@ -693,7 +689,7 @@ def _gram_inverse_overflow(X: torch.Tensor, eps: float, cdtype: torch.dtype) -> 
         + (f", σmin/σmax = {ratio:.3g}" if ratio is not None else "") + ")"
         + (f", with σ floored at eps·σmax ({eps:.3g}) on a rank-deficient X or where d > N" if floored else "")
         + (", and an all-zero X has its σ floored at the absolute tiny^(1/4) of "
-           f"{_coarser(_work_dtype(X.dtype), cdtype)}" if zero else "")
+           f"{_kernels.coarser_dtype(_work_dtype(X.dtype), cdtype)}" if zero else "")
         + ". " + ("To compute it: " + "; ".join(remedies) + "; or pass" if remedies else "Pass")
         + " check=False to get the inf entries.")
 

@@ -642,8 +642,7 @@ class GramOp(torch.autograd.Function):
         the cast's own rounding).  The vjp and the jvp are taken at order one (``_scaled_by``)."""
         X = _kernels.times_pow2_halves(Xw, -2.0 * k).to(cdtype)
         # (the zero X's absolute floor: the coarser dtype's, as ``_api._zero_matrix_lift`` for A)
-        coarser = Xw.dtype if torch.finfo(Xw.dtype).bits < torch.finfo(cdtype).bits else cdtype
-        F, *rest = GramOp._at_order_one_forward(X, eps, inverse, algorithm, coarser)
+        F, *rest = GramOp._at_order_one_forward(X, eps, inverse, algorithm, _kernels.coarser_dtype(Xw.dtype, cdtype))
         F = _kernels.times_pow2_halves(F.to(Xw.dtype), -2.0 * k if inverse else 2.0 * k)
         return (F, *rest, X)
 

@@ -42,6 +42,11 @@ def scale_exponent(amax: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def coarser_dtype(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """The floating dtype of the two with fewer bits (the one whose rounding and range bound a result)."""
+    return a if torch.finfo(a).bits < torch.finfo(b).bits else b
+
+
 def cast(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """X.to(dtype), without a dispatched call when X already has it (the hot paths' no-op casts add up)."""
     return X if X.dtype == dtype else X.to(dtype)
