@@ -357,9 +357,8 @@ class CovariancePooling(nn.Module):
                     f"get Z = sqrt(floor)·I there instead."
                 )
             return triu_vector(self._root(M), self.offdiag_scale).to(x.dtype)
-        # (B,) exactly constant maps: Σ = 0 and dΣ/dX = 0 there.  Not tr(Σ) <= floor: features of 1e-6 vary, and
-        # the gradient of (Σ + floor·I)^{1/2} there (about 0.04) was zeroed.
-        dead = zero
+        # ``zero`` (B,): exactly constant maps, Σ = 0 and dΣ/dX = 0 there.  Not tr(Σ) <= floor: features of 1e-6
+        # vary, and the gradient of (Σ + floor·I)^{1/2} there (about 0.04) was zeroed.
         if not low:
             Z = self._root(M)
         else:
@@ -367,7 +366,7 @@ class CovariancePooling(nn.Module):
             # the eigen backwards would see d exactly tied eigenvalues.
             eye = torch.eye(d, dtype=M.dtype, device=M.device)
             Z = (math.sqrt(self.floor) * eye).expand(M.shape[0], d, d).clone()
-            live = torch.nonzero(~dead).flatten()
+            live = torch.nonzero(~zero).flatten()
             if live.numel():
                 Z = Z.index_put((live,), self._root(M[live]))
         return triu_vector(Z, self.offdiag_scale).to(x.dtype)
